@@ -1,0 +1,1 @@
+//! Reading traces and rendering them (in progress).

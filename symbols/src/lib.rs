@@ -1,0 +1,6 @@
+//! Linux kernel images and their symbols, with no KVM in sight: bzImage and
+//! ELF parsing, payload decompression, kallsyms recovery, System.map, DWARF
+//! (inline frames, file:line), ORC tables, kernel identity, and address →
+//! frames resolution with a per-address cache.
+
+pub mod orc;

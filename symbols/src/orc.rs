@@ -1,0 +1,1 @@
+//! ORC unwind tables (in progress).
