@@ -3,4 +3,6 @@
 //! (inline frames, file:line), ORC tables, kernel identity, and address →
 //! frames resolution with a per-address cache.
 
+pub mod layout;
 pub mod orc;
+pub mod table;
