@@ -3,6 +3,11 @@
 //! (inline frames, file:line), ORC tables, kernel identity, and address →
 //! frames resolution with a per-address cache.
 
+pub mod dwarf;
+pub mod elfsyms;
 pub mod layout;
+pub mod mapped;
 pub mod orc;
+pub mod symbolizer;
+pub mod sysmap;
 pub mod table;

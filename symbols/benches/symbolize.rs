@@ -1,0 +1,2 @@
+//! Symbolization benchmark (filled in below).
+fn main() {}
