@@ -1,1 +1,39 @@
-//! Trace file format (in progress).
+//! The `boottrace.data` file: versioned, append-only, written while the guest
+//! runs and readable after a crash.
+//!
+//! Layout: a 16-byte header (magic, major/minor version), then framed records
+//! (`u32` length, `u32` CRC-32, `u8` type, postcard body; see [`frame`]). The
+//! first record is [`TraceMeta`]; the last, written by `finish`, is
+//! [`Finish`]. Everything in between is appended as it happens: runs, VMM
+//! phases, serial lines, layouts, samples with raw addresses (symbols are
+//! resolved at report time), run ends and sampler costs. A reader stops at
+//! the first truncated or corrupted frame and keeps everything before it.
+//!
+//! Writing from several threads:
+//! ```no_run
+//! # use boottrace::trace::*;
+//! # fn main() -> Result<(), TraceError> {
+//! let writer = TraceWriter::create("boottrace.data", &TraceMeta::default())?.spawn()?;
+//! let sink = writer.sink(); // clone one per vCPU thread
+//! sink.append(Record::RunStart(RunStart { run: 0, wall_time_unix_ns: 0 }))?;
+//! drop(sink);
+//! writer.finish()?;
+//! let trace = Trace::open("boottrace.data")?;
+//! # Ok(()) }
+//! ```
+
+mod error;
+pub mod frame;
+mod reader;
+mod record;
+pub mod synth;
+mod writer;
+
+pub use error::TraceError;
+pub use frame::MAX_RECORD_LEN;
+pub use reader::{RunData, Trace};
+pub use record::{
+    Finish, HostFacts, KernelInfo, Layout, Phase, Record, RecordType, RunEnd, RunStart, Sample,
+    SampleCost, SamplerCost, Serial, StackEnd, StatNames, TraceMeta,
+};
+pub use writer::{TraceSink, TraceWriter, TraceWriterThread, FLUSH_BYTES, FLUSH_INTERVAL};

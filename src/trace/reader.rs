@@ -1,0 +1,254 @@
+//! Reading a whole trace file into memory, grouped by run.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use boottrace_symbols::layout::RunLayout;
+
+use super::frame::{read_header, FrameReader, HeaderProblem, Next, VERSION_MAJOR, VERSION_MINOR};
+use super::record::{Phase, Record, RunEnd, Sample, SamplerCost, Serial, TraceMeta};
+use super::TraceError;
+
+/// Everything recorded about one run (one boot).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunData {
+    /// Run index.
+    pub run: u32,
+    /// Wall-clock start, ns since the Unix epoch (0 when the `RunStart` record is missing).
+    pub wall_time_unix_ns: u64,
+    /// VMM phases in file order.
+    pub phases: Vec<Phase>,
+    /// Serial lines in file order.
+    pub serial: Vec<Serial>,
+    /// Kernel/decompressor layout, if recorded (the last one wins).
+    pub layout: Option<RunLayout>,
+    /// Samples, sorted by (time, vCPU).
+    pub samples: Vec<Sample>,
+    /// How the run ended, if it did.
+    pub end: Option<RunEnd>,
+    /// The sampler's total cost, if recorded.
+    pub cost: Option<SamplerCost>,
+}
+
+impl RunData {
+    fn new(run: u32) -> RunData {
+        RunData {
+            run,
+            ..RunData::default()
+        }
+    }
+
+    /// Time of the named phase, if recorded.
+    pub fn phase(&self, name: &str) -> Option<u64> {
+        self.phases.iter().find(|p| p.name == name).map(|p| p.t_ns)
+    }
+
+    /// Boot duration: end time (or, without one, the last sample) minus the
+    /// first guest instruction (or 0 without one).
+    pub fn boot_ns(&self) -> u64 {
+        let start = self.phase("first_instruction").unwrap_or(0);
+        let end = self
+            .end
+            .as_ref()
+            .map(|e| e.t_ns)
+            .or_else(|| self.samples.last().map(|s| s.t_ns))
+            .unwrap_or(start);
+        end.saturating_sub(start)
+    }
+}
+
+/// A trace file read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trace {
+    /// Metadata.
+    pub meta: TraceMeta,
+    /// Minor format version of the file.
+    pub format_minor: u16,
+    /// KVM stat names that `Sample::kvm` indices refer to (empty if none recorded).
+    pub stat_names: Vec<String>,
+    /// Runs, by run index.
+    pub runs: Vec<RunData>,
+    /// True when the file ends with its final record (the recording finished).
+    pub complete: bool,
+    /// What was damaged, skipped or missing; empty for a clean file.
+    pub warnings: Vec<String>,
+}
+
+impl Trace {
+    /// Reads a trace file. Damage after the metadata gives a partial trace
+    /// plus warnings; a wrong magic, version or missing metadata is an error.
+    pub fn open(path: impl AsRef<Path>) -> Result<Trace, TraceError> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|source| TraceError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Trace::read_from(BufReader::with_capacity(256 << 10, file), path)
+    }
+
+    /// Reads a trace from any reader; `path` is used in messages only.
+    pub fn read_from(mut r: impl Read, path: &Path) -> Result<Trace, TraceError> {
+        let (_, format_minor) = read_header(&mut r).map_err(|p| match p {
+            HeaderProblem::Io(source) => TraceError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+            HeaderProblem::BadMagic => TraceError::BadMagic {
+                path: path.to_path_buf(),
+            },
+            HeaderProblem::Version(major, minor) => TraceError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                major,
+                minor,
+                supported: VERSION_MAJOR,
+            },
+            HeaderProblem::Flags(flags) => TraceError::UnsupportedFlags {
+                path: path.to_path_buf(),
+                flags,
+            },
+        })?;
+        let mut frames = FrameReader::new(r);
+        let missing = |detail: String| TraceError::MissingMeta {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let meta = match frames.next_record() {
+            Next::Record(Record::Meta(m)) => m,
+            Next::Record(other) => {
+                return Err(missing(format!(
+                    "first record is {:?}, not Meta",
+                    other.record_type()
+                )))
+            }
+            Next::Skipped(m) | Next::Damaged(m) => return Err(missing(m)),
+            Next::End => return Err(missing("the file holds no record".into())),
+        };
+        let mut b = Builder::default();
+        if format_minor > VERSION_MINOR {
+            b.warnings.push(format!(
+                "trace format {VERSION_MAJOR}.{format_minor} is newer than this boottrace's \
+                 {VERSION_MAJOR}.{VERSION_MINOR}: records it does not know are skipped"
+            ));
+        }
+        loop {
+            match frames.next_record() {
+                Next::Record(rec) => b.add(rec),
+                Next::Skipped(m) => b.warnings.push(m),
+                Next::Damaged(m) => {
+                    b.warnings
+                        .push(format!("{m}; read stops here, earlier records kept"));
+                    break;
+                }
+                Next::End => break,
+            }
+        }
+        Ok(b.build(meta, format_minor))
+    }
+
+    /// Total samples over all runs.
+    pub fn sample_count(&self) -> usize {
+        self.runs.iter().map(|r| r.samples.len()).sum()
+    }
+
+    /// The run with index `run`.
+    pub fn run(&self, run: u32) -> Option<&RunData> {
+        self.runs.iter().find(|r| r.run == run)
+    }
+
+    /// Index of a KVM stat by name (e.g. "exits").
+    pub fn stat_index(&self, name: &str) -> Option<u16> {
+        let i = self.stat_names.iter().position(|n| n == name)?;
+        u16::try_from(i).ok()
+    }
+}
+
+/// Collects records into runs.
+#[derive(Default)]
+struct Builder {
+    runs: BTreeMap<u32, RunData>,
+    stat_names: Vec<String>,
+    warnings: Vec<String>,
+    complete: bool,
+    extra_meta: bool,
+    after_finish: u64,
+}
+
+impl Builder {
+    fn run(&mut self, run: u32) -> &mut RunData {
+        self.runs.entry(run).or_insert_with(|| RunData::new(run))
+    }
+
+    fn add(&mut self, rec: Record) {
+        if self.complete {
+            self.after_finish += 1;
+        }
+        match rec {
+            Record::Meta(_) => self.extra_meta = true,
+            Record::RunStart(r) => self.run(r.run).wall_time_unix_ns = r.wall_time_unix_ns,
+            Record::Phase(p) => {
+                let run = p.run;
+                self.run(run).phases.push(p);
+            }
+            Record::Serial(s) => {
+                let run = s.run;
+                self.run(run).serial.push(s);
+            }
+            Record::Layout(l) => {
+                let run = l.run;
+                self.run(run).layout = Some(l.layout);
+            }
+            Record::StatNames(s) => self.stat_names = s.names,
+            Record::Sample(s) => {
+                let run = s.run;
+                self.run(run).samples.push(s);
+            }
+            Record::RunEnd(e) => {
+                let run = e.run;
+                self.run(run).end = Some(e);
+            }
+            Record::SamplerCost(c) => {
+                let run = c.run;
+                self.run(run).cost = Some(c);
+            }
+            Record::Finish(_) => self.complete = true,
+        }
+    }
+
+    fn build(mut self, meta: TraceMeta, format_minor: u16) -> Trace {
+        if self.extra_meta {
+            self.warnings
+                .push("more than one metadata record; the first one is used".into());
+        }
+        if !self.complete {
+            self.warnings.push(
+                "the trace has no final record: the recording was interrupted or is still running"
+                    .into(),
+            );
+        } else if self.after_finish > 0 {
+            self.warnings.push(format!(
+                "{} records after the final record",
+                self.after_finish
+            ));
+        }
+        let mut runs: Vec<RunData> = self.runs.into_values().collect();
+        for r in &mut runs {
+            // vCPU threads hand samples over concurrently: file order is only
+            // roughly time order. Stable sort keeps equal timestamps in file order.
+            r.samples.sort_by_key(|s| (s.t_ns, s.vcpu));
+            if r.end.is_none() {
+                self.warnings
+                    .push(format!("run {} has no end record (interrupted)", r.run));
+            }
+        }
+        Trace {
+            meta,
+            format_minor,
+            stat_names: self.stat_names,
+            runs,
+            complete: self.complete,
+            warnings: self.warnings,
+        }
+    }
+}

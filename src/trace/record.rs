@@ -1,0 +1,465 @@
+//! The records of a trace file and their body encoding.
+//!
+//! Every body is a serde struct encoded with `postcard` (varints, no field
+//! names), behind a one-byte type tag (see [`RecordType`]). postcard is not
+//! self-describing: changing a struct's fields needs a new major format
+//! version; adding a new record type only a new minor version (older readers
+//! skip unknown types with a warning).
+
+use std::collections::BTreeMap;
+
+use boottrace_symbols::layout::RunLayout;
+use serde::{Deserialize, Serialize};
+
+/// What the trace says about the kernel that was booted.
+///
+/// Kept as the trace format's own struct (rather than the symbols crate's
+/// identity type) so the on-disk encoding cannot change under the format.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelInfo {
+    /// Path of the kernel image as given to `record`.
+    pub path: String,
+    /// Image size in bytes.
+    pub size: u64,
+    /// sha256 of the image, lowercase hex.
+    pub sha256: String,
+    /// GNU build-id (hex) of the kernel proper, when found.
+    pub build_id: Option<String>,
+    /// The `Linux version …` banner, when found.
+    pub version: Option<String>,
+}
+
+/// Facts about the host the trace was recorded on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFacts {
+    /// Host kernel release (`uname -r`).
+    pub kernel_version: String,
+    /// Host name.
+    pub hostname: String,
+    /// Workarounds applied because the host's KVM is the PVM kind (empty elsewhere).
+    pub pvm_workarounds: Vec<String>,
+}
+
+/// The trace's first record: how, where and on what it was recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceMeta {
+    /// Version of the boottrace that wrote the file.
+    pub boottrace_version: String,
+    /// The `record` command line.
+    pub argv: Vec<String>,
+    /// The kernel image booted.
+    pub kernel: KernelInfo,
+    /// The guest kernel command line passed.
+    pub kernel_cmdline: String,
+    /// Recording options by name (mem, cpus, freq, runs, until, …), as given.
+    pub options: BTreeMap<String, String>,
+    /// Host facts.
+    pub host: HostFacts,
+    /// Unwinder used at sample time: "frame-pointer", "orc" or "none".
+    pub unwinder: String,
+    /// vmlinux given to `record`, if any.
+    pub vmlinux: Option<String>,
+    /// Sampling frequency per vCPU in Hz (0: no sampling).
+    pub sample_freq_hz: u32,
+    /// Wall-clock start of the recording, nanoseconds since the Unix epoch.
+    pub wall_start_unix_ns: u64,
+}
+
+/// A run (one boot) begins.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunStart {
+    /// Run index, from 0.
+    pub run: u32,
+    /// Wall-clock time at the run's start, nanoseconds since the Unix epoch.
+    pub wall_time_unix_ns: u64,
+}
+
+/// A VMM phase boundary (create_vm, memory, load_kernel, first_instruction, end, …).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phase {
+    /// Run index.
+    pub run: u32,
+    /// Phase name.
+    pub name: String,
+    /// Nanoseconds since the run's start.
+    pub t_ns: u64,
+}
+
+/// One line the guest wrote to its serial console.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Serial {
+    /// Run index.
+    pub run: u32,
+    /// Nanoseconds since the run's start, when the line was complete.
+    pub t_ns: u64,
+    /// The line, without its line terminator.
+    pub line: String,
+}
+
+/// Where the kernel and decompressor ran in one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    /// Run index.
+    pub run: u32,
+    /// The layout found from guest state.
+    pub layout: RunLayout,
+}
+
+/// Names of KVM's binary statistics; samples refer to them by index.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatNames {
+    /// Stat names, indexed by `Sample::kvm`'s first element.
+    pub names: Vec<String>,
+}
+
+/// How the unwind of a sample's stack ended (`Sample::stack_end`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum StackEnd {
+    /// Not recorded.
+    Unknown = 0,
+    /// Reached a known end of stack (end-of-stack marker, user-mode pt_regs, top of a task stack).
+    Root = 1,
+    /// A guest read failed or a frame was implausible: the stack is cut short.
+    Truncated = 2,
+    /// The depth limit was reached.
+    DepthLimit = 3,
+    /// No unwind was attempted (user mode, no unwinder, early boot without a stack).
+    NotUnwound = 4,
+}
+
+impl StackEnd {
+    /// The stored byte.
+    pub fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// Decodes a stored byte; unknown values map to [`StackEnd::Unknown`].
+    pub fn from_u8(v: u8) -> StackEnd {
+        match v {
+            1 => StackEnd::Root,
+            2 => StackEnd::Truncated,
+            3 => StackEnd::DepthLimit,
+            4 => StackEnd::NotUnwound,
+            _ => StackEnd::Unknown,
+        }
+    }
+}
+
+/// The sampler's own cost for one sample, in nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SampleCost {
+    /// From the timer signal to the vCPU thread being out of KVM_RUN.
+    pub kick_ns: u32,
+    /// Register capture.
+    pub capture_ns: u32,
+    /// Stack unwinding.
+    pub unwind_ns: u32,
+    /// Handing the sample to the trace writer.
+    pub write_ns: u32,
+}
+
+/// One sample of one vCPU.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Run index.
+    pub run: u32,
+    /// vCPU index.
+    pub vcpu: u32,
+    /// Nanoseconds since the run's start.
+    pub t_ns: u64,
+    /// Guest RIP.
+    pub rip: u64,
+    /// Guest RSP.
+    pub rsp: u64,
+    /// Guest RBP.
+    pub rbp: u64,
+    /// Guest CR0.
+    pub cr0: u64,
+    /// Guest CR3.
+    pub cr3: u64,
+    /// Guest CR4.
+    pub cr4: u64,
+    /// Guest EFER.
+    pub efer: u64,
+    /// Code segment selector.
+    pub cs: u16,
+    /// Current privilege level.
+    pub cpl: u8,
+    /// `[0]` = RIP, then return addresses, innermost first (raw guest addresses).
+    #[serde(with = "delta_seq")]
+    pub stack: Vec<u64>,
+    /// How the unwind ended: a [`StackEnd`] as a byte.
+    pub stack_end: u8,
+    /// Minor page faults of the vCPU thread since its previous sample (rusage; sees KVM's faults).
+    pub minflt: u64,
+    /// Major page faults of the vCPU thread since its previous sample (rusage).
+    pub majflt: u64,
+    /// Perf software page-fault events since the previous sample (VMM's own faults only).
+    pub perf_faults: u64,
+    /// (stat index, delta) of KVM binary stats that changed since the previous sample.
+    pub kvm: Vec<(u16, u64)>,
+    /// The sampler's cost for this sample.
+    pub cost: SampleCost,
+}
+
+impl Sample {
+    /// Delta of the KVM stat at `index`, 0 when absent.
+    pub fn kvm_stat(&self, index: u16) -> u64 {
+        self.kvm
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map_or(0, |(_, v)| *v)
+    }
+}
+
+/// A run ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunEnd {
+    /// Run index.
+    pub run: u32,
+    /// Nanoseconds since the run's start.
+    pub t_ns: u64,
+    /// Why it ended (e.g. "user", "shutdown", "timeout", "emulation-failure").
+    pub reason: String,
+    /// Details (RIP, instruction bytes, symbol, …).
+    pub detail: Option<String>,
+}
+
+/// The sampler's total cost over one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SamplerCost {
+    /// Run index.
+    pub run: u32,
+    /// Samples taken.
+    pub samples: u64,
+    /// Sum of kick/exit time, ns.
+    pub total_kick_ns: u64,
+    /// Sum of register capture time, ns.
+    pub total_capture_ns: u64,
+    /// Sum of unwind time, ns.
+    pub total_unwind_ns: u64,
+    /// Sum of write time, ns.
+    pub total_write_ns: u64,
+}
+
+/// The final record written by `finish`: its presence marks a complete file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finish {
+    /// Number of records before this one (the header excluded).
+    pub records: u64,
+}
+
+/// Any record of a trace file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// Trace metadata (first record).
+    Meta(TraceMeta),
+    /// Run start.
+    RunStart(RunStart),
+    /// VMM phase.
+    Phase(Phase),
+    /// Serial console line.
+    Serial(Serial),
+    /// Per-run layout.
+    Layout(Layout),
+    /// KVM stat names.
+    StatNames(StatNames),
+    /// A sample.
+    Sample(Sample),
+    /// Run end.
+    RunEnd(RunEnd),
+    /// Sampler totals for a run.
+    SamplerCost(SamplerCost),
+    /// End of the file.
+    Finish(Finish),
+}
+
+/// The type byte of each record in the file. Values are part of the format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RecordType {
+    /// [`Record::Meta`].
+    Meta = 1,
+    /// [`Record::RunStart`].
+    RunStart = 2,
+    /// [`Record::Phase`].
+    Phase = 3,
+    /// [`Record::Serial`].
+    Serial = 4,
+    /// [`Record::Layout`].
+    Layout = 5,
+    /// [`Record::StatNames`].
+    StatNames = 6,
+    /// [`Record::Sample`].
+    Sample = 7,
+    /// [`Record::RunEnd`].
+    RunEnd = 8,
+    /// [`Record::SamplerCost`].
+    SamplerCost = 9,
+    /// [`Record::Finish`].
+    Finish = 10,
+}
+
+impl RecordType {
+    /// The type for a stored byte, `None` for types this build does not know.
+    pub fn from_u8(v: u8) -> Option<RecordType> {
+        Some(match v {
+            1 => RecordType::Meta,
+            2 => RecordType::RunStart,
+            3 => RecordType::Phase,
+            4 => RecordType::Serial,
+            5 => RecordType::Layout,
+            6 => RecordType::StatNames,
+            7 => RecordType::Sample,
+            8 => RecordType::RunEnd,
+            9 => RecordType::SamplerCost,
+            10 => RecordType::Finish,
+            _ => return None,
+        })
+    }
+}
+
+impl Record {
+    /// This record's type.
+    pub fn record_type(&self) -> RecordType {
+        match self {
+            Record::Meta(_) => RecordType::Meta,
+            Record::RunStart(_) => RecordType::RunStart,
+            Record::Phase(_) => RecordType::Phase,
+            Record::Serial(_) => RecordType::Serial,
+            Record::Layout(_) => RecordType::Layout,
+            Record::StatNames(_) => RecordType::StatNames,
+            Record::Sample(_) => RecordType::Sample,
+            Record::RunEnd(_) => RecordType::RunEnd,
+            Record::SamplerCost(_) => RecordType::SamplerCost,
+            Record::Finish(_) => RecordType::Finish,
+        }
+    }
+
+    /// Appends the type byte and the encoded body to `out`.
+    pub fn encode_into(&self, out: Vec<u8>) -> Result<Vec<u8>, postcard::Error> {
+        let mut out = out;
+        out.push(self.record_type() as u8);
+        match self {
+            Record::Meta(r) => postcard::to_extend(r, out),
+            Record::RunStart(r) => postcard::to_extend(r, out),
+            Record::Phase(r) => postcard::to_extend(r, out),
+            Record::Serial(r) => postcard::to_extend(r, out),
+            Record::Layout(r) => postcard::to_extend(r, out),
+            Record::StatNames(r) => postcard::to_extend(r, out),
+            Record::Sample(r) => postcard::to_extend(r, out),
+            Record::RunEnd(r) => postcard::to_extend(r, out),
+            Record::SamplerCost(r) => postcard::to_extend(r, out),
+            Record::Finish(r) => postcard::to_extend(r, out),
+        }
+    }
+
+    /// Decodes a body of a known type. Trailing bytes are ignored.
+    pub fn decode(ty: RecordType, body: &[u8]) -> Result<Record, postcard::Error> {
+        use postcard::from_bytes as de;
+        Ok(match ty {
+            RecordType::Meta => Record::Meta(de(body)?),
+            RecordType::RunStart => Record::RunStart(de(body)?),
+            RecordType::Phase => Record::Phase(de(body)?),
+            RecordType::Serial => Record::Serial(de(body)?),
+            RecordType::Layout => Record::Layout(de(body)?),
+            RecordType::StatNames => Record::StatNames(de(body)?),
+            RecordType::Sample => Record::Sample(de(body)?),
+            RecordType::RunEnd => Record::RunEnd(de(body)?),
+            RecordType::SamplerCost => Record::SamplerCost(de(body)?),
+            RecordType::Finish => Record::Finish(de(body)?),
+        })
+    }
+}
+
+/// Stores a `Vec<u64>` of nearby addresses as zigzag-varint deltas: kernel
+/// return addresses lie within megabytes of each other, so a 10-byte varint
+/// per address shrinks to about 3.
+mod delta_seq {
+    use serde::de::{SeqAccess, Visitor};
+    use serde::ser::SerializeSeq;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u64], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        let mut prev = 0u64;
+        for &x in v {
+            seq.serialize_element(&(x.wrapping_sub(prev) as i64))?;
+            prev = x;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Vec<u64>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a sequence of address deltas")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u64>, A::Error> {
+                // The length hint comes from the file: cap the preallocation.
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(256));
+                let mut prev = 0u64;
+                while let Some(d) = seq.next_element::<i64>()? {
+                    prev = prev.wrapping_add(d as u64);
+                    out.push(prev);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_stack_round_trips_and_is_compact() {
+        let s = Sample {
+            stack: vec![
+                0xffff_ffff_8100_1234,
+                0xffff_ffff_8120_0000,
+                0x1000,
+                u64::MAX,
+                0,
+            ],
+            ..Sample::default()
+        };
+        let rec = Record::Sample(s.clone());
+        let bytes = rec.encode_into(Vec::new()).expect("encode");
+        assert_eq!(bytes[0], RecordType::Sample as u8);
+        let back = Record::decode(RecordType::Sample, &bytes[1..]).expect("decode");
+        assert_eq!(back, rec);
+
+        let near = Sample {
+            stack: (0..20)
+                .map(|i| 0xffff_ffff_8100_0000 + i * 0x1_0000)
+                .collect(),
+            ..Sample::default()
+        };
+        let n = Record::Sample(near)
+            .encode_into(Vec::new())
+            .expect("encode");
+        // 20 plain varints of kernel addresses would take 200 bytes alone.
+        assert!(n.len() < 100, "encoded sample is {} bytes", n.len());
+    }
+
+    #[test]
+    fn record_type_bytes_round_trip() {
+        for b in 0..=255u8 {
+            if let Some(t) = RecordType::from_u8(b) {
+                assert_eq!(t as u8, b);
+            }
+        }
+        assert_eq!(RecordType::from_u8(0), None);
+        assert_eq!(
+            StackEnd::from_u8(StackEnd::DepthLimit.as_u8()),
+            StackEnd::DepthLimit
+        );
+        assert_eq!(StackEnd::from_u8(200), StackEnd::Unknown);
+    }
+}

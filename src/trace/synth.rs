@@ -1,0 +1,394 @@
+//! Synthetic traces of a made-up kernel, for tests and benchmarks that must
+//! not need a real boot. The fake kernel's symbols are served as a System.map
+//! ([`system_map`]) so the whole read → symbolize → render path can run.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use boottrace_symbols::layout::RunLayout;
+
+use super::record::{
+    HostFacts, KernelInfo, Layout, Phase, Record, RunEnd, RunStart, Sample, SampleCost,
+    SamplerCost, Serial, StackEnd, StatNames, TraceMeta,
+};
+use super::{TraceError, TraceWriter};
+
+/// Link-time address of the fake kernel's first function.
+pub const TEXT_BASE: u64 = 0xffff_ffff_8100_0000;
+/// Size of every fake function.
+pub const FUNC_SIZE: u64 = 0x1000;
+/// Version banner of the fake kernel.
+pub const VERSION: &str = "Linux version 6.12.0-synthetic (boottrace) #1";
+
+/// Names of the fake kernel's functions; function `i` starts at `TEXT_BASE + i * FUNC_SIZE`.
+pub const FUNCTIONS: &[&str] = &[
+    "x86_64_start_kernel",
+    "start_kernel",
+    "setup_arch",
+    "e820__memory_setup",
+    "mm_core_init",
+    "memmap_init_range",
+    "__init_single_page",
+    "rest_init",
+    "kernel_init",
+    "kernel_init_freeable",
+    "do_initcalls",
+    "do_one_initcall",
+    "foo_driver_init",
+    "bar_subsys_init",
+    "clear_page",
+    "secondary_startup_64",
+    "start_secondary",
+    "cpu_startup_entry",
+    "do_idle",
+    "default_idle",
+];
+
+/// The call paths samples are drawn from, root first, with the fraction of
+/// the boot (start, end) in which each is live on vCPU 0.
+const PATHS: &[(&[&str], f64, f64)] = &[
+    (
+        &[
+            "x86_64_start_kernel",
+            "start_kernel",
+            "setup_arch",
+            "e820__memory_setup",
+        ],
+        0.0,
+        0.2,
+    ),
+    (
+        &["x86_64_start_kernel", "start_kernel", "setup_arch"],
+        0.0,
+        0.2,
+    ),
+    (
+        &[
+            "x86_64_start_kernel",
+            "start_kernel",
+            "mm_core_init",
+            "memmap_init_range",
+            "__init_single_page",
+        ],
+        0.2,
+        0.6,
+    ),
+    (
+        &[
+            "x86_64_start_kernel",
+            "start_kernel",
+            "mm_core_init",
+            "memmap_init_range",
+        ],
+        0.2,
+        0.6,
+    ),
+    (
+        &[
+            "x86_64_start_kernel",
+            "start_kernel",
+            "rest_init",
+            "kernel_init",
+            "kernel_init_freeable",
+            "do_initcalls",
+            "do_one_initcall",
+            "foo_driver_init",
+        ],
+        0.6,
+        0.8,
+    ),
+    (
+        &[
+            "x86_64_start_kernel",
+            "start_kernel",
+            "rest_init",
+            "kernel_init",
+            "kernel_init_freeable",
+            "do_initcalls",
+            "do_one_initcall",
+            "bar_subsys_init",
+            "clear_page",
+        ],
+        0.8,
+        1.0,
+    ),
+];
+
+/// The idle path of secondary vCPUs.
+const IDLE: &[&str] = &[
+    "secondary_startup_64",
+    "start_secondary",
+    "cpu_startup_entry",
+    "do_idle",
+    "default_idle",
+];
+
+/// KVM stat names recorded in synthetic traces.
+pub const STATS: &[&str] = &["exits", "io_exits", "mmio_exits", "halt_exits", "pf_taken"];
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct SynthOptions {
+    /// Number of runs (boots).
+    pub runs: u32,
+    /// Samples per vCPU per run.
+    pub samples_per_run: u32,
+    /// vCPUs (vCPU 0 boots, the others idle).
+    pub vcpus: u32,
+    /// Sampling period, ns.
+    pub period_ns: u64,
+    /// Seed of the deterministic pseudo-random choices.
+    pub seed: u64,
+}
+
+impl Default for SynthOptions {
+    fn default() -> Self {
+        SynthOptions {
+            runs: 2,
+            samples_per_run: 200,
+            vcpus: 1,
+            period_ns: 100_000,
+            seed: 1,
+        }
+    }
+}
+
+/// Start address of a fake function.
+pub fn addr_of(name: &str) -> Option<u64> {
+    let i = FUNCTIONS.iter().position(|f| *f == name)?;
+    Some(TEXT_BASE + i as u64 * FUNC_SIZE)
+}
+
+/// The fake kernel's System.map.
+pub fn system_map() -> String {
+    let mut s = String::from("ffffffff81000000 T _text\n");
+    for (i, f) in FUNCTIONS.iter().enumerate() {
+        s.push_str(&format!(
+            "{:016x} T {f}\n",
+            TEXT_BASE + i as u64 * FUNC_SIZE
+        ));
+    }
+    s.push_str(&format!(
+        "{:016x} T _etext\n",
+        TEXT_BASE + FUNCTIONS.len() as u64 * FUNC_SIZE
+    ));
+    s
+}
+
+/// The layout every synthetic run uses (no KASLR, kernel at 16 MiB).
+pub fn layout() -> RunLayout {
+    RunLayout {
+        kernel_virt_slide: 0,
+        virt_slide_method: "synthetic".into(),
+        kernel_phys_start: Some(0x100_0000),
+        kernel_link_start: TEXT_BASE,
+        kernel_size: FUNCTIONS.len() as u64 * FUNC_SIZE,
+        decompressor_bases: Vec::new(),
+        decompressor_size: 0,
+    }
+}
+
+/// Metadata of a synthetic trace.
+pub fn meta(opts: &SynthOptions) -> TraceMeta {
+    let mut options = BTreeMap::new();
+    options.insert("runs".to_string(), opts.runs.to_string());
+    options.insert("cpus".to_string(), opts.vcpus.to_string());
+    TraceMeta {
+        boottrace_version: env!("CARGO_PKG_VERSION").into(),
+        argv: vec!["boottrace".into(), "synthetic".into()],
+        kernel: KernelInfo {
+            path: "synthetic-bzImage".into(),
+            size: 0,
+            sha256: String::new(),
+            build_id: None,
+            version: Some(VERSION.into()),
+        },
+        kernel_cmdline: "console=ttyS0 quiet".into(),
+        options,
+        host: HostFacts::default(),
+        unwinder: "frame-pointer".into(),
+        vmlinux: None,
+        sample_freq_hz: (1_000_000_000 / opts.period_ns.max(1)) as u32,
+        wall_start_unix_ns: 1_700_000_000_000_000_000,
+    }
+}
+
+/// A small deterministic generator (xorshift64*): tests need reproducible data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0.max(1);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Raw stack for a root-first path: `[0]` = an address inside the leaf, then
+/// return addresses inside each caller.
+fn stack_for(path: &[&str], rng: &mut Rng) -> Vec<u64> {
+    let mut stack = Vec::with_capacity(path.len());
+    for (depth, f) in path.iter().rev().enumerate() {
+        let base = addr_of(f).unwrap_or(TEXT_BASE);
+        // A return address is never a function's first byte: offset ≥ 5 (call insn).
+        let off = if depth == 0 {
+            rng.below(FUNC_SIZE)
+        } else {
+            5 + rng.below(FUNC_SIZE - 5)
+        };
+        stack.push(base + off);
+    }
+    stack
+}
+
+fn sample(run: u32, vcpu: u32, t_ns: u64, path: &[&str], rng: &mut Rng) -> Sample {
+    let stack = stack_for(path, rng);
+    let in_memmap = path.contains(&"memmap_init_range");
+    let minflt = if in_memmap {
+        3 + rng.below(5)
+    } else {
+        rng.below(2)
+    };
+    let exits = 1 + rng.below(3);
+    Sample {
+        run,
+        vcpu,
+        t_ns,
+        rip: stack[0],
+        rsp: 0xffff_c900_0000_3f00 - rng.below(0x100) * 8,
+        rbp: 0xffff_c900_0000_3f80,
+        cr0: 0x8005_0033,
+        cr3: 0x200_0000,
+        cr4: 0x20_06f0,
+        efer: 0xd01,
+        cs: 0x10,
+        cpl: 0,
+        stack,
+        stack_end: StackEnd::Root.as_u8(),
+        minflt,
+        majflt: 0,
+        perf_faults: 0,
+        kvm: vec![(0, exits), (1, exits / 2)],
+        cost: SampleCost {
+            kick_ns: 30_000,
+            capture_ns: 11_000,
+            unwind_ns: 2_000,
+            write_ns: 500,
+        },
+    }
+}
+
+/// All records of a synthetic trace, in file order, `Meta` first and without
+/// the final record (the writer's `finish` adds it).
+pub fn records(opts: &SynthOptions) -> Vec<Record> {
+    let mut rng = Rng(opts.seed ^ 0x9e37_79b9_7f4a_7c15);
+    let mut out = vec![
+        Record::Meta(meta(opts)),
+        Record::StatNames(StatNames {
+            names: STATS.iter().map(|s| s.to_string()).collect(),
+        }),
+    ];
+    let n = u64::from(opts.samples_per_run.max(1));
+    for run in 0..opts.runs {
+        let t0 = 1_000_000; // create_vm..first_instruction
+        out.push(Record::RunStart(RunStart {
+            run,
+            wall_time_unix_ns: 1_700_000_000_000_000_000 + u64::from(run) * 10_000_000_000,
+        }));
+        for (name, t) in [
+            ("create_vm", 200_000),
+            ("memory", 400_000),
+            ("load_kernel", 900_000),
+            ("first_instruction", t0),
+        ] {
+            out.push(Record::Phase(Phase {
+                run,
+                name: name.into(),
+                t_ns: t,
+            }));
+        }
+        out.push(Record::Layout(Layout {
+            run,
+            layout: layout(),
+        }));
+        let mut total = SamplerCost {
+            run,
+            ..SamplerCost::default()
+        };
+        // Runs differ a little in length, as real boots do.
+        let jitter = rng.below(n / 10 + 1);
+        let count = n + jitter;
+        for i in 0..count {
+            let t = t0 + i * opts.period_ns;
+            let frac = i as f64 / count as f64;
+            let live: Vec<_> = PATHS
+                .iter()
+                .filter(|(_, a, b)| frac >= *a && frac < *b)
+                .collect();
+            let path = match live.len() {
+                0 => PATHS[PATHS.len() - 1].0,
+                k => live[rng.below(k as u64) as usize].0,
+            };
+            for vcpu in 0..opts.vcpus {
+                let s = if vcpu == 0 {
+                    sample(run, vcpu, t, path, &mut rng)
+                } else {
+                    sample(run, vcpu, t, IDLE, &mut rng)
+                };
+                total.samples += 1;
+                total.total_kick_ns += u64::from(s.cost.kick_ns);
+                total.total_capture_ns += u64::from(s.cost.capture_ns);
+                total.total_unwind_ns += u64::from(s.cost.unwind_ns);
+                total.total_write_ns += u64::from(s.cost.write_ns);
+                out.push(Record::Sample(s));
+            }
+            if i == count / 2 {
+                out.push(Record::Serial(Serial {
+                    run,
+                    t_ns: t,
+                    line: "Memory: 120000K/131072K available".into(),
+                }));
+            }
+        }
+        let end = t0 + count * opts.period_ns;
+        out.push(Record::Serial(Serial {
+            run,
+            t_ns: end,
+            line: "Run /init as init process".into(),
+        }));
+        out.push(Record::Phase(Phase {
+            run,
+            name: "end".into(),
+            t_ns: end,
+        }));
+        out.push(Record::RunEnd(RunEnd {
+            run,
+            t_ns: end,
+            reason: "user".into(),
+            detail: None,
+        }));
+        out.push(Record::SamplerCost(total));
+    }
+    out
+}
+
+/// Writes a complete synthetic trace to `path`.
+pub fn write(path: &Path, opts: &SynthOptions) -> Result<(), TraceError> {
+    let recs = records(opts);
+    let Some((Record::Meta(meta), rest)) = recs.split_first() else {
+        unreachable!("records() starts with Meta");
+    };
+    let mut w = TraceWriter::create(path, meta)?;
+    for r in rest {
+        w.append(r)?;
+    }
+    w.finish()?;
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! Writing a trace while the guest runs.
+//!
+//! [`TraceWriter`] frames records into a memory buffer and hands the buffer
+//! to the kernel every [`FLUSH_INTERVAL`] or [`FLUSH_BYTES`], whichever comes
+//! first, so a killed `record` loses at most that much. vCPU threads do not
+//! share the writer: [`TraceWriter::spawn`] moves it to a thread fed by a
+//! channel, and each vCPU holds a cloned [`TraceSink`] (encoding happens on
+//! the writer thread, off the vCPU's sampling path).
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::frame::{encode_frame, write_header};
+use super::record::{Finish, Record, TraceMeta};
+use super::TraceError;
+
+/// Longest time a record waits in memory before it is written to the file.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// Buffered bytes that trigger a write to the file.
+pub const FLUSH_BYTES: usize = 64 << 10;
+/// Records a [`TraceSink`] may queue before `append` blocks (back-pressure).
+pub const SINK_QUEUE: usize = 16 << 10;
+
+/// Appends records to a trace file (single-threaded use; see [`TraceWriter::spawn`]).
+pub struct TraceWriter {
+    path: PathBuf,
+    file: File,
+    pending: Vec<u8>,
+    pending_since: Option<Instant>,
+    records: u64,
+}
+
+impl TraceWriter {
+    /// Creates (truncates) `path`, writes the header and the metadata record,
+    /// and puts them in the file at once.
+    pub fn create(path: impl AsRef<Path>, meta: &TraceMeta) -> Result<TraceWriter, TraceError> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::create(&path).map_err(|source| TraceError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let mut w = TraceWriter {
+            path,
+            file,
+            pending: Vec::with_capacity(FLUSH_BYTES + 4096),
+            pending_since: None,
+            records: 0,
+        };
+        write_header(&mut w.pending).map_err(|source| w.io(source))?;
+        w.append(&Record::Meta(meta.clone()))?;
+        w.flush()?;
+        Ok(w)
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records appended so far (the metadata record included).
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Appends one record; writes the buffer out when it is due.
+    pub fn append(&mut self, rec: &Record) -> Result<(), TraceError> {
+        encode_frame(rec, &mut self.pending)?;
+        self.records += 1;
+        self.pending_since.get_or_insert_with(Instant::now);
+        self.flush_if_due()
+    }
+
+    /// Writes the buffer out if it is big or old enough.
+    pub fn flush_if_due(&mut self) -> Result<(), TraceError> {
+        let old = self
+            .pending_since
+            .is_some_and(|t| t.elapsed() >= FLUSH_INTERVAL);
+        if old || self.pending.len() >= FLUSH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// When the buffered records must be written at the latest.
+    fn flush_deadline(&self) -> Option<Instant> {
+        self.pending_since.map(|t| t + FLUSH_INTERVAL)
+    }
+
+    /// Writes every buffered record to the file (to the OS: survives a kill of
+    /// this process, not a power cut).
+    pub fn flush(&mut self) -> Result<(), TraceError> {
+        if !self.pending.is_empty() {
+            let r = self.file.write_all(&self.pending);
+            self.pending.clear();
+            r.map_err(|source| self.io(source))?;
+        }
+        self.pending_since = None;
+        Ok(())
+    }
+
+    /// Writes the final record, flushes and syncs; returns the number of
+    /// records before the final one.
+    pub fn finish(mut self) -> Result<u64, TraceError> {
+        let records = self.records;
+        self.append(&Record::Finish(Finish { records }))?;
+        self.flush()?;
+        self.file.sync_all().map_err(|source| self.io(source))?;
+        Ok(records)
+    }
+
+    /// Moves the writer to a thread of its own and returns its handle; get
+    /// [`TraceSink`]s for other threads from [`TraceWriterThread::sink`].
+    pub fn spawn(self) -> Result<TraceWriterThread, TraceError> {
+        let (tx, rx) = mpsc::sync_channel(SINK_QUEUE);
+        let path = self.path.clone();
+        let handle = std::thread::Builder::new()
+            .name("trace-writer".into())
+            .spawn(move || writer_loop(self, rx))
+            .map_err(|source| TraceError::Io { path, source })?;
+        Ok(TraceWriterThread {
+            tx: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    fn io(&self, source: std::io::Error) -> TraceError {
+        TraceError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+enum Msg {
+    Record(Box<Record>),
+    Flush(mpsc::Sender<()>),
+    Finish,
+}
+
+/// Runs on the writer thread until `Finish` or until every sender is gone.
+fn writer_loop(mut w: TraceWriter, rx: mpsc::Receiver<Msg>) -> Result<u64, TraceError> {
+    loop {
+        let msg = match w.flush_deadline() {
+            None => rx.recv().ok(),
+            Some(deadline) => {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => {
+                        w.flush()?;
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => None,
+                }
+            }
+        };
+        match msg {
+            Some(Msg::Record(rec)) => w.append(&rec)?,
+            Some(Msg::Flush(ack)) => {
+                w.flush()?;
+                // The requester may have given up waiting; nothing to do then.
+                let _ = ack.send(());
+            }
+            Some(Msg::Finish) => return w.finish(),
+            // Every sink dropped without `finish`: keep what we have, no final record.
+            None => {
+                w.flush()?;
+                return Ok(w.records);
+            }
+        }
+    }
+}
+
+/// A cloneable handle that appends records from any thread.
+#[derive(Clone)]
+pub struct TraceSink {
+    tx: mpsc::SyncSender<Msg>,
+}
+
+impl TraceSink {
+    /// Queues a record for the writer thread. Blocks only when the queue is
+    /// full; fails once the writer has stopped.
+    pub fn append(&self, rec: Record) -> Result<(), TraceError> {
+        self.tx
+            .send(Msg::Record(Box::new(rec)))
+            .map_err(|_| TraceError::WriterClosed)
+    }
+
+    /// Waits until every record queued before this call is in the file.
+    pub fn flush(&self) -> Result<(), TraceError> {
+        let (ack_tx, ack_rx) = mpsc::channel();
+        self.tx
+            .send(Msg::Flush(ack_tx))
+            .map_err(|_| TraceError::WriterClosed)?;
+        ack_rx.recv().map_err(|_| TraceError::WriterClosed)
+    }
+}
+
+/// The writer thread; [`TraceWriterThread::finish`] ends the file.
+pub struct TraceWriterThread {
+    tx: Option<mpsc::SyncSender<Msg>>,
+    handle: Option<JoinHandle<Result<u64, TraceError>>>,
+}
+
+impl TraceWriterThread {
+    /// A new sink feeding this writer.
+    pub fn sink(&self) -> TraceSink {
+        // `tx` is only taken by `finish`, which consumes self.
+        TraceSink {
+            tx: self.tx.clone().expect("sender present until finish"),
+        }
+    }
+
+    /// Writes the final record after everything queued so far, waits for the
+    /// thread, and returns the number of records before the final one (or the
+    /// I/O error that stopped the writer).
+    pub fn finish(mut self) -> Result<u64, TraceError> {
+        if let Some(tx) = self.tx.take() {
+            // If the thread already stopped, its result below says why.
+            let _ = tx.send(Msg::Finish);
+        }
+        match self.handle.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            _ => Err(TraceError::WriterClosed),
+        }
+    }
+}
+
+impl Drop for TraceWriterThread {
+    fn drop(&mut self) {
+        // Dropped without `finish` (e.g. an error path): stop accepting and let
+        // the thread flush and exit once the remaining sinks are gone.
+        self.tx.take();
+    }
+}

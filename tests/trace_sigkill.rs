@@ -1,0 +1,96 @@
+//! A writer killed with SIGKILL leaves a readable trace: this test binary
+//! re-executes itself as the writer (selected by an environment variable),
+//! kills it mid-run and reads what it left.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use boottrace::trace::synth::{self, SynthOptions};
+use boottrace::trace::{Record, RunStart, Trace, TraceWriter};
+
+const CHILD_ENV: &str = "BOOTTRACE_TEST_SIGKILL_CHILD";
+
+/// In the child: writes samples through a threaded sink forever, never
+/// calling `flush` or `finish` itself, so only the periodic flush saves them.
+/// In a normal test run (no env var) it does nothing.
+#[test]
+fn sigkill_child_writer() {
+    let Some(path) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let opts = SynthOptions {
+        runs: 1,
+        samples_per_run: 50_000,
+        vcpus: 2,
+        period_ns: 10_000,
+        seed: 3,
+    };
+    let writer = TraceWriter::create(PathBuf::from(path), &synth::meta(&opts))
+        .expect("create")
+        .spawn()
+        .expect("spawn");
+    let sink = writer.sink();
+    sink.append(Record::RunStart(RunStart {
+        run: 0,
+        wall_time_unix_ns: 1,
+    }))
+    .expect("append");
+    for rec in synth::records(&opts).into_iter().skip(1) {
+        sink.append(rec).expect("append");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    // Never reached within the parent's patience.
+    writer.finish().expect("finish");
+}
+
+#[test]
+fn sigkilled_writer_leaves_a_readable_trace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("killed.data");
+    let mut child = Command::new(std::env::current_exe().expect("current exe"))
+        .args([
+            "--exact",
+            "sigkill_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, &path)
+        .spawn()
+        .expect("spawn child");
+    // Wait until a good part has reached the file, then kill without warning.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&path).map_or(0, |m| m.len()) < 20_000 {
+        assert!(Instant::now() < deadline, "child wrote too little");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "child exited early"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    child.kill().expect("SIGKILL"); // std sends SIGKILL on Unix
+    let status = child.wait().expect("wait");
+    assert!(!status.success());
+
+    let t = Trace::open(&path).expect("a killed writer's trace opens");
+    assert!(!t.complete);
+    assert!(
+        t.warnings.iter().any(|w| w.contains("interrupted")),
+        "{:?}",
+        t.warnings
+    );
+    assert_eq!(t.runs.len(), 1);
+    let run = &t.runs[0];
+    assert!(run.end.is_none());
+    assert!(
+        run.samples.len() > 100,
+        "only {} samples",
+        run.samples.len()
+    );
+    assert!(run.phase("first_instruction").is_some());
+    assert_eq!(run.layout, Some(synth::layout()));
+    // Samples arrive in time order and none is damaged.
+    assert!(run.samples.windows(2).all(|w| w[0].t_ns <= w[1].t_ns));
+    assert!(run.samples.iter().all(|s| !s.stack.is_empty()));
+}
