@@ -1,0 +1,209 @@
+//! Host-side costs per sample: what the host paid for a vCPU between two
+//! samples of it.
+//!
+//! Three sources, each cumulative, turned into deltas by [`VcpuCounters`]:
+//! - [`rusage`]: the vCPU thread's minor/major page faults from
+//!   `getrusage(RUSAGE_THREAD)`. **Sees the faults KVM takes when the guest
+//!   first touches its memory** (get_user_pages), plus the VMM's own faults.
+//! - [`perf`]: `PERF_COUNT_SW_PAGE_FAULTS` (and `_MAJ`) for the vCPU thread.
+//!   **Does not see guest-memory faults** taken through get_user_pages; sees the
+//!   VMM's own user-space faults. Optional: `None` where perf is unavailable.
+//! - [`kvm_stats`]: KVM's binary statistics of the vCPU (`exits`, `io_exits`,
+//!   `mmio_exits`, `halt_exits`, `pf_taken`, `pf_fixed`, …), read by name.
+//!   Optional too: empty where the kernel lacks `KVM_GET_STATS_FD`.
+//!
+//! The difference `minflt - perf_faults` over a sample is therefore an
+//! estimate of the faults the host took on behalf of guest memory (on a PVM
+//! host, where guest kernel code is emulated, those faults are kernel-mode
+//! `copy_to_user` faults instead: still in rusage, still outside perf's default
+//! user-only scope — see [`perf`]).
+
+pub mod kvm_stats;
+pub mod perf;
+pub mod rusage;
+
+use std::marker::PhantomData;
+
+use kvm_ioctls::VcpuFd;
+
+pub use kvm_stats::{KvmStats, KvmStatsError, StatDesc};
+pub use perf::{PerfError, PerfFaultCounts, PerfFaults, PerfScope};
+pub use rusage::{thread_faults, RusageError, ThreadFaults};
+
+/// What one vCPU cost the host since its previous sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterDeltas<'a> {
+    /// Minor page faults of the vCPU thread (getrusage), including those KVM
+    /// took when the guest first touched its memory.
+    pub minflt: u64,
+    /// Major page faults of the vCPU thread (getrusage).
+    pub majflt: u64,
+    /// Page faults of the vCPU thread as perf software events count them: the
+    /// VMM's own user-space faults, never KVM's guest-memory faults. `None`
+    /// where perf is unavailable.
+    pub perf_faults: Option<u64>,
+    /// Major page faults as perf counts them (same scope as `perf_faults`).
+    pub perf_majflt: Option<u64>,
+    /// KVM statistics that changed: `(stat id, delta)`, the stat id indexing
+    /// [`VcpuCounters::stat_names`]. Only non-zero deltas are listed.
+    pub kvm: &'a [(u16, u64)],
+}
+
+/// The counters of one vCPU, living on that vCPU's thread.
+///
+/// Create it on the vCPU thread (getrusage and perf count the calling thread)
+/// and call [`sample`](Self::sample) there at every sample. It is deliberately
+/// not `Send`, so it cannot be moved to another thread by mistake.
+///
+/// Per sample it costs one `getrusage`, one `read` of the perf group (if
+/// available) and one `pread` of the KVM stats (if available), and allocates
+/// nothing.
+#[derive(Debug)]
+pub struct VcpuCounters {
+    perf: Option<PerfFaults>,
+    kvm: Option<KvmStats>,
+    perf_error: Option<PerfError>,
+    kvm_error: Option<KvmStatsError>,
+    rusage_error: Option<RusageError>,
+    prev_rusage: ThreadFaults,
+    prev_perf: PerfFaultCounts,
+    prev_kvm: Vec<u64>,
+    cur_kvm: Vec<u64>,
+    kvm_deltas: Vec<(u16, u64)>,
+    _thread_bound: PhantomData<*const ()>,
+}
+
+impl VcpuCounters {
+    /// Opens all counters for the calling thread and `vcpu`, counting perf page
+    /// faults in user mode only ([`PerfScope::UserOnly`]). Never fails: a
+    /// counter that cannot be opened is reported as unavailable.
+    pub fn new(vcpu: &VcpuFd) -> Self {
+        Self::with_perf_scope(vcpu, Some(PerfScope::UserOnly))
+    }
+
+    /// Like [`new`](Self::new), choosing which faults perf counts, or with
+    /// `None` no perf events at all (saves one `read` per sample).
+    pub fn with_perf_scope(vcpu: &VcpuFd, scope: Option<PerfScope>) -> Self {
+        let (perf, perf_error) = match scope.map(PerfFaults::open) {
+            Some(Ok(p)) => (Some(p), None),
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, Some(PerfError::NotRequested)),
+        };
+        let (kvm, kvm_error) = match KvmStats::from_vcpu(vcpu) {
+            Ok(k) => (Some(k), None),
+            Err(e) => (None, Some(e)),
+        };
+        let n = kvm.as_ref().map_or(0, KvmStats::len);
+        let mut this = Self {
+            perf,
+            kvm,
+            perf_error,
+            kvm_error,
+            rusage_error: None,
+            prev_rusage: ThreadFaults::default(),
+            prev_perf: PerfFaultCounts::default(),
+            prev_kvm: vec![0; n],
+            cur_kvm: vec![0; n],
+            kvm_deltas: Vec::with_capacity(n),
+            _thread_bound: PhantomData,
+        };
+        // Baseline: the first sample reports what happened since now.
+        let _ = this.sample();
+        this
+    }
+
+    /// Names of the KVM statistics, indexed by the stat ids of
+    /// [`CounterDeltas::kvm`]; empty when KVM stats could not be opened (they
+    /// stay listed if reading them fails later).
+    pub fn stat_names(&self) -> &[String] {
+        self.kvm.as_ref().map_or(&[], KvmStats::stat_names)
+    }
+
+    /// The stat id of a KVM statistic, by name.
+    pub fn stat_id(&self, name: &str) -> Option<u16> {
+        self.kvm.as_ref()?.index_of(name)
+    }
+
+    /// Why perf figures are missing, if they are.
+    pub fn perf_unavailable(&self) -> Option<&PerfError> {
+        self.perf_error.as_ref()
+    }
+
+    /// Why KVM statistics are missing, if they are.
+    pub fn kvm_stats_unavailable(&self) -> Option<&KvmStatsError> {
+        self.kvm_error.as_ref()
+    }
+
+    /// Why getrusage figures are zero, if they are (never seen on Linux).
+    pub fn rusage_unavailable(&self) -> Option<&RusageError> {
+        self.rusage_error.as_ref()
+    }
+
+    /// Reads all counters and returns the deltas since the previous call (or
+    /// since creation). A counter whose read fails is dropped for the rest of
+    /// the recording and its error kept for [`perf_unavailable`] /
+    /// [`kvm_stats_unavailable`]; the sample itself never fails.
+    ///
+    /// [`perf_unavailable`]: Self::perf_unavailable
+    /// [`kvm_stats_unavailable`]: Self::kvm_stats_unavailable
+    pub fn sample(&mut self) -> CounterDeltas<'_> {
+        let (minflt, majflt) = if self.rusage_error.is_some() {
+            (0, 0)
+        } else {
+            match thread_faults() {
+                Ok(now) => {
+                    let d = (
+                        now.minflt.saturating_sub(self.prev_rusage.minflt),
+                        now.majflt.saturating_sub(self.prev_rusage.majflt),
+                    );
+                    self.prev_rusage = now;
+                    d
+                }
+                Err(e) => {
+                    self.rusage_error = Some(e);
+                    (0, 0)
+                }
+            }
+        };
+
+        let (mut perf_faults, mut perf_majflt) = (None, None);
+        if let Some(perf) = self.perf.as_mut() {
+            match perf.read() {
+                Ok(now) => {
+                    perf_faults = Some(now.faults.saturating_sub(self.prev_perf.faults));
+                    perf_majflt = match (now.majflt, self.prev_perf.majflt) {
+                        (Some(n), Some(p)) => Some(n.saturating_sub(p)),
+                        (Some(n), None) => Some(n),
+                        _ => None,
+                    };
+                    self.prev_perf = now;
+                }
+                Err(e) => {
+                    self.perf = None;
+                    self.perf_error = Some(e);
+                }
+            }
+        }
+
+        self.kvm_deltas.clear();
+        let kvm_failed = self.kvm_error.is_some();
+        if let Some(kvm) = self.kvm.as_mut().filter(|_| !kvm_failed) {
+            match kvm.read_into(&mut self.cur_kvm) {
+                Ok(()) => kvm_stats::nonzero_deltas(
+                    &mut self.prev_kvm,
+                    &self.cur_kvm,
+                    &mut self.kvm_deltas,
+                ),
+                Err(e) => self.kvm_error = Some(e),
+            }
+        }
+
+        CounterDeltas {
+            minflt,
+            majflt,
+            perf_faults,
+            perf_majflt,
+            kvm: &self.kvm_deltas,
+        }
+    }
+}
