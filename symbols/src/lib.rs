@@ -3,8 +3,14 @@
 //! (inline frames, file:line), ORC tables, kernel identity, and address →
 //! frames resolution with a per-address cache.
 
+pub mod bzimage;
+pub mod decompress;
 pub mod dwarf;
+pub mod elf;
 pub mod elfsyms;
+pub mod identity;
+pub mod image;
+pub mod kallsyms;
 pub mod layout;
 pub mod mapped;
 pub mod orc;

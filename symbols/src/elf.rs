@@ -1,0 +1,210 @@
+//! The kernel proper as an ELF file: its loadable segments, section table
+//! and notes (build-id, PVH entry), parsed once with `object` into owned
+//! values so callers never re-validate the bytes.
+
+use object::elf;
+use object::read::elf::{FileHeader, NoteIterator, ProgramHeader, SectionHeader};
+use object::LittleEndian as LE;
+use thiserror::Error;
+
+/// `XEN_ELFNOTE_PHYS32_ENTRY`: the PVH entry point's physical address.
+const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+/// Bound on sections and segments a kernel ELF may declare.
+const MAX_HEADERS: usize = 4096;
+
+/// Why bytes are not a usable x86_64 kernel ELF.
+#[derive(Debug, Error)]
+pub enum ElfError {
+    /// the ELF headers are malformed
+    #[error("malformed ELF: {0}")]
+    Malformed(#[from] object::read::Error),
+    /// not a 64-bit little-endian x86_64 ELF
+    #[error("ELF is not x86_64 (e_machine {0})")]
+    WrongMachine(u16),
+    /// no PT_LOAD segment
+    #[error("ELF has no loadable segment")]
+    NoLoadSegment,
+    /// a PT_LOAD segment's bytes lie outside the file
+    #[error("PT_LOAD segment at 0x{0:x} lies outside the file: truncated?")]
+    SegmentOutsideFile(u64),
+    /// too many headers to be a kernel
+    #[error("ELF declares {0} headers, more than a kernel has")]
+    TooManyHeaders(usize),
+}
+
+/// One `PT_LOAD` segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// Link-time virtual address.
+    pub vaddr: u64,
+    /// Link-time physical address.
+    pub paddr: u64,
+    /// File offset of the segment's bytes.
+    pub offset: u64,
+    /// Bytes present in the file.
+    pub filesz: u64,
+    /// Bytes in memory (the rest is zero-filled, e.g. .bss).
+    pub memsz: u64,
+    /// `PF_X | PF_W | PF_R`.
+    pub flags: u32,
+}
+
+/// One section header (only the sections with a name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    /// Section name, e.g. `.orc_unwind`.
+    pub name: String,
+    /// `sh_addr`.
+    pub addr: u64,
+    /// File offset.
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// True for `SHT_NOBITS` (no bytes in the file).
+    pub nobits: bool,
+}
+
+/// What boottrace needs from a kernel ELF, validated and owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElfLayout {
+    /// `e_entry` (the physical `startup_64` for vmlinux).
+    pub entry: u64,
+    /// `PT_LOAD` segments in file order.
+    pub segments: Vec<Segment>,
+    /// Named sections in file order (empty when section headers are stripped).
+    pub sections: Vec<Section>,
+    /// GNU build-id, lower-case hex.
+    pub build_id: Option<String>,
+    /// PVH entry (`XEN_ELFNOTE_PHYS32_ENTRY`), physical.
+    pub pvh_entry: Option<u64>,
+}
+
+impl ElfLayout {
+    /// Parses an x86_64 ELF (vmlinux or a bzImage's decompressed payload).
+    pub fn parse(data: &[u8]) -> Result<ElfLayout, ElfError> {
+        let header = elf::FileHeader64::<LE>::parse(data)?;
+        let endian = header.endian()?;
+        let machine = header.e_machine(endian);
+        if machine != elf::EM_X86_64 {
+            return Err(ElfError::WrongMachine(machine));
+        }
+        let phdrs = header.program_headers(endian, data)?;
+        if phdrs.len() > MAX_HEADERS {
+            return Err(ElfError::TooManyHeaders(phdrs.len()));
+        }
+        let mut layout = ElfLayout {
+            entry: header.e_entry(endian),
+            segments: Vec::new(),
+            sections: Vec::new(),
+            build_id: None,
+            pvh_entry: None,
+        };
+        for ph in phdrs {
+            match ph.p_type(endian) {
+                elf::PT_LOAD => {
+                    let seg = Segment {
+                        vaddr: ph.p_vaddr(endian),
+                        paddr: ph.p_paddr(endian),
+                        offset: ph.p_offset(endian),
+                        filesz: ph.p_filesz(endian),
+                        memsz: ph.p_memsz(endian),
+                        flags: ph.p_flags(endian),
+                    };
+                    // The file bytes must exist; reject rather than read past the end later.
+                    ph.data(endian, data)
+                        .map_err(|()| ElfError::SegmentOutsideFile(seg.vaddr))?;
+                    layout.segments.push(seg);
+                }
+                elf::PT_NOTE => {
+                    if let Some(notes) = ph.notes(endian, data)? {
+                        layout.scan_notes(notes)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if layout.segments.is_empty() {
+            return Err(ElfError::NoLoadSegment);
+        }
+        let sections = header.sections(endian, data)?;
+        if sections.len() > MAX_HEADERS {
+            return Err(ElfError::TooManyHeaders(sections.len()));
+        }
+        for sh in sections.iter() {
+            let Ok(name) = sections.section_name(endian, sh) else {
+                continue;
+            };
+            if name.is_empty() {
+                continue;
+            }
+            let nobits = sh.sh_type(endian) == elf::SHT_NOBITS;
+            if !nobits && sh.data(endian, data).is_err() {
+                continue; // a section header pointing outside the file is ignored
+            }
+            layout.sections.push(Section {
+                name: String::from_utf8_lossy(name).into_owned(),
+                addr: sh.sh_addr(endian),
+                offset: sh.sh_offset(endian),
+                size: sh.sh_size(endian),
+                nobits,
+            });
+            // A stripped file may lack PT_NOTE but keep .notes.
+            if sh.sh_type(endian) == elf::SHT_NOTE && layout.build_id.is_none() {
+                if let Some(notes) = sh.notes(endian, data)? {
+                    layout.scan_notes(notes)?;
+                }
+            }
+        }
+        Ok(layout)
+    }
+
+    fn scan_notes(
+        &mut self,
+        mut notes: NoteIterator<'_, elf::FileHeader64<LE>>,
+    ) -> Result<(), ElfError> {
+        while let Some(note) = notes.next()? {
+            match (note.name(), note.n_type(LE)) {
+                (b"GNU", elf::NT_GNU_BUILD_ID) if self.build_id.is_none() => {
+                    let desc = note.desc();
+                    if !desc.is_empty() {
+                        self.build_id = Some(desc.iter().map(|b| format!("{b:02x}")).collect());
+                    }
+                }
+                (b"Xen", XEN_ELFNOTE_PHYS32_ENTRY) if self.pvh_entry.is_none() => {
+                    let desc = note.desc();
+                    self.pvh_entry = match desc.len() {
+                        4 => Some(u64::from(u32::from_le_bytes([
+                            desc[0], desc[1], desc[2], desc[3],
+                        ]))),
+                        8.. => desc[..8].try_into().ok().map(u64::from_le_bytes),
+                        _ => None,
+                    };
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The named section's header.
+    pub fn section(&self, name: &str) -> Option<&Section> {
+        self.sections.iter().find(|s| s.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(ElfLayout::parse(b"\x7fELF").is_err());
+        assert!(ElfLayout::parse(&[0u8; 64]).is_err());
+        let mut hdr = vec![0u8; 64];
+        hdr[..4].copy_from_slice(b"\x7fELF");
+        hdr[4] = 2; // 64-bit
+        hdr[5] = 1; // little-endian
+        hdr[6] = 1;
+        assert!(ElfLayout::parse(&hdr).is_err());
+    }
+}
