@@ -33,9 +33,15 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     apt-get install -y -q "${need_pkgs[@]}" >&2
 fi
 
+# Bump when the recipe below changes what ends up in the output directory.
+recipe=1
 srcver=$(dpkg-query -W -f='${Version}' linux-source-6.12)
-key=$( { echo "$srcver"; cat "$here/configs/base.config" "$frag" "$0" "$repo/examples/init/init.c"; } | sha256sum | cut -c1-16)
+key=$( { echo "$srcver recipe=$recipe"; cat "$here/configs/base.config" "$frag" "$repo/examples/init/init.c"; } | sha256sum | cut -c1-16)
 out="$cache/kernels/$name-$key"
+mkdir -p "$cache/kernels"
+# One build of a given kernel at a time (parallel test runs share the cache).
+exec 9>"$cache/kernels/.lock-$name"
+flock 9
 if [ -f "$out/.done" ]; then
     echo "kernel/build.sh: $name cached ($srcver)" >&2
     echo "$out"
