@@ -1,1 +1,13 @@
-//! Reading traces and rendering them (in progress).
+//! Reading traces and rendering them: `symbolize` turns a trace into named
+//! stacks, `fold` weighs them, and the commands (`flame`, `export`, `diff`,
+//! `report`) render the result.
+
+pub mod diffnorm;
+pub mod difftable;
+pub mod functions;
+pub mod phases;
+pub mod quality;
+pub mod runview;
+pub mod stats;
+pub mod symbolize;
+pub mod doc;

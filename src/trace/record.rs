@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use boottrace_symbols::identity::KernelIdentity;
 use boottrace_symbols::layout::RunLayout;
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,31 @@ pub struct KernelInfo {
     pub build_id: Option<String>,
     /// The `Linux version …` banner, when found.
     pub version: Option<String>,
+}
+
+impl From<&KernelIdentity> for KernelInfo {
+    fn from(id: &KernelIdentity) -> Self {
+        KernelInfo {
+            path: id.path.clone().unwrap_or_default(),
+            size: id.size,
+            sha256: id.sha256.clone(),
+            build_id: id.build_id.clone(),
+            version: id.version.clone(),
+        }
+    }
+}
+
+impl KernelInfo {
+    /// As the symbols crate's identity, for `KernelIdentity::check_matches`.
+    pub fn to_identity(&self) -> KernelIdentity {
+        KernelIdentity {
+            path: (!self.path.is_empty()).then(|| self.path.clone()),
+            size: self.size,
+            sha256: self.sha256.clone(),
+            build_id: self.build_id.clone(),
+            version: self.version.clone(),
+        }
+    }
 }
 
 /// Facts about the host the trace was recorded on.
