@@ -1,0 +1,456 @@
+//! The report as data: everything `boottrace report` prints, per run and
+//! summarized over runs. `--json` prints this document as is.
+//!
+//! # JSON format (`"format": "boottrace-report"`, `"version": 1`)
+//!
+//! Stable: fields are only ever added within a version; a removed or
+//! renamed field bumps `version`. Times are integer or float nanoseconds of
+//! host time (`*_ns`), counted from the run's first guest instruction unless
+//! named `at_ns` (VMM phases: from the run's start). Sampled time is the sum
+//! of sample intervals over all vCPUs (wall time with one vCPU).
+//!
+//! - `format`, `version`; `input`: `path`, `kernel_path`, `kernel_version`,
+//!   `build_id`, `kernel_cmdline`, `sample_freq_hz`, `unwinder`,
+//!   `symbol_source`, `pvm_workarounds`, `complete`, `warnings`.
+//! - `runs[]`: `run`, `end_reason`, `boot_ns` (first instruction → end),
+//!   `until_init_ns` (→ first user-mode sample), `samples`, `sampled_ns`,
+//!   `faults`, `exits`, `vmm_phases[]` {`name`, `at_ns`, `duration_ns`
+//!   (since the previous boundary)}, `milestones` {`first_kernel_ns`,
+//!   `start_kernel_ns`, `first_initcall_ns`, `first_user_ns`},
+//!   `kernel_phases[]`, `start_kernel_stages[]`, `initcalls[]` — each a span
+//!   {`name`, `time_ns`, `samples`, `first_ns`, `last_ns`, `faults`,
+//!   `exits`} —, `unwind` {`considered`, `rooted`, `percent`, `truncated`,
+//!   `bad_roots[]` as `[name, count]`}, `sampler` {`samples`, `kick_ns`,
+//!   `capture_ns`, `unwind_ns`, `write_ns`, `total_ns`, `per_sample_ns`,
+//!   `percent_of_boot`}.
+//! - `summary`: `runs` (count), and each as a *summary* {`n`, `min`,
+//!   `median`, `max`, `mean`, `stddev` (null with one run)} over runs:
+//!   `boot_ns`, `until_init_ns`, `vmm_phases[]` {`name`, `at_ns`,
+//!   `duration_ns`}, `kernel_phases[]`, `start_kernel_stages[]`,
+//!   `initcalls[]` {`name`, `time_ns`, `first_ns`, `runs_seen`},
+//!   `top_self[]`, `top_total[]`, `faults_by_function[]`,
+//!   `exits_by_function[]` {`name`, `value`, `share`: mean per-run fraction
+//!   of the run's total (0–1)}, `unwind` (all runs added up), `sampler`
+//!   {`per_sample_ns`, `percent_of_boot`}.
+//!
+//! A name missing from a run counts as 0 in that run's value (it took less
+//! than one sample); `runs_seen` says in how many runs it was sampled.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::functions::{self, by_function, by_stack, function_name, Cost, FunctionCost};
+use super::phases::{kernel_phases, KernelPhase, Milestones, Span};
+use super::quality::{unwind_quality, UnwindQuality};
+use super::runview::{CostTotals, InputInfo, Profile, RunView, Weight};
+use super::stats::Summary;
+
+/// The `format` value of the JSON document.
+pub const FORMAT: &str = "boottrace-report";
+/// The `version` of the JSON document.
+pub const VERSION: u32 = 1;
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportDoc {
+    /// Always [`FORMAT`].
+    pub format: &'static str,
+    /// Always [`VERSION`].
+    pub version: u32,
+    /// Where the data came from.
+    pub input: InputInfo,
+    /// Per run.
+    pub runs: Vec<RunReport>,
+    /// Over all runs.
+    pub summary: SummaryReport,
+}
+
+/// A VMM phase boundary of one run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VmmPhaseReport {
+    /// Boundary name.
+    pub name: String,
+    /// Time since the run's start, ns.
+    pub at_ns: u64,
+    /// Time since the previous boundary (or the run's start), ns.
+    pub duration_ns: u64,
+}
+
+/// The sampler's cost in one run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SamplerReport {
+    /// Samples taken.
+    pub samples: u64,
+    /// Kick/exit time, ns.
+    pub kick_ns: u64,
+    /// Register capture, ns.
+    pub capture_ns: u64,
+    /// Unwinding, ns.
+    pub unwind_ns: u64,
+    /// Writing, ns.
+    pub write_ns: u64,
+    /// All of the above, ns.
+    pub total_ns: u64,
+    /// Mean cost per sample, ns.
+    pub per_sample_ns: Option<f64>,
+    /// Sampler time as a percentage of the boot time.
+    pub percent_of_boot: Option<f64>,
+}
+
+/// One run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// Run index.
+    pub run: u32,
+    /// Why the run ended.
+    pub end_reason: Option<String>,
+    /// First guest instruction → end of run, ns.
+    pub boot_ns: Option<u64>,
+    /// First guest instruction → first user-mode sample, ns.
+    pub until_init_ns: Option<u64>,
+    /// Samples.
+    pub samples: u64,
+    /// Sum of sample intervals, ns.
+    pub sampled_ns: u64,
+    /// Host page faults over the run.
+    pub faults: u64,
+    /// KVM exits over the run.
+    pub exits: u64,
+    /// VMM phase boundaries.
+    pub vmm_phases: Vec<VmmPhaseReport>,
+    /// Kernel milestones.
+    pub milestones: Milestones,
+    /// Kernel phases in boot order.
+    pub kernel_phases: Vec<Span>,
+    /// `start_kernel`'s stages in order of first appearance.
+    pub start_kernel_stages: Vec<Span>,
+    /// Initcalls in order of first appearance.
+    pub initcalls: Vec<Span>,
+    /// Unwind quality.
+    pub unwind: UnwindQuality,
+    /// Sampler cost.
+    pub sampler: SamplerReport,
+}
+
+/// A named time summarized over runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NamedSummary {
+    /// Name.
+    pub name: String,
+    /// Sampled time per run, ns.
+    pub time_ns: Summary,
+    /// First appearance per run (runs where it was seen), ns since the first instruction.
+    pub first_ns: Option<Summary>,
+    /// Runs in which it was sampled.
+    pub runs_seen: usize,
+}
+
+/// A VMM phase summarized over runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmmPhaseSummary {
+    /// Boundary name.
+    pub name: String,
+    /// Time since the run's start, ns.
+    pub at_ns: Summary,
+    /// Time since the previous boundary, ns.
+    pub duration_ns: Summary,
+}
+
+/// A function's cost summarized over runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FunctionSummary {
+    /// Function name.
+    pub name: String,
+    /// Per-run value: ns of time, or faults, or exits.
+    pub value: Summary,
+    /// Mean per-run fraction of the run's total (0–1).
+    pub share: f64,
+}
+
+/// Sampler overhead over runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SamplerSummary {
+    /// Mean cost per sample, ns.
+    pub per_sample_ns: Option<Summary>,
+    /// Sampler time as a percentage of boot time.
+    pub percent_of_boot: Option<Summary>,
+}
+
+/// Everything summarized over runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct SummaryReport {
+    /// Number of runs.
+    pub runs: usize,
+    /// Boot time.
+    pub boot_ns: Option<Summary>,
+    /// Until init.
+    pub until_init_ns: Option<Summary>,
+    /// VMM phases, in recording order.
+    pub vmm_phases: Vec<VmmPhaseSummary>,
+    /// Kernel phases in boot order.
+    pub kernel_phases: Vec<NamedSummary>,
+    /// `start_kernel` stages in order of (mean) first appearance.
+    pub start_kernel_stages: Vec<NamedSummary>,
+    /// Initcalls in order of (mean) first appearance.
+    pub initcalls: Vec<NamedSummary>,
+    /// Top functions by self time.
+    pub top_self: Vec<FunctionSummary>,
+    /// Top functions by total time.
+    pub top_total: Vec<FunctionSummary>,
+    /// Top functions by host page faults (self).
+    pub faults_by_function: Vec<FunctionSummary>,
+    /// Top functions by KVM exits (self).
+    pub exits_by_function: Vec<FunctionSummary>,
+    /// Unwind quality of all runs added up.
+    pub unwind: UnwindQuality,
+    /// Sampler overhead.
+    pub sampler: SamplerSummary,
+}
+
+fn vmm_phases(run: &RunView) -> Vec<VmmPhaseReport> {
+    let mut prev = 0u64;
+    run.phases
+        .iter()
+        .map(|p| {
+            let d = p.t_ns.saturating_sub(prev);
+            prev = p.t_ns;
+            VmmPhaseReport {
+                name: p.name.clone(),
+                at_ns: p.t_ns,
+                duration_ns: d,
+            }
+        })
+        .collect()
+}
+
+fn sampler(run: &RunView) -> SamplerReport {
+    let c = run.cost.unwrap_or_else(|| CostTotals {
+        samples: run.samples.len() as u64,
+        // Without the totals record only the per-sample sum is known.
+        kick_ns: run.samples.iter().map(|s| s.cost_ns).sum(),
+        ..CostTotals::default()
+    });
+    let total = c.total_ns();
+    SamplerReport {
+        samples: c.samples,
+        kick_ns: c.kick_ns,
+        capture_ns: c.capture_ns,
+        unwind_ns: c.unwind_ns,
+        write_ns: c.write_ns,
+        total_ns: total,
+        per_sample_ns: (c.samples > 0).then(|| total as f64 / c.samples as f64),
+        percent_of_boot: run
+            .boot_ns
+            .filter(|&b| b > 0)
+            .map(|b| 100.0 * total as f64 / b as f64),
+    }
+}
+
+/// Per-run function costs, keyed by name.
+fn function_costs(p: &Profile, run: &RunView) -> HashMap<String, FunctionCost> {
+    by_function(&by_stack(run), &p.names)
+        .into_iter()
+        .map(|(id, c)| (function_name(&p.names, id).to_string(), c))
+        .collect()
+}
+
+fn run_report(p: &Profile, run: &RunView) -> RunReport {
+    let kp = kernel_phases(run, &p.names);
+    let total = functions::run_total(run);
+    RunReport {
+        run: run.run,
+        end_reason: run.end_reason.clone(),
+        boot_ns: run.boot_ns,
+        until_init_ns: kp.milestones.first_user_ns,
+        samples: total.samples,
+        sampled_ns: total.time_ns,
+        faults: total.faults,
+        exits: total.exits,
+        vmm_phases: vmm_phases(run),
+        unwind: unwind_quality(run, &p.names, kp.milestones.start_kernel_ns),
+        milestones: kp.milestones,
+        kernel_phases: kp.phases,
+        start_kernel_stages: kp.stages,
+        initcalls: kp.initcalls,
+        sampler: sampler(run),
+    }
+}
+
+/// How summarized spans are ordered.
+#[derive(Clone, Copy)]
+enum Order {
+    /// By mean first appearance (stages, initcalls).
+    FirstSeen,
+    /// Kernel phases: boot order.
+    Phase,
+}
+
+/// Summarizes named spans over runs; a name absent from a run counts 0 there.
+fn summarize_spans(per_run: &[&[Span]], order_by: Order) -> Vec<NamedSummary> {
+    let mut order: Vec<String> = Vec::new();
+    let mut times: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut firsts: HashMap<String, Vec<u64>> = HashMap::new();
+    for (i, spans) in per_run.iter().enumerate() {
+        for s in spans.iter() {
+            let t = times.entry(s.name.clone()).or_insert_with(|| {
+                order.push(s.name.clone());
+                vec![0; per_run.len()]
+            });
+            t[i] = t[i].saturating_add(s.time_ns);
+            firsts.entry(s.name.clone()).or_default().push(s.first_ns);
+        }
+    }
+    let mut out: Vec<NamedSummary> = order
+        .into_iter()
+        .filter_map(|name| {
+            let t = times.get(&name)?;
+            let f = firsts.get(&name).map(Vec::as_slice).unwrap_or(&[]);
+            Some(NamedSummary {
+                time_ns: Summary::of_u64(t)?,
+                first_ns: Summary::of_u64(f),
+                runs_seen: f.len(),
+                name,
+            })
+        })
+        .collect();
+    match order_by {
+        Order::FirstSeen => out.sort_by(|a, b| {
+            let fa = a.first_ns.map_or(f64::INFINITY, |s| s.mean);
+            let fb = b.first_ns.map_or(f64::INFINITY, |s| s.mean);
+            fa.total_cmp(&fb).then_with(|| a.name.cmp(&b.name))
+        }),
+        Order::Phase => out.sort_by_key(|s| KernelPhase::rank_of(&s.name)),
+    }
+    out
+}
+
+/// Top `top` functions by one measure, summarized over runs, by mean.
+fn top_functions(
+    per_run: &[HashMap<String, FunctionCost>],
+    totals: &[Cost],
+    weight: Weight,
+    total: bool,
+    top: usize,
+) -> Vec<FunctionSummary> {
+    let mut values: HashMap<&str, Vec<u64>> = HashMap::new();
+    for (i, fns) in per_run.iter().enumerate() {
+        for (name, fc) in fns {
+            let c = if total { &fc.total_cost } else { &fc.self_cost };
+            let v = c.get(weight);
+            if v > 0 {
+                values
+                    .entry(name.as_str())
+                    .or_insert_with(|| vec![0; per_run.len()])[i] = v;
+            }
+        }
+    }
+    let mut out: Vec<FunctionSummary> = values
+        .into_iter()
+        .filter_map(|(name, v)| {
+            let shares: Vec<f64> = v
+                .iter()
+                .zip(totals)
+                .map(|(&x, t)| match t.get(weight) {
+                    0 => 0.0,
+                    w => x as f64 / w as f64,
+                })
+                .collect();
+            let share = shares.iter().sum::<f64>() / shares.len().max(1) as f64;
+            Some(FunctionSummary {
+                name: name.to_string(),
+                value: Summary::of_u64(&v)?,
+                share,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.value
+            .mean
+            .total_cmp(&a.value.mean)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    out.truncate(top);
+    out
+}
+
+fn opt_summary(v: &[Option<f64>]) -> Option<Summary> {
+    let vals: Vec<f64> = v.iter().flatten().copied().collect();
+    Summary::of(&vals)
+}
+
+/// Builds the report of `profile`, listing `top` functions per table.
+pub fn build(profile: &Profile, top: usize) -> ReportDoc {
+    let runs: Vec<RunReport> = profile
+        .runs
+        .iter()
+        .map(|r| run_report(profile, r))
+        .collect();
+    let fn_costs: Vec<HashMap<String, FunctionCost>> = profile
+        .runs
+        .iter()
+        .map(|r| function_costs(profile, r))
+        .collect();
+    let totals: Vec<Cost> = profile.runs.iter().map(functions::run_total).collect();
+
+    let mut vmm: Vec<VmmPhaseSummary> = Vec::new();
+    let mut names: Vec<&str> = Vec::new();
+    for r in &runs {
+        for p in &r.vmm_phases {
+            if !names.contains(&p.name.as_str()) {
+                names.push(&p.name);
+            }
+        }
+    }
+    for name in names {
+        let pick = |f: fn(&VmmPhaseReport) -> u64| -> Vec<u64> {
+            runs.iter()
+                .filter_map(|r| r.vmm_phases.iter().find(|p| p.name == name).map(f))
+                .collect()
+        };
+        if let (Some(at), Some(d)) = (
+            Summary::of_u64(&pick(|p| p.at_ns)),
+            Summary::of_u64(&pick(|p| p.duration_ns)),
+        ) {
+            vmm.push(VmmPhaseSummary {
+                name: name.to_string(),
+                at_ns: at,
+                duration_ns: d,
+            });
+        }
+    }
+
+    let spans = |f: fn(&RunReport) -> &[Span]| -> Vec<&[Span]> { runs.iter().map(f).collect() };
+    let boot: Vec<Option<f64>> = runs.iter().map(|r| r.boot_ns.map(|v| v as f64)).collect();
+    let init: Vec<Option<f64>> = runs
+        .iter()
+        .map(|r| r.until_init_ns.map(|v| v as f64))
+        .collect();
+    let per_sample: Vec<Option<f64>> = runs.iter().map(|r| r.sampler.per_sample_ns).collect();
+    let pct: Vec<Option<f64>> = runs.iter().map(|r| r.sampler.percent_of_boot).collect();
+    let summary = SummaryReport {
+        runs: runs.len(),
+        boot_ns: opt_summary(&boot),
+        until_init_ns: opt_summary(&init),
+        vmm_phases: vmm,
+        kernel_phases: summarize_spans(&spans(|r| &r.kernel_phases), Order::Phase),
+        start_kernel_stages: summarize_spans(&spans(|r| &r.start_kernel_stages), Order::FirstSeen),
+        initcalls: summarize_spans(&spans(|r| &r.initcalls), Order::FirstSeen),
+        top_self: top_functions(&fn_costs, &totals, Weight::Samples, false, top),
+        top_total: top_functions(&fn_costs, &totals, Weight::Samples, true, top),
+        faults_by_function: top_functions(&fn_costs, &totals, Weight::Faults, false, top),
+        exits_by_function: top_functions(&fn_costs, &totals, Weight::Exits, false, top),
+        unwind: UnwindQuality::merge(&runs.iter().map(|r| r.unwind.clone()).collect::<Vec<_>>()),
+        sampler: SamplerSummary {
+            per_sample_ns: opt_summary(&per_sample),
+            percent_of_boot: opt_summary(&pct),
+        },
+    };
+    ReportDoc {
+        format: FORMAT,
+        version: VERSION,
+        input: profile.info.clone(),
+        runs,
+        summary,
+    }
+}
