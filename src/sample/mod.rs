@@ -4,4 +4,5 @@
 pub mod counters;
 pub mod kaslr;
 pub mod pagewalk;
+pub mod timer;
 pub mod unwind;

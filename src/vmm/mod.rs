@@ -1,1 +1,372 @@
-//! The microVM (in progress).
+//! boottrace's microVM: one function, [`boot`], assembled from small named
+//! steps (after rust-vmm's vmm-reference): create the VM, its memory, load the
+//! kernel, describe the machine, create vCPUs, run them until the boot ends.
+
+pub mod bootparams;
+pub mod compat;
+pub mod control;
+pub mod cpu;
+pub mod devices;
+pub mod initrd;
+pub mod layout;
+pub mod loader;
+pub mod memory;
+pub mod mptable;
+pub mod vcpu;
+
+use std::os::unix::thread::JoinHandleExt;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use compat::CompatMode;
+use control::{EndReason, RunControl};
+use devices::{Devices, LineSink};
+use loader::{EntryMode, LoadedKernel};
+use memory::MemoryOptions;
+pub use vcpu::{SampleInfo, VcpuSampler};
+
+/// When a boot counts as finished.
+#[derive(Debug, Clone)]
+pub enum Until {
+    /// The first user-mode instruction (init started). The default.
+    User,
+    /// Guest reset, shutdown or triple fault.
+    Shutdown,
+    /// The boot marker write (MMIO 0xd0000000 = 123).
+    Marker,
+    /// A console line matching the regex.
+    Serial(regex::Regex),
+}
+
+/// Everything that describes one boot.
+#[derive(Debug, Clone)]
+pub struct BootConfig {
+    /// Kernel image (bzImage or ELF vmlinux).
+    pub kernel: PathBuf,
+    /// Optional initrd.
+    pub initrd: Option<PathBuf>,
+    /// Extra kernel command-line arguments (after the defaults).
+    pub cmdline_extra: String,
+    /// Guest memory.
+    pub mem: MemoryOptions,
+    /// vCPUs.
+    pub cpus: u8,
+    /// Give up after this long.
+    pub timeout: Duration,
+    /// End condition.
+    pub until: Until,
+    /// Host workarounds.
+    pub compat: CompatMode,
+}
+
+/// boottrace's default kernel command line: serial console, reboot through
+/// the i8042 on panic, no PCI (there is none), no probing of absent legacy devices.
+pub const DEFAULT_CMDLINE: &str =
+    "console=ttyS0 8250.nr_uarts=1 reboot=k panic=-1 pci=off nomodule i8042.noaux i8042.nomux i8042.dumbkbd";
+
+/// Receives what happens during a boot (the recorder writes it to the trace).
+pub trait RunObserver: Send + Sync {
+    /// A named VMM or boot phase reached at `t_ns`.
+    fn phase(&self, name: &str, t_ns: u64);
+    /// A console line, timestamped on arrival.
+    fn serial_line(&self, t_ns: u64, line: &str);
+}
+
+/// Creates one sampler per vCPU.
+pub trait SamplerFactory: Send + Sync {
+    /// Samples per second per vCPU (0 = none).
+    fn frequency(&self) -> u32;
+    /// The sampler for vCPU `index`, created on the VMM thread before the vCPU thread starts.
+    fn create(&self, index: u32, vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Box<dyn VcpuSampler>;
+}
+
+/// Errors that stop a boot before it starts.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// /dev/kvm is missing or not accessible.
+    #[error("cannot open /dev/kvm: {0} (is KVM enabled, and may this user use it?)")]
+    NoKvm(kvm_ioctls::Error),
+    /// A VM-level KVM ioctl failed.
+    #[error("{what} failed: {source}")]
+    Kvm {
+        /// Which.
+        what: &'static str,
+        /// errno.
+        source: kvm_ioctls::Error,
+    },
+    /// Guest memory.
+    #[error(transparent)]
+    Memory(#[from] memory::MemoryError),
+    /// Kernel, initrd or command line.
+    #[error(transparent)]
+    Load(#[from] loader::LoadError),
+    /// Boot parameters.
+    #[error(transparent)]
+    BootParams(#[from] bootparams::BootParamsError),
+    /// MP table.
+    #[error(transparent)]
+    Mptable(#[from] mptable::MptableError),
+    /// vCPU setup.
+    #[error(transparent)]
+    Cpu(#[from] cpu::CpuError),
+    /// Host resources (eventfd, threads, signals).
+    #[error("host error: {0}")]
+    Host(String),
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
+    move |source| VmmError::Kvm { what, source }
+}
+
+/// What a finished boot reports.
+#[derive(Debug, Clone)]
+pub struct BootOutcome {
+    /// Why it ended.
+    pub end: EndReason,
+    /// When it ended (ns since the run's start).
+    pub end_ns: u64,
+    /// The kernel as loaded.
+    pub kernel: LoadedKernel,
+    /// The full kernel command line.
+    pub cmdline: String,
+}
+
+/// Boots `cfg` once. Times are measured from `t0` (the run's start).
+pub fn boot(
+    cfg: &BootConfig,
+    t0: Instant,
+    observer: Arc<dyn RunObserver>,
+    sampler: Option<Arc<dyn SamplerFactory>>,
+) -> Result<BootOutcome, VmmError> {
+    let control = Arc::new(RunControl::new(t0));
+    let phase = |name: &str| observer.phase(name, control.now_ns());
+
+    let kvm = Kvm::new().map_err(VmmError::NoKvm)?;
+    let vm = create_vm(&kvm)?;
+    phase("create_vm");
+
+    let mem = memory::create_guest_memory(&cfg.mem)?;
+    register_memory(&vm, &mem)?;
+    phase("memory");
+
+    let kernel = loader::load_kernel(&mem, &cfg.kernel, cfg.mem.size)?;
+    let cmdline = loader::build_cmdline(
+        &[DEFAULT_CMDLINE, cfg.compat.cmdline(), &cfg.cmdline_extra],
+        kernel.cmdline_max,
+    )?;
+    loader::write_cmdline(&mem, layout::CMDLINE_START, &cmdline)?;
+    let initrd = match &cfg.initrd {
+        Some(p) => Some(loader::load_initrd(&mem, p, cfg.mem.size, &kernel)?),
+        None => None,
+    };
+    let inputs = bootparams::BootInputs {
+        cmdline_addr: layout::CMDLINE_START,
+        cmdline_len: cmdline.len(),
+        initrd,
+    };
+    let e820 = memory::e820_map(cfg.mem.size);
+    match kernel.mode {
+        EntryMode::Long64 => bootparams::write_zero_page(&mem, &kernel, &inputs, &e820)?,
+        EntryMode::Pvh32 => bootparams::write_pvh_start_info(&mem, &inputs, &e820)?,
+    }
+    mptable::write(&mem, cfg.cpus)?;
+    cpu::write_boot_tables(&mem, kernel.mode)?;
+    phase("load_kernel");
+
+    let devices = Arc::new(create_devices(&vm, &control, &cfg.until, observer.clone())?);
+    let base_cpuid = cpu::supported_cpuid(&kvm)?;
+    let mut vcpus = Vec::with_capacity(cfg.cpus as usize);
+    for id in 0..cfg.cpus {
+        let vcpu = vm
+            .create_vcpu(u64::from(id))
+            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        cpu::setup_cpuid(&vcpu, &base_cpuid, id, cfg.cpus)?;
+        cpu::setup_fpu(&vcpu)?;
+        cpu::setup_lapic(&vcpu)?;
+        if id == 0 {
+            cpu::setup_sregs(&vcpu, kernel.mode)?;
+            cpu::setup_regs(&vcpu, kernel.mode, kernel.entry)?;
+        }
+        vcpus.push(vcpu);
+    }
+    phase("vcpus");
+
+    timer_setup()?;
+    let goals = Arc::new(vcpu::BootGoals {
+        until: cfg.until.clone(),
+        user_seen: AtomicBool::new(false),
+        init_entry: cfg.initrd.as_deref().and_then(initrd::init_entry),
+    });
+    let freq = sampler.as_ref().map_or(0, |s| s.frequency());
+    let mut handles = Vec::with_capacity(vcpus.len());
+    for (index, vcpu) in vcpus.into_iter().enumerate() {
+        let sampler_box = sampler
+            .as_ref()
+            .map(|f| f.create(index as u32, &vcpu, &mem));
+        let thread = vcpu::VcpuThread {
+            index: index as u32,
+            vcpu,
+            mem: mem.clone(),
+            devices: devices.clone(),
+            control: control.clone(),
+            goals: goals.clone(),
+            observer: observer.clone(),
+            compat: cfg.compat,
+            freq,
+            sampler: sampler_box,
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("vcpu{index}"))
+            .spawn(move || thread.run())
+            .map_err(|e| VmmError::Host(format!("cannot start vCPU thread: {e}")))?;
+        handles.push(handle);
+    }
+
+    let deadline = t0 + cfg.timeout;
+    let deadline = deadline.max(Instant::now());
+    loop {
+        if control
+            .wait(deadline.min(Instant::now() + Duration::from_millis(100)))
+            .is_some()
+        {
+            break;
+        }
+        if interrupted() {
+            control.end(EndReason::Interrupted);
+        } else if Instant::now() >= deadline {
+            control.end(EndReason::Timeout(cfg.timeout));
+        }
+    }
+    // Kick every vCPU out of KVM_RUN until it notices the stop.
+    for h in &handles {
+        let t = h.as_pthread_t();
+        let mut tries = 0;
+        while !h.is_finished() && tries < 1000 {
+            crate::sample::timer::kick(t);
+            std::thread::sleep(Duration::from_millis(1));
+            tries += 1;
+        }
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    devices.flush_console();
+    let (end, end_ns) = control.ended().unwrap_or((
+        EndReason::VcpuError("boot ended without a reason".into()),
+        control.now_ns(),
+    ));
+    observer.phase("end", end_ns);
+    Ok(BootOutcome {
+        end,
+        end_ns,
+        kernel,
+        cmdline,
+    })
+}
+
+fn create_vm(kvm: &Kvm) -> Result<VmFd, VmmError> {
+    let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+    vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
+        .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+    vm.create_irq_chip()
+        .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+    Ok(vm)
+}
+
+fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmmError> {
+    for (slot, region) in mem.iter().enumerate() {
+        let host = mem
+            .get_host_address(region.start_addr())
+            .map_err(|e| VmmError::Host(format!("guest memory has no host mapping: {e}")))?;
+        let r = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().raw_value(),
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+        };
+        // SAFETY: the region's host mapping lives as long as `mem`, which the
+        // caller keeps alive until every vCPU thread has been joined.
+        unsafe { vm.set_user_memory_region(r) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+    Ok(())
+}
+
+fn create_devices(
+    vm: &VmFd,
+    control: &Arc<RunControl>,
+    until: &Until,
+    observer: Arc<dyn RunObserver>,
+) -> Result<Devices, VmmError> {
+    let irq =
+        EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmmError::Host(format!("eventfd: {e}")))?;
+    vm.register_irqfd(&irq, layout::ports::COM1_IRQ)
+        .map_err(kvm_err("KVM_IRQFD"))?;
+    let control = control.clone();
+    let until = until.clone();
+    let sink = LineSink::new(Box::new(move |line: &str| {
+        let t = control.now_ns();
+        observer.serial_line(t, line);
+        if line.contains("Kernel panic - not syncing") && !matches!(until, Until::Shutdown) {
+            control.end(EndReason::Panic(line.trim().to_string()));
+        }
+        if let Until::Serial(re) = &until {
+            if re.is_match(line) {
+                control.end(EndReason::SerialMatch(line.to_string()));
+            }
+        }
+    }));
+    Ok(Devices::new(irq, sink))
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static SIGNALS: Mutex<bool> = Mutex::new(false);
+
+extern "C" fn on_interrupt(_sig: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Installs the kick handler and Ctrl-C/SIGTERM handlers (once per process):
+/// an interrupted recording ends its boot cleanly and keeps its trace.
+fn timer_setup() -> Result<(), VmmError> {
+    let mut done = SIGNALS
+        .lock()
+        .map_err(|_| VmmError::Host("signal setup lock poisoned".into()))?;
+    if *done {
+        return Ok(());
+    }
+    crate::sample::timer::install_handler()
+        .map_err(|e| VmmError::Host(format!("sigaction: {e}")))?;
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_interrupt as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+    *done = true;
+    Ok(())
+}
+
+/// True when a Ctrl-C or SIGTERM arrived (later runs of `--runs` stop too).
+pub fn was_interrupted() -> bool {
+    interrupted()
+}

@@ -1,0 +1,385 @@
+//! Putting a kernel into guest memory: format detection by content, the
+//! rust-vmm `linux-loader` loaders for bzImage and ELF, initrd placement and
+//! the command line, each checked against what the kernel and memory allow.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use linux_loader::loader::bootparam::setup_header;
+use linux_loader::loader::{BzImage, Elf, KernelLoader, PvhBootCapability};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::layout::{HIMEM_START, INITRD_ADDR_MAX_DEFAULT, MMIO_GAP_START};
+
+/// Kernel image formats boottrace boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelFormat {
+    /// A bzImage, booted through the 64-bit boot protocol: the first guest
+    /// instruction is the decompressor's `startup_64`.
+    BzImage,
+    /// An ELF vmlinux: PVH entry when its note is present, else the 64-bit entry.
+    Elf,
+}
+
+/// How the boot vCPU enters the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryMode {
+    /// 64-bit long mode with identity paging, RSI = zero page.
+    Long64,
+    /// PVH: 32-bit protected mode, paging off, EBX = `hvm_start_info`.
+    Pvh32,
+}
+
+/// Where and how a kernel was loaded.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadedKernel {
+    /// Detected format.
+    pub format: KernelFormat,
+    /// Guest-physical entry point.
+    pub entry: u64,
+    /// How the vCPU must be set up for `entry`.
+    pub mode: EntryMode,
+    /// Where the image was loaded (bzImage: protected-mode code; ELF: first segment).
+    pub load_addr: u64,
+    /// Lowest address above everything the kernel will use while booting
+    /// (for a bzImage, the end of its decompression buffer).
+    pub reserved_end: u64,
+    /// The bzImage setup header, to seed the zero page.
+    pub setup_header: Option<setup_header>,
+    /// Longest command line the kernel accepts, without the NUL.
+    pub cmdline_max: usize,
+    /// Highest address the initrd may end at.
+    pub initrd_addr_max: u64,
+}
+
+/// Errors loading a kernel, initrd or command line.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Neither a bzImage nor an ELF file.
+    #[error("{0} is not a kernel image: neither a bzImage (no \"HdrS\" at 0x202) nor an ELF file")]
+    NotAKernel(String),
+    /// A bzImage shorter than its header says.
+    #[error("{path} is a truncated bzImage: the header promises {expected} bytes, the file has {actual}")]
+    Truncated {
+        /// The file.
+        path: String,
+        /// Size implied by the setup header.
+        expected: u64,
+        /// Real size.
+        actual: u64,
+    },
+    /// Too old for the 64-bit boot protocol.
+    #[error("{path}: boot protocol {major}.{minor:02} without a 64-bit entry (need >= 2.12 with XLF_KERNEL_64)")]
+    No64BitEntry {
+        /// The file.
+        path: String,
+        /// Protocol major.
+        major: u16,
+        /// Protocol minor.
+        minor: u16,
+    },
+    /// An ELF that is not a 64-bit x86 kernel, or another loader failure.
+    #[error("cannot load {path}: {detail}")]
+    Loader {
+        /// The file.
+        path: String,
+        /// linux-loader's message.
+        detail: String,
+    },
+    /// Memory too small to hold what the kernel needs during boot.
+    #[error("--mem {mem_mib} MiB is too small for this kernel: it needs at least {need_mib} MiB to decompress and boot")]
+    MemTooSmall {
+        /// Guest MiB.
+        mem_mib: u64,
+        /// Needed MiB.
+        need_mib: u64,
+    },
+    /// The initrd does not fit between the kernel and the end of usable memory.
+    #[error(
+        "initrd {path} ({size_mib} MiB) does not fit in guest memory above the kernel; raise --mem"
+    )]
+    InitrdTooBig {
+        /// The file.
+        path: String,
+        /// Its size in MiB (rounded up).
+        size_mib: u64,
+    },
+    /// The command line is longer than the kernel accepts.
+    #[error("kernel command line is {len} bytes; this kernel accepts at most {max}")]
+    CmdlineTooLong {
+        /// Length.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// The command line contains a NUL byte or is otherwise unusable.
+    #[error("invalid kernel command line: {0}")]
+    CmdlineInvalid(String),
+    /// Writing to guest memory failed (address outside RAM).
+    #[error("cannot write {what} to guest memory at {addr:#x}")]
+    GuestWrite {
+        /// What.
+        what: &'static str,
+        /// Where.
+        addr: u64,
+    },
+}
+
+/// Default command line limit of x86_64 kernels (COMMAND_LINE_SIZE - 1).
+const DEFAULT_CMDLINE_MAX: usize = 2047;
+/// `xloadflags` bit: the kernel has a 64-bit entry at load address + 0x200.
+const XLF_KERNEL_64: u16 = 1;
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
+    move |source| LoadError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Recognises a kernel image by its content.
+pub fn detect_format(head: &[u8], path: &Path) -> Result<KernelFormat, LoadError> {
+    if head.len() >= 4 && &head[..4] == b"\x7fELF" {
+        return Ok(KernelFormat::Elf);
+    }
+    if head.len() >= 0x206 && &head[0x202..0x206] == b"HdrS" {
+        return Ok(KernelFormat::BzImage);
+    }
+    Err(LoadError::NotAKernel(path.display().to_string()))
+}
+
+/// Loads the kernel at `path` into `mem` (of `mem_size` bytes).
+pub fn load_kernel(
+    mem: &GuestMemoryMmap,
+    path: &Path,
+    mem_size: u64,
+) -> Result<LoadedKernel, LoadError> {
+    let mut file = File::open(path).map_err(io_err(path))?;
+    let file_len = file.metadata().map_err(io_err(path))?.len();
+    let mut head = vec![0u8; 0x1000.min(file_len as usize)];
+    file.read_exact(&mut head).map_err(io_err(path))?;
+    file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
+    let format = detect_format(&head, path)?;
+    let shown = path.display().to_string();
+    let loader_err = |e: linux_loader::loader::Error| LoadError::Loader {
+        path: shown.clone(),
+        detail: e.to_string(),
+    };
+    let kernel =
+        match format {
+            KernelFormat::BzImage => {
+                let hdr = parse_setup_header(&head);
+                check_bzimage(&hdr, file_len, path)?;
+                let res = BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
+                    .map_err(loader_err)?;
+                let hdr = res.setup_header.unwrap_or(hdr);
+                let load_addr = res.kernel_load.0;
+                // The decompressor writes the kernel at pref_address (or the load
+                // address rounded up to kernel_alignment) and needs init_size there.
+                let align = u64::from(hdr.kernel_alignment).max(0x20_0000);
+                let out = hdr.pref_address.max(load_addr.div_ceil(align) * align);
+                let reserved_end = (out + u64::from(hdr.init_size)).max(res.kernel_end);
+                LoadedKernel {
+                    format,
+                    entry: load_addr + 0x200,
+                    mode: EntryMode::Long64,
+                    load_addr,
+                    reserved_end,
+                    setup_header: Some(hdr),
+                    cmdline_max: if hdr.version >= 0x206 {
+                        hdr.cmdline_size as usize
+                    } else {
+                        255
+                    },
+                    initrd_addr_max: if hdr.version >= 0x203 && hdr.initrd_addr_max != 0 {
+                        u64::from(hdr.initrd_addr_max)
+                    } else {
+                        INITRD_ADDR_MAX_DEFAULT
+                    },
+                }
+            }
+            KernelFormat::Elf => {
+                let res = Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
+                    .map_err(|e| match e {
+                        linux_loader::loader::Error::Elf(
+                            linux_loader::loader::elf::Error::ReadKernelImage,
+                        ) => LoadError::MemTooSmall {
+                            mem_mib: mem_size >> 20,
+                            need_mib: 0,
+                        },
+                        other => loader_err(other),
+                    })?;
+                let (entry, mode) = match res.pvh_boot_cap {
+                    PvhBootCapability::PvhEntryPresent(addr) => (addr.0, EntryMode::Pvh32),
+                    _ => (res.kernel_load.0, EntryMode::Long64),
+                };
+                LoadedKernel {
+                    format,
+                    entry,
+                    mode,
+                    load_addr: res.kernel_load.0,
+                    reserved_end: res.kernel_end,
+                    setup_header: None,
+                    cmdline_max: DEFAULT_CMDLINE_MAX,
+                    initrd_addr_max: INITRD_ADDR_MAX_DEFAULT,
+                }
+            }
+        };
+    // Leave at least 16 MiB above the kernel for its early allocations.
+    let need = kernel.reserved_end + (16 << 20);
+    if need > mem_size.min(MMIO_GAP_START) {
+        return Err(LoadError::MemTooSmall {
+            mem_mib: mem_size >> 20,
+            need_mib: need.div_ceil(1 << 20),
+        });
+    }
+    Ok(kernel)
+}
+
+fn parse_setup_header(head: &[u8]) -> setup_header {
+    let mut hdr = setup_header::default();
+    let size = std::mem::size_of::<setup_header>();
+    if head.len() >= 0x1f1 + size {
+        // SAFETY: setup_header is a plain-old-data repr(C, packed) struct of
+        // integers; any byte pattern is a valid value and the source has `size` bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                head[0x1f1..].as_ptr(),
+                &mut hdr as *mut setup_header as *mut u8,
+                size,
+            );
+        }
+    }
+    hdr
+}
+
+fn check_bzimage(hdr: &setup_header, file_len: u64, path: &Path) -> Result<(), LoadError> {
+    let version = hdr.version;
+    let xload = hdr.xloadflags;
+    if version < 0x20c || xload & XLF_KERNEL_64 == 0 {
+        return Err(LoadError::No64BitEntry {
+            path: path.display().to_string(),
+            major: version >> 8,
+            minor: version & 0xff,
+        });
+    }
+    let sects = if hdr.setup_sects == 0 {
+        4
+    } else {
+        u64::from(hdr.setup_sects)
+    };
+    let expected = (sects + 1) * 512 + u64::from(hdr.syssize) * 16;
+    if file_len < expected {
+        return Err(LoadError::Truncated {
+            path: path.display().to_string(),
+            expected,
+            actual: file_len,
+        });
+    }
+    Ok(())
+}
+
+/// Places the initrd as high as allowed in low memory, above the kernel.
+/// Returns (guest address, size).
+pub fn load_initrd(
+    mem: &GuestMemoryMmap,
+    path: &Path,
+    mem_size: u64,
+    kernel: &LoadedKernel,
+) -> Result<(u64, u64), LoadError> {
+    let mut file = File::open(path).map_err(io_err(path))?;
+    let size = file.metadata().map_err(io_err(path))?.len();
+    let top = kernel
+        .initrd_addr_max
+        .saturating_add(1)
+        .min(mem_size)
+        .min(MMIO_GAP_START);
+    let too_big = || LoadError::InitrdTooBig {
+        path: path.display().to_string(),
+        size_mib: size.div_ceil(1 << 20),
+    };
+    let addr = top.checked_sub(size).ok_or_else(too_big)? & !0xfff;
+    if addr < kernel.reserved_end {
+        return Err(too_big());
+    }
+    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)
+        .map_err(|_| LoadError::GuestWrite {
+            what: "initrd",
+            addr,
+        })?;
+    Ok((addr, size))
+}
+
+/// Builds the command line: boottrace's defaults, then the workaround
+/// arguments, then the user's own (later arguments win in Linux).
+pub fn build_cmdline(parts: &[&str], max: usize) -> Result<String, LoadError> {
+    let line = parts
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if line.bytes().any(|b| b == 0) {
+        return Err(LoadError::CmdlineInvalid("contains a NUL byte".into()));
+    }
+    if line.len() > max {
+        return Err(LoadError::CmdlineTooLong {
+            len: line.len(),
+            max,
+        });
+    }
+    Ok(line)
+}
+
+/// Writes the NUL-terminated command line at `addr`.
+pub fn write_cmdline(mem: &GuestMemoryMmap, addr: u64, line: &str) -> Result<(), LoadError> {
+    let mut bytes = line.as_bytes().to_vec();
+    bytes.push(0);
+    mem.write_slice(&bytes, GuestAddress(addr))
+        .map_err(|_| LoadError::GuestWrite {
+            what: "command line",
+            addr,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_by_content_not_name() {
+        let p = Path::new("x");
+        assert_eq!(
+            detect_format(b"\x7fELF\x02\x01", p).ok(),
+            Some(KernelFormat::Elf)
+        );
+        let mut bz = vec![0u8; 0x300];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        assert_eq!(detect_format(&bz, p).ok(), Some(KernelFormat::BzImage));
+        assert!(matches!(
+            detect_format(b"#!/bin/sh\n", p),
+            Err(LoadError::NotAKernel(_))
+        ));
+    }
+
+    #[test]
+    fn cmdline_limits() {
+        assert_eq!(
+            build_cmdline(&["a=1", " ", "b"], 10).ok().as_deref(),
+            Some("a=1 b")
+        );
+        assert!(matches!(
+            build_cmdline(&["abcdef", "ghijk"], 10),
+            Err(LoadError::CmdlineTooLong { len: 12, max: 10 })
+        ));
+    }
+}

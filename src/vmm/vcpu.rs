@@ -1,0 +1,300 @@
+//! One vCPU thread: KVM_RUN, exit handling, the PVM emulation fixes, boot-end
+//! detection from guest state, and the sampling hook.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use kvm_bindings::{
+    kvm_guest_debug, kvm_guest_debug_arch, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_USE_HW_BP,
+    KVM_MP_STATE_RUNNABLE,
+};
+use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::compat::{fix_for, CompatMode, EmulationFix};
+use super::control::{EndReason, RunControl};
+use super::devices::{DeviceEvent, Devices};
+use super::{RunObserver, Until};
+use crate::sample::timer::{self, ThreadTimer};
+
+/// What a sampler reports back to the loop.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleInfo {
+    /// Privilege level at the sample (3 = user mode).
+    pub cpl: u8,
+    /// RIP at the sample.
+    pub rip: u64,
+}
+
+/// Samples one vCPU; created on (and used only by) its thread.
+pub trait VcpuSampler: Send {
+    /// Called with the vCPU outside KVM_RUN. `t_ns` is the time of the kick.
+    fn sample(&mut self, vcpu: &mut VcpuFd, t_ns: u64) -> Option<SampleInfo>;
+    /// Called once when the vCPU thread ends.
+    fn finish(&mut self) {}
+}
+
+/// Shared per-boot facts the vCPU threads need to decide when the boot ends.
+pub struct BootGoals {
+    /// The `--until` condition.
+    pub until: Until,
+    /// Set once any vCPU ran user mode.
+    pub user_seen: AtomicBool,
+    /// Guest-virtual entry of /init, for a hardware breakpoint, when known.
+    pub init_entry: Option<u64>,
+}
+
+/// Everything a vCPU thread owns.
+pub struct VcpuThread {
+    /// vCPU index (= APIC ID).
+    pub index: u32,
+    /// The vCPU.
+    pub vcpu: VcpuFd,
+    /// Guest memory (for instruction bytes at an emulation failure).
+    pub mem: GuestMemoryMmap,
+    /// Devices.
+    pub devices: Arc<Devices>,
+    /// Run state.
+    pub control: Arc<RunControl>,
+    /// Boot end conditions.
+    pub goals: Arc<BootGoals>,
+    /// Phases and console go here.
+    pub observer: Arc<dyn RunObserver>,
+    /// Host workarounds.
+    pub compat: CompatMode,
+    /// Sampling frequency (0 = no sampling).
+    pub freq: u32,
+    /// The sampler, when sampling.
+    pub sampler: Option<Box<dyn VcpuSampler>>,
+}
+
+/// Upper bound on consecutive emulation fixes at one RIP: a guest looping on
+/// an int3 must not spin the VMM forever.
+const MAX_FIXES_AT_SAME_RIP: u32 = 1000;
+
+impl VcpuThread {
+    /// Runs the vCPU until the boot ends.
+    pub fn run(mut self) {
+        let run_ptr = self.vcpu.get_kvm_run() as *mut kvm_bindings::kvm_run;
+        let _guard = timer::register_kvm_run(run_ptr);
+        // SYNC_REGS: KVM copies regs/sregs into kvm_run on every exit, so
+        // boot-end checks and samples need no extra ioctl.
+        self.vcpu.set_sync_valid_reg(SyncReg::Register);
+        self.vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
+        if let Some(addr) = self.goals.init_entry {
+            self.set_breakpoint(Some(addr));
+        }
+        let _timer = if self.freq > 0 && self.sampler.is_some() {
+            match ThreadTimer::start_for_current_thread(self.freq) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    self.control.end(EndReason::VcpuError(format!(
+                        "cannot start the sampling timer: {e}"
+                    )));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let is_bsp = self.index == 0;
+        let mut started = is_bsp;
+        if is_bsp {
+            self.observer
+                .phase("first_instruction", self.control.now_ns());
+            // The first sample is the first guest instruction itself (t = entry).
+            self.take_sample(&mut started);
+        }
+        let mut last_fix_rip = 0u64;
+        let mut fixes_here = 0u32;
+        while !self.control.should_stop() {
+            let result = self.vcpu.run();
+            let mut event = None;
+            match result {
+                Ok(exit) => match exit {
+                    VcpuExit::IoOut(port, data) => event = self.devices.pio_write(port, data),
+                    VcpuExit::IoIn(port, data) => self.devices.pio_read(port, data),
+                    VcpuExit::MmioWrite(addr, data) => event = self.devices.mmio_write(addr, data),
+                    VcpuExit::MmioRead(_, data) => data.fill(0xff),
+                    VcpuExit::Hlt | VcpuExit::IrqWindowOpen | VcpuExit::Intr => {}
+                    VcpuExit::Shutdown => self
+                        .control
+                        .end(EndReason::Shutdown("triple fault or shutdown".into())),
+                    VcpuExit::SystemEvent(kind, _) => self
+                        .control
+                        .end(EndReason::Shutdown(format!("system event {kind}"))),
+                    VcpuExit::FailEntry(reason, cpu) => self.control.end(EndReason::VcpuError(
+                        format!("KVM entry failed: hardware reason {reason:#x} on CPU {cpu}"),
+                    )),
+                    VcpuExit::Debug(arch) => {
+                        let rip = arch.pc;
+                        self.user_mode_reached(rip, "hw-breakpoint at init entry");
+                        self.set_breakpoint(None);
+                    }
+                    VcpuExit::InternalError => {
+                        let rip = self.vcpu.sync_regs().regs.rip;
+                        if rip == last_fix_rip {
+                            fixes_here += 1;
+                        } else {
+                            last_fix_rip = rip;
+                            fixes_here = 0;
+                        }
+                        self.on_internal_error(fixes_here);
+                    }
+                    other => {
+                        let msg = format!("unhandled KVM exit {other:?}");
+                        self.control.end(EndReason::VcpuError(msg));
+                    }
+                },
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
+                Err(e) => self
+                    .control
+                    .end(EndReason::VcpuError(format!("KVM_RUN failed: {e}"))),
+            }
+            match event {
+                Some(DeviceEvent::Reset) => self.control.end(EndReason::Reset),
+                Some(DeviceEvent::BootMarker) => {
+                    self.observer.phase("boot_marker", self.control.now_ns());
+                    if matches!(self.goals.until, Until::Marker) {
+                        self.control.end(EndReason::Marker);
+                    }
+                }
+                None => {}
+            }
+            // User mode seen at an exit (SYNC_REGS are fresh after every exit).
+            let cs = self.vcpu.sync_regs().sregs.cs;
+            if cs.selector & 3 == 3 {
+                let rip = self.vcpu.sync_regs().regs.rip;
+                self.user_mode_reached(rip, "exit");
+            }
+            // A kick: the signal handler set immediate_exit.
+            let kicked = {
+                let run = self.vcpu.get_kvm_run();
+                let k = run.immediate_exit != 0;
+                run.immediate_exit = 0;
+                k
+            };
+            if kicked && !self.control.should_stop() {
+                self.take_sample(&mut started);
+            }
+        }
+        if let Some(s) = self.sampler.as_mut() {
+            s.finish();
+        }
+    }
+
+    fn take_sample(&mut self, started: &mut bool) {
+        let t = self.control.now_ns();
+        if !*started {
+            // APs wait for INIT/SIPI inside KVM: samples there would be noise.
+            match self.vcpu.get_mp_state() {
+                Ok(s) if s.mp_state == KVM_MP_STATE_RUNNABLE => *started = true,
+                _ => return,
+            }
+        }
+        let Some(sampler) = self.sampler.as_mut() else {
+            return;
+        };
+        if let Some(info) = sampler.sample(&mut self.vcpu, t) {
+            if info.cpl == 3 {
+                self.user_mode_reached(info.rip, "sample");
+            }
+        }
+    }
+
+    fn user_mode_reached(&self, rip: u64, how: &'static str) {
+        if self.goals.user_seen.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.observer.phase("user_mode", self.control.now_ns());
+        if matches!(self.goals.until, Until::User) {
+            self.control.end(EndReason::UserMode {
+                vcpu: self.index,
+                rip,
+                how,
+            });
+        }
+    }
+
+    fn set_breakpoint(&self, addr: Option<u64>) {
+        let mut dbg = kvm_guest_debug::default();
+        if let Some(a) = addr {
+            dbg.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP;
+            let mut regs = [0u64; 8];
+            regs[0] = a;
+            regs[7] = 0x1; // DR0 enabled (local), execute, 1 byte
+            dbg.arch = kvm_guest_debug_arch { debugreg: regs };
+        }
+        // Without guest-debug support the boot end still comes from exits and samples.
+        let _ = self.vcpu.set_guest_debug(&dbg);
+    }
+
+    fn on_internal_error(&mut self, fixes_here: u32) {
+        let suberror = {
+            let run = self.vcpu.get_kvm_run();
+            // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so the `internal`
+            // member of the union is the one KVM filled in.
+            unsafe { run.__bindgen_anon_1.internal.suberror }
+        };
+        let sync = self.vcpu.sync_regs();
+        let (mut regs, sregs) = (sync.regs, sync.sregs);
+        let cpl = (sregs.cs.selector & 3) as u8;
+        let bytes = self.instruction_bytes(regs.rip, sregs.cr0 & (1 << 31) != 0);
+        let fix = if fixes_here < MAX_FIXES_AT_SAME_RIP {
+            fix_for(self.compat, &bytes)
+        } else {
+            None
+        };
+        match fix {
+            Some(f) => {
+                regs.rip += 1;
+                if self.vcpu.set_regs(&regs).is_err() {
+                    self.control.end(EndReason::VcpuError(
+                        "KVM_SET_REGS failed during a workaround".into(),
+                    ));
+                    return;
+                }
+                if f == EmulationFix::SkipAndInjectBreakpoint {
+                    let ok = self.vcpu.get_vcpu_events().and_then(|mut ev| {
+                        ev.exception.injected = 1;
+                        ev.exception.nr = 3;
+                        ev.exception.has_error_code = 0;
+                        self.vcpu.set_vcpu_events(&ev)
+                    });
+                    if ok.is_err() {
+                        self.control
+                            .end(EndReason::VcpuError("cannot inject #BP".into()));
+                    }
+                }
+            }
+            None => self.control.end(EndReason::EmulationFailure {
+                vcpu: self.index,
+                rip: regs.rip,
+                bytes,
+                cpl,
+                suberror,
+            }),
+        }
+    }
+
+    /// Up to 15 bytes at a guest RIP (translated by KVM when paging is on).
+    fn instruction_bytes(&self, rip: u64, paging: bool) -> Vec<u8> {
+        let phys = if paging {
+            match self.vcpu.translate_gva(rip) {
+                Ok(t) if t.valid != 0 => t.physical_address,
+                _ => return Vec::new(),
+            }
+        } else {
+            rip
+        };
+        let mut out = Vec::with_capacity(15);
+        for i in 0..15u64 {
+            // Byte by byte: the instruction may straddle the end of RAM.
+            match self.mem.read_obj::<u8>(GuestAddress(phys + i)) {
+                Ok(b) => out.push(b),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+}
