@@ -174,6 +174,11 @@ impl DwarfInfo {
     /// that really contains `addr` last. Empty when DWARF does not cover the
     /// address (assembly without debug info, padding). The first call parses.
     pub fn frames(&self, addr: u64) -> Result<Vec<DwarfFrame>, DwarfError> {
+        // addr2line probes [addr, addr + 1): the last address would overflow,
+        // and no code lives there.
+        if addr == u64::MAX {
+            return Ok(Vec::new());
+        }
         // A panic elsewhere while holding the lock leaves the state consistent
         // (every transition is a single assignment), so poisoning is ignored.
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);

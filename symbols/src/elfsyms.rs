@@ -2,8 +2,9 @@
 //! (`arch/x86/boot/compressed/vmlinux`), as a [`SymbolTable`] of code symbols.
 //!
 //! Kept: symbols defined in executable sections that are functions
-//! (`STT_FUNC`, with their sizes) or untyped labels (`STT_NOTYPE`, size
-//! unknown). The labels matter: assembly entry points such as
+//! (`STT_FUNC`, with their sizes) or untyped labels (`STT_NOTYPE`, sized to
+//! the end of their section, so a label does not cover addresses past it;
+//! labels at a section's very end are dropped). The labels matter: assembly entry points such as
 //! `secondary_startup_64` or `entry_SYSCALL_64_after_hwframe` are
 //! `SYM_CODE_START`/`SYM_INNER_LABEL` symbols without a type, and samples land
 //! in them; System.map and kallsyms list them too, so keeping them makes every
@@ -95,13 +96,28 @@ fn code_symbols<H: FileHeader<Endian = Endianness>>(
             elf::STB_WEAK => 'W',
             _ => 't',
         };
+        let addr: u64 = sym.st_value(endian).into();
         let size: u64 = sym.st_size(endian).into();
-        let size = (size > 0).then_some(size);
-        let rank = preference(st_type == elf::STT_FUNC, size.is_some(), kind);
+        let rank = preference(st_type == elf::STT_FUNC, size > 0, kind);
+        let size = if size > 0 {
+            Some(size)
+        } else {
+            // An untyped label covers at most the rest of its section; one at
+            // the very end (`_etext`, `_ehead`) covers nothing and would
+            // otherwise swallow every address above it.
+            let end = section
+                .sh_addr(endian)
+                .into()
+                .saturating_add(section.sh_size(endian).into());
+            match end.checked_sub(addr) {
+                Some(rest) if rest > 0 => Some(rest),
+                _ => continue,
+            }
+        };
         ranked.push((
             rank,
             Symbol {
-                addr: sym.st_value(endian).into(),
+                addr,
                 size,
                 name: String::from_utf8_lossy(name).into_owned(),
                 kind,

@@ -52,6 +52,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dwarf::{DwarfError, DwarfInfo};
 use crate::elfsyms::{self, ElfSymsError};
+use crate::image::KernelImage;
 use crate::layout::AddrSpace;
 use crate::mapped::{MapError, MappedFile};
 use crate::sysmap::{self, SysmapError};
@@ -94,6 +95,8 @@ pub struct SymbolizerOptions {
     pub vmlinux: Option<PathBuf>,
     /// The kernel's System.map.
     pub system_map: Option<PathBuf>,
+    /// The kernel image (bzImage or ELF), for kallsyms when nothing better is given.
+    pub image: Option<Arc<KernelImage>>,
     /// The decompressor ELF (`arch/x86/boot/compressed/vmlinux`).
     pub decompressor_elf: Option<PathBuf>,
 }
@@ -234,6 +237,23 @@ impl Symbolizer {
             if let Some(path) = &opts.system_map {
                 let table = sysmap::load(path)?.text_only();
                 chosen = Some((SourceKind::SystemMap, table, None));
+            }
+        }
+        if chosen.is_none() {
+            if let Some(image) = &opts.image {
+                // Recovery is only attempted when it is the best source left:
+                // it scans the whole image.
+                match image.kallsyms() {
+                    Ok(all) => {
+                        let text = all.text_only();
+                        if text.is_empty() {
+                            notes.push("kallsyms in the image hold no text symbols".to_owned());
+                        } else {
+                            chosen = Some((SourceKind::Kallsyms, text, None));
+                        }
+                    }
+                    Err(e) => notes.push(format!("kallsyms not recovered from the image: {e}")),
+                }
             }
         }
         let (source, kernel, dwarf) =
