@@ -179,7 +179,10 @@ impl SetupHeader {
         })?;
         // syssize 0 (never seen in a real kernel) is taken as "up to the end".
         let declared = (self.syssize as usize).saturating_mul(16);
-        Ok(code.get(..declared).filter(|_| declared > 0).unwrap_or(code))
+        Ok(code
+            .get(..declared)
+            .filter(|_| declared > 0)
+            .unwrap_or(code))
     }
 
     /// The compressed payload inside the protected-mode code.

@@ -6,8 +6,8 @@
 //! - 6.4+:  `num_syms, names, markers, token_table, token_index, offsets, relative_base, seqs_of_names`
 //! - ≤ 6.3: `offsets, relative_base, num_syms, names, markers, [seqs_of_names], token_table, token_index`
 //!
-//! (6.2 and 6.3 put `seqs_of_names` between the markers and the token table;
-//! that layout is not searched for.)
+//! 6.2, 6.3 (and later 6.1.y, e.g. Debian's 6.1.0-56) put `seqs_of_names`
+//! (3 bytes per symbol, padded to 8) between the markers and the token table.
 //!
 //! The search, after vmlinux-to-elf: single characters that occur in symbol
 //! names are their own tokens, so the token table holds the run
@@ -75,8 +75,12 @@ impl KallsymsError {
 pub enum TableOrder {
     /// 6.4+: offsets and relative_base after the token index.
     Modern,
-    /// ≤ 6.3: offsets and relative_base before num_syms.
+    /// ≤ 6.1: offsets and relative_base before num_syms, markers right
+    /// before the token table.
     Legacy,
+    /// 6.2, 6.3 and later 6.1.y: the legacy order with `seqs_of_names`
+    /// (3 bytes per symbol) between the markers and the token table.
+    LegacyWithSeqs,
 }
 
 /// How `kallsyms_offsets` encode addresses.
@@ -226,16 +230,37 @@ impl<'a> Region<'a> {
     fn try_candidate(&self, digits: usize) -> Result<(SymbolTable, KallsymsInfo), KallsymsError> {
         let tokens = self.tokens(digits).ok_or(KallsymsError::NoTokenTable)?;
         let table_addr = self.addr(tokens.table);
-        let markers = self
-            .markers(tokens.table)
-            .ok_or(KallsymsError::NoMarkers(table_addr))?;
-        let names = self
-            .names(&tokens, &markers)
-            .ok_or(KallsymsError::NoNames(self.addr(markers.start)))?;
+        // Markers end at the token table, or (6.2, 6.3 and later 6.1.y) before
+        // `seqs_of_names`, 3 bytes per symbol: scan back for them, bounded.
+        let mut err = KallsymsError::NoMarkers(table_addr);
+        let mut found = None;
+        let mut tried = 0;
+        for gap in (0..=tokens.table.min(3 * MAX_SYMS + 8)).step_by(8) {
+            let Some(markers) = self.markers(tokens.table - gap) else {
+                continue;
+            };
+            tried += 1;
+            if tried > MAX_CANDIDATES {
+                break;
+            }
+            match self.names(&tokens, &markers, gap) {
+                Some(names) => {
+                    found = Some((names, gap));
+                    break;
+                }
+                None => err = KallsymsError::NoNames(self.addr(markers.start)),
+            }
+        }
+        let (names, gap) = found.ok_or(err)?;
         let n = names.entries.len();
-        let (order, offsets_at, relative_base, encoding, addrs) =
-            self.addresses(&tokens, &names)
-                .ok_or(KallsymsError::NoAddresses(self.addr(names.start), n))?;
+        let (offsets_after_index, offsets_at, relative_base, encoding, addrs) = self
+            .addresses(&tokens, &names)
+            .ok_or(KallsymsError::NoAddresses(self.addr(names.start), n))?;
+        let order = match (offsets_after_index, gap) {
+            (true, _) => TableOrder::Modern,
+            (false, 0) => TableOrder::Legacy,
+            (false, _) => TableOrder::LegacyWithSeqs,
+        };
         let info = KallsymsInfo {
             num_syms: n,
             names_addr: self.addr(names.start),
@@ -317,7 +342,7 @@ impl<'a> Region<'a> {
         })
     }
 
-    /// Markers ending just before the token table: strictly decreasing back to 0.
+    /// Markers whose (8-aligned) end is `table`: strictly decreasing back to 0.
     fn markers(&self, table: usize) -> Option<Markers> {
         // u32 markers (6.x); u64 (PTR) in older kernels. A u32 array of odd
         // length is followed by 4 bytes of padding.
@@ -358,7 +383,7 @@ impl<'a> Region<'a> {
     }
 
     /// Finds `num_syms` + names before the markers and decodes every name.
-    fn names(&self, tokens: &Tokens<'_>, markers: &Markers) -> Option<Names> {
+    fn names(&self, tokens: &Tokens<'_>, markers: &Markers, gap: usize) -> Option<Names> {
         let m = markers.values.len();
         let last_marker = usize::try_from(*markers.values.last()?).ok()?;
         let first_of_last_block = 256 * (m - 1);
@@ -369,7 +394,8 @@ impl<'a> Region<'a> {
         for _ in 0..(256 * (KSYM_NAME_LEN + 2)) / 8 {
             let num_at = start.checked_sub(8)?;
             let n = self.u32_at(num_at)? as usize;
-            if n > first_of_last_block && n <= first_of_last_block + 256 {
+            let seqs_fit = gap == 0 || gap == n.checked_mul(3)?.checked_add(7)? & !7;
+            if seqs_fit && n > first_of_last_block && n <= first_of_last_block + 256 {
                 let block = start + last_marker;
                 if let Some(end) = self.decode_names(tokens, block, n - first_of_last_block, None) {
                     if self.ends_at_markers(end, markers.start) {
@@ -462,12 +488,13 @@ impl<'a> Region<'a> {
         self.ends_at_markers(at, markers.start).then_some(entries)
     }
 
-    /// Tries both table orders; returns the addresses that validate.
+    /// Tries both table orders; returns the addresses that validate, and
+    /// whether the offsets follow the token index (6.4+).
     fn addresses(
         &self,
         tokens: &Tokens<'_>,
         names: &Names,
-    ) -> Option<(TableOrder, usize, u64, AddressEncoding, Vec<u64>)> {
+    ) -> Option<(bool, usize, u64, AddressEncoding, Vec<u64>)> {
         let n = names.entries.len();
         let offsets_len = n.checked_mul(4)?;
         // 6.4+: offsets right after the 256-entry token index, then relative_base.
@@ -477,7 +504,7 @@ impl<'a> Region<'a> {
                 .and_then(|e| self.align_up(e, 8))
             {
                 if let Some((enc, rb, addrs)) = self.decode_offsets(off..off + offsets_len, rb_at) {
-                    return Some((TableOrder::Modern, off, rb, enc, addrs));
+                    return Some((true, off, rb, enc, addrs));
                 }
             }
         }
@@ -486,7 +513,7 @@ impl<'a> Region<'a> {
         let padded = offsets_len.checked_add(7)? & !7;
         let off = rb_at.checked_sub(padded)?;
         let (enc, rb, addrs) = self.decode_offsets(off..off + offsets_len, rb_at)?;
-        Some((TableOrder::Legacy, off, rb, enc, addrs))
+        Some((false, off, rb, enc, addrs))
     }
 
     /// Decodes offsets with `relative_base` at `rb_at`; both encodings are
