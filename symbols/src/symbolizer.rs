@@ -2,20 +2,31 @@
 //!
 //! # How a sampled address becomes frames
 //!
-//! 1. **Raw RIP → address space.** The trace stores raw RIPs. The VMM found
-//!    where the kernel and its decompressor ran during the boot and stored it
-//!    in a [`RunLayout`]: the KASLR slide (`kernel_virt_slide`, runtime minus
-//!    link-time virtual address, found from the guest — e.g. by matching the
-//!    bytes at a sampled kernel RIP against the image, or from where the
-//!    decompressor put the kernel — never guessed; 0 for a kernel that is not
-//!    relocatable), the physical load address of the kernel (head code runs
-//!    at physical addresses before `startup_64` switches to virtual ones), and
-//!    every base the decompressor ran at (it relocates itself before
-//!    decompressing). [`RunLayout::classify`] turns `(rip, cpl)` into an
-//!    [`AddrSpace`]: `Kernel(link-time virtual address)` — the slide already
-//!    subtracted and physical addresses already moved to `_text`-relative
-//!    virtual ones —, `Decompressor(ELF virtual address)`, `User`, `Setup` or
-//!    `Unknown`.
+//! 1. **Raw RIP → address space.** The trace stores raw RIPs. While the
+//!    guest boots, the VMM works out where the kernel and its decompressor
+//!    ran and stores it in a [`RunLayout`](crate::layout::RunLayout)
+//!    (`src/sample/kaslr.rs`), from what the guest did rather than a guess:
+//!    - the KASLR slide (`kernel_virt_slide`, runtime minus link-time virtual
+//!      address): for a sampled kernel-half RIP `r`, each 2 MiB-aligned
+//!      candidate slide `s` is tried by comparing the guest's bytes at `r`
+//!      (read through its page tables) with the image's bytes at link address
+//!      `r − s`; exactly one candidate must match. A kernel that cannot move
+//!      (ELF boot, non-relocatable bzImage) has slide 0;
+//!    - the physical load address (head code runs at physical addresses
+//!      before `startup_64` switches to virtual ones);
+//!    - every base the decompressor ran at (it relocates itself before
+//!      decompressing).
+//!
+//!    [`RunLayout::classify`](crate::layout::RunLayout::classify) turns
+//!    `(rip, cpl)` into an [`AddrSpace`]: `Kernel(link-time virtual
+//!    address)` — slide subtracted, physical
+//!    addresses moved to the matching link-time virtual ones —,
+//!    `Decompressor(ELF virtual address)`, `User`, `Setup` or `Unknown`.
+//!    Everything below works on link-time addresses only, so one vmlinux,
+//!    System.map or kallsyms table (whose `relative_base` is link-time too)
+//!    serves every boot whatever its slide.
+//!    (Return addresses of outer stack frames should be looked up at
+//!    `addr − 1`, inside the call instruction; the caller does that.)
 //! 2. **Address space → frames** ([`Symbolizer::resolve`]), cached per
 //!    `AddrSpace` value so a boot's millions of samples cost one lookup per
 //!    distinct address:
@@ -59,6 +70,8 @@ use crate::sysmap::{self, SysmapError};
 use crate::table::SymbolTable;
 
 /// Cache shards; a power of two. Several report threads may resolve at once.
+/// Keys are guest-controlled addresses, hence std's keyed SipHash (no
+/// hash flooding) rather than a faster unkeyed hash.
 const SHARDS: usize = 16;
 /// Cached addresses per shard. A hostile guest can make every sample a new
 /// garbage address; past this, frames are computed but not kept.
