@@ -17,6 +17,14 @@ struct Cli {
 enum Command {
     /// Boot a kernel, sample it, write boottrace.data.
     Record(boottrace::record::RecordArgs),
+    /// Flamegraph (or time-ordered flame chart) of the recorded boot(s).
+    Flame(boottrace::report::flame::FlameArgs),
+    /// Compare two recordings (or two kernels): differential flamegraph + table.
+    Diff(boottrace::report::diff::DiffArgs),
+    /// Text (or JSON) report: phases, initcalls, top functions, faults, overhead.
+    Report(boottrace::report::text::ReportArgs),
+    /// Export for other tools: folded stacks, speedscope, Chrome/Perfetto trace.
+    Export(boottrace::report::export::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -24,6 +32,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Record(args) => boottrace::record::run(&args, t_process),
+        Command::Flame(args) => boottrace::report::flame::run(&args),
+        Command::Diff(args) => boottrace::report::diff::run(&args),
+        Command::Report(args) => boottrace::report::text::run(&args),
+        Command::Export(args) => boottrace::report::export::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use boottrace_symbols::image::{ImageFormat, KernelImage};
+use boottrace_symbols::orc::OrcTable;
+
+use crate::sample::kaslr::{BootImage, LayoutDetector};
+use crate::sample::sampler::{CaptureMode, CostTotals, RecordSampler, SharedLayout};
+use crate::sample::unwind::{Method, Unwinder};
+use crate::trace::{
+    HostFacts, KernelInfo, Phase, Record, RunEnd, RunStart, SamplerCost, Serial, TraceMeta,
+    TraceSink, TraceWriter,
+};
 use crate::vmm::compat::{CompatChoice, CompatMode};
+use crate::vmm::loader::KernelFormat;
 use crate::vmm::memory::MemoryOptions;
 use crate::vmm::{self, BootConfig, BootOutcome, RunObserver, Until};
 
@@ -65,6 +79,10 @@ pub struct RecordArgs {
     /// Do not echo the guest console.
     #[arg(short, long)]
     pub quiet: bool,
+    /// How registers are read per sample: sync (SYNC_REGS, no ioctl) or ioctl
+    /// (KVM_GET_REGS + KVM_GET_SREGS); for measuring the difference.
+    #[arg(long, value_enum, default_value = "sync")]
+    pub capture: CaptureMode,
 }
 
 /// `--until` as parsed.
@@ -109,29 +127,135 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size too large: {s:?}"))
 }
 
-/// Collects a run's phases and console lines and echoes the console.
-pub struct ConsoleObserver {
+/// Writes a run's phases and console lines to the trace, keeps the phases
+/// for the summary, and echoes the console.
+pub struct RunRecorder {
+    /// Run index.
+    pub run: u32,
     /// Echo lines to stdout.
     pub echo: bool,
+    /// Trace destination.
+    pub sink: TraceSink,
     /// (name, t_ns) in arrival order.
     pub phases: Mutex<Vec<(String, u64)>>,
-    /// (t_ns, line).
-    pub lines: Mutex<Vec<(u64, String)>>,
 }
 
-impl RunObserver for ConsoleObserver {
+impl RunObserver for RunRecorder {
     fn phase(&self, name: &str, t_ns: u64) {
         if let Ok(mut p) = self.phases.lock() {
             p.push((name.to_string(), t_ns));
         }
+        let _ = self.sink.append(Record::Phase(Phase {
+            run: self.run,
+            name: name.to_string(),
+            t_ns,
+        }));
     }
     fn serial_line(&self, t_ns: u64, line: &str) {
         if self.echo {
             println!("[{:>10.6}] {line}", t_ns as f64 / 1e9);
         }
-        if let Ok(mut l) = self.lines.lock() {
-            l.push((t_ns, line.to_string()));
-        }
+        let _ = self.sink.append(Record::Serial(Serial {
+            run: self.run,
+            t_ns,
+            line: line.to_string(),
+        }));
+    }
+}
+
+/// What `record` knows about the kernel before booting it.
+struct KernelFacts {
+    image: Arc<KernelImage>,
+    unwinder: Unwinder,
+    unwinder_name: &'static str,
+}
+
+fn kernel_facts(path: &std::path::Path) -> Result<KernelFacts> {
+    let image = KernelImage::open(path)
+        .with_context(|| format!("cannot use {} as a kernel", path.display()))?;
+    // ORC when the image carries it (distro kernels, UNWINDER_ORC), else frame pointers.
+    let (unwinder, unwinder_name) = match OrcTable::from_elf(image.elf_bytes()) {
+        Ok(t) if !t.is_empty() => (Unwinder::new(Method::Orc(Arc::new(t))), "orc"),
+        _ => (Unwinder::new(Method::FramePointer), "frame-pointer"),
+    };
+    Ok(KernelFacts {
+        image: Arc::new(image),
+        unwinder,
+        unwinder_name,
+    })
+}
+
+fn host_facts(compat: CompatMode) -> HostFacts {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    HostFacts {
+        kernel_version: read("/proc/sys/kernel/osrelease"),
+        hostname: read("/proc/sys/kernel/hostname"),
+        pvm_workarounds: compat.workarounds(),
+    }
+}
+
+/// Moves an existing trace aside (like perf.data.old) so a new recording
+/// never destroys an old one.
+fn keep_old(path: &std::path::Path) -> Result<()> {
+    if path.exists() {
+        let mut old = path.as_os_str().to_owned();
+        old.push(".old");
+        std::fs::rename(path, &old)
+            .with_context(|| format!("cannot move the old {} aside", path.display()))?;
+    }
+    Ok(())
+}
+
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn trace_meta(args: &RecordArgs, facts: &KernelFacts, compat: CompatMode) -> TraceMeta {
+    let mut identity = KernelInfo::from(facts.image.identity());
+    identity.path = args.kernel.display().to_string();
+    let options: BTreeMap<String, String> = [
+        ("mem", args.mem.to_string()),
+        ("cpus", args.cpus.to_string()),
+        ("freq", args.freq.to_string()),
+        ("runs", args.runs.to_string()),
+        ("until", format!("{:?}", args.until.0)),
+        ("timeout_s", args.timeout.to_string()),
+        ("hugepages", args.hugepages.to_string()),
+        ("populate", args.populate.to_string()),
+        ("capture", format!("{:?}", args.capture)),
+        (
+            "initrd",
+            args.initrd
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        ),
+        ("cmdline_extra", args.cmdline.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    TraceMeta {
+        boottrace_version: env!("CARGO_PKG_VERSION").to_string(),
+        argv: std::env::args().collect(),
+        kernel: identity,
+        kernel_cmdline: String::new(),
+        options,
+        host: host_facts(compat),
+        unwinder: if args.freq == 0 {
+            "none".into()
+        } else {
+            facts.unwinder_name.into()
+        },
+        vmlinux: args.vmlinux.as_ref().map(|p| p.display().to_string()),
+        sample_freq_hz: args.freq,
+        wall_start_unix_ns: unix_ns(),
     }
 }
 
@@ -152,6 +276,7 @@ pub fn run(args: &RecordArgs, t_process: Instant) -> Result<()> {
             bail!("initrd {} does not exist", i.display());
         }
     }
+    let facts = kernel_facts(&args.kernel)?;
     let cfg = BootConfig {
         kernel: args.kernel.clone(),
         initrd: args.initrd.clone(),
@@ -166,31 +291,143 @@ pub fn run(args: &RecordArgs, t_process: Instant) -> Result<()> {
         until: args.until.0.clone(),
         compat,
     };
+    let meta = trace_meta(args, &facts, compat);
+    keep_old(&args.output)?;
+    let writer = TraceWriter::create(&args.output, &meta)
+        .with_context(|| format!("cannot create {}", args.output.display()))?
+        .spawn()
+        .context("cannot start the trace writer")?;
+    let stat_names_written = Arc::new(AtomicBool::new(false));
+    let mut failures = 0;
+    let mut done = 0;
     for run in 0..args.runs {
+        let sink = writer.sink();
         let t0 = if run == 0 { t_process } else { Instant::now() };
-        let obs = Arc::new(ConsoleObserver {
+        let _ = sink.append(Record::RunStart(RunStart {
+            run,
+            wall_time_unix_ns: unix_ns(),
+        }));
+        let recorder = Arc::new(RunRecorder {
+            run,
             echo: !args.quiet,
+            sink: sink.clone(),
             phases: Mutex::new(Vec::new()),
-            lines: Mutex::new(Vec::new()),
         });
-        let outcome = vmm::boot(&cfg, t0, obs.clone(), None)
-            .with_context(|| format!("boot {} of {}", run + 1, args.runs))?;
-        print_summary(run, args.runs, &outcome, &obs);
+        let totals = Arc::new(CostTotals::default());
+        let boot_image = match facts.image.format() {
+            ImageFormat::BzImage => BootImage::BzImage {
+                load_base: facts
+                    .image
+                    .setup_header()
+                    .map_or(vmm::layout::HIMEM_START, |h| u64::from(h.code32_start)),
+            },
+            _ => BootImage::Elf {
+                phys_start: facts.image.phys_load_start(),
+            },
+        };
+        let sampler: Option<Arc<dyn vmm::SamplerFactory>> = (args.freq > 0).then(|| {
+            Arc::new(RecordSampler {
+                run,
+                freq: args.freq,
+                sink: sink.clone(),
+                unwinder: Some(facts.unwinder.clone()),
+                capture: args.capture,
+                layout: Arc::new(SharedLayout::new(LayoutDetector::new(
+                    facts.image.clone(),
+                    boot_image,
+                ))),
+                totals: totals.clone(),
+                stat_names_written: stat_names_written.clone(),
+            }) as Arc<dyn vmm::SamplerFactory>
+        });
+        let outcome = match vmm::boot(&cfg, t0, recorder.clone(), sampler) {
+            Ok(o) => o,
+            Err(e) => {
+                // Keep what earlier runs recorded: the file stays readable.
+                drop(sink);
+                let _ = writer.finish();
+                return Err(anyhow::Error::new(e).context(format!(
+                    "boot {} of {}",
+                    run + 1,
+                    args.runs
+                )));
+            }
+        };
+        let _ = sink.append(Record::RunEnd(RunEnd {
+            run,
+            t_ns: outcome.end_ns,
+            reason: outcome.end.kind().to_string(),
+            detail: Some(outcome.end.to_string()),
+        }));
+        let _ = sink.append(Record::SamplerCost(SamplerCost {
+            run,
+            samples: totals.samples.load(Ordering::Relaxed),
+            total_kick_ns: totals.kick_ns.load(Ordering::Relaxed),
+            total_capture_ns: totals.capture_ns.load(Ordering::Relaxed),
+            total_unwind_ns: totals.unwind_ns.load(Ordering::Relaxed),
+            total_write_ns: totals.write_ns.load(Ordering::Relaxed),
+        }));
+        let phases = recorder
+            .phases
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default();
+        if run == 0 {
+            let format = if outcome.kernel.format == KernelFormat::BzImage {
+                "bzImage"
+            } else {
+                "ELF"
+            };
+            println!(
+                "boottrace: {format} kernel, entry {:#x} ({:?}), unwinder {}",
+                outcome.kernel.entry, outcome.kernel.mode, meta.unwinder
+            );
+            println!("boottrace: kernel command line: {}", outcome.cmdline);
+        }
+        print_summary(run, args.runs, &outcome, &phases, &totals, &facts.image);
+        if !matches!(
+            outcome.end.kind(),
+            "user" | "marker" | "serial" | "shutdown" | "reset"
+        ) {
+            failures += 1;
+        }
+        done += 1;
         if vmm::was_interrupted() {
             break;
         }
     }
+    let records = writer
+        .finish()
+        .with_context(|| format!("cannot finish {}", args.output.display()))?;
+    println!(
+        "boottrace: wrote {} ({records} records)",
+        args.output.display()
+    );
+    if failures == done {
+        bail!("no boot reached its end condition ({failures} of {done} ended otherwise; the trace keeps what they did)");
+    }
     Ok(())
 }
 
-fn print_summary(run: u32, runs: u32, outcome: &BootOutcome, obs: &ConsoleObserver) {
-    let phases = obs.phases.lock().map(|p| p.clone()).unwrap_or_default();
+fn print_summary(
+    run: u32,
+    runs: u32,
+    outcome: &BootOutcome,
+    phases: &[(String, u64)],
+    totals: &CostTotals,
+    image: &KernelImage,
+) {
     println!(
         "boottrace: run {}/{}: boot ended: {}",
         run + 1,
         runs,
         outcome.end
     );
+    if let vmm::control::EndReason::EmulationFailure { rip, .. } = &outcome.end {
+        if let Some(sym) = symbol_near(image, *rip) {
+            println!("  at {sym} (image kallsyms, link-time address)");
+        }
+    }
     println!(
         "  phase               t (ms since {})",
         if run == 0 {
@@ -199,20 +436,42 @@ fn print_summary(run: u32, runs: u32, outcome: &BootOutcome, obs: &ConsoleObserv
             "run start"
         }
     );
-    for (name, t) in &phases {
+    for (name, t) in phases {
         println!("  {name:<18} {:>12.3}", *t as f64 / 1e6);
     }
-    let first = phases
+    if let Some(f) = phases
         .iter()
         .find(|(n, _)| n == "first_instruction")
-        .map(|p| p.1);
-    if let Some(f) = first {
+        .map(|p| p.1)
+    {
         let boot = outcome.end_ns.saturating_sub(f);
         println!(
             "  boot time (first guest instruction -> end): {:.3} ms",
             boot as f64 / 1e6
         );
     }
+    let n = totals.samples.load(Ordering::Relaxed);
+    if n > 0 {
+        let per =
+            |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed) as f64 / n as f64 / 1e3;
+        println!(
+            "  samples: {n}; per sample: kick {:.1} us, capture {:.1} us, unwind+counters {:.1} us, write {:.1} us; complete unwinds {}/{} kernel-mode samples",
+            per(&totals.kick_ns),
+            per(&totals.capture_ns),
+            per(&totals.unwind_ns),
+            per(&totals.write_ns),
+            totals.complete.load(Ordering::Relaxed),
+            totals.unwound.load(Ordering::Relaxed),
+        );
+    }
+}
+
+/// Names a kernel address from the image's own kallsyms (link-time: good
+/// enough for an end-of-boot message; reports use the recorded layout).
+fn symbol_near(image: &KernelImage, addr: u64) -> Option<String> {
+    let table = image.kallsyms().ok()?;
+    let (sym, off) = table.lookup(addr)?;
+    Some(format!("{}+{:#x}", sym.name, off))
 }
 
 #[cfg(test)]

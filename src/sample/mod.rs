@@ -4,5 +4,6 @@
 pub mod counters;
 pub mod kaslr;
 pub mod pagewalk;
+pub mod sampler;
 pub mod timer;
 pub mod unwind;

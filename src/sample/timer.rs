@@ -112,6 +112,21 @@ impl ThreadTimer {
     }
 }
 
+impl ThreadTimer {
+    /// Nanoseconds since the timer last expired: the kick's latency when
+    /// called right after the vCPU left KVM_RUN (one cheap syscall).
+    pub fn since_last_expiry_ns(&self, period_ns: u64) -> u64 {
+        // SAFETY: itimerspec is plain data; `id` is a live timer.
+        let mut cur: libc::itimerspec = unsafe { std::mem::zeroed() };
+        // SAFETY: valid timer and out-pointer.
+        if unsafe { libc::timer_gettime(self.id, &mut cur) } != 0 {
+            return 0;
+        }
+        let next = cur.it_value.tv_sec as u64 * 1_000_000_000 + cur.it_value.tv_nsec as u64;
+        period_ns.saturating_sub(next)
+    }
+}
+
 impl Drop for ThreadTimer {
     fn drop(&mut self) {
         // SAFETY: `id` is a live timer owned by this value.

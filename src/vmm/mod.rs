@@ -83,7 +83,7 @@ pub trait RunObserver: Send + Sync {
 pub trait SamplerFactory: Send + Sync {
     /// Samples per second per vCPU (0 = none).
     fn frequency(&self) -> u32;
-    /// The sampler for vCPU `index`, created on the VMM thread before the vCPU thread starts.
+    /// The sampler for vCPU `index`, created on the vCPU's own thread.
     fn create(&self, index: u32, vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Box<dyn VcpuSampler>;
 }
 
@@ -204,24 +204,19 @@ pub fn boot(
         user_seen: AtomicBool::new(false),
         init_entry: cfg.initrd.as_deref().and_then(initrd::init_entry),
     });
-    let freq = sampler.as_ref().map_or(0, |s| s.frequency());
     let mut handles = Vec::with_capacity(vcpus.len());
     for (index, vcpu) in vcpus.into_iter().enumerate() {
-        let sampler_box = sampler
-            .as_ref()
-            .map(|f| f.create(index as u32, &vcpu, &mem));
-        let thread = vcpu::VcpuThread {
-            index: index as u32,
+        let thread = vcpu::VcpuThread::new(
+            index as u32,
             vcpu,
-            mem: mem.clone(),
-            devices: devices.clone(),
-            control: control.clone(),
-            goals: goals.clone(),
-            observer: observer.clone(),
-            compat: cfg.compat,
-            freq,
-            sampler: sampler_box,
-        };
+            mem.clone(),
+            devices.clone(),
+            control.clone(),
+            goals.clone(),
+            observer.clone(),
+            cfg.compat,
+            sampler.clone(),
+        );
         let handle = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
             .spawn(move || thread.run())

@@ -26,10 +26,20 @@ pub struct SampleInfo {
     pub rip: u64,
 }
 
-/// Samples one vCPU; created on (and used only by) its thread.
-pub trait VcpuSampler: Send {
-    /// Called with the vCPU outside KVM_RUN. `t_ns` is the time of the kick.
-    fn sample(&mut self, vcpu: &mut VcpuFd, t_ns: u64) -> Option<SampleInfo>;
+/// Samples one vCPU; created on (and used only by) its thread, so it may
+/// hold per-thread counters.
+pub trait VcpuSampler {
+    /// Called with the vCPU outside KVM_RUN. `t_ns` is the time of the kick
+    /// (ns since the run's start), `kick_ns` how long ago the timer fired
+    /// (0 for the first sample), `fresh_sync_regs` whether kvm_run's
+    /// SYNC_REGS hold this vCPU's current state (false before the first KVM_RUN).
+    fn sample(
+        &mut self,
+        vcpu: &mut VcpuFd,
+        t_ns: u64,
+        kick_ns: u64,
+        fresh_sync_regs: bool,
+    ) -> Option<SampleInfo>;
     /// Called once when the vCPU thread ends.
     fn finish(&mut self) {}
 }
@@ -64,8 +74,8 @@ pub struct VcpuThread {
     pub compat: CompatMode,
     /// Sampling frequency (0 = no sampling).
     pub freq: u32,
-    /// The sampler, when sampling.
-    pub sampler: Option<Box<dyn VcpuSampler>>,
+    /// Makes this vCPU's sampler (on the vCPU thread), when sampling.
+    pub sampler_factory: Option<Arc<dyn super::SamplerFactory>>,
 }
 
 /// Upper bound on consecutive emulation fixes at one RIP: a guest looping on
@@ -73,8 +83,40 @@ pub struct VcpuThread {
 const MAX_FIXES_AT_SAME_RIP: u32 = 1000;
 
 impl VcpuThread {
+    /// A vCPU thread's state; the sampler is made when the thread starts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        index: u32,
+        vcpu: VcpuFd,
+        mem: GuestMemoryMmap,
+        devices: Arc<Devices>,
+        control: Arc<RunControl>,
+        goals: Arc<BootGoals>,
+        observer: Arc<dyn RunObserver>,
+        compat: CompatMode,
+        sampler_factory: Option<Arc<dyn super::SamplerFactory>>,
+    ) -> Self {
+        let freq = sampler_factory.as_ref().map_or(0, |f| f.frequency());
+        VcpuThread {
+            index,
+            vcpu,
+            mem,
+            devices,
+            control,
+            goals,
+            observer,
+            compat,
+            freq,
+            sampler_factory,
+        }
+    }
+
     /// Runs the vCPU until the boot ends.
     pub fn run(mut self) {
+        let mut sampler = self
+            .sampler_factory
+            .take()
+            .map(|f| f.create(self.index, &self.vcpu, &self.mem));
         let run_ptr = self.vcpu.get_kvm_run() as *mut kvm_bindings::kvm_run;
         let _guard = timer::register_kvm_run(run_ptr);
         // SYNC_REGS: KVM copies regs/sregs into kvm_run on every exit, so
@@ -84,7 +126,7 @@ impl VcpuThread {
         if let Some(addr) = self.goals.init_entry {
             self.set_breakpoint(Some(addr));
         }
-        let _timer = if self.freq > 0 && self.sampler.is_some() {
+        let _timer = if self.freq > 0 && sampler.is_some() {
             match ThreadTimer::start_for_current_thread(self.freq) {
                 Ok(t) => Some(t),
                 Err(e) => {
@@ -103,8 +145,13 @@ impl VcpuThread {
             self.observer
                 .phase("first_instruction", self.control.now_ns());
             // The first sample is the first guest instruction itself (t = entry).
-            self.take_sample(&mut started);
+            self.take_sample(sampler.as_deref_mut(), &mut started, None, false);
         }
+        let period_ns = if self.freq > 0 {
+            1_000_000_000 / u64::from(self.freq)
+        } else {
+            0
+        };
         let mut last_fix_rip = 0u64;
         let mut fixes_here = 0u32;
         while !self.control.should_stop() {
@@ -175,15 +222,24 @@ impl VcpuThread {
                 k
             };
             if kicked && !self.control.should_stop() {
-                self.take_sample(&mut started);
+                let kick_ns = _timer
+                    .as_ref()
+                    .map_or(0, |t| t.since_last_expiry_ns(period_ns));
+                self.take_sample(sampler.as_deref_mut(), &mut started, Some(kick_ns), true);
             }
         }
-        if let Some(s) = self.sampler.as_mut() {
+        if let Some(s) = sampler.as_mut() {
             s.finish();
         }
     }
 
-    fn take_sample(&mut self, started: &mut bool) {
+    fn take_sample(
+        &mut self,
+        sampler: Option<&mut (dyn VcpuSampler + 'static)>,
+        started: &mut bool,
+        kick_ns: Option<u64>,
+        fresh: bool,
+    ) {
         let t = self.control.now_ns();
         if !*started {
             // APs wait for INIT/SIPI inside KVM: samples there would be noise.
@@ -192,10 +248,10 @@ impl VcpuThread {
                 _ => return,
             }
         }
-        let Some(sampler) = self.sampler.as_mut() else {
+        let Some(sampler) = sampler else {
             return;
         };
-        if let Some(info) = sampler.sample(&mut self.vcpu, t) {
+        if let Some(info) = sampler.sample(&mut self.vcpu, t, kick_ns.unwrap_or(0), fresh) {
             if info.cpl == 3 {
                 self.user_mode_reached(info.rip, "sample");
             }

@@ -1,0 +1,277 @@
+//! The per-vCPU sampler: on every kick, capture registers, unwind the guest
+//! stack from guest memory, read the host counters, and hand one `Sample`
+//! record to the trace writer — timing each step so the sampler's own cost
+//! is in the trace too.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use boottrace_symbols::layout::RunLayout;
+use kvm_bindings::{kvm_regs, kvm_sregs};
+use kvm_ioctls::VcpuFd;
+use vm_memory::GuestMemoryMmap;
+
+use super::counters::VcpuCounters;
+use super::kaslr::LayoutDetector;
+use super::unwind::{StackEnd as UnwindEnd, Truncation, UnwindRegs, Unwinder};
+use crate::trace::{Record, Sample, SampleCost, StackEnd, StatNames, TraceSink};
+use crate::vmm::{SampleInfo, SamplerFactory, VcpuSampler};
+
+/// How registers are read at a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CaptureMode {
+    /// SYNC_REGS: KVM already copied regs/sregs into kvm_run at the exit: no ioctl.
+    Sync,
+    /// KVM_GET_REGS + KVM_GET_SREGS: two ioctls per sample.
+    Ioctl,
+}
+
+/// Sampler totals over a run, summed over vCPUs.
+#[derive(Debug, Default)]
+pub struct CostTotals {
+    /// Samples taken.
+    pub samples: AtomicU64,
+    /// Sum of kick latencies, ns.
+    pub kick_ns: AtomicU64,
+    /// Sum of capture times, ns.
+    pub capture_ns: AtomicU64,
+    /// Sum of unwind times, ns.
+    pub unwind_ns: AtomicU64,
+    /// Sum of write times, ns.
+    pub write_ns: AtomicU64,
+    /// Kernel-mode samples whose unwind reached a clean end.
+    pub complete: AtomicU64,
+    /// Kernel-mode samples unwound.
+    pub unwound: AtomicU64,
+}
+
+/// The run's layout detector, shared by its vCPUs; the first to complete it
+/// (or, failing that, the first to finish) writes the `Layout` record.
+pub struct SharedLayout {
+    detector: Mutex<LayoutDetector>,
+    published: AtomicBool,
+}
+
+impl SharedLayout {
+    /// Wraps a detector for one run.
+    pub fn new(detector: LayoutDetector) -> Self {
+        SharedLayout {
+            detector: Mutex::new(detector),
+            published: AtomicBool::new(false),
+        }
+    }
+
+    fn publish(&self, run: u32, layout: &RunLayout, sink: &TraceSink) {
+        if !self.published.swap(true, Ordering::SeqCst) {
+            let _ = sink.append(Record::Layout(crate::trace::Layout {
+                run,
+                layout: layout.clone(),
+            }));
+        }
+    }
+}
+
+/// Makes one [`VcpuSamplerImpl`] per vCPU for one run.
+pub struct RecordSampler {
+    /// Run index.
+    pub run: u32,
+    /// Samples per second per vCPU.
+    pub freq: u32,
+    /// Trace destination.
+    pub sink: TraceSink,
+    /// Unwinder prototype (cloned per vCPU), if the kernel can be unwound.
+    pub unwinder: Option<Unwinder>,
+    /// How registers are read.
+    pub capture: CaptureMode,
+    /// Shared layout detection.
+    pub layout: Arc<SharedLayout>,
+    /// Totals for the run's SamplerCost record.
+    pub totals: Arc<CostTotals>,
+    /// Set once the KVM stat names were written (once per file).
+    pub stat_names_written: Arc<AtomicBool>,
+}
+
+impl SamplerFactory for RecordSampler {
+    fn frequency(&self) -> u32 {
+        self.freq
+    }
+
+    fn create(&self, index: u32, vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Box<dyn VcpuSampler> {
+        let counters = VcpuCounters::new(vcpu);
+        if !counters.stat_names().is_empty()
+            && !self.stat_names_written.swap(true, Ordering::SeqCst)
+        {
+            let _ = self.sink.append(Record::StatNames(StatNames {
+                names: counters.stat_names().to_vec(),
+            }));
+        }
+        Box::new(VcpuSamplerImpl {
+            run: self.run,
+            vcpu: index,
+            sink: self.sink.clone(),
+            mem: mem.clone(),
+            unwinder: self.unwinder.clone(),
+            current_layout: None,
+            layout_done: false,
+            capture: self.capture,
+            layout: self.layout.clone(),
+            counters,
+            totals: self.totals.clone(),
+            stack: Vec::with_capacity(64),
+            last_write_ns: 0,
+        })
+    }
+}
+
+/// Samples one vCPU.
+pub struct VcpuSamplerImpl {
+    run: u32,
+    vcpu: u32,
+    sink: TraceSink,
+    mem: GuestMemoryMmap,
+    unwinder: Option<Unwinder>,
+    current_layout: Option<RunLayout>,
+    layout_done: bool,
+    capture: CaptureMode,
+    layout: Arc<SharedLayout>,
+    counters: VcpuCounters,
+    totals: Arc<CostTotals>,
+    stack: Vec<u64>,
+    last_write_ns: u32,
+}
+
+/// Maps the unwinder's detailed end to the trace's stored kinds.
+pub fn trace_stack_end(end: UnwindEnd) -> StackEnd {
+    match end {
+        UnwindEnd::Complete => StackEnd::Root,
+        UnwindEnd::Truncated(Truncation::DepthLimit) => StackEnd::DepthLimit,
+        UnwindEnd::Truncated(
+            Truncation::UserMode | Truncation::NotLongMode | Truncation::NoUnwindInfo,
+        ) => StackEnd::NotUnwound,
+        UnwindEnd::Truncated(_) => StackEnd::Truncated,
+    }
+}
+
+impl VcpuSamplerImpl {
+    fn capture(&self, vcpu: &mut VcpuFd, fresh: bool) -> Option<(kvm_regs, kvm_sregs)> {
+        if fresh && self.capture == CaptureMode::Sync {
+            let s = vcpu.sync_regs();
+            return Some((s.regs, s.sregs));
+        }
+        Some((vcpu.get_regs().ok()?, vcpu.get_sregs().ok()?))
+    }
+
+    /// Feeds the detector until the layout is complete, and keeps the
+    /// unwinder on the latest layout (the slide may be known before the
+    /// decompressor's relocated copy is).
+    fn update_layout(&mut self, regs: &UnwindRegs) {
+        if self.layout_done {
+            return;
+        }
+        let Ok(mut det) = self.layout.detector.lock() else {
+            return;
+        };
+        if !det.is_complete() {
+            det.observe(&self.mem, regs);
+        }
+        if self.current_layout.as_ref() != Some(det.layout()) {
+            let l = det.layout().clone();
+            if let Some(u) = self.unwinder.as_mut() {
+                u.set_layout(&l);
+            }
+            self.current_layout = Some(l);
+        }
+        if det.is_complete() {
+            self.layout_done = true;
+            self.layout.publish(self.run, det.layout(), &self.sink);
+        }
+    }
+}
+
+impl VcpuSampler for VcpuSamplerImpl {
+    fn sample(
+        &mut self,
+        vcpu: &mut VcpuFd,
+        t_ns: u64,
+        kick_ns: u64,
+        fresh: bool,
+    ) -> Option<SampleInfo> {
+        let t_capture = Instant::now();
+        let (regs, sregs) = self.capture(vcpu, fresh)?;
+        let uregs = UnwindRegs::from_kvm(&regs, &sregs);
+        let capture_ns = t_capture.elapsed().as_nanos() as u32;
+
+        let t_unwind = Instant::now();
+        self.update_layout(&uregs);
+        let end = match &self.unwinder {
+            Some(u) if self.current_layout.is_some() => {
+                u.unwind(&self.mem, &uregs, &mut self.stack)
+            }
+            _ => {
+                self.stack.clear();
+                self.stack.push(regs.rip);
+                UnwindEnd::Truncated(Truncation::NoUnwindInfo)
+            }
+        };
+        let deltas = self.counters.sample();
+        let unwind_ns = t_unwind.elapsed().as_nanos() as u32;
+        if uregs.cpl != 3 && uregs.efer & (1 << 10) != 0 {
+            self.totals.unwound.fetch_add(1, Ordering::Relaxed);
+            if end.is_complete() {
+                self.totals.complete.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+
+        let cost = SampleCost {
+            kick_ns: kick_ns.min(u64::from(u32::MAX)) as u32,
+            capture_ns,
+            unwind_ns,
+            write_ns: self.last_write_ns,
+        };
+        let sample = Sample {
+            run: self.run,
+            vcpu: self.vcpu,
+            t_ns,
+            rip: regs.rip,
+            rsp: regs.rsp,
+            rbp: regs.rbp,
+            cr0: sregs.cr0,
+            cr3: sregs.cr3,
+            cr4: sregs.cr4,
+            efer: sregs.efer,
+            cs: sregs.cs.selector,
+            cpl: uregs.cpl,
+            stack: self.stack.clone(),
+            stack_end: trace_stack_end(end).as_u8(),
+            minflt: deltas.minflt,
+            majflt: deltas.majflt,
+            perf_faults: deltas.perf_faults.unwrap_or(0),
+            kvm: deltas.kvm.to_vec(),
+            cost,
+        };
+        let t_write = Instant::now();
+        let _ = self.sink.append(Record::Sample(sample));
+        self.last_write_ns = t_write.elapsed().as_nanos() as u32;
+
+        let t = &self.totals;
+        t.samples.fetch_add(1, Ordering::Relaxed);
+        t.kick_ns.fetch_add(kick_ns, Ordering::Relaxed);
+        t.capture_ns
+            .fetch_add(u64::from(capture_ns), Ordering::Relaxed);
+        t.unwind_ns
+            .fetch_add(u64::from(unwind_ns), Ordering::Relaxed);
+        t.write_ns
+            .fetch_add(u64::from(self.last_write_ns), Ordering::Relaxed);
+        Some(SampleInfo {
+            cpl: uregs.cpl,
+            rip: regs.rip,
+        })
+    }
+
+    fn finish(&mut self) {
+        if let Ok(det) = self.layout.detector.lock() {
+            self.layout.publish(self.run, det.layout(), &self.sink);
+        }
+    }
+}
