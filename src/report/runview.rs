@@ -210,8 +210,43 @@ pub struct Profile {
     pub runs: Vec<RunView>,
 }
 
-/// What the weight of a sample is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+impl Profile {
+    /// Appends `other`'s runs (renumbered after this profile's), re-interning
+    /// its names and stacks; used when each boot was recorded to its own file.
+    pub fn absorb(&mut self, other: Profile) {
+        let mut map: HashMap<u32, u32> = HashMap::new();
+        let first_run = self.runs.len() as u32;
+        for (i, mut run) in other.runs.into_iter().enumerate() {
+            for s in &mut run.samples {
+                s.stack = match map.get(&s.stack) {
+                    Some(&id) => id,
+                    None => {
+                        let frames: Vec<Frame> = other
+                            .names
+                            .stack(s.stack)
+                            .iter()
+                            .map(|f| Frame {
+                                name: self.names.intern(other.names.name(f.name)),
+                                inlined: f.inlined,
+                            })
+                            .collect();
+                        let id = self.names.intern_stack(frames);
+                        map.insert(s.stack, id);
+                        id
+                    }
+                };
+            }
+            run.run = first_run + i as u32;
+            self.runs.push(run);
+        }
+        self.info.warnings.extend(other.info.warnings);
+        self.info.complete &= other.info.complete;
+    }
+}
+
+/// What the weight of a sample is (reports weigh samples by time; see
+/// [`crate::report::fold::Weight`] for the command-line choice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Weight {
     /// Host time (the sample's interval).
@@ -298,6 +333,35 @@ mod tests {
         let mut end_close = vec![s(0, 0), s(0, 10), s(0, 13)];
         assign_intervals(&mut end_close, Some(15));
         assert_eq!(end_close[2].interval_ns, 2);
+    }
+
+    #[test]
+    fn absorb_reinterns_and_renumbers() {
+        let mut a = Profile::default();
+        let sa = a.names.stack_of(&["x", "y"]);
+        a.runs.push(RunView {
+            samples: vec![ViewSample {
+                stack: sa,
+                ..s(0, 0)
+            }],
+            ..RunView::default()
+        });
+        let mut b = Profile::default();
+        let _unused = b.names.stack_of(&["q"]);
+        let sb = b.names.stack_of(&["x", "z"]);
+        b.runs.push(RunView {
+            samples: vec![ViewSample {
+                stack: sb,
+                ..s(0, 0)
+            }],
+            ..RunView::default()
+        });
+        a.absorb(b);
+        assert_eq!(a.runs.len(), 2);
+        assert_eq!(a.runs[1].run, 1);
+        let st = a.names.stack(a.runs[1].samples[0].stack);
+        let names: Vec<&str> = st.iter().map(|f| a.names.name(f.name)).collect();
+        assert_eq!(names, vec!["x", "z"]);
     }
 
     #[test]
