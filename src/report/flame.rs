@@ -1,0 +1,147 @@
+//! `boottrace flame`: an interactive flamegraph (or time-ordered flame chart)
+//! of the recorded boot(s), rendered by inferno (search and zoom are
+//! inferno's built-in JavaScript).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use inferno::flamegraph::{self, color::BasicPalette, Options, Palette};
+
+use super::fold::{self, RunSelect, Weight};
+use super::headline::Headline;
+use super::symbolize::{self, SymTrace, SymbolArgs};
+use crate::trace::Trace;
+
+/// Options of `boottrace flame`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct FlameArgs {
+    /// Output SVG file.
+    #[arg(value_name = "OUT.svg", default_value = "boottrace.svg")]
+    pub output: PathBuf,
+    /// Trace file to read.
+    #[arg(short, long, value_name = "FILE", default_value = "boottrace.data")]
+    pub input: PathBuf,
+    /// What frame widths measure.
+    #[arg(long, value_enum, default_value_t = Weight::Samples)]
+    pub weight: Weight,
+    /// Time-ordered flame chart instead of a flamegraph (phases appear left to right).
+    #[arg(long)]
+    pub chart: bool,
+    /// Only this run (default: all runs merged).
+    #[arg(long, value_name = "K")]
+    pub run: Option<u32>,
+    /// Image width in pixels.
+    #[arg(long, default_value_t = 1200)]
+    pub width: usize,
+    /// Symbol sources.
+    #[command(flatten)]
+    pub symbols: SymbolArgs,
+}
+
+/// Renders the flamegraph of `sym` into `out`. `chart` gives a flame chart.
+pub fn render(
+    trace: &Trace,
+    sym: &SymTrace,
+    runs: RunSelect,
+    weight: Weight,
+    chart: bool,
+    width: usize,
+    out: impl Write,
+) -> anyhow::Result<()> {
+    let headline = Headline::new(trace, runs);
+    let lines: Vec<String> = if chart {
+        // inferno lays a flame chart out from its last line to its first.
+        fold::chart(sym, runs, weight)
+            .into_iter()
+            .rev()
+            .map(|(s, w)| format!("{s} {w}"))
+            .collect()
+    } else {
+        fold::fold(sym, runs, weight).lines().collect()
+    };
+    if lines.is_empty() {
+        anyhow::bail!(
+            "no samples with nonzero {} in the selected run(s)",
+            weight.unit()
+        );
+    }
+    let mut opts = Options::default();
+    opts.title = format!(
+        "{} {}: {}",
+        if chart { "Flame chart" } else { "Flamegraph" },
+        match weight {
+            Weight::Samples => "(time)",
+            Weight::Faults => "(host page faults)",
+            Weight::Exits => "(KVM exits)",
+        },
+        headline.title()
+    );
+    let runs_text = match runs {
+        RunSelect::All => format!("{} run(s) merged", trace.runs.len()),
+        RunSelect::Run(k) => format!("run {k}"),
+    };
+    opts.subtitle = Some(format!(
+        "{runs_text}; symbols: {}; unwinder: {}",
+        sym.source_label,
+        if trace.meta.unwinder.is_empty() {
+            "?"
+        } else {
+            &trace.meta.unwinder
+        }
+    ));
+    opts.count_name = weight.unit().to_string();
+    opts.name_type = "Function:".into();
+    opts.colors = Palette::Basic(match weight {
+        Weight::Samples => BasicPalette::Hot,
+        Weight::Faults => BasicPalette::Mem,
+        Weight::Exits => BasicPalette::Io,
+    });
+    // The same function gets the same colour in every graph (easier comparing).
+    opts.hash = true;
+    opts.flame_chart = chart;
+    opts.image_width = Some(width.clamp(200, 20_000));
+    flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), out)
+        .context("rendering the flamegraph")
+}
+
+/// Runs `boottrace flame`.
+pub fn run(args: &FlameArgs) -> anyhow::Result<()> {
+    let (trace, sym) = symbolize::load(&args.input, &args.symbols)?;
+    for w in &trace.warnings {
+        eprintln!("boottrace: warning: {}: {w}", args.input.display());
+    }
+    for n in &sym.notes {
+        eprintln!("boottrace: note: {n}");
+    }
+    let runs = RunSelect::from_option(args.run);
+    if let RunSelect::Run(k) = runs {
+        anyhow::ensure!(
+            trace.run(k).is_some(),
+            "run {k} is not in {} (it has {} run(s))",
+            args.input.display(),
+            trace.runs.len()
+        );
+    }
+    let file = File::create(&args.output)
+        .with_context(|| format!("cannot create {}", args.output.display()))?;
+    let mut out = BufWriter::new(file);
+    render(
+        &trace,
+        &sym,
+        runs,
+        args.weight,
+        args.chart,
+        args.width,
+        &mut out,
+    )?;
+    out.flush()
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    eprintln!(
+        "boottrace: wrote {} ({} symbols)",
+        args.output.display(),
+        sym.source_label
+    );
+    Ok(())
+}
