@@ -207,12 +207,14 @@ fn inlined_functions_resolve_innermost_first_with_file_and_line() {
             !outer.inlined,
             "outermost frame is a real function: {frames:?}"
         );
-        let containing = s
-            .kernel_symbols()
-            .lookup(site.low_pc)
-            .expect("a symbol covers it")
-            .0;
-        assert_eq!(&*outer.function, containing.name, "{frames:?}");
+        // The symbol table names the containing function. Code no symbol
+        // covers (a `__weak` function overridden at link time stays in .text
+        // without a symbol: tiny-orc's init/main.c `free_initmem`) keeps
+        // DWARF's name rather than a `[kernel 0x…]` label.
+        match s.kernel_symbols().lookup(site.low_pc) {
+            Some((containing, _)) => assert_eq!(*outer.function, containing.name, "{frames:?}"),
+            None => assert!(!outer.function.starts_with('['), "{frames:?}"),
+        }
         let k = frames
             .iter()
             .position(|f| f.inlined && *f.function == site.callee)
@@ -495,9 +497,10 @@ fn decompressor_addresses_resolve_through_its_elf() {
         .by_name("extract_kernel")
         .expect("extract_kernel in decompressor");
     // As the VMM sees it: the decompressor relocated itself to some base.
+    let size = theirs.symbols().last().map_or(0, |s| s.addr) + 0x1000;
     let layout = RunLayout {
-        decompressor_bases: vec![0x100_0000, 0x3a0_0000],
-        decompressor_size: 0x30_0000,
+        decompressor_bases: vec![0x100_0000, 0x100_0000 + 2 * size],
+        decompressor_size: size,
         ..Default::default()
     };
     let with = full();
