@@ -12,8 +12,10 @@
 //! - `format`, `version`; `input`: `path`, `kernel_path`, `kernel_version`,
 //!   `build_id`, `kernel_cmdline`, `sample_freq_hz`, `unwinder`,
 //!   `symbol_source`, `pvm_workarounds`, `complete`, `warnings`.
-//! - `runs[]`: `run`, `end_reason`, `boot_ns` (first instruction → end),
-//!   `until_init_ns` (→ first user-mode sample), `samples`, `sampled_ns`,
+//! - `runs[]`: `run`, `end_reason`, `end_detail`, `boot_ns` (first
+//!   instruction → end), `until_init_ns` (→ first user-mode instruction: the
+//!   VMM's `user_mode` boundary, or the first user-mode sample if earlier or
+//!   the boundary is missing), `samples`, `sampled_ns`,
 //!   `faults`, `exits`, `vmm_phases[]` {`name`, `at_ns`, `duration_ns`
 //!   (since the previous boundary)}, `milestones` {`first_kernel_ns`,
 //!   `start_kernel_ns`, `first_initcall_ns`, `first_user_ns`},
@@ -43,7 +45,7 @@ use serde::Serialize;
 use super::functions::{self, by_function, by_stack, function_name, Cost, FunctionCost};
 use super::phases::{kernel_phases, KernelPhase, Milestones, Span};
 use super::quality::{unwind_quality, UnwindQuality};
-use super::runview::{CostTotals, InputInfo, Profile, RunView, Weight};
+use super::runview::{CostTotals, InputInfo, Profile, RunView, Weight, USER_MODE_PHASE};
 use super::stats::Summary;
 
 /// The `format` value of the JSON document.
@@ -105,9 +107,11 @@ pub struct RunReport {
     pub run: u32,
     /// Why the run ended.
     pub end_reason: Option<String>,
+    /// Details of the end.
+    pub end_detail: Option<String>,
     /// First guest instruction → end of run, ns.
     pub boot_ns: Option<u64>,
-    /// First guest instruction → first user-mode sample, ns.
+    /// First guest instruction → first user-mode instruction, ns.
     pub until_init_ns: Option<u64>,
     /// Samples.
     pub samples: u64,
@@ -255,14 +259,30 @@ fn function_costs(p: &Profile, run: &RunView) -> HashMap<String, FunctionCost> {
         .collect()
 }
 
+/// First instruction → first user-mode instruction: the VMM's boundary
+/// (exact) or the first user-mode sample (up to one interval late), whichever
+/// is earlier.
+fn until_init(run: &RunView, first_user_sample: Option<u64>) -> Option<u64> {
+    let boundary = run
+        .phases
+        .iter()
+        .find(|p| p.name == USER_MODE_PHASE)
+        .and_then(|p| p.t_ns.checked_sub(run.first_instruction_ns?));
+    match (boundary, first_user_sample) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 fn run_report(p: &Profile, run: &RunView) -> RunReport {
     let kp = kernel_phases(run, &p.names);
     let total = functions::run_total(run);
     RunReport {
         run: run.run,
         end_reason: run.end_reason.clone(),
+        end_detail: run.end_detail.clone(),
         boot_ns: run.boot_ns,
-        until_init_ns: kp.milestones.first_user_ns,
+        until_init_ns: until_init(run, kp.milestones.first_user_ns),
         samples: total.samples,
         sampled_ns: total.time_ns,
         faults: total.faults,

@@ -22,6 +22,24 @@ use super::runview::{Frame, Names, RunView, Space, ViewSample};
 pub const START_KERNEL: &str = "start_kernel";
 /// The function that calls each initcall.
 pub const DO_ONE_INITCALL: &str = "do_one_initcall";
+/// Functions `do_one_initcall` itself calls around the initcall (init/main.c,
+/// 6.x): time in them is `do_one_initcall`'s own, not an initcall's.
+pub const DO_ONE_INITCALL_HELPERS: &[&str] = &[
+    "initcall_blacklisted",
+    "do_trace_initcall_start",
+    "do_trace_initcall_finish",
+    "trace_initcall_start",
+    "trace_initcall_finish",
+    "trace_initcall_start_cb",
+    "trace_initcall_finish_cb",
+    "sprintf",
+    "strlcat",
+    "preempt_count_set",
+    "__warn_printk",
+    "add_latent_entropy",
+    "add_device_randomness",
+];
+
 /// The init thread's entry (`ret_from_fork` → `kernel_init`).
 pub const KERNEL_INIT: &str = "kernel_init";
 /// Functions that mark a stack as the idle loop.
@@ -159,7 +177,8 @@ pub struct KernelPhases {
     /// `start_kernel [self]` for samples in `start_kernel` itself.
     pub stages: Vec<Span>,
     /// Initcall functions (the frame just above `do_one_initcall`), in order of
-    /// first appearance; `do_one_initcall [self]` for samples in it or its inlined code.
+    /// first appearance; `do_one_initcall [self]` for samples in it, its
+    /// inlined code or its helpers ([`DO_ONE_INITCALL_HELPERS`]).
     pub initcalls: Vec<Span>,
 }
 
@@ -230,11 +249,12 @@ pub fn kernel_phases(run: &RunView, names: &Names) -> KernelPhases {
                 if let Some(i) = position(stack, marks.do_one_initcall) {
                     // Skip do_one_initcall's own inlined helpers: the initcall is
                     // called through a pointer, so it is never an inline frame.
-                    let callee = stack[i + 1..].iter().find(|f| !f.inlined);
-                    match callee {
-                        Some(f) => initcalls.add(names.name(f.name), s),
-                        None => initcalls.add(&self_initcall, s),
-                    }
+                    let callee = stack[i + 1..]
+                        .iter()
+                        .find(|f| !f.inlined)
+                        .map(|f| names.name(f.name))
+                        .filter(|n| !DO_ONE_INITCALL_HELPERS.contains(n));
+                    initcalls.add(callee.unwrap_or(&self_initcall), s);
                     KernelPhase::Initcalls
                 } else if stack.iter().any(|f| marks.idle.contains(&f.name)) {
                     KernelPhase::Idle
@@ -373,7 +393,7 @@ mod tests {
         }
         let foo = with(&ic, &["foo_init", "kmalloc"]);
         let bar = with(&ic, &["bar_init"]);
-        let own = with(&ic, &[]);
+        let own = with(&ic, &["initcall_blacklisted"]);
         b.push(3, Space::Kernel, &foo);
         b.push(1, Space::Kernel, &own);
         b.push(6, Space::Kernel, &bar);

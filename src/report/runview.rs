@@ -119,6 +119,9 @@ pub struct ViewSample {
     pub cost_ns: u64,
 }
 
+/// The VMM phase boundary at the first user-mode instruction.
+pub const USER_MODE_PHASE: &str = "user_mode";
+
 /// A VMM phase boundary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmmPhase {
@@ -164,8 +167,10 @@ pub struct RunView {
     pub first_instruction_ns: Option<u64>,
     /// Boot time: first guest instruction to the end of the run, ns.
     pub boot_ns: Option<u64>,
-    /// Why the run ended.
+    /// Why the run ended (user, shutdown, timeout, …).
     pub end_reason: Option<String>,
+    /// Details of the end (RIP, instruction bytes, symbol, …).
+    pub end_detail: Option<String>,
     /// Samples in time order.
     pub samples: Vec<ViewSample>,
     /// Sampler totals, when the trace has them.

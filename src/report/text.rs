@@ -1,0 +1,481 @@
+//! `boottrace report`: boot time, VMM and kernel phases, `start_kernel`
+//! stages, initcalls, top functions, host page faults and KVM exits by
+//! function, unwind quality and sampler overhead — per run and summarized
+//! over runs — as text, or as the JSON document of [`super::doc`].
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::doc::{self, FunctionSummary, NamedSummary, ReportDoc};
+use super::load::load_profile;
+use super::stats::Summary;
+use super::symbolize::SymbolArgs;
+
+/// Arguments of `boottrace report`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// Trace file to read.
+    #[arg(short, long, value_name = "FILE", default_value = "boottrace.data")]
+    pub input: PathBuf,
+    /// Print the report as JSON (stable; fields documented in `boottrace::report::doc`).
+    #[arg(long)]
+    pub json: bool,
+    /// Rows per function table.
+    #[arg(long, value_name = "N", default_value_t = 15)]
+    pub top: usize,
+    /// Initcalls listed in the text report (the longest, shown in boot order); JSON has all.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub initcalls: usize,
+    /// Symbol sources.
+    #[command(flatten)]
+    pub symbols: SymbolArgs,
+}
+
+/// Runs `boottrace report`.
+pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
+    let profile = load_profile(&args.input, &args.symbols)
+        .with_context(|| format!("cannot report on {}", args.input.display()))?;
+    let report = doc::build(&profile, args.top);
+    if args.json {
+        let s = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
+        println!("{s}");
+    } else {
+        print!("{}", render(&report, args.initcalls));
+    }
+    Ok(())
+}
+
+/// Formats nanoseconds with a unit that keeps 3–4 significant digits.
+pub fn fmt_ns(ns: f64) -> String {
+    let a = ns.abs();
+    if !ns.is_finite() {
+        "-".to_string()
+    } else if a >= 10e9 {
+        format!("{:.1} s", ns / 1e9)
+    } else if a >= 1e9 {
+        format!("{:.3} s", ns / 1e9)
+    } else if a >= 1e6 {
+        format!("{:.3} ms", ns / 1e6)
+    } else if a >= 1e3 {
+        format!("{:.1} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+fn fmt_count(v: f64) -> String {
+    if v.fract() == 0.0 || v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+fn fmt_pct(v: f64) -> String {
+    format!("{v:.1}%")
+}
+
+/// A text table: a left-aligned name column, then right-aligned columns.
+struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+/// Longest name shown; longer ones are cut with `…`.
+const NAME_WIDTH: usize = 44;
+
+impl Table {
+    fn new(header: &[&str]) -> Table {
+        Table {
+            header: header.iter().map(|s| s.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    fn render(&self, out: &mut String) {
+        let cols = self.header.len();
+        let mut w = vec![0usize; cols];
+        for r in std::iter::once(&self.header).chain(&self.rows) {
+            for (i, c) in r.iter().enumerate().take(cols) {
+                let len = c.chars().count();
+                w[i] = w[i].max(if i == 0 { len.min(NAME_WIDTH) } else { len });
+            }
+        }
+        for r in std::iter::once(&self.header).chain(&self.rows) {
+            let mut line = String::from("  ");
+            for (i, c) in r.iter().enumerate().take(cols) {
+                if i == 0 {
+                    let name = if c.chars().count() > NAME_WIDTH {
+                        let cut: String = c.chars().take(NAME_WIDTH - 1).collect();
+                        format!("{cut}…")
+                    } else {
+                        c.clone()
+                    };
+                    let _ = write!(line, "{name:<width$}", width = w[0]);
+                } else {
+                    let _ = write!(line, "  {c:>width$}", width = w[i]);
+                }
+            }
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+    }
+}
+
+/// Header cells of a summary: one value column with one run, else median/min/max/stddev.
+fn summary_header(multi: bool) -> Vec<&'static str> {
+    if multi {
+        vec!["median", "min", "max", "stddev"]
+    } else {
+        vec!["value"]
+    }
+}
+
+fn summary_cells(s: &Summary, multi: bool, f: fn(f64) -> String) -> Vec<String> {
+    if multi {
+        vec![
+            f(s.median),
+            f(s.min),
+            f(s.max),
+            s.stddev.map_or_else(|| "-".to_string(), f),
+        ]
+    } else {
+        vec![f(s.median)]
+    }
+}
+
+fn header_with(first: &str, multi: bool, extra: &[&str]) -> Vec<String> {
+    let mut h = vec![first.to_string()];
+    h.extend(summary_header(multi).into_iter().map(String::from));
+    h.extend(extra.iter().map(|s| s.to_string()));
+    h
+}
+
+fn named_table(out: &mut String, title: &str, rows: &[&NamedSummary], multi: bool, runs: usize) {
+    let _ = writeln!(out, "\n{title}");
+    if rows.is_empty() {
+        let _ = writeln!(out, "  (none sampled)");
+        return;
+    }
+    let mut extra = vec!["first at"];
+    if multi {
+        extra.push("runs");
+    }
+    let h = header_with("name", multi, &extra);
+    let mut t = Table::new(&h.iter().map(String::as_str).collect::<Vec<_>>());
+    for n in rows {
+        let mut cells = vec![n.name.clone()];
+        cells.extend(summary_cells(&n.time_ns, multi, fmt_ns));
+        cells.push(
+            n.first_ns
+                .map_or_else(|| "-".to_string(), |f| fmt_ns(f.median)),
+        );
+        if multi {
+            cells.push(format!("{}/{runs}", n.runs_seen));
+        }
+        t.row(cells);
+    }
+    t.render(out);
+}
+
+fn function_table(
+    out: &mut String,
+    title: &str,
+    rows: &[FunctionSummary],
+    multi: bool,
+    f: fn(f64) -> String,
+) {
+    let _ = writeln!(out, "\n{title}");
+    if rows.is_empty() {
+        let _ = writeln!(out, "  (none)");
+        return;
+    }
+    let h = header_with("function", multi, &["share"]);
+    let mut t = Table::new(&h.iter().map(String::as_str).collect::<Vec<_>>());
+    for r in rows {
+        let mut cells = vec![r.name.clone()];
+        cells.extend(summary_cells(&r.value, multi, f));
+        cells.push(fmt_pct(100.0 * r.share));
+        t.row(cells);
+    }
+    t.render(out);
+}
+
+fn opt_ns(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_string(), |x| fmt_ns(x as f64))
+}
+
+/// Renders the text report; `initcalls` bounds the initcall rows.
+pub fn render(d: &ReportDoc, initcalls: usize) -> String {
+    let mut out = String::new();
+    let s = &d.summary;
+    let multi = s.runs > 1;
+    let i = &d.input;
+    let _ = writeln!(out, "boottrace report: {}", i.path);
+    let _ = writeln!(
+        out,
+        "kernel:   {} ({})",
+        i.kernel_version.as_deref().unwrap_or("version unknown"),
+        i.kernel_path
+    );
+    let _ = writeln!(out, "symbols:  {}", i.symbol_source);
+    let _ = writeln!(
+        out,
+        "recorded: {} run{}, {} Hz per vCPU, unwinder {}{}",
+        s.runs,
+        if s.runs == 1 { "" } else { "s" },
+        i.sample_freq_hz,
+        i.unwinder,
+        if i.complete { "" } else { ", file incomplete" }
+    );
+    if !i.pvm_workarounds.is_empty() {
+        let _ = writeln!(
+            out,
+            "host:     PVM (emulated KVM; times are not bare-metal KVM times), workarounds: {}",
+            i.pvm_workarounds.join(", ")
+        );
+    }
+    for w in &i.warnings {
+        let _ = writeln!(out, "note:     {w}");
+    }
+    if multi {
+        let _ = writeln!(
+            out,
+            "Values are over runs: median, min, max, sample stddev."
+        );
+    }
+
+    let _ = writeln!(out, "\nBoot");
+    let h = header_with("", multi, &[]);
+    let mut t = Table::new(&h.iter().map(String::as_str).collect::<Vec<_>>());
+    for (name, v) in [
+        ("boot time (first instruction → end)", s.boot_ns),
+        (
+            "until init (→ first user-mode instruction)",
+            s.until_init_ns,
+        ),
+    ] {
+        let mut cells = vec![name.to_string()];
+        match v {
+            Some(v) => cells.extend(summary_cells(&v, multi, fmt_ns)),
+            None => cells.push("-".to_string()),
+        }
+        t.row(cells);
+    }
+    t.render(&mut out);
+
+    let _ = writeln!(
+        out,
+        "\nVMM phases (time of each boundary since the run's start, and since the previous one)"
+    );
+    if s.vmm_phases.is_empty() {
+        let _ = writeln!(out, "  (none recorded)");
+    } else {
+        let mut t = Table::new(&["boundary", "at", "duration"]);
+        for p in &s.vmm_phases {
+            t.row(vec![
+                p.name.clone(),
+                fmt_ns(p.at_ns.median),
+                fmt_ns(p.duration_ns.median),
+            ]);
+        }
+        t.render(&mut out);
+    }
+
+    let phases: Vec<&NamedSummary> = s.kernel_phases.iter().collect();
+    named_table(
+        &mut out,
+        "Kernel phases (sampled host time, all vCPUs)",
+        &phases,
+        multi,
+        s.runs,
+    );
+    let stages: Vec<&NamedSummary> = s.start_kernel_stages.iter().collect();
+    named_table(
+        &mut out,
+        "start_kernel stages (its direct callees, in order of first appearance)",
+        &stages,
+        multi,
+        s.runs,
+    );
+
+    // The longest initcalls, shown in boot order.
+    let mut longest: Vec<&NamedSummary> = s.initcalls.iter().collect();
+    longest.sort_by(|a, b| b.time_ns.median.total_cmp(&a.time_ns.median));
+    longest.truncate(initcalls);
+    let shown: Vec<&NamedSummary> = s
+        .initcalls
+        .iter()
+        .filter(|n| longest.iter().any(|l| std::ptr::eq(*l, *n)))
+        .collect();
+    let title = if shown.len() < s.initcalls.len() {
+        format!(
+            "Initcalls ({} sampled; the {} longest, in boot order)",
+            s.initcalls.len(),
+            shown.len()
+        )
+    } else {
+        format!("Initcalls ({} sampled, in boot order)", s.initcalls.len())
+    };
+    named_table(&mut out, &title, &shown, multi, s.runs);
+
+    function_table(
+        &mut out,
+        "Top functions by self time",
+        &s.top_self,
+        multi,
+        fmt_ns,
+    );
+    function_table(
+        &mut out,
+        "Top functions by total time",
+        &s.top_total,
+        multi,
+        fmt_ns,
+    );
+    function_table(
+        &mut out,
+        "Host page faults by function (self; minor + major of the vCPU thread, incl. KVM's)",
+        &s.faults_by_function,
+        multi,
+        fmt_count,
+    );
+    function_table(
+        &mut out,
+        "KVM exits by function (self)",
+        &s.exits_by_function,
+        multi,
+        fmt_count,
+    );
+
+    let q = &s.unwind;
+    let _ = writeln!(out, "\nUnwind quality");
+    match q.percent {
+        Some(p) => {
+            let _ = writeln!(
+                out,
+                "  {p:.1}% of {} kernel-mode samples after start_kernel began unwind to a known root ({} truncated)",
+                q.considered, q.truncated
+            );
+            if !q.bad_roots.is_empty() {
+                let list: Vec<String> = q
+                    .bad_roots
+                    .iter()
+                    .map(|(n, c)| format!("{n} ({c})"))
+                    .collect();
+                let _ = writeln!(out, "  outermost frames of the others: {}", list.join(", "));
+            }
+        }
+        None => {
+            let _ = writeln!(out, "  n/a: no kernel-mode sample after start_kernel began");
+        }
+    }
+
+    let _ = writeln!(out, "\nSampler overhead");
+    let (mut kick, mut cap, mut unw, mut wr, mut n) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    for r in &d.runs {
+        kick += r.sampler.kick_ns;
+        cap += r.sampler.capture_ns;
+        unw += r.sampler.unwind_ns;
+        wr += r.sampler.write_ns;
+        n += r.sampler.samples;
+    }
+    if n == 0 {
+        let _ = writeln!(out, "  no samples");
+    } else {
+        let per = |x: u64| fmt_ns(x as f64 / n as f64);
+        let _ = writeln!(
+            out,
+            "  per sample: {} (kick/exit {}, capture {}, unwind {}, write {})",
+            per(kick + cap + unw + wr),
+            per(kick),
+            per(cap),
+            per(unw),
+            per(wr)
+        );
+        if let Some(p) = &s.sampler.percent_of_boot {
+            let _ = writeln!(
+                out,
+                "  sampler time: {} of boot time{}",
+                fmt_pct(p.median),
+                if multi { " (median over runs)" } else { "" }
+            );
+        }
+    }
+
+    let _ = writeln!(out, "\nRuns");
+    let mut t = Table::new(&[
+        "run",
+        "end",
+        "boot",
+        "until init",
+        "samples",
+        "unwind",
+        "sampler",
+    ]);
+    for r in &d.runs {
+        t.row(vec![
+            r.run.to_string(),
+            r.end_reason.clone().unwrap_or_else(|| "-".to_string()),
+            opt_ns(r.boot_ns),
+            opt_ns(r.until_init_ns),
+            r.samples.to_string(),
+            r.unwind.percent.map_or_else(|| "-".to_string(), fmt_pct),
+            r.sampler
+                .percent_of_boot
+                .map_or_else(|| "-".to_string(), fmt_pct),
+        ]);
+    }
+    t.render(&mut out);
+    for r in d
+        .runs
+        .iter()
+        .filter(|r| r.end_detail.is_some())
+        .take(MAX_DETAILS)
+    {
+        let _ = writeln!(
+            out,
+            "  run {} ended: {}",
+            r.run,
+            r.end_detail.as_deref().unwrap_or_default()
+        );
+    }
+    out
+}
+
+/// End details printed under the runs table (the JSON has all).
+const MAX_DETAILS: usize = 5;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ns_formatting_picks_a_readable_unit() {
+        assert_eq!(fmt_ns(512.0), "512 ns");
+        assert_eq!(fmt_ns(12_345.0), "12.3 µs");
+        assert_eq!(fmt_ns(1_234_567.0), "1.235 ms");
+        assert_eq!(fmt_ns(2_500_000_000.0), "2.500 s");
+        assert_eq!(fmt_ns(45_200_000_000.0), "45.2 s");
+        assert_eq!(fmt_ns(f64::NAN), "-");
+    }
+
+    #[test]
+    fn table_cuts_long_names_and_aligns_numbers() {
+        let mut t = Table::new(&["name", "v"]);
+        t.row(vec!["x".repeat(60), "1".into()]);
+        t.row(vec!["short".into(), "100".into()]);
+        let mut s = String::new();
+        t.render(&mut s);
+        let lines: Vec<&str> = s.lines().collect();
+        assert!(lines[1].contains('…'));
+        assert!(lines[1].ends_with("    1"), "{s}");
+        assert!(lines[2].ends_with("  100"), "{s}");
+        assert_eq!(lines[1].chars().count(), lines[2].chars().count());
+    }
+}
