@@ -231,3 +231,25 @@ fn json_has_the_documented_shape() {
     }
     assert!(s["unwind"]["percent"].as_f64().expect("pct") > 97.0);
 }
+
+#[test]
+fn unsampled_boot_reports_without_phases() {
+    // `record -F 0`: phases and an end, no samples.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_trace(dir.path(), "f0.data", &[Vec::new(), Vec::new()]);
+    let profile = load_profile(&path, &symbol_args(dir.path())).expect("load");
+    let d = doc::build(&profile, 5);
+    assert_eq!(d.summary.runs, 2);
+    assert!(d.summary.kernel_phases.is_empty());
+    assert!(d.summary.initcalls.is_empty());
+    assert_eq!(d.summary.unwind.percent, None);
+    assert_eq!(d.runs[0].boot_ns, Some(0));
+    let out = text::render(&d, 10);
+    assert!(
+        out.contains("n/a: no kernel-mode sample after start_kernel began"),
+        "{out}"
+    );
+    assert!(out.contains("no samples"), "{out}");
+    let v = serde_json::to_value(&d).expect("json");
+    assert!(v["summary"]["unwind"]["percent"].is_null());
+}

@@ -360,3 +360,41 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<()> {
     println!("\nwrote {}", args.output.display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_options_are_parsed_like_record_does() {
+        let out = Path::new("/tmp/x/a-000.data");
+        let ra = record_args(
+            Path::new("/k/bzImage"),
+            "--mem 2G --cmdline 'quiet loglevel=0' -F 500",
+            out,
+            Some(Path::new("/k/vmlinux")),
+        )
+        .expect("parse");
+        assert_eq!(ra.kernel, Path::new("/k/bzImage"));
+        assert_eq!(ra.mem, 2 << 30);
+        assert_eq!(ra.cmdline, "quiet loglevel=0");
+        assert_eq!(ra.freq, 500);
+        assert_eq!(ra.runs, 1, "one boot per file, interleaved by diff");
+        assert_eq!(ra.output, out);
+        assert_eq!(ra.vmlinux.as_deref(), Some(Path::new("/k/vmlinux")));
+        assert!(ra.quiet);
+
+        assert!(record_args(Path::new("k"), "--mem", out, None).is_err());
+        assert!(record_args(Path::new("k"), "--no-such-option", out, None).is_err());
+        assert!(record_args(Path::new("k"), "'unclosed", out, None).is_err());
+    }
+
+    #[test]
+    fn short_and_missing_files_are_not_traces() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let short = dir.path().join("short");
+        std::fs::write(&short, &MAGIC[..3]).expect("write");
+        assert!(!is_trace_file(&short).expect("read"));
+        assert!(is_trace_file(&dir.path().join("missing")).is_err());
+    }
+}
