@@ -28,6 +28,16 @@ pub const KNOWN_ROOTS: &[&str] = &[
     // Secondary CPUs' idle loop.
     "cpu_startup_entry",
     "start_secondary",
+    // Entry code of arch/x86/entry/entry_64.S that runs between an asm_*
+    // entry point and the C handler, or on the way back to iret, without a
+    // frame of its own: the interrupted context's pt_regs lie right below.
+    "error_entry",
+    "error_return",
+    "paranoid_entry",
+    "paranoid_exit",
+    "restore_regs_and_return_to_kernel",
+    "swapgs_restore_regs_and_return_to_usermode",
+    "native_irq_return_iret",
 ];
 
 /// Name prefixes of entry code (interrupts, exceptions, syscalls): a stack
