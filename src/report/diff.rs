@@ -332,7 +332,12 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<()> {
     let na = normalize(&per_run_folded(&pa, weight), args.normalize, weight);
     let nb = normalize(&per_run_folded(&pb, weight), args.normalize, weight);
     let unit = unit_name(args.normalize, weight);
-    let title = format!("Differential flamegraph ({}): A → B", args.weight.unit());
+    let what = match weight {
+        Weight::Samples => "host time",
+        Weight::Faults => "host page faults",
+        Weight::Exits => "KVM exits",
+    };
+    let title = format!("Differential flamegraph ({what}): A → B");
     let subtitle = format!(
         "A = {} ({} runs), B = {} ({} runs); widths: B, {unit}; red: more in B, blue: less",
         args.a.display(),
