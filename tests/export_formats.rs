@@ -32,6 +32,7 @@ fn fixture() -> Fixture {
             vcpus: 2,
             period_ns: 1_000_000,
             seed: 5,
+            ..SynthOptions::default()
         },
     )
     .expect("write trace");

@@ -22,6 +22,7 @@ fn symbolized() -> SymTrace {
         vcpus: 2,
         period_ns: 1_000_000,
         seed: 42,
+        ..SynthOptions::default()
     };
     synth::write(&trace, &opts).expect("write");
     let map = dir.path().join("System.map");

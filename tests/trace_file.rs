@@ -14,6 +14,7 @@ fn small_opts() -> SynthOptions {
         vcpus: 2,
         period_ns: 1_000_000,
         seed: 7,
+        ..SynthOptions::default()
     }
 }
 

@@ -25,6 +25,7 @@ fn sigkill_child_writer() {
         vcpus: 2,
         period_ns: 10_000,
         seed: 3,
+        ..SynthOptions::default()
     };
     let writer = TraceWriter::create(PathBuf::from(path), &synth::meta(&opts))
         .expect("create")

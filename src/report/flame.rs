@@ -68,22 +68,19 @@ pub fn render(
         );
     }
     let mut opts = Options::default();
-    opts.title = format!(
-        "{} {}: {}",
-        if chart { "Flame chart" } else { "Flamegraph" },
-        match weight {
-            Weight::Samples => "(time)",
-            Weight::Faults => "(host page faults)",
-            Weight::Exits => "(KVM exits)",
-        },
-        headline.title()
-    );
+    opts.title = headline.title();
     let runs_text = match runs {
         RunSelect::All => format!("{} run(s) merged", trace.runs.len()),
         RunSelect::Run(k) => format!("run {k}"),
     };
     opts.subtitle = Some(format!(
-        "{runs_text}; symbols: {}; unwinder: {}",
+        "{} by {}; {runs_text}; symbols: {}; unwinder: {}",
+        if chart { "Flame chart" } else { "Flamegraph" },
+        match weight {
+            Weight::Samples => "samples (time)",
+            Weight::Faults => "host page faults",
+            Weight::Exits => "KVM exits",
+        },
         sym.source_label,
         if trace.meta.unwinder.is_empty() {
             "?"

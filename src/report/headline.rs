@@ -108,17 +108,17 @@ impl Headline {
         (total > 0).then(|| 100.0 * self.sampler_ns as f64 / total as f64)
     }
 
-    /// e.g. "Linux 6.12.38 — boot 45.2 s (median of 3 runs), 43712 samples, sampler 4.1 % of boot".
+    /// e.g. "Linux 6.12.38: boot 45.2 s (median of 3 runs), 43712 samples, sampler overhead 4.1%".
     pub fn title(&self) -> String {
         let mut t = self.kernel.clone();
         match (self.median_boot_ns(), self.boot_ns.len()) {
-            (Some(b), 1) => t.push_str(&format!(" — boot {}", fmt_ns(b))),
-            (Some(b), n) => t.push_str(&format!(" — boot {} (median of {n} runs)", fmt_ns(b))),
-            (None, _) => t.push_str(" — no runs"),
+            (Some(b), 1) => t.push_str(&format!(": boot {}", fmt_ns(b))),
+            (Some(b), n) => t.push_str(&format!(": boot {} (median of {n} runs)", fmt_ns(b))),
+            (None, _) => t.push_str(": no runs"),
         }
         t.push_str(&format!(", {} samples", self.samples));
         if let Some(p) = self.overhead_pct() {
-            t.push_str(&format!(", sampler {p:.1} % of boot"));
+            t.push_str(&format!(", sampler overhead {p:.1}%"));
         }
         t
     }

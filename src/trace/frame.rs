@@ -25,6 +25,8 @@ pub const HEADER_LEN: usize = 16;
 pub const FRAME_HEADER_LEN: usize = 8;
 /// Largest accepted record (type byte + body); longer length fields are damage.
 pub const MAX_RECORD_LEN: usize = 16 << 20;
+/// Bytes a record buffer grows by while reading.
+const READ_STEP: usize = 64 << 10;
 
 /// Writes the file header.
 pub fn write_header(w: &mut impl Write) -> io::Result<()> {
@@ -192,16 +194,24 @@ impl<R: Read> FrameReader<R> {
                 "record {idx} at byte {at}: implausible length {len} (corrupted)"
             ));
         }
+        // Grow the buffer in steps as data actually arrives, so a lying length
+        // field cannot make us allocate more than the file holds (+64 KiB).
         self.buf.clear();
-        // `take` bounds the read; read_to_end grows the buffer only as data arrives,
-        // so a lying length field cannot make us allocate more than the file holds.
-        let got = match (&mut self.inner)
-            .take(len as u64)
-            .read_to_end(&mut self.buf)
-        {
-            Ok(g) => g,
-            Err(e) => return Next::Damaged(format!("record {idx} at byte {at}: read error: {e}")),
-        };
+        let mut got = 0;
+        while got < len {
+            let want = (len - got).min(READ_STEP);
+            self.buf.resize(got + want, 0);
+            let n = match read_full(&mut self.inner, &mut self.buf[got..got + want]) {
+                Ok(n) => n,
+                Err(e) => {
+                    return Next::Damaged(format!("record {idx} at byte {at}: read error: {e}"))
+                }
+            };
+            got += n;
+            if n < want {
+                break;
+            }
+        }
         if got < len {
             return Next::Damaged(format!(
                 "record {idx} at byte {at}: file ends after {got} of {len} bytes (truncated)"

@@ -139,6 +139,10 @@ pub struct SynthOptions {
     pub period_ns: u64,
     /// Seed of the deterministic pseudo-random choices.
     pub seed: u64,
+    /// Extra functions `initcall_fn_N` forming a call tree under
+    /// `do_one_initcall` (0: none). Gives benchmarks thousands of distinct
+    /// stacks, as real boots have.
+    pub extra_functions: u32,
 }
 
 impl Default for SynthOptions {
@@ -149,6 +153,7 @@ impl Default for SynthOptions {
             vcpus: 1,
             period_ns: 100_000,
             seed: 1,
+            extra_functions: 0,
         }
     }
 }
@@ -159,8 +164,18 @@ pub fn addr_of(name: &str) -> Option<u64> {
     Some(TEXT_BASE + i as u64 * FUNC_SIZE)
 }
 
-/// The fake kernel's System.map.
+/// Start address of extra function `i` (see [`SynthOptions::extra_functions`]).
+pub fn extra_addr(i: u32) -> u64 {
+    TEXT_BASE + (FUNCTIONS.len() as u64 + u64::from(i)) * FUNC_SIZE
+}
+
+/// The fake kernel's System.map (without extra functions).
 pub fn system_map() -> String {
+    system_map_for(&SynthOptions::default())
+}
+
+/// The fake kernel's System.map, with the extra functions `opts` asks for.
+pub fn system_map_for(opts: &SynthOptions) -> String {
     let mut s = String::from("ffffffff81000000 T _text\n");
     for (i, f) in FUNCTIONS.iter().enumerate() {
         s.push_str(&format!(
@@ -168,12 +183,18 @@ pub fn system_map() -> String {
             TEXT_BASE + i as u64 * FUNC_SIZE
         ));
     }
+    for i in 0..opts.extra_functions {
+        s.push_str(&format!("{:016x} T initcall_fn_{i}\n", extra_addr(i)));
+    }
     s.push_str(&format!(
         "{:016x} T _etext\n",
-        TEXT_BASE + FUNCTIONS.len() as u64 * FUNC_SIZE
+        extra_addr(opts.extra_functions)
     ));
     s
 }
+
+/// Size of the fake kernel's text mapping (room for any extra functions).
+const KERNEL_SIZE: u64 = 0x1000_0000;
 
 /// The layout every synthetic run uses (no KASLR, kernel at 16 MiB).
 pub fn layout() -> RunLayout {
@@ -182,7 +203,7 @@ pub fn layout() -> RunLayout {
         virt_slide_method: "synthetic".into(),
         kernel_phys_start: Some(0x100_0000),
         kernel_link_start: TEXT_BASE,
-        kernel_size: FUNCTIONS.len() as u64 * FUNC_SIZE,
+        kernel_size: KERNEL_SIZE,
         decompressor_bases: Vec::new(),
         decompressor_size: 0,
     }
@@ -233,24 +254,25 @@ impl Rng {
 
 /// Raw stack for a root-first path: `[0]` = an address inside the leaf, then
 /// return addresses inside each caller.
-fn stack_for(path: &[&str], rng: &mut Rng) -> Vec<u64> {
+fn stack_for(path: &[u64], rng: &mut Rng) -> Vec<u64> {
     let mut stack = Vec::with_capacity(path.len());
-    for (depth, f) in path.iter().rev().enumerate() {
-        let base = addr_of(f).unwrap_or(TEXT_BASE);
-        // A return address is never a function's first byte: offset ≥ 5 (call insn).
+    for (depth, &base) in path.iter().rev().enumerate() {
+        // 16 sampled spots and 4 call sites per function, as code has hot
+        // loops and few call sites. A return address is never a function's
+        // first byte: offset ≥ 5 (a call instruction).
         let off = if depth == 0 {
-            rng.below(FUNC_SIZE)
+            rng.below(FUNC_SIZE) & !0xff
         } else {
-            5 + rng.below(FUNC_SIZE - 5)
+            5 + (rng.below(FUNC_SIZE - 5) & !0x3ff)
         };
         stack.push(base + off);
     }
     stack
 }
 
-fn sample(run: u32, vcpu: u32, t_ns: u64, path: &[&str], rng: &mut Rng) -> Sample {
+fn sample(run: u32, vcpu: u32, t_ns: u64, path: &[u64], rng: &mut Rng) -> Sample {
     let stack = stack_for(path, rng);
-    let in_memmap = path.contains(&"memmap_init_range");
+    let in_memmap = addr_of("memmap_init_range").is_some_and(|a| path.contains(&a));
     let minflt = if in_memmap {
         3 + rng.below(5)
     } else {
@@ -285,6 +307,30 @@ fn sample(run: u32, vcpu: u32, t_ns: u64, path: &[&str], rng: &mut Rng) -> Sampl
     }
 }
 
+fn addrs(path: &[&str]) -> Vec<u64> {
+    path.iter()
+        .map(|f| addr_of(f).unwrap_or(TEXT_BASE))
+        .collect()
+}
+
+/// Replaces what `do_one_initcall` calls with a chain through the extra
+/// functions: a fixed call tree (each function calls one of 3 others), so
+/// stacks repeat as in a real kernel.
+fn extra_chain(bases: &mut Vec<u64>, n: u32, rng: &mut Rng) {
+    let Some(at) = addr_of("do_one_initcall").and_then(|a| bases.iter().position(|&b| b == a))
+    else {
+        return;
+    };
+    bases.truncate(at + 1);
+    let n = u64::from(n);
+    let mut f = rng.below(n.min(50));
+    bases.push(extra_addr(f as u32));
+    for _ in 0..rng.below(6) {
+        f = (f * 7 + 1 + rng.below(3)) % n;
+        bases.push(extra_addr(f as u32));
+    }
+}
+
 /// All records of a synthetic trace, in file order, `Meta` first and without
 /// the final record (the writer's `finish` adds it).
 pub fn records(opts: &SynthOptions) -> Vec<Record> {
@@ -296,6 +342,7 @@ pub fn records(opts: &SynthOptions) -> Vec<Record> {
         }),
     ];
     let n = u64::from(opts.samples_per_run.max(1));
+    let idle = addrs(IDLE);
     for run in 0..opts.runs {
         let t0 = 1_000_000; // create_vm..first_instruction
         out.push(Record::RunStart(RunStart {
@@ -336,11 +383,15 @@ pub fn records(opts: &SynthOptions) -> Vec<Record> {
                 0 => PATHS[PATHS.len() - 1].0,
                 k => live[rng.below(k as u64) as usize].0,
             };
+            let mut bases = addrs(path);
+            if opts.extra_functions > 0 && path.contains(&"do_one_initcall") && rng.below(2) == 0 {
+                extra_chain(&mut bases, opts.extra_functions, &mut rng);
+            }
             for vcpu in 0..opts.vcpus {
                 let s = if vcpu == 0 {
-                    sample(run, vcpu, t, path, &mut rng)
+                    sample(run, vcpu, t, &bases, &mut rng)
                 } else {
-                    sample(run, vcpu, t, IDLE, &mut rng)
+                    sample(run, vcpu, t, &idle, &mut rng)
                 };
                 total.samples += 1;
                 total.total_kick_ns += u64::from(s.cost.kick_ns);
