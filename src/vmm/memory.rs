@@ -99,6 +99,14 @@ fn host_ram_bytes() -> Option<u64> {
     (pages > 0 && page > 0).then(|| pages as u64 * page as u64)
 }
 
+/// Free 2 MiB huge pages on the host (0 when unknown).
+fn free_hugepages() -> u64 {
+    std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Creates guest RAM as described by `opts`.
 pub fn create_guest_memory(opts: &MemoryOptions) -> Result<GuestMemoryMmap, MemoryError> {
     let mib = opts.size >> 20;
@@ -113,9 +121,22 @@ pub fn create_guest_memory(opts: &MemoryOptions) -> Result<GuestMemoryMmap, Memo
             });
         }
     }
-    let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+    let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
     if opts.hugepages {
+        // Reserved up front (no MAP_NORESERVE): a shortage is an error now,
+        // not a SIGBUS in the middle of the boot.
         flags |= libc::MAP_HUGETLB;
+        let pages = opts.size.div_ceil(2 << 20);
+        let free = free_hugepages();
+        if free < pages {
+            return Err(MemoryError::NoHugePages {
+                size: mib,
+                pages,
+                source: io::Error::other(format!("{free} free 2 MiB huge pages, {pages} needed")),
+            });
+        }
+    } else {
+        flags |= libc::MAP_NORESERVE;
     }
     if opts.populate {
         flags |= libc::MAP_POPULATE;

@@ -91,8 +91,13 @@ pub trait SamplerFactory: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum VmmError {
     /// /dev/kvm is missing or not accessible.
-    #[error("cannot open /dev/kvm: {0} (is KVM enabled, and may this user use it?)")]
-    NoKvm(kvm_ioctls::Error),
+    #[error("cannot open {path}: {source} (is KVM enabled, and may this user use it?)")]
+    NoKvm {
+        /// The device path.
+        path: String,
+        /// errno.
+        source: kvm_ioctls::Error,
+    },
     /// A VM-level KVM ioctl failed.
     #[error("{what} failed: {source}")]
     Kvm {
@@ -148,7 +153,7 @@ pub fn boot(
     let control = Arc::new(RunControl::new(t0));
     let phase = |name: &str| observer.phase(name, control.now_ns());
 
-    let kvm = Kvm::new().map_err(VmmError::NoKvm)?;
+    let kvm = open_kvm()?;
     let vm = create_vm(&kvm)?;
     phase("create_vm");
 
@@ -264,6 +269,14 @@ pub fn boot(
         kernel,
         cmdline,
     })
+}
+
+/// Opens /dev/kvm, or the device named by `BOOTTRACE_KVM_DEVICE` (for
+/// testing the error path, or a KVM device node elsewhere).
+fn open_kvm() -> Result<Kvm, VmmError> {
+    let path = std::env::var("BOOTTRACE_KVM_DEVICE").unwrap_or_else(|_| "/dev/kvm".into());
+    let c = std::ffi::CString::new(path.clone()).map_err(|_| VmmError::Host("KVM device path has a NUL byte".into()))?;
+    Kvm::new_with_path(&c).map_err(|source| VmmError::NoKvm { path, source })
 }
 
 fn create_vm(kvm: &Kvm) -> Result<VmFd, VmmError> {

@@ -1,0 +1,160 @@
+//! Real boots under real KVM: the test kernels (tiny-fp, tiny-orc) booted to
+//! init by `boottrace record`, sampled, and checked through the trace and
+//! `report --json`. Each recording is made once and shared by the tests here.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use boottrace::trace::Trace;
+use common::{boottrace, kernel_dir, report_json, scratch, text};
+
+struct Recording {
+    ok: bool,
+    output: String,
+    trace: PathBuf,
+}
+
+fn record(name: &str, args: &[&str]) -> Recording {
+    let trace = scratch().join(format!("{name}.data"));
+    let mut all: Vec<&str> = vec!["record", "-o", trace.to_str().expect("utf-8 path"), "--timeout", "900"];
+    all.extend_from_slice(args);
+    let out = boottrace(&all);
+    Recording { ok: out.status.success(), output: text(&out), trace }
+}
+
+/// tiny-fp bzImage, sampled at 1 kHz: from the decompressor's first instruction to init.
+fn fp_bzimage() -> &'static Recording {
+    static R: OnceLock<Recording> = OnceLock::new();
+    R.get_or_init(|| {
+        let d = kernel_dir("tiny-fp");
+        let (k, i) = (d.join("bzImage"), d.join("initramfs.cpio"));
+        record("fp-bz", &[k.to_str().unwrap_or_default(), "--initrd", i.to_str().unwrap_or_default(), "-F", "1000"])
+    })
+}
+
+/// tiny-fp as an ELF vmlinux (PVH entry), not sampled.
+fn fp_vmlinux() -> &'static Recording {
+    static R: OnceLock<Recording> = OnceLock::new();
+    R.get_or_init(|| {
+        let d = kernel_dir("tiny-fp");
+        let (k, i) = (d.join("vmlinux"), d.join("initramfs.cpio"));
+        record("fp-elf", &[k.to_str().unwrap_or_default(), "--initrd", i.to_str().unwrap_or_default(), "-F", "0"])
+    })
+}
+
+/// tiny-orc bzImage (KASLR, ORC) on two vCPUs, sampled at 1 kHz.
+fn orc_smp() -> &'static Recording {
+    static R: OnceLock<Recording> = OnceLock::new();
+    R.get_or_init(|| {
+        let d = kernel_dir("tiny-orc");
+        let (k, i) = (d.join("bzImage"), d.join("initramfs.cpio"));
+        record(
+            "orc-bz",
+            &[k.to_str().unwrap_or_default(), "--initrd", i.to_str().unwrap_or_default(), "--cpus", "2", "-F", "1000"],
+        )
+    })
+}
+
+fn assert_booted_to_init(r: &Recording) -> Trace {
+    assert!(r.ok, "record failed:\n{}", r.output);
+    assert!(r.output.contains("boot ended: init started"), "end reason is not init:\n{}", r.output);
+    let trace = Trace::open(&r.trace).expect("trace reads back");
+    assert!(trace.warnings.is_empty(), "trace warnings: {:?}", trace.warnings);
+    let run = &trace.runs[0];
+    assert_eq!(run.end.as_ref().map(|e| e.reason.as_str()), Some("user"));
+    assert!(
+        run.serial.iter().any(|l| l.line.contains("Run /init as init process")),
+        "console never said 'Run /init as init process'"
+    );
+    // VMM phases happen in this order, each at or after the previous one.
+    let order = ["create_vm", "memory", "load_kernel", "vcpus", "first_instruction", "user_mode", "end"];
+    let times: Vec<u64> = order.iter().map(|p| run.phase(p).unwrap_or_else(|| panic!("phase {p} missing"))).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "phases out of order: {:?}", order.iter().zip(&times).collect::<Vec<_>>());
+    trace
+}
+
+fn unwind_percent(trace: &PathBuf) -> f64 {
+    let report = report_json(trace);
+    let pct = report["runs"][0]["unwind"]["percent"].as_f64().expect("unwind.percent");
+    let considered = report["runs"][0]["unwind"]["considered"].as_u64().unwrap_or(0);
+    assert!(considered > 100, "too few kernel-mode samples after start_kernel: {considered}");
+    println!("unwind quality: {pct:.2}% of {considered} kernel-mode samples after start_kernel reach a known root");
+    pct
+}
+
+#[test]
+fn tiny_fp_bzimage_boots_to_init() {
+    let trace = assert_booted_to_init(fp_bzimage());
+    assert_eq!(trace.meta.unwinder, "frame-pointer");
+}
+
+#[test]
+fn tiny_fp_vmlinux_boots_to_init_through_pvh() {
+    let r = fp_vmlinux();
+    assert!(r.output.contains("ELF kernel") && r.output.contains("Pvh32"), "not a PVH boot:\n{}", r.output);
+    let trace = assert_booted_to_init(r);
+    assert!(trace.runs[0].samples.is_empty(), "-F 0 must not sample");
+}
+
+#[test]
+fn tiny_orc_bzimage_brings_up_two_cpus() {
+    let trace = assert_booted_to_init(orc_smp());
+    assert_eq!(trace.meta.unwinder, "orc");
+    let run = &trace.runs[0];
+    assert!(
+        run.serial.iter().any(|l| l.line.contains("Brought up 1 node, 2 CPUs")),
+        "second CPU did not come up"
+    );
+    assert!(run.samples.iter().any(|s| s.vcpu == 1), "no samples from vCPU 1");
+    let layout = run.layout.as_ref().expect("layout recorded");
+    assert!(layout.virt_slide_method.to_lowercase().contains("match") || layout.kernel_virt_slide != 0, "{layout:?}");
+}
+
+#[test]
+fn samples_start_at_the_first_instruction() {
+    let r = fp_bzimage();
+    assert!(r.ok, "{}", r.output);
+    let trace = Trace::open(&r.trace).expect("trace");
+    let run = &trace.runs[0];
+    let first = run.samples.first().expect("samples");
+    let entry = run.phase("first_instruction").expect("first_instruction phase");
+    // The first sample is the entry state itself: the decompressor's startup_64 at load + 0x200.
+    assert_eq!(first.rip, 0x10_0200, "first sample is not the bzImage 64-bit entry");
+    assert!(first.t_ns >= entry && first.t_ns - entry < 50_000_000);
+    let report = report_json(&r.trace);
+    let phases = report["runs"][0]["kernel_phases"].as_array().expect("kernel_phases");
+    let names: Vec<&str> = phases.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert!(names.contains(&"decompression") && names.contains(&"head"), "kernel phases: {names:?}");
+}
+
+#[test]
+fn frame_pointer_unwinds_reach_a_root() {
+    let r = fp_bzimage();
+    assert!(r.ok, "{}", r.output);
+    assert!(unwind_percent(&r.trace) >= 95.0);
+}
+
+#[test]
+fn orc_unwinds_reach_a_root() {
+    let r = orc_smp();
+    assert!(r.ok, "{}", r.output);
+    assert!(unwind_percent(&r.trace) >= 95.0);
+}
+
+#[test]
+fn report_names_start_kernel_stages_and_initcalls() {
+    let r = orc_smp();
+    assert!(r.ok, "{}", r.output);
+    let report = report_json(&r.trace);
+    let run = &report["runs"][0];
+    let stages: Vec<&str> =
+        run["start_kernel_stages"].as_array().expect("stages").iter().filter_map(|s| s["name"].as_str()).collect();
+    for want in ["setup_arch", "mm_core_init"] {
+        assert!(stages.contains(&want), "start_kernel stage {want} missing: {stages:?}");
+    }
+    let initcalls = run["initcalls"].as_array().expect("initcalls");
+    let timed = initcalls.iter().filter(|i| i["time_ns"].as_u64().unwrap_or(0) > 0).count();
+    assert!(timed >= 10, "only {timed} initcalls with times");
+}
