@@ -58,8 +58,18 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
+/// Time this thread has spent on a CPU (`/proc/thread-self/schedstat`, ns):
+/// on a loaded machine wall time also counts the other processes' turns.
+fn on_cpu() -> Duration {
+    let ns = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    Duration::from_nanos(ns)
+}
+
 fn run(label: &str, setup: impl FnOnce() -> Symbolizer, samples: &[AddrSpace]) {
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), on_cpu());
     let s = setup();
     let t_new = t0.elapsed();
     let mut frames = 0usize;
@@ -72,6 +82,7 @@ fn run(label: &str, setup: impl FnOnce() -> Symbolizer, samples: &[AddrSpace]) {
         black_box(&f);
     }
     let t_cold = t1.elapsed();
+    let c_cold = on_cpu().saturating_sub(c0);
     let t2 = Instant::now();
     for &space in samples {
         black_box(s.resolve(space));
@@ -80,7 +91,7 @@ fn run(label: &str, setup: impl FnOnce() -> Symbolizer, samples: &[AddrSpace]) {
     println!(
         "{label:<10} source: {}\n           setup {}, 1M samples (cold cache) {} = {:.0} ns/sample, \
          again (warm) {} = {:.0} ns/sample\n           total {}; {:.2} frames/sample, \
-         {:.1}% of samples with inline frames",
+         {:.1}% of samples with inline frames; on-CPU time for setup + cold pass {}",
         s.source(),
         ms(t_new),
         ms(t_cold),
@@ -90,6 +101,7 @@ fn run(label: &str, setup: impl FnOnce() -> Symbolizer, samples: &[AddrSpace]) {
         ms(t_new + t_cold),
         frames as f64 / samples.len() as f64,
         inlined as f64 * 100.0 / samples.len() as f64,
+        ms(c_cold),
     );
 }
 
