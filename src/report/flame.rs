@@ -7,6 +7,7 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
+use boottrace_symbols::symbolizer::SourceKind;
 use inferno::flamegraph::{self, color::BasicPalette, Options, Palette};
 
 use super::fold::{self, RunSelect, Weight};
@@ -38,6 +39,21 @@ pub struct FlameArgs {
     /// Symbol sources.
     #[command(flatten)]
     pub symbols: SymbolArgs,
+}
+
+/// "vmlinux+DWARF (vmlinux)": the symbol source in a few words, for subtitles.
+pub fn short_source(sym: &SymTrace) -> String {
+    let kind = match sym.source {
+        SourceKind::VmlinuxDwarf => "vmlinux+DWARF",
+        SourceKind::VmlinuxSymtab => "vmlinux symtab",
+        SourceKind::SystemMap => "System.map",
+        SourceKind::Kallsyms => "kallsyms from the image",
+        SourceKind::None => "none",
+    };
+    match sym.source_file.as_deref().and_then(|f| f.file_name()) {
+        Some(name) => format!("{kind} ({})", name.to_string_lossy()),
+        None => kind.to_string(),
+    }
 }
 
 /// Renders the flamegraph of `sym` into `out`. `chart` gives a flame chart.
@@ -81,7 +97,7 @@ pub fn render(
             Weight::Faults => "host page faults",
             Weight::Exits => "KVM exits",
         },
-        sym.source_label,
+        short_source(sym),
         if trace.meta.unwinder.is_empty() {
             "?"
         } else {

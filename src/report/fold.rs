@@ -264,6 +264,7 @@ mod tests {
             }],
             source: boottrace_symbols::symbolizer::SourceKind::None,
             source_label: String::new(),
+            source_file: None,
             notes: Vec::new(),
         }
     }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use boottrace_symbols::identity::KernelIdentity;
-use boottrace_symbols::image::{ImageError, KernelImage};
+use boottrace_symbols::image::{ImageError, ImageFormat, KernelImage};
 use boottrace_symbols::layout::{AddrSpace, RunLayout, START_KERNEL_MAP};
 use boottrace_symbols::symbolizer::{SourceKind, Symbolizer, SymbolizerError, SymbolizerOptions};
 
@@ -124,6 +124,8 @@ pub struct SymTrace {
     pub source: SourceKind,
     /// One line naming the source and its file, for titles and reports.
     pub source_label: String,
+    /// The file the kernel symbols came from, if any.
+    pub source_file: Option<PathBuf>,
     /// What was skipped, degraded or assumed (for the report; may be empty).
     pub notes: Vec<String>,
 }
@@ -155,6 +157,8 @@ pub struct SymbolSetup {
     pub symbolizer: Symbolizer,
     /// Label of the chosen source (kind and file).
     pub label: String,
+    /// The file the kernel symbols came from, if any.
+    pub file: Option<PathBuf>,
     /// Notes on skipped or forced files.
     pub notes: Vec<String>,
 }
@@ -173,15 +177,16 @@ fn sibling(kernel: &str, name: &str) -> Option<PathBuf> {
     (p.is_file() && p != Path::new(kernel)).then_some(p)
 }
 
-/// Checks `candidate` against the recorded kernel. `Ok(None)` = use it;
-/// `Ok(Some(note))` = skip it (auto-discovered); `Err` = refuse (named by the user).
-fn check_identity(
+/// Opens `path` as a kernel image and checks it against the recorded kernel.
+/// `Ok(Some)` = use it; `Ok(None)` = skip it (auto-discovered, with a note);
+/// `Err` = refuse (named by the user, and not `--force`d).
+fn open_checked(
     recorded: &KernelIdentity,
     path: &Path,
     explicit: bool,
     force: bool,
     notes: &mut Vec<String>,
-) -> Result<bool, SymbolizeError> {
+) -> Result<Option<KernelImage>, SymbolizeError> {
     let image = match KernelImage::open(path) {
         Ok(i) => i,
         Err(source) if explicit => {
@@ -192,19 +197,19 @@ fn check_identity(
         }
         Err(e) => {
             notes.push(format!("{} not used: {e}", path.display()));
-            return Ok(false);
+            return Ok(None);
         }
     };
     match recorded.check_matches(image.identity()) {
-        Ok(()) => Ok(true),
+        Ok(()) => Ok(Some(image)),
         Err(e) if explicit && force => {
             notes.push(format!("--force: using {} although {e}", path.display()));
-            Ok(true)
+            Ok(Some(image))
         }
         Err(e) if explicit => Err(SymbolizeError::Mismatch(e.to_string())),
         Err(e) => {
             notes.push(format!("{} not used: {e}", path.display()));
-            Ok(false)
+            Ok(None)
         }
     }
 }
@@ -216,9 +221,18 @@ pub fn setup(trace: &Trace, args: &SymbolArgs) -> Result<SymbolSetup, SymbolizeE
     let mut notes = Vec::new();
     let auto = args.vmlinux.is_none() && args.system_map.is_none() && args.kernel.is_none();
 
+    // The recorded image, if it is still there and unchanged: a source of
+    // kallsyms, and the proof that files next to it belong to the same build.
+    let recorded_image = if args.kernel.is_none() && Path::new(kernel_path).is_file() {
+        open_checked(&recorded, Path::new(kernel_path), false, false, &mut notes)?
+    } else {
+        None
+    };
+    let siblings_ok = recorded_image.is_some();
+
     let mut vmlinux = None;
     if let Some(v) = &args.vmlinux {
-        check_identity(&recorded, v, true, args.force, &mut notes)?;
+        open_checked(&recorded, v, true, args.force, &mut notes)?;
         vmlinux = Some(v.clone());
     } else if auto {
         let recorded_vmlinux = trace
@@ -227,11 +241,17 @@ pub fn setup(trace: &Trace, args: &SymbolArgs) -> Result<SymbolSetup, SymbolizeE
             .as_ref()
             .map(PathBuf::from)
             .filter(|p| p.is_file());
+        // A recorded ELF vmlinux is its own best symbol source.
+        let itself = recorded_image
+            .as_ref()
+            .filter(|i| i.format() == ImageFormat::Elf)
+            .map(|_| PathBuf::from(kernel_path));
         let candidates = recorded_vmlinux
             .into_iter()
+            .chain(itself)
             .chain(sibling(kernel_path, "vmlinux"));
         for c in candidates {
-            if check_identity(&recorded, &c, false, false, &mut notes)? {
+            if open_checked(&recorded, &c, false, false, &mut notes)?.is_some() {
                 vmlinux = Some(c);
                 break;
             }
@@ -239,24 +259,24 @@ pub fn setup(trace: &Trace, args: &SymbolArgs) -> Result<SymbolSetup, SymbolizeE
     }
     let system_map = match &args.system_map {
         Some(p) => Some(p.clone()),
-        None if auto && vmlinux.is_none() => sibling(kernel_path, "System.map"),
+        None if auto && vmlinux.is_none() && siblings_ok => sibling(kernel_path, "System.map"),
         None => None,
     };
     let decompressor_elf = match &args.decompressor {
         Some(p) => Some(p.clone()),
-        None => sibling(kernel_path, "decompressor.elf"),
+        None if siblings_ok => sibling(kernel_path, "decompressor.elf"),
+        None => None,
     };
-    if let Some(k) = &args.kernel {
-        check_identity(&recorded, k, true, args.force, &mut notes)?;
-    }
+    let image = match &args.kernel {
+        Some(k) => open_checked(&recorded, k, true, args.force, &mut notes)?,
+        None => recorded_image,
+    };
 
-    // `..default()` keeps this compiling as the symbols crate adds sources.
-    #[allow(clippy::needless_update)]
     let opts = SymbolizerOptions {
         vmlinux: vmlinux.clone(),
         system_map: system_map.clone(),
+        image: image.map(Arc::new),
         decompressor_elf,
-        ..SymbolizerOptions::default()
     };
     let symbolizer = Symbolizer::new(opts)?;
     notes.extend(symbolizer.notes());
@@ -269,13 +289,14 @@ pub fn setup(trace: &Trace, args: &SymbolArgs) -> Result<SymbolSetup, SymbolizeE
             .or_else(|| Some(PathBuf::from(kernel_path))),
         SourceKind::None => None,
     };
-    let label = match file {
+    let label = match &file {
         Some(f) => format!("{} ({})", symbolizer.source(), f.display()),
         None => symbolizer.source().to_string(),
     };
     Ok(SymbolSetup {
         symbolizer,
         label,
+        file,
         notes,
     })
 }
@@ -423,6 +444,7 @@ pub fn symbolize(trace: &Trace, setup: &SymbolSetup) -> SymTrace {
         runs,
         source: setup.symbolizer.source(),
         source_label: setup.label.clone(),
+        source_file: setup.file.clone(),
         notes,
     }
 }
