@@ -225,11 +225,12 @@ fn chrome_trace_events_nest_and_carry_phases_and_serial() {
         }
     }
     for pid in [1, 2] {
-        for t in ["VMM", "console", "vCPU 0", "vCPU 1"] {
+        for t in ["VMM", "console", "guest boot", "vCPU 0", "vCPU 1"] {
             assert!(thread_names.contains(&(pid, t.to_string())), "{pid} {t}");
         }
     }
     assert!(instants.iter().any(|n| n == "Run /init as init process"));
+    assert!(instants.iter().any(|n| n == "first_instruction"));
     let all: Vec<&str> = slices.values().flatten().map(|s| s.2.as_str()).collect();
     for want in [
         "create_vm",

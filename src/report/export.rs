@@ -6,8 +6,9 @@
 //!   "sampled" profile per run and vCPU, samples root first in time order.
 //! - `chrome`: Chrome trace-event JSON (the "JSON Object Format" of the Trace
 //!   Event Format document), which the Perfetto UI and chrome://tracing open:
-//!   one process per run, VMM phases as complete (`X`) events on a "VMM"
-//!   thread, serial lines as instant (`i`) events on a "console" thread, and
+//!   one process per run, VMM phases as complete (`X`) and instant events on
+//!   a "VMM" thread, the guest boot (first instruction to end) as one slice,
+//!   serial lines as instant (`i`) events on a "console" thread, and
 //!   each vCPU's samples as nested `X` slices (a flame chart on the timeline).
 //!
 //! A sample stands for the time from it to the vCPU's next sample (capped at
@@ -262,6 +263,8 @@ struct Event<'a> {
 pub const TID_VMM: u32 = 1;
 /// Thread id of the serial console track.
 pub const TID_CONSOLE: u32 = 2;
+/// Thread id of the track holding the whole guest boot as one slice.
+pub const TID_BOOT: u32 = 3;
 /// Thread id of vCPU 0; vCPU N is `TID_VCPU0 + N`.
 pub const TID_VCPU0: u32 = 10;
 
@@ -332,26 +335,47 @@ pub fn write_chrome(
             TID_CONSOLE,
             serde_json::json!({"name": "console"}),
         ));
-        // Phase i lasts until phase i+1 starts; the last one is a point in time.
+        events.push(meta_event(
+            "thread_name",
+            pid,
+            TID_BOOT,
+            serde_json::json!({"name": "guest boot"}),
+        ));
+        // A phase record marks the moment a step completed (create_vm,
+        // memory, …, first_instruction, user_mode, end): each mark gets an
+        // instant event, and the time since the previous mark (or the run's
+        // start) a complete event named after the step it led to.
         let mut phases: Vec<_> = run.phases.iter().collect();
         phases.sort_by_key(|p| p.t_ns);
-        for (i, p) in phases.iter().enumerate() {
-            match phases.get(i + 1) {
-                Some(next) => {
-                    events.push(complete(&p.name, "vmm", pid, TID_VMM, p.t_ns, next.t_ns))
-                }
-                None => events.push(Event {
-                    name: &p.name,
-                    cat: Some("vmm"),
-                    ph: "i",
-                    ts: Some(us(p.t_ns)),
-                    dur: None,
+        let mut prev = 0;
+        for p in &phases {
+            events.push(complete(&p.name, "vmm", pid, TID_VMM, prev, p.t_ns));
+            events.push(Event {
+                name: &p.name,
+                cat: Some("vmm"),
+                ph: "i",
+                ts: Some(us(p.t_ns)),
+                dur: None,
+                pid,
+                tid: TID_VMM,
+                s: Some("t"),
+                args: None,
+            });
+            prev = p.t_ns;
+        }
+        // The guest's boot as one slice of its own track.
+        if let (Some(first), Some(end)) = (run.phase("first_instruction"), &run.end) {
+            events.push(Event {
+                args: Some(serde_json::json!({"end reason": end.reason})),
+                ..complete(
+                    "guest boot",
+                    "vmm",
                     pid,
-                    tid: TID_VMM,
-                    s: Some("t"),
-                    args: None,
-                }),
-            }
+                    TID_BOOT,
+                    first,
+                    end.t_ns.max(first),
+                )
+            });
         }
         if let Some(end) = &run.end {
             events.push(Event {
