@@ -186,18 +186,33 @@ pub fn decompress_stream(
     limit: u64,
 ) -> Result<Vec<u8>, DecompressError> {
     let limit = limit.min(MAX_OUTPUT);
+    let hint = (stream.len() as u64).saturating_mul(16);
     match format {
-        Compression::Gzip => read_bounded(format, flate2::read::GzDecoder::new(stream), limit),
-        Compression::Bzip2 => read_bounded(format, bzip2::read::BzDecoder::new(stream), limit),
+        Compression::Gzip => {
+            read_bounded(format, flate2::read::GzDecoder::new(stream), limit, hint)
+        }
+        Compression::Bzip2 => {
+            read_bounded(format, bzip2::read::BzDecoder::new(stream), limit, hint)
+        }
         Compression::Xz => {
             let dec = xz2::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, 0)
                 .map_err(|e| corrupt(format, e))?;
-            read_bounded(format, xz2::read::XzDecoder::new_stream(stream, dec), limit)
+            read_bounded(
+                format,
+                xz2::read::XzDecoder::new_stream(stream, dec),
+                limit,
+                hint,
+            )
         }
         Compression::Lzma => {
             let dec = xz2::stream::Stream::new_lzma_decoder(XZ_MEMLIMIT)
                 .map_err(|e| corrupt(format, e))?;
-            read_bounded(format, xz2::read::XzDecoder::new_stream(stream, dec), limit)
+            read_bounded(
+                format,
+                xz2::read::XzDecoder::new_stream(stream, dec),
+                limit,
+                hint,
+            )
         }
         Compression::Zstd => {
             let mut dec = zstd::stream::read::Decoder::with_buffer(stream)
@@ -205,7 +220,7 @@ pub fn decompress_stream(
                 .single_frame();
             dec.window_log_max(ZSTD_WINDOW_LOG_MAX)
                 .map_err(|e| corrupt(format, e))?;
-            read_bounded(format, dec, limit)
+            read_bounded(format, dec, limit, hint)
         }
         Compression::Lz4 => lz4_legacy(stream, limit),
         Compression::Lzo => lzop(stream, limit),
@@ -226,8 +241,11 @@ fn read_bounded(
     format: Compression,
     reader: impl Read,
     limit: u64,
+    hint: u64,
 ) -> Result<Vec<u8>, DecompressError> {
-    let mut out = Vec::new();
+    // Reserve what the trailer claims, within reason: kernels compress 3-6x,
+    // and a lying trailer must not reserve a gigabyte for a tiny stream.
+    let mut out = Vec::with_capacity(limit.min(hint) as usize);
     // One byte more than allowed tells "exactly limit" from "too much".
     reader
         .take(limit + 1)

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Run the cargo-fuzz targets of boottrace-symbols for a bounded time.
+#
+#   symbols/fuzz/run.sh SECONDS [TARGET...]   # TARGET: image decompress kallsyms orc (default: all)
+#
+# Each target runs SECONDS (wall clock, libFuzzer's -max_total_time), seeded
+# with inputs cut from the real test kernels (kernel/build.sh tiny-fp and
+# tiny-orc, cached). Needs the nightly toolchain and cargo-fuzz (installed
+# from crates.io when missing). Exit code != 0 when a target crashes; the
+# crashing input is left in symbols/fuzz/artifacts/TARGET/.
+set -euo pipefail
+
+secs=${1:?usage: symbols/fuzz/run.sh SECONDS [TARGET...]}
+shift
+case "$secs" in *[!0-9]*|"") echo "run.sh: SECONDS must be a number" >&2; exit 2 ;; esac
+here=$(cd "$(dirname "$0")" && pwd)
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(image decompress kallsyms orc)
+
+if ! rustup toolchain list | grep -q '^nightly'; then
+    echo "run.sh: cargo-fuzz needs the nightly toolchain (rustup toolchain install nightly)" >&2
+    exit 2
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "run.sh: installing cargo-fuzz" >&2
+    cargo install cargo-fuzz --locked >&2
+fi
+
+# Seeds from the real kernels, written by an ignored test of this crate.
+seeds="$here/seeds"
+if [ ! -f "$seeds/.done" ]; then
+    rm -rf "$seeds"
+    (cd "$here/.." && BOOTTRACE_FUZZ_SEEDS="$seeds" \
+        cargo test -q --test mutations write_fuzz_seeds -- --ignored >&2)
+    touch "$seeds/.done"
+fi
+
+cd "$here"
+cargo +nightly fuzz build -O >&2
+status=0
+for t in "${targets[@]}"; do
+    mkdir -p "corpus/$t"
+    echo "run.sh: fuzzing $t for ${secs}s" >&2
+    # Kernel-sized seeds: allow inputs up to 4 MiB; 2 GiB RSS (the decompress
+    # bound is 1 GiB of output); a single input taking 30 s is a hang.
+    if ! cargo +nightly fuzz run -O "$t" "corpus/$t" "$seeds/$t" -- \
+        -max_total_time="$secs" -max_len=4194304 -rss_limit_mb=2560 -timeout=30 \
+        -print_final_stats=1 >&2; then
+        echo "run.sh: $t FAILED (see symbols/fuzz/artifacts/$t/)" >&2
+        status=1
+    fi
+done
+exit $status
