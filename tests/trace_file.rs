@@ -196,9 +196,20 @@ fn unknown_record_types_are_skipped() {
     bytes.splice(ends[0]..ends[0], frame);
     let t = read(&bytes).expect("read");
     assert!(t.complete);
-    assert_eq!(t.warnings.len(), 1, "{:?}", t.warnings);
-    assert!(t.warnings[0].contains("unknown record type 200"));
     assert!(t.sample_count() > 0);
+    assert_eq!(t.warnings.len(), 2, "{:?}", t.warnings);
+    assert!(t.warnings[0].contains("unknown record type 200"));
+    // The writer did not count the inserted frame: the final record's count
+    // exposes the insertion.
+    assert!(t.warnings[1].contains("counts"), "{:?}", t.warnings);
+
+    // Remove a whole record instead: framing stays intact, the count does not.
+    let (mut bytes, ends) = small_file();
+    bytes.drain(ends[3]..ends[4]);
+    let t = read(&bytes).expect("read");
+    assert!(t.complete);
+    assert_eq!(t.warnings.len(), 1, "{:?}", t.warnings);
+    assert!(t.warnings[0].contains("counts"), "{:?}", t.warnings);
 }
 
 #[test]

@@ -135,7 +135,10 @@ impl Trace {
         loop {
             match frames.next_record() {
                 Next::Record(rec) => b.add(rec),
-                Next::Skipped(m) => b.warnings.push(m),
+                Next::Skipped(m) => {
+                    b.records += 1;
+                    b.warnings.push(m);
+                }
                 Next::Damaged(m) => {
                     b.warnings
                         .push(format!("{m}; read stops here, earlier records kept"));
@@ -173,6 +176,8 @@ struct Builder {
     complete: bool,
     extra_meta: bool,
     after_finish: u64,
+    /// Records added so far (the metadata record excluded).
+    records: u64,
 }
 
 impl Builder {
@@ -184,6 +189,7 @@ impl Builder {
         if self.complete {
             self.after_finish += 1;
         }
+        let finish = matches!(rec, Record::Finish(_));
         match rec {
             Record::Meta(_) => self.extra_meta = true,
             Record::RunStart(r) => self.run(r.run).wall_time_unix_ns = r.wall_time_unix_ns,
@@ -212,7 +218,20 @@ impl Builder {
                 let run = c.run;
                 self.run(run).cost = Some(c);
             }
-            Record::Finish(_) => self.complete = true,
+            Record::Finish(f) => {
+                // Meta (read separately) + everything before this record.
+                let seen = self.records + 1;
+                if f.records != seen && !self.complete {
+                    self.warnings.push(format!(
+                        "the final record counts {} records but {seen} were read",
+                        f.records
+                    ));
+                }
+                self.complete = true;
+            }
+        }
+        if !finish {
+            self.records += 1;
         }
     }
 
