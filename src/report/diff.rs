@@ -165,8 +165,15 @@ pub fn record_interleaved(
                 args.runs,
                 kernel.display()
             );
-            crate::record::run(&ra, Instant::now())
-                .with_context(|| format!("recording {}", kernel.display()))?;
+            if let Err(e) = crate::record::run(&ra, Instant::now()) {
+                // A boot that ends early (panic, emulation failure, timeout)
+                // still leaves a trace of what it did, worth comparing; only
+                // a boot that left no trace stops the diff.
+                if !path.is_file() || !is_trace_file(&path)? {
+                    return Err(e).with_context(|| format!("recording {}", kernel.display()));
+                }
+                eprintln!("boottrace diff: warning: {e:#}; comparing what was recorded");
+            }
             out.push(path);
         }
     }
@@ -285,11 +292,25 @@ fn boot_time_change(a: &Profile, b: &Profile) -> Option<String> {
         "Boot time (mean): A {} → B {} ({}{}, {:+.1}%), p = {}",
         fmt_ns(sa.mean),
         fmt_ns(sb.mean),
-        if sb.mean >= sa.mean { "+" } else { "−" },
+        if sb.mean >= sa.mean { "+" } else { "-" },
         fmt_ns((sb.mean - sa.mean).abs()),
         100.0 * (sb.mean - sa.mean) / sa.mean.max(1.0),
         super::difftable::format_p(p)
     ))
+}
+
+/// A short name for one side in the flamegraph's subtitle: the file name,
+/// and for a kernel image the record options that set it apart.
+fn side_label(path: &Path, record_opts: &str, is_trace: bool) -> String {
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    if is_trace || record_opts.trim().is_empty() {
+        name
+    } else {
+        format!("{name} {}", record_opts.trim())
+    }
 }
 
 /// Runs `boottrace diff`.
@@ -340,9 +361,9 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<()> {
     let title = format!("Differential flamegraph ({what}): A → B");
     let subtitle = format!(
         "A = {} ({} runs), B = {} ({} runs); widths: B, {unit}; red: more in B, blue: less",
-        args.a.display(),
+        side_label(&args.a, &args.record_a, a_trace),
         pa.runs.len(),
-        args.b.display(),
+        side_label(&args.b, &args.record_b, b_trace),
         pb.runs.len()
     );
     let file = File::create(&args.output)
