@@ -168,6 +168,8 @@ struct KernelFacts {
     image: Arc<KernelImage>,
     unwinder: Unwinder,
     unwinder_name: &'static str,
+    /// Link-time address of the kernel's return-to-user path, from the image's own symbols.
+    user_return_link: Option<u64>,
 }
 
 fn kernel_facts(path: &std::path::Path) -> Result<KernelFacts> {
@@ -178,10 +180,15 @@ fn kernel_facts(path: &std::path::Path) -> Result<KernelFacts> {
         Ok(t) if !t.is_empty() => (Unwinder::new(Method::Orc(Arc::new(t))), "orc"),
         _ => (Unwinder::new(Method::FramePointer), "frame-pointer"),
     };
+    let user_return_link = image.kallsyms().ok().and_then(|t| {
+        t.by_name("swapgs_restore_regs_and_return_to_usermode")
+            .map(|s| s.addr)
+    });
     Ok(KernelFacts {
         image: Arc::new(image),
         unwinder,
         unwinder_name,
+        user_return_link,
     })
 }
 
@@ -290,6 +297,7 @@ pub fn run(args: &RecordArgs, t_process: Instant) -> Result<()> {
         timeout: Duration::from_secs_f64(args.timeout.max(0.001)),
         until: args.until.0.clone(),
         compat,
+        user_return_link: facts.user_return_link,
     };
     let meta = trace_meta(args, &facts, compat);
     keep_old(&args.output)?;
@@ -325,6 +333,10 @@ pub fn run(args: &RecordArgs, t_process: Instant) -> Result<()> {
                 phys_start: facts.image.phys_load_start(),
             },
         };
+        let layout = Arc::new(SharedLayout::new(LayoutDetector::new(
+            facts.image.clone(),
+            boot_image,
+        )));
         let sampler: Option<Arc<dyn vmm::SamplerFactory>> = (args.freq > 0).then(|| {
             Arc::new(RecordSampler {
                 run,
@@ -340,7 +352,13 @@ pub fn run(args: &RecordArgs, t_process: Instant) -> Result<()> {
                 stat_names_written: stat_names_written.clone(),
             }) as Arc<dyn vmm::SamplerFactory>
         });
-        let outcome = match vmm::boot(&cfg, t0, recorder.clone(), sampler) {
+        let outcome = match vmm::boot(
+            &cfg,
+            t0,
+            recorder.clone(),
+            sampler,
+            Some(layout.clone() as Arc<dyn vmm::KernelLocator>),
+        ) {
             Ok(o) => o,
             Err(e) => {
                 // Keep what earlier runs recorded: the file stays readable.

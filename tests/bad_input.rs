@@ -14,15 +14,23 @@ use common::{boottrace, kernel_dir, scratch, text};
 fn record_fails(args: &[&str], envs: &[(&str, &str)]) -> String {
     let out_file = scratch().join("bad.data");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_boottrace"));
-    cmd.arg("record").args(args).args(["-o", out_file.to_str().unwrap_or_default(), "-q"]);
+    cmd.arg("record")
+        .args(args)
+        .args(["-o", out_file.to_str().unwrap_or_default(), "-q"]);
     for (k, v) in envs {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run boottrace");
     let all = text(&out);
-    assert!(!out.status.success(), "expected failure, got success:\n{all}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success:\n{all}"
+    );
     assert!(!all.contains("panicked"), "panic:\n{all}");
-    let errors: Vec<&str> = all.lines().filter(|l| l.starts_with("boottrace: error:")).collect();
+    let errors: Vec<&str> = all
+        .lines()
+        .filter(|l| l.starts_with("boottrace: error:"))
+        .collect();
     assert_eq!(errors.len(), 1, "expected exactly one error line:\n{all}");
     errors[0].to_string()
 }
@@ -37,10 +45,33 @@ fn write_file(name: &str, bytes: &[u8]) -> PathBuf {
 fn spinning_kernel(dir: &Path) -> PathBuf {
     let mut elf = Vec::new();
     elf.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
-    for (v, n) in [(2u64, 2), (62, 2), (1, 4), (0x20_0000, 8), (64, 8), (0, 8), (0, 4), (64, 2), (56, 2), (1, 2), (0, 2), (0, 2), (0, 2)] {
+    for (v, n) in [
+        (2u64, 2),
+        (62, 2),
+        (1, 4),
+        (0x20_0000, 8),
+        (64, 8),
+        (0, 8),
+        (0, 4),
+        (64, 2),
+        (56, 2),
+        (1, 2),
+        (0, 2),
+        (0, 2),
+        (0, 2),
+    ] {
         elf.extend_from_slice(&v.to_le_bytes()[..n]);
     }
-    for (v, n) in [(1u64, 4), (5, 4), (0x1000, 8), (0x20_0000, 8), (0x20_0000, 8), (2, 8), (2, 8), (0x1000, 8)] {
+    for (v, n) in [
+        (1u64, 4),
+        (5, 4),
+        (0x1000, 8),
+        (0x20_0000, 8),
+        (0x20_0000, 8),
+        (2, 8),
+        (2, 8),
+        (0x1000, 8),
+    ] {
         elf.extend_from_slice(&v.to_le_bytes()[..n]);
     }
     elf.resize(0x1000, 0);
@@ -74,14 +105,24 @@ fn missing_file() {
     let e = record_fails(&["/nonexistent/bzImage"], &[]);
     assert!(e.contains("does not exist"), "{e}");
     let k = fp_bzimage();
-    let e = record_fails(&[k.to_str().unwrap_or_default(), "--initrd", "/nonexistent.cpio"], &[]);
+    let e = record_fails(
+        &[
+            k.to_str().unwrap_or_default(),
+            "--initrd",
+            "/nonexistent.cpio",
+        ],
+        &[],
+    );
     assert!(e.contains("initrd /nonexistent.cpio does not exist"), "{e}");
 }
 
 #[test]
 fn no_kvm_device() {
     let k = fp_bzimage();
-    let e = record_fails(&[k.to_str().unwrap_or_default()], &[("BOOTTRACE_KVM_DEVICE", "/nonexistent/kvm")]);
+    let e = record_fails(
+        &[k.to_str().unwrap_or_default()],
+        &[("BOOTTRACE_KVM_DEVICE", "/nonexistent/kvm")],
+    );
     assert!(e.contains("cannot open /nonexistent/kvm"), "{e}");
 }
 
@@ -99,7 +140,13 @@ fn no_permission_on_dev_kvm() {
         return;
     }
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_boottrace"), "record"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_boottrace"),
+            "record",
+        ])
         .arg(&k)
         .args(["-o", dir.join("x.data").to_str().unwrap_or_default()])
         .output();
@@ -109,7 +156,10 @@ fn no_permission_on_dev_kvm() {
     };
     let all = text(&out);
     assert!(!out.status.success(), "{all}");
-    assert!(all.contains("cannot open /dev/kvm") && all.contains("Permission denied"), "{all}");
+    assert!(
+        all.contains("cannot open /dev/kvm") && all.contains("Permission denied"),
+        "{all}"
+    );
     assert!(!all.contains("panicked"), "{all}");
 }
 
@@ -124,14 +174,26 @@ fn memory_too_small_or_too_large() {
     let e = record_fails(&[k, "--mem", "64T"], &[]);
     assert!(e.contains("more than this host has"), "{e}");
     let e = record_fails(&[k, "--mem", "lots"], &[]);
-    assert!(e.contains("not a size") || e.contains("invalid value"), "{e}");
+    assert!(
+        e.contains("not a size") || e.contains("invalid value"),
+        "{e}"
+    );
 }
 
 #[test]
 fn initrd_that_does_not_fit() {
     let big = write_file("big.cpio", &vec![0u8; 40 << 20]);
     let k = fp_bzimage();
-    let e = record_fails(&[k.to_str().unwrap_or_default(), "--mem", "60M", "--initrd", big.to_str().unwrap_or_default()], &[]);
+    let e = record_fails(
+        &[
+            k.to_str().unwrap_or_default(),
+            "--mem",
+            "60M",
+            "--initrd",
+            big.to_str().unwrap_or_default(),
+        ],
+        &[],
+    );
     assert!(e.contains("does not fit"), "{e}");
 }
 
@@ -145,29 +207,51 @@ fn command_line_too_long() {
 
 #[test]
 fn hugepages_without_reservation() {
-    let free = std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").unwrap_or_default();
+    let free = std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
+        .unwrap_or_default();
     if free.trim().parse::<u64>().unwrap_or(0) >= 64 {
         println!("skipped: huge pages are reserved on this host");
         return;
     }
     let k = fp_bzimage();
     let e = record_fails(&[k.to_str().unwrap_or_default(), "--hugepages"], &[]);
-    assert!(e.contains("huge pages") && e.contains("nr_hugepages"), "{e}");
+    assert!(
+        e.contains("huge pages") && e.contains("nr_hugepages"),
+        "{e}"
+    );
 }
 
 #[test]
 fn guest_that_spins_forever_times_out_with_a_summary() {
     let k = spinning_kernel(scratch());
     let trace = scratch().join("spin.data");
-    let out = boottrace(&["record", k.to_str().unwrap_or_default(), "--timeout", "2", "-F", "1000", "-o", trace.to_str().unwrap_or_default()]);
+    let out = boottrace(&[
+        "record",
+        k.to_str().unwrap_or_default(),
+        "--timeout",
+        "2",
+        "-F",
+        "1000",
+        "-o",
+        trace.to_str().unwrap_or_default(),
+    ]);
     let all = text(&out);
     assert!(!out.status.success(), "{all}");
     assert!(all.contains("boot ended: timeout after 2.0 s"), "{all}");
-    assert!(all.contains("boot time (first guest instruction -> end)"), "summary missing:\n{all}");
+    assert!(
+        all.contains("boot time (first guest instruction -> end)"),
+        "summary missing:\n{all}"
+    );
     // What was recorded is kept.
     let t = boottrace::trace::Trace::open(&trace).expect("trace of a timed-out boot reads back");
-    assert_eq!(t.runs[0].end.as_ref().map(|e| e.reason.as_str()), Some("timeout"));
-    assert!(t.runs[0].samples.len() > 100, "samples of the spinning guest were kept");
+    assert_eq!(
+        t.runs[0].end.as_ref().map(|e| e.reason.as_str()),
+        Some("timeout")
+    );
+    assert!(
+        t.runs[0].samples.len() > 100,
+        "samples of the spinning guest were kept"
+    );
     assert!(t.runs[0].samples.iter().all(|s| s.rip == 0x20_0000));
 }
 
@@ -176,7 +260,16 @@ fn an_existing_trace_is_kept_as_old() {
     let k = spinning_kernel(scratch());
     let trace = scratch().join("keep.data");
     std::fs::write(&trace, b"previous recording").expect("write");
-    let out = boottrace(&["record", k.to_str().unwrap_or_default(), "--timeout", "0.5", "-F", "0", "-o", trace.to_str().unwrap_or_default()]);
+    let out = boottrace(&[
+        "record",
+        k.to_str().unwrap_or_default(),
+        "--timeout",
+        "0.5",
+        "-F",
+        "0",
+        "-o",
+        trace.to_str().unwrap_or_default(),
+    ]);
     assert!(!out.status.success());
     let old = std::fs::read(scratch().join("keep.data.old")).expect("old trace kept");
     assert_eq!(old, b"previous recording");

@@ -18,10 +18,20 @@ struct Recording {
 
 fn record(name: &str, args: &[&str]) -> Recording {
     let trace = scratch().join(format!("{name}.data"));
-    let mut all: Vec<&str> = vec!["record", "-o", trace.to_str().expect("utf-8 path"), "--timeout", "900"];
+    let mut all: Vec<&str> = vec![
+        "record",
+        "-o",
+        trace.to_str().expect("utf-8 path"),
+        "--timeout",
+        "900",
+    ];
     all.extend_from_slice(args);
     let out = boottrace(&all);
-    Recording { ok: out.status.success(), output: text(&out), trace }
+    Recording {
+        ok: out.status.success(),
+        output: text(&out),
+        trace,
+    }
 }
 
 /// tiny-fp bzImage, sampled at 1 kHz: from the decompressor's first instruction to init.
@@ -30,7 +40,16 @@ fn fp_bzimage() -> &'static Recording {
     R.get_or_init(|| {
         let d = kernel_dir("tiny-fp");
         let (k, i) = (d.join("bzImage"), d.join("initramfs.cpio"));
-        record("fp-bz", &[k.to_str().unwrap_or_default(), "--initrd", i.to_str().unwrap_or_default(), "-F", "1000"])
+        record(
+            "fp-bz",
+            &[
+                k.to_str().unwrap_or_default(),
+                "--initrd",
+                i.to_str().unwrap_or_default(),
+                "-F",
+                "1000",
+            ],
+        )
     })
 }
 
@@ -40,7 +59,16 @@ fn fp_vmlinux() -> &'static Recording {
     R.get_or_init(|| {
         let d = kernel_dir("tiny-fp");
         let (k, i) = (d.join("vmlinux"), d.join("initramfs.cpio"));
-        record("fp-elf", &[k.to_str().unwrap_or_default(), "--initrd", i.to_str().unwrap_or_default(), "-F", "0"])
+        record(
+            "fp-elf",
+            &[
+                k.to_str().unwrap_or_default(),
+                "--initrd",
+                i.to_str().unwrap_or_default(),
+                "-F",
+                "0",
+            ],
+        )
     })
 }
 
@@ -52,34 +80,74 @@ fn orc_smp() -> &'static Recording {
         let (k, i) = (d.join("bzImage"), d.join("initramfs.cpio"));
         record(
             "orc-bz",
-            &[k.to_str().unwrap_or_default(), "--initrd", i.to_str().unwrap_or_default(), "--cpus", "2", "-F", "1000"],
+            &[
+                k.to_str().unwrap_or_default(),
+                "--initrd",
+                i.to_str().unwrap_or_default(),
+                "--cpus",
+                "2",
+                "-F",
+                "1000",
+            ],
         )
     })
 }
 
 fn assert_booted_to_init(r: &Recording) -> Trace {
     assert!(r.ok, "record failed:\n{}", r.output);
-    assert!(r.output.contains("boot ended: init started"), "end reason is not init:\n{}", r.output);
+    assert!(
+        r.output.contains("boot ended: init started"),
+        "end reason is not init:\n{}",
+        r.output
+    );
     let trace = Trace::open(&r.trace).expect("trace reads back");
-    assert!(trace.warnings.is_empty(), "trace warnings: {:?}", trace.warnings);
+    assert!(
+        trace.warnings.is_empty(),
+        "trace warnings: {:?}",
+        trace.warnings
+    );
     let run = &trace.runs[0];
     assert_eq!(run.end.as_ref().map(|e| e.reason.as_str()), Some("user"));
     assert!(
-        run.serial.iter().any(|l| l.line.contains("Run /init as init process")),
+        run.serial
+            .iter()
+            .any(|l| l.line.contains("Run /init as init process")),
         "console never said 'Run /init as init process'"
     );
     // VMM phases happen in this order, each at or after the previous one.
-    let order = ["create_vm", "memory", "load_kernel", "vcpus", "first_instruction", "user_mode", "end"];
-    let times: Vec<u64> = order.iter().map(|p| run.phase(p).unwrap_or_else(|| panic!("phase {p} missing"))).collect();
-    assert!(times.windows(2).all(|w| w[0] <= w[1]), "phases out of order: {:?}", order.iter().zip(&times).collect::<Vec<_>>());
+    let order = [
+        "create_vm",
+        "memory",
+        "load_kernel",
+        "vcpus",
+        "first_instruction",
+        "user_mode",
+        "end",
+    ];
+    let times: Vec<u64> = order
+        .iter()
+        .map(|p| run.phase(p).unwrap_or_else(|| panic!("phase {p} missing")))
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "phases out of order: {:?}",
+        order.iter().zip(&times).collect::<Vec<_>>()
+    );
     trace
 }
 
-fn unwind_percent(trace: &PathBuf) -> f64 {
+fn unwind_percent(trace: &std::path::Path) -> f64 {
     let report = report_json(trace);
-    let pct = report["runs"][0]["unwind"]["percent"].as_f64().expect("unwind.percent");
-    let considered = report["runs"][0]["unwind"]["considered"].as_u64().unwrap_or(0);
-    assert!(considered > 100, "too few kernel-mode samples after start_kernel: {considered}");
+    let pct = report["runs"][0]["unwind"]["percent"]
+        .as_f64()
+        .expect("unwind.percent");
+    let considered = report["runs"][0]["unwind"]["considered"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        considered > 100,
+        "too few kernel-mode samples after start_kernel: {considered}"
+    );
     println!("unwind quality: {pct:.2}% of {considered} kernel-mode samples after start_kernel reach a known root");
     pct
 }
@@ -93,7 +161,11 @@ fn tiny_fp_bzimage_boots_to_init() {
 #[test]
 fn tiny_fp_vmlinux_boots_to_init_through_pvh() {
     let r = fp_vmlinux();
-    assert!(r.output.contains("ELF kernel") && r.output.contains("Pvh32"), "not a PVH boot:\n{}", r.output);
+    assert!(
+        r.output.contains("ELF kernel") && r.output.contains("Pvh32"),
+        "not a PVH boot:\n{}",
+        r.output
+    );
     let trace = assert_booted_to_init(r);
     assert!(trace.runs[0].samples.is_empty(), "-F 0 must not sample");
 }
@@ -104,12 +176,20 @@ fn tiny_orc_bzimage_brings_up_two_cpus() {
     assert_eq!(trace.meta.unwinder, "orc");
     let run = &trace.runs[0];
     assert!(
-        run.serial.iter().any(|l| l.line.contains("Brought up 1 node, 2 CPUs")),
+        run.serial
+            .iter()
+            .any(|l| l.line.contains("Brought up 1 node, 2 CPUs")),
         "second CPU did not come up"
     );
-    assert!(run.samples.iter().any(|s| s.vcpu == 1), "no samples from vCPU 1");
+    assert!(
+        run.samples.iter().any(|s| s.vcpu == 1),
+        "no samples from vCPU 1"
+    );
     let layout = run.layout.as_ref().expect("layout recorded");
-    assert!(layout.virt_slide_method.to_lowercase().contains("match") || layout.kernel_virt_slide != 0, "{layout:?}");
+    assert!(
+        layout.virt_slide_method.to_lowercase().contains("match") || layout.kernel_virt_slide != 0,
+        "{layout:?}"
+    );
 }
 
 #[test]
@@ -119,14 +199,24 @@ fn samples_start_at_the_first_instruction() {
     let trace = Trace::open(&r.trace).expect("trace");
     let run = &trace.runs[0];
     let first = run.samples.first().expect("samples");
-    let entry = run.phase("first_instruction").expect("first_instruction phase");
+    let entry = run
+        .phase("first_instruction")
+        .expect("first_instruction phase");
     // The first sample is the entry state itself: the decompressor's startup_64 at load + 0x200.
-    assert_eq!(first.rip, 0x10_0200, "first sample is not the bzImage 64-bit entry");
+    assert_eq!(
+        first.rip, 0x10_0200,
+        "first sample is not the bzImage 64-bit entry"
+    );
     assert!(first.t_ns >= entry && first.t_ns - entry < 50_000_000);
     let report = report_json(&r.trace);
-    let phases = report["runs"][0]["kernel_phases"].as_array().expect("kernel_phases");
+    let phases = report["runs"][0]["kernel_phases"]
+        .as_array()
+        .expect("kernel_phases");
     let names: Vec<&str> = phases.iter().filter_map(|p| p["name"].as_str()).collect();
-    assert!(names.contains(&"decompression") && names.contains(&"head"), "kernel phases: {names:?}");
+    assert!(
+        names.contains(&"decompression") && names.contains(&"head"),
+        "kernel phases: {names:?}"
+    );
 }
 
 #[test]
@@ -149,12 +239,22 @@ fn report_names_start_kernel_stages_and_initcalls() {
     assert!(r.ok, "{}", r.output);
     let report = report_json(&r.trace);
     let run = &report["runs"][0];
-    let stages: Vec<&str> =
-        run["start_kernel_stages"].as_array().expect("stages").iter().filter_map(|s| s["name"].as_str()).collect();
+    let stages: Vec<&str> = run["start_kernel_stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
     for want in ["setup_arch", "mm_core_init"] {
-        assert!(stages.contains(&want), "start_kernel stage {want} missing: {stages:?}");
+        assert!(
+            stages.contains(&want),
+            "start_kernel stage {want} missing: {stages:?}"
+        );
     }
     let initcalls = run["initcalls"].as_array().expect("initcalls");
-    let timed = initcalls.iter().filter(|i| i["time_ns"].as_u64().unwrap_or(0) > 0).count();
+    let timed = initcalls
+        .iter()
+        .filter(|i| i["time_ns"].as_u64().unwrap_or(0) > 0)
+        .count();
     assert!(timed >= 10, "only {timed} initcalls with times");
 }

@@ -111,6 +111,11 @@ impl LayoutDetector {
         &self.layout
     }
 
+    /// The virtual KASLR slide, once known.
+    pub fn slide(&self) -> Option<i64> {
+        self.slide_known.then_some(self.layout.kernel_virt_slide)
+    }
+
     /// True once nothing is left to learn: the slide and the physical start
     /// are known, and the decompressor's copy was found or the kernel proper
     /// has started (so the decompressor is gone).

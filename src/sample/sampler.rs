@@ -16,7 +16,7 @@ use super::counters::VcpuCounters;
 use super::kaslr::LayoutDetector;
 use super::unwind::{StackEnd as UnwindEnd, Truncation, UnwindRegs, Unwinder};
 use crate::trace::{Record, Sample, SampleCost, StackEnd, StatNames, TraceSink};
-use crate::vmm::{SampleInfo, SamplerFactory, VcpuSampler};
+use crate::vmm::{KernelLocator, SampleInfo, SamplerFactory, VcpuSampler};
 
 /// How registers are read at a sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -69,6 +69,17 @@ impl SharedLayout {
                 layout: layout.clone(),
             }));
         }
+    }
+}
+
+impl KernelLocator for SharedLayout {
+    fn locate(&self, mem: &GuestMemoryMmap, state: Option<(&kvm_regs, &kvm_sregs)>) -> Option<i64> {
+        let mut det = self.detector.lock().ok()?;
+        if det.slide().is_none() {
+            let (regs, sregs) = state?;
+            det.observe(mem, &UnwindRegs::from_kvm(regs, sregs));
+        }
+        det.slide()
     }
 }
 

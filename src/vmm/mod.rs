@@ -64,6 +64,9 @@ pub struct BootConfig {
     pub until: Until,
     /// Host workarounds.
     pub compat: CompatMode,
+    /// Link-time address of `swapgs_restore_regs_and_return_to_usermode`, to
+    /// catch the first return to user mode exactly.
+    pub user_return_link: Option<u64>,
 }
 
 /// boottrace's default kernel command line: serial console, reboot through
@@ -77,6 +80,17 @@ pub trait RunObserver: Send + Sync {
     fn phase(&self, name: &str, t_ns: u64);
     /// A console line, timestamped on arrival.
     fn serial_line(&self, t_ns: u64, line: &str);
+}
+
+/// Finds the kernel's virtual KASLR slide from guest state.
+pub trait KernelLocator: Send + Sync {
+    /// Feeds the vCPU state at an exit (`None` before the first run); returns
+    /// the slide (runtime − link-time) once known.
+    fn locate(
+        &self,
+        mem: &GuestMemoryMmap,
+        state: Option<(&kvm_bindings::kvm_regs, &kvm_bindings::kvm_sregs)>,
+    ) -> Option<i64>;
 }
 
 /// Creates one sampler per vCPU.
@@ -149,6 +163,7 @@ pub fn boot(
     t0: Instant,
     observer: Arc<dyn RunObserver>,
     sampler: Option<Arc<dyn SamplerFactory>>,
+    locator: Option<Arc<dyn KernelLocator>>,
 ) -> Result<BootOutcome, VmmError> {
     let control = Arc::new(RunControl::new(t0));
     let phase = |name: &str| observer.phase(name, control.now_ns());
@@ -208,6 +223,8 @@ pub fn boot(
         until: cfg.until.clone(),
         user_seen: AtomicBool::new(false),
         init_entry: cfg.initrd.as_deref().and_then(initrd::init_entry),
+        user_return_link: cfg.user_return_link,
+        locator,
     });
     let mut handles = Vec::with_capacity(vcpus.len());
     for (index, vcpu) in vcpus.into_iter().enumerate() {
@@ -275,7 +292,8 @@ pub fn boot(
 /// testing the error path, or a KVM device node elsewhere).
 fn open_kvm() -> Result<Kvm, VmmError> {
     let path = std::env::var("BOOTTRACE_KVM_DEVICE").unwrap_or_else(|_| "/dev/kvm".into());
-    let c = std::ffi::CString::new(path.clone()).map_err(|_| VmmError::Host("KVM device path has a NUL byte".into()))?;
+    let c = std::ffi::CString::new(path.clone())
+        .map_err(|_| VmmError::Host("KVM device path has a NUL byte".into()))?;
     Kvm::new_with_path(&c).map_err(|source| VmmError::NoKvm { path, source })
 }
 

@@ -52,7 +52,16 @@ pub struct BootGoals {
     pub user_seen: AtomicBool,
     /// Guest-virtual entry of /init, for a hardware breakpoint, when known.
     pub init_entry: Option<u64>,
+    /// Link-time address of the kernel's return-to-user-mode path
+    /// (`swapgs_restore_regs_and_return_to_usermode`), when the symbols name it.
+    pub user_return_link: Option<u64>,
+    /// Finds the KASLR slide, so the return-to-user breakpoint lands on the runtime address.
+    pub locator: Option<Arc<dyn super::KernelLocator>>,
 }
+
+/// Which debug register watches what.
+const BP_USER_RETURN: usize = 0;
+const BP_INIT_ENTRY: usize = 1;
 
 /// Everything a vCPU thread owns.
 pub struct VcpuThread {
@@ -123,9 +132,8 @@ impl VcpuThread {
         // boot-end checks and samples need no extra ioctl.
         self.vcpu.set_sync_valid_reg(SyncReg::Register);
         self.vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
-        if let Some(addr) = self.goals.init_entry {
-            self.set_breakpoint(Some(addr));
-        }
+        let mut bps_armed = false;
+        self.arm_breakpoints(&mut bps_armed, false);
         let _timer = if self.freq > 0 && sampler.is_some() {
             match ThreadTimer::start_for_current_thread(self.freq) {
                 Ok(t) => Some(t),
@@ -174,9 +182,20 @@ impl VcpuThread {
                         format!("KVM entry failed: hardware reason {reason:#x} on CPU {cpu}"),
                     )),
                     VcpuExit::Debug(arch) => {
-                        let rip = arch.pc;
-                        self.user_mode_reached(rip, "hw-breakpoint at init entry");
-                        self.set_breakpoint(None);
+                        if arch.dr6 & (1 << BP_USER_RETURN) != 0 {
+                            // At the kernel's last step before iret to user mode:
+                            // pt_regs is at RSP, and its ip is the first user instruction.
+                            let rsp = self.vcpu.sync_regs().regs.rsp;
+                            let rip = self.read_guest_u64(rsp + 128).unwrap_or(arch.pc);
+                            self.user_mode_reached(
+                                rip,
+                                "hw-breakpoint on the kernel's return to user mode",
+                            );
+                        } else {
+                            self.user_mode_reached(arch.pc, "hw-breakpoint at /init's entry");
+                        }
+                        self.set_breakpoints(&[]);
+                        bps_armed = true;
                     }
                     VcpuExit::InternalError => {
                         let rip = self.vcpu.sync_regs().regs.rip;
@@ -207,6 +226,9 @@ impl VcpuThread {
                     }
                 }
                 None => {}
+            }
+            if !bps_armed {
+                self.arm_breakpoints(&mut bps_armed, true);
             }
             // User mode seen at an exit (SYNC_REGS are fresh after every exit).
             let cs = self.vcpu.sync_regs().sregs.cs;
@@ -272,17 +294,65 @@ impl VcpuThread {
         }
     }
 
-    fn set_breakpoint(&self, addr: Option<u64>) {
+    /// Arms the user-mode breakpoints once their addresses are known: /init's
+    /// entry (known up front) and the kernel's return-to-user path (needs the
+    /// KASLR slide, learnt from guest state at exits). `fresh` says whether
+    /// SYNC_REGS hold current state.
+    fn arm_breakpoints(&mut self, armed: &mut bool, fresh: bool) {
+        if self.goals.user_seen.load(Ordering::Relaxed) {
+            *armed = true;
+            return;
+        }
+        let mut slots = [None, None];
+        slots[BP_INIT_ENTRY] = self.goals.init_entry;
+        if let (Some(link), Some(loc)) = (self.goals.user_return_link, self.goals.locator.as_ref())
+        {
+            let state = fresh.then(|| {
+                let s = self.vcpu.sync_regs();
+                (s.regs, s.sregs)
+            });
+            match loc.locate(&self.mem, state.as_ref().map(|(r, s)| (r, s))) {
+                Some(slide) => slots[BP_USER_RETURN] = Some(link.wrapping_add(slide as u64)),
+                None => {
+                    // Not known yet: arm what we have, try again at the next exit.
+                    if !fresh {
+                        self.set_breakpoints(&slots);
+                    }
+                    return;
+                }
+            }
+        }
+        self.set_breakpoints(&slots);
+        *armed = true;
+    }
+
+    /// Programs execute breakpoints in DR0.. for the given slots (empty: none).
+    fn set_breakpoints(&self, slots: &[Option<u64>]) {
         let mut dbg = kvm_guest_debug::default();
-        if let Some(a) = addr {
+        let mut regs = [0u64; 8];
+        for (i, a) in slots.iter().enumerate().take(4) {
+            if let Some(a) = a {
+                regs[i] = *a;
+                regs[7] |= 1 << (2 * i); // local enable; RW=00 (execute), LEN=00
+            }
+        }
+        if regs[7] != 0 {
             dbg.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP;
-            let mut regs = [0u64; 8];
-            regs[0] = a;
-            regs[7] = 0x1; // DR0 enabled (local), execute, 1 byte
             dbg.arch = kvm_guest_debug_arch { debugreg: regs };
         }
         // Without guest-debug support the boot end still comes from exits and samples.
         let _ = self.vcpu.set_guest_debug(&dbg);
+    }
+
+    /// Reads a u64 at a guest-virtual address through KVM's translation.
+    fn read_guest_u64(&self, va: u64) -> Option<u64> {
+        let t = self.vcpu.translate_gva(va).ok()?;
+        if t.valid == 0 {
+            return None;
+        }
+        self.mem
+            .read_obj::<u64>(GuestAddress(t.physical_address))
+            .ok()
     }
 
     fn on_internal_error(&mut self, fixes_here: u32) {

@@ -9,32 +9,58 @@ use std::process::{Command, Output};
 /// The directory of a built test kernel (`kernel/build.sh NAME`, cached).
 pub fn kernel_dir(name: &str) -> PathBuf {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernel/build.sh");
-    let out = Command::new("bash").arg(&script).arg(name).output().expect("run kernel/build.sh");
-    assert!(out.status.success(), "kernel/build.sh {name} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(name)
+        .output()
+        .expect("run kernel/build.sh");
+    assert!(
+        out.status.success(),
+        "kernel/build.sh {name} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let dir = stdout.lines().last().expect("build.sh printed the kernel directory").trim().to_string();
+    let dir = stdout
+        .lines()
+        .last()
+        .expect("build.sh printed the kernel directory")
+        .trim()
+        .to_string();
     PathBuf::from(dir)
 }
 
 /// Runs `boottrace ARGS…` and returns its output.
 pub fn boottrace(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_boottrace")).args(args).output().expect("run boottrace")
+    Command::new(env!("CARGO_BIN_EXE_boottrace"))
+        .args(args)
+        .output()
+        .expect("run boottrace")
 }
 
 /// stdout + stderr as one string, for assertions and failure messages.
 pub fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// A scratch directory kept for the whole test process.
 pub fn scratch() -> &'static Path {
     static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("tempdir")).path()
+    DIR.get_or_init(|| tempfile::tempdir().expect("tempdir"))
+        .path()
 }
 
 /// The `report --json` document of a trace.
 pub fn report_json(trace: &Path) -> serde_json::Value {
-    let out = boottrace(&["report", "--json", "-i", trace.to_str().expect("utf-8 path")]);
+    let out = boottrace(&[
+        "report",
+        "--json",
+        "-i",
+        trace.to_str().expect("utf-8 path"),
+    ]);
     assert!(out.status.success(), "report failed: {}", text(&out));
     serde_json::from_slice(&out.stdout).expect("report --json is JSON")
 }
