@@ -180,15 +180,20 @@ fn grown_function_is_slower_and_significant() {
         args: DiffArgs,
     }
     let svg = dir.path().join("diff.svg");
+    let map = dir.path().join("System.map");
+    let map = map.to_str().expect("utf8");
     let cli = Cli::try_parse_from([
         "diff",
         a_path.to_str().expect("utf8"),
         b_path.to_str().expect("utf8"),
         "-o",
         svg.to_str().expect("utf8"),
+        "--system-map-a",
+        map,
+        "--system-map-b",
+        map,
     ])
     .expect("parse");
-    // Symbols: found next to the recorded kernel path (the scripted dir has System.map).
     boottrace::report::diff::run(&cli.args).expect("diff");
     let text = std::fs::read_to_string(&svg).expect("svg");
     assert!(

@@ -63,6 +63,12 @@ pub struct DiffArgs {
     /// vmlinux for B's symbols (default: found from B's trace).
     #[arg(long, value_name = "FILE")]
     pub vmlinux_b: Option<PathBuf>,
+    /// System.map for A's symbols (when no vmlinux is found).
+    #[arg(long, value_name = "FILE")]
+    pub system_map_a: Option<PathBuf>,
+    /// System.map for B's symbols.
+    #[arg(long, value_name = "FILE")]
+    pub system_map_b: Option<PathBuf>,
     /// Use a vmlinux even if its identity does not match the recorded kernel.
     #[arg(long)]
     pub force: bool,
@@ -180,9 +186,10 @@ pub fn record_interleaved(
     Ok((ta, tb))
 }
 
-fn symbol_args(vmlinux: Option<&Path>, force: bool) -> SymbolArgs {
+fn symbol_args(vmlinux: Option<&Path>, system_map: Option<&Path>, force: bool) -> SymbolArgs {
     SymbolArgs {
         vmlinux: vmlinux.map(Path::to_path_buf),
+        system_map: system_map.map(Path::to_path_buf),
         force,
         ..SymbolArgs::default()
     }
@@ -315,8 +322,16 @@ fn side_label(path: &Path, record_opts: &str, is_trace: bool) -> String {
 
 /// Runs `boottrace diff`.
 pub fn run(args: &DiffArgs) -> anyhow::Result<()> {
-    let sym_a = symbol_args(args.vmlinux_a.as_deref(), args.force);
-    let sym_b = symbol_args(args.vmlinux_b.as_deref(), args.force);
+    let sym_a = symbol_args(
+        args.vmlinux_a.as_deref(),
+        args.system_map_a.as_deref(),
+        args.force,
+    );
+    let sym_b = symbol_args(
+        args.vmlinux_b.as_deref(),
+        args.system_map_b.as_deref(),
+        args.force,
+    );
     let (a_trace, b_trace) = (is_trace_file(&args.a)?, is_trace_file(&args.b)?);
     let _tmp;
     let (pa, pb) = match (a_trace, b_trace) {
