@@ -7,8 +7,9 @@
 //! kernel code, a stack through `do_one_initcall` is an initcall; one through
 //! the idle loop is idle; one through `start_kernel` is `start_kernel`; a
 //! sample before `start_kernel` first appears is head code; one through
-//! `kernel_init` is the init thread's own work; the rest is other kernel
-//! threads (and stacks that did not unwind far enough to tell).
+//! `kernel_init` is the init thread's own work; one through `kthread` or
+//! `kthreadd` is another kernel thread; the rest are stacks that did not
+//! unwind far enough to tell.
 //!
 //! Times are host time, summed over vCPUs (with one vCPU: wall time).
 
@@ -42,6 +43,8 @@ pub const DO_ONE_INITCALL_HELPERS: &[&str] = &[
 
 /// The init thread's entry (`ret_from_fork` → `kernel_init`).
 pub const KERNEL_INIT: &str = "kernel_init";
+/// Functions that mark a stack as a kernel thread other than init.
+pub const KTHREAD_FUNCTIONS: &[&str] = &["kthread", "kthreadd"];
 /// Functions that mark a stack as the idle loop.
 pub const IDLE_FUNCTIONS: &[&str] = &["cpu_startup_entry", "do_idle"];
 
@@ -63,7 +66,9 @@ pub enum KernelPhase {
     KernelInit,
     /// The idle loop.
     Idle,
-    /// Other kernel code: kernel threads, and stacks too short to place.
+    /// Kernel threads other than init (workers, ksoftirqd, RCU, kthreadd, …).
+    KernelThreads,
+    /// Other kernel code: stacks too short to place.
     OtherKernel,
     /// Guest user mode.
     User,
@@ -73,7 +78,7 @@ pub enum KernelPhase {
 
 impl KernelPhase {
     /// Every phase, in boot order.
-    pub const ALL: [KernelPhase; 10] = [
+    pub const ALL: [KernelPhase; 11] = [
         KernelPhase::Setup,
         KernelPhase::Decompression,
         KernelPhase::Head,
@@ -81,6 +86,7 @@ impl KernelPhase {
         KernelPhase::Initcalls,
         KernelPhase::KernelInit,
         KernelPhase::Idle,
+        KernelPhase::KernelThreads,
         KernelPhase::OtherKernel,
         KernelPhase::User,
         KernelPhase::Unknown,
@@ -104,6 +110,7 @@ impl KernelPhase {
             KernelPhase::Initcalls => "initcalls",
             KernelPhase::KernelInit => "kernel_init",
             KernelPhase::Idle => "idle",
+            KernelPhase::KernelThreads => "kernel_threads",
             KernelPhase::OtherKernel => "other_kernel",
             KernelPhase::User => "user",
             KernelPhase::Unknown => "unknown",
@@ -188,6 +195,7 @@ struct Marks {
     do_one_initcall: Option<u32>,
     kernel_init: Option<u32>,
     idle: Vec<u32>,
+    kthread: Vec<u32>,
 }
 
 impl Marks {
@@ -197,6 +205,10 @@ impl Marks {
             do_one_initcall: names.lookup(DO_ONE_INITCALL),
             kernel_init: names.lookup(KERNEL_INIT),
             idle: IDLE_FUNCTIONS
+                .iter()
+                .filter_map(|n| names.lookup(n))
+                .collect(),
+            kthread: KTHREAD_FUNCTIONS
                 .iter()
                 .filter_map(|n| names.lookup(n))
                 .collect(),
@@ -269,6 +281,8 @@ pub fn kernel_phases(run: &RunView, names: &Names) -> KernelPhases {
                     KernelPhase::Head
                 } else if position(stack, marks.kernel_init).is_some() {
                     KernelPhase::KernelInit
+                } else if stack.iter().any(|f| marks.kthread.contains(&f.name)) {
+                    KernelPhase::KernelThreads
                 } else {
                     KernelPhase::OtherKernel
                 }
@@ -445,7 +459,7 @@ mod tests {
                 ("initcalls", 10),
                 ("kernel_init", 1),
                 ("idle", 2),
-                ("other_kernel", 1),
+                ("kernel_threads", 1),
                 ("user", 2),
             ]
         );
