@@ -23,7 +23,13 @@ const IRQ_VA: u64 = 0xffff_fe00_0000_8000;
 const IRQ_PA: u64 = 0x0410_0000;
 const DECOMP_LOAD: u64 = 0x10_0000;
 
+/// The test kernel's directory: `$BOOTTRACE_TINY_ORC` (etc.) when set, else
+/// what `kernel/build.sh NAME` prints last (cached builds take seconds).
 fn kernel_dir(name: &str) -> PathBuf {
+    let var = format!("BOOTTRACE_{}", name.to_uppercase().replace('-', "_"));
+    if let Some(dir) = std::env::var_os(&var) {
+        return PathBuf::from(dir);
+    }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernel/build.sh");
     let out = Command::new(&script)
         .arg(name)
@@ -510,4 +516,149 @@ fn real_orc_table_of_tiny_orc() {
     );
     let e = k.orc.lookup(k.sym("ret_from_fork_asm")).expect("entry");
     assert_eq!(e.kind, OrcType::EndOfStack);
+}
+
+/// Copies a fake guest into real `vm-memory` guest memory (the VMM's backend).
+fn to_mmap(mem: &FakePhys, size: usize) -> vm_memory::GuestMemoryMmap {
+    use vm_memory::{Bytes, GuestAddress};
+    let gm =
+        vm_memory::GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size)]).expect("mmap");
+    for (base, bytes) in mem.regions() {
+        gm.write_slice(bytes, GuestAddress(base))
+            .expect("region fits");
+    }
+    gm
+}
+
+/// Nanoseconds per call of `f`, best of 5 rounds of `n` calls.
+fn time_ns(n: u32, mut f: impl FnMut()) -> f64 {
+    (0..5)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            t.elapsed().as_nanos() as f64 / f64::from(n)
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Benchmark, not a timed test: `cargo test --release --test unwind_real_kernel -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_unwind_cost() {
+    let k = tiny_orc();
+    let (mut mem, cr3) = k.guest();
+    // A 20-frame frame-pointer chain on the task stack (FP unwinder, layout known).
+    let text = k.sym("_text") + SLIDE;
+    let bottom = STACK_VA + 0x3000;
+    for i in 0..19u64 {
+        let bp = bottom + i * 0x30;
+        let next = if i == 18 { 0 } else { bp + 0x30 };
+        write_va(&mut mem, bp, next);
+        write_va(&mut mem, bp + 8, text + 0x1000 + i * 0x40);
+    }
+    let fp_regs = UnwindRegs {
+        rbp: bottom,
+        ..regs(cr3, text + 0x500, bottom - 0x10)
+    };
+    let mut d = LayoutDetector::new(
+        k.image.clone(),
+        BootImage::BzImage {
+            load_base: DECOMP_LOAD,
+        },
+    );
+    d.observe(
+        &mem,
+        &regs(cr3, k.sym("start_kernel") + 0x30 + SLIDE, bottom),
+    );
+    let mut fp = Unwinder::new(Method::FramePointer);
+    fp.set_layout(d.layout());
+    let mut frames = Vec::with_capacity(128);
+    assert_eq!(fp.unwind(&mem, &fp_regs, &mut frames), StackEnd::Complete);
+    assert_eq!(frames.len(), 20);
+
+    // The real IRQ chain through ORC (10 frames, two stack switches).
+    let irq_site = k.call_sites("common_interrupt", "__common_interrupt")[1];
+    let chain: Vec<u64> = [
+        k.sym("__common_interrupt") + 0x10,
+        irq_site,
+        k.call_site("asm_common_interrupt", "common_interrupt"),
+        k.call_site("do_idle", "default_idle_call"),
+        k.call_site("cpu_startup_entry", "do_idle"),
+        k.call_site("rest_init", "cpu_startup_entry"),
+        k.call_site("start_kernel", "rest_init"),
+        k.call_site("x86_64_start_reservations", "start_kernel"),
+        k.call_site("x86_64_start_kernel", "x86_64_start_reservations"),
+        k.indirect_call_site("common_startup_64", "initial_code"),
+    ]
+    .iter()
+    .map(|a| a + SLIDE)
+    .collect();
+    let sp0 = IRQ_VA + 0x3f00;
+    let mut b = StackBuilder {
+        k: &k,
+        mem: &mut mem,
+        kinds: vec![],
+    };
+    b.build(&chain, sp0, &[STACK_VA + 0x2000, STACK_VA + 0x2400]);
+    let orc_regs = regs(cr3, chain[0], sp0);
+    let mut orc = Unwinder::new(Method::Orc(k.orc.clone()));
+    orc.set_layout(d.layout());
+    assert_eq!(orc.unwind(&mem, &orc_regs, &mut frames), StackEnd::Complete);
+    assert_eq!(frames.len(), 10);
+
+    let gm = to_mmap(&mem, 128 << 20);
+    let n = 200_000;
+    let report = |what: &str, ns: f64, nframes: usize| {
+        println!(
+            "{what:<44} {ns:>8.0} ns/unwind  {:>6.1} ns/frame",
+            ns / nframes as f64
+        )
+    };
+    report(
+        "FP, 20 frames, FakePhys",
+        time_ns(n, || {
+            fp.unwind(&mem, &fp_regs, &mut frames);
+        }),
+        20,
+    );
+    report(
+        "FP, 20 frames, GuestMemoryMmap",
+        time_ns(n, || {
+            fp.unwind(&gm, &fp_regs, &mut frames);
+        }),
+        20,
+    );
+    report(
+        "ORC, 10 frames (IRQ chain), GuestMemoryMmap",
+        time_ns(n, || {
+            orc.unwind(&gm, &orc_regs, &mut frames);
+        }),
+        10,
+    );
+    assert_eq!(frames, chain);
+    let complete = d.is_complete();
+    report(
+        "LayoutDetector::observe once complete",
+        time_ns(n, || {
+            d.observe(&gm, &orc_regs);
+        }),
+        1,
+    );
+    assert!(complete);
+    let first = regs(cr3, k.sym("start_kernel") + 0x30 + SLIDE, sp0);
+    report(
+        "LayoutDetector: new + first observe (slide, phys)",
+        time_ns(2_000, || {
+            let mut fresh = LayoutDetector::new(
+                k.image.clone(),
+                BootImage::BzImage {
+                    load_base: DECOMP_LOAD,
+                },
+            );
+            assert!(fresh.observe(&gm, &first));
+        }),
+        1,
+    );
 }

@@ -248,6 +248,11 @@ impl FakePhys {
     pub fn write_u64(&mut self, gpa: u64, v: u64) -> bool {
         self.write(gpa, &v.to_le_bytes())
     }
+
+    /// The regions as `(base, bytes)`, e.g. to copy them into real guest memory.
+    pub fn regions(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.regions.iter().map(|(b, d)| (*b, d.as_slice()))
+    }
 }
 
 impl GuestPhys for FakePhys {
@@ -448,6 +453,24 @@ mod tests {
         assert_eq!(w.translate(0x80_0000_1000), None);
         let mut buf = [0u8; 16];
         assert!(!w.read(u64::MAX - 4, &mut buf));
+    }
+
+    #[test]
+    fn guest_memory_mmap_reads_are_bounded() {
+        use vm_memory::{Bytes, GuestAddress};
+        let gm = GuestMemoryMmap::<()>::from_ranges(&[
+            (GuestAddress(0), 0x2000),
+            (GuestAddress(0x1_0000), 0x1000),
+        ])
+        .expect("mmap");
+        gm.write_slice(&[7; 8], GuestAddress(0x1ff8))
+            .expect("write");
+        let mut b = [0u8; 8];
+        assert!(gm.read_phys(0x1ff8, &mut b));
+        assert_eq!(b, [7; 8]);
+        assert!(!gm.read_phys(0x1ffc, &mut b), "runs into the hole");
+        assert!(!gm.read_phys(0x1_0ffc, &mut b), "runs past the end");
+        assert!(!gm.read_phys(u64::MAX - 3, &mut b));
     }
 
     #[test]

@@ -24,6 +24,11 @@ pub const DEFAULT_MAX_DEPTH: usize = 128;
 /// Largest distance a walk may climb on one stack. Kernel stacks are 16 KiB
 /// (32 KiB with KASAN), the decompressor's 64 KiB at most.
 const MAX_STACK_SPAN: u64 = 64 * 1024;
+/// Largest gap between one frame and the next on the same stack. The kernel
+/// warns about frames over 2 KiB (`FRAME_WARN`); a bigger jump is a move to
+/// another stack — vmalloc'ed task and IRQ stacks can sit a few pages apart,
+/// and only the ways the caller vouches for may cross between them.
+const MAX_FRAME_GAP: u64 = 8 * 1024;
 /// Stacks one walk may visit (task, IRQ, exception/NMI, entry): more is garbage.
 const MAX_STACKS: usize = 8;
 
@@ -374,10 +379,13 @@ impl Stacks {
     }
 
     /// Accepts a frame at `addr` (occupying `size` bytes) further up the
-    /// current stack.
+    /// current stack, at most [`MAX_FRAME_GAP`] above the previous one.
     pub(crate) fn up(&mut self, addr: u64, size: u64) -> Result<(), Truncation> {
         let (low, next) = *self.current();
-        if addr >= next && addr <= low.saturating_add(MAX_STACK_SPAN) {
+        if addr >= next
+            && addr - next <= MAX_FRAME_GAP
+            && addr <= low.saturating_add(MAX_STACK_SPAN)
+        {
             self.current().1 = addr.saturating_add(size);
             Ok(())
         } else if addr >= low && addr < next {
@@ -438,10 +446,20 @@ mod tests {
         assert_eq!(s.up(0x1008, 16), Err(Truncation::Cycle));
         assert_eq!(s.up(0xff8, 16), Err(Truncation::BadFrame));
         assert_eq!(
-            s.up(0x1000 + MAX_STACK_SPAN + 8, 16),
-            Err(Truncation::BadFrame)
+            s.up(0x1010 + MAX_FRAME_GAP + 8, 16),
+            Err(Truncation::BadFrame),
+            "a jump bigger than any frame"
         );
         assert_eq!(s.up(0x1100, 16), Ok(()));
+        // Climbing in allowed steps still stops at the span limit.
+        let mut t = Stacks::new(0x10_0000);
+        let mut at = 0x10_0000;
+        let mut steps = 0;
+        while t.up(at, 16).is_ok() {
+            at += MAX_FRAME_GAP;
+            steps += 1;
+        }
+        assert_eq!(steps, (MAX_STACK_SPAN / MAX_FRAME_GAP) as usize + 1);
         // Another stack, then back into the first one: a cycle.
         assert_eq!(s.switch(0x9000, 16), Ok(()));
         assert_eq!(s.up_or_switch(0x1080, 16), Err(Truncation::Cycle));

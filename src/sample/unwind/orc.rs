@@ -83,6 +83,17 @@ fn walk<M: GuestPhys + ?Sized>(
         let link = link_ip(ctx, lookup).ok_or(Truncation::NoOrcEntry)?;
         let e = table.lookup(link).ok_or(Truncation::NoOrcEntry)?;
         match e.kind {
+            // A "return address" at the very start of an END_OF_STACK region was
+            // not pushed by a call: a new task's first switch returns to
+            // ret_from_fork_asm itself. That is its root.
+            OrcType::Undefined
+                if !signal
+                    && link_ip(ctx, ip)
+                        .and_then(|l| table.lookup(l))
+                        .is_some_and(|e| e.kind == OrcType::EndOfStack) =>
+            {
+                return Ok(())
+            }
             OrcType::Undefined => return Err(Truncation::UndefinedOrc),
             OrcType::EndOfStack => return Ok(()),
             OrcType::Unknown(_) => return Err(Truncation::BadOrcEntry),
@@ -188,6 +199,9 @@ mod tests {
     const STACK_PA: u64 = 0x40_0000;
     const IRQ_VA: u64 = 0xffff_fe00_0000_4000;
     const IRQ_PA: u64 = 0x50_0000;
+    /// A task stack a few pages above the IRQ stack (vmalloc neighbours).
+    const NEAR_VA: u64 = IRQ_VA + 0x12000;
+    const NEAR_PA: u64 = 0x60_0000;
 
     // V3 flag helpers.
     const SP: u16 = 5;
@@ -207,6 +221,7 @@ mod tests {
     const ENTRIES: &[(u64, i16, i16, u16)] = &[
         (0x1000, 16, 0, SP | CALL),             // leaf-ish: CFA = sp + 16
         (0x2000, 32, -16, SP | PREV_SP | CALL), // saved rbp at CFA - 16
+        (0x2f00, 0, 0, UNDEF),                  // padding before the root
         (0x3000, 0, 0, END),                    // root
         (0x4000, 0, 0, SP | REGS | SIGNAL),     // after `call handler` in an entry stub
         (0x5000, 0, 0, SP | PARTIAL | SIGNAL),  // iret frame at sp
@@ -215,6 +230,7 @@ mod tests {
         (0x8000, 16, -16, BP | BP_BP | CALL),   // frame-pointer-style ORC
         (0x9000, 0, 0, R10 | CALL),             // CFA in r10
         (0xa000, 0, 0, 7 << 8),                 // unknown type
+        (0xb000, 0x800, 0, SP | CALL),          // a 2 KiB frame
         (0xf000, 0, 0, UNDEF),                  // terminator
     ];
 
@@ -254,6 +270,7 @@ mod tests {
         let mut pt = FakePageTables::new(&mut mem, 0x10_0000, 0x4_0000, false);
         mem.add_region(STACK_PA, 0x4000);
         mem.add_region(IRQ_PA, 0x4000);
+        mem.add_region(NEAR_PA, 0x4000);
         for i in 0..4 {
             assert!(pt.map(
                 &mut mem,
@@ -267,6 +284,12 @@ mod tests {
                 IRQ_PA + i * 0x1000,
                 PageSize::Size4K
             ));
+            assert!(pt.map(
+                &mut mem,
+                NEAR_VA + i * 0x1000,
+                NEAR_PA + i * 0x1000,
+                PageSize::Size4K
+            ));
         }
         // Identity map for head code running at physical addresses.
         assert!(pt.map(&mut mem, 0x40_0000, 0x40_0000, PageSize::Size2M));
@@ -275,7 +298,9 @@ mod tests {
 
     impl Guest {
         fn w(&mut self, va: u64, v: u64) {
-            let pa = if va >= IRQ_VA {
+            let pa = if va >= NEAR_VA {
+                NEAR_PA + (va - NEAR_VA)
+            } else if va >= IRQ_VA {
                 IRQ_PA + (va - IRQ_VA)
             } else if va >= STACK_VA {
                 STACK_PA + (va - STACK_VA)
@@ -382,6 +407,44 @@ mod tests {
         let (frames, end) = g.run(&g.regs(TEXT + 0x1040, sp0, 0));
         assert_eq!(end, StackEnd::Complete, "{frames:x?}");
         assert_eq!(frames, vec![TEXT + 0x1040, TEXT + 0x6010, TEXT + 0x3010]);
+    }
+
+    #[test]
+    fn switch_to_a_neighbouring_task_stack_and_climb_it() {
+        let mut g = guest();
+        // Handler on the IRQ stack; the call_on_stack() site switches to a task
+        // stack 72 KiB above, whose frames then climb 8 KiB more: well past any
+        // single stack's span from the IRQ stack pointer.
+        let sp0 = IRQ_VA + 0x3fe8;
+        g.w(sp0 + 8, TEXT + 0x6010);
+        let task_sp = NEAR_VA + 0x1000;
+        g.w(sp0 + 16, task_sp);
+        let mut cfa = task_sp + 24;
+        let mut expect = vec![TEXT + 0x1040, TEXT + 0x6010];
+        for _ in 0..4 {
+            g.w(cfa - 8, TEXT + 0xb010);
+            expect.push(TEXT + 0xb010);
+            cfa += 0x800;
+        }
+        g.w(cfa - 8, TEXT + 0x3010);
+        expect.push(TEXT + 0x3010);
+        let (frames, end) = g.run(&g.regs(TEXT + 0x1040, sp0, 0));
+        assert_eq!(end, StackEnd::Complete, "{frames:x?}");
+        assert_eq!(frames, expect);
+    }
+
+    #[test]
+    fn return_to_the_start_of_an_end_of_stack_region_is_the_root() {
+        let mut g = guest();
+        // A new task in __switch_to: its return address is ret_from_fork_asm
+        // itself (copy_thread put it there, no call precedes it).
+        let sp0 = STACK_VA + 0x3000;
+        g.w(sp0 + 8, TEXT + 0x3000);
+        let (frames, end) = g.run(&g.regs(TEXT + 0x1010, sp0, 0));
+        assert_eq!(
+            (frames, end),
+            (vec![TEXT + 0x1010, TEXT + 0x3000], StackEnd::Complete)
+        );
     }
 
     #[test]
