@@ -152,9 +152,9 @@ pub fn run(args: &FlameArgs) -> anyhow::Result<()> {
     out.flush()
         .with_context(|| format!("writing {}", args.output.display()))?;
     eprintln!(
-        "boottrace: wrote {} ({} symbols)",
+        "boottrace: wrote {} (symbols: {})",
         args.output.display(),
-        sym.source_label
+        short_source(&sym)
     );
     Ok(())
 }
