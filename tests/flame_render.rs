@@ -88,7 +88,10 @@ fn flamegraph_has_frames_title_and_search() {
         svg.contains("Linux 6.12.0-synthetic"),
         "title lacks kernel version"
     );
-    assert!(svg.contains("samples, sampler overhead "), "title lacks overhead");
+    assert!(
+        svg.contains("samples, sampler overhead "),
+        "title lacks overhead"
+    );
     assert!(
         svg.contains("function search("),
         "inferno's search script missing"
