@@ -186,7 +186,7 @@ fn mutated_orc_tables_never_panic() {
     let (ip_addr, ip) = image.section(".orc_unwind_ip").expect("ip");
     let (_, unwind) = image.section(".orc_unwind").expect("unwind");
     let mut rng = Rng(0x5eed_0004);
-    for _ in 0..300 * scale() {
+    for _ in 0..120 * scale() {
         let mut i = ip.to_vec();
         let mut u = unwind.to_vec();
         rng.mutate(&mut i);
@@ -247,6 +247,24 @@ fn write_fuzz_seeds() {
             o.extend_from_slice(&ip[..4 * n]);
             o.extend_from_slice(&unwind[..6 * n]);
             write("orc", kernel, &o);
+        }
+    }
+    // Small tables of every layout: fast iterations for the fuzzer.
+    {
+        use common::encode::{encode, sample_symbols, Order, Shape};
+        let base: u64 = 0xffff_ffff_8200_0000;
+        for (i, order) in [Order::Modern, Order::Legacy, Order::LegacyWithSeqs]
+            .into_iter()
+            .enumerate()
+        {
+            let shape = Shape {
+                order,
+                absolute_percpu: i != 1,
+                marker_width: 4,
+            };
+            let mut k = base.to_le_bytes().to_vec();
+            k.extend_from_slice(&encode(&sample_symbols(300, i != 1), shape));
+            write("kallsyms", &format!("synthetic-{order:?}"), &k);
         }
     }
     // Small streams of every format, as the kernel's tools make them.

@@ -1,5 +1,7 @@
 //! Shared helpers for the image tests: locating the cached test kernels.
 
+pub mod encode;
+
 use std::path::PathBuf;
 use std::process::Command;
 
