@@ -31,10 +31,19 @@ fn walk<M: GuestPhys + ?Sized>(
 ) -> Result<(), Truncation> {
     let mut stacks = Stacks::new(regs.rsp);
     let mut bp = regs.rbp;
+    // Between a prologue's `push %rbp` and `mov %rsp, %rbp` the frame being
+    // built is at rsp: start there, or the caller's frame would be skipped.
+    if bp != 0 && regs.rsp % 8 == 0 && ctx.walker.read_u64(regs.rsp) == Some(bp) {
+        bp = regs.rsp;
+    }
     // The previous frame's rbp, for the IRQ-stack link (none before the first frame).
     let mut prev_bp: Option<u64> = None;
-    // After pt_regs the next frame may be on another stack (interrupted context).
-    let mut after_regs = false;
+    // The next frame may be on another stack: after pt_regs (interrupted
+    // context), and at the first frame when the sample is in a function that
+    // has not set up its frame yet and runs on another stack than its caller
+    // (a handler's first instructions on the IRQ stack). The latter only with
+    // the layout known, so that return addresses are checked against the image.
+    let mut may_switch = ctx.map.is_some();
     // Every iteration pushes one frame or returns, so max_depth bounds the loop.
     loop {
         if bp == 0 {
@@ -45,7 +54,7 @@ fn walk<M: GuestPhys + ?Sized>(
             if regs_at % 8 != 0 {
                 return Err(Truncation::BadFrame);
             }
-            place(ctx, &mut stacks, regs_at, ptregs::SIZE, after_regs, prev_bp)?;
+            place(ctx, &mut stacks, regs_at, ptregs::SIZE, may_switch, prev_bp)?;
             if ctx.user_regs(regs_at)? {
                 return Ok(());
             }
@@ -60,13 +69,13 @@ fn walk<M: GuestPhys + ?Sized>(
             ctx.push(ip)?;
             bp = ctx.read(regs_at + ptregs::BP)?;
             prev_bp = None;
-            after_regs = true;
+            may_switch = true;
             continue;
         }
         if bp % 8 != 0 {
             return Err(Truncation::BadFrame);
         }
-        if let Err(t) = place(ctx, &mut stacks, bp, FRAME, after_regs, prev_bp) {
+        if let Err(t) = place(ctx, &mut stacks, bp, FRAME, may_switch, prev_bp) {
             // A syscall's last frame sits right under the user pt_regs, whose
             // rbp is the user's: the kernel's is_last_task_frame().
             if let Some(p) = prev_bp {
@@ -83,7 +92,7 @@ fn walk<M: GuestPhys + ?Sized>(
         }
         ctx.push(ret)?;
         prev_bp = Some(bp);
-        after_regs = false;
+        may_switch = false;
         bp = next;
     }
 }
@@ -94,10 +103,10 @@ fn place<M: GuestPhys + ?Sized>(
     stacks: &mut Stacks,
     addr: u64,
     size: u64,
-    after_regs: bool,
+    may_switch: bool,
     prev_bp: Option<u64>,
 ) -> Result<(), Truncation> {
-    if after_regs {
+    if may_switch {
         return stacks.up_or_switch(addr, size);
     }
     let err = match stacks.up(addr, size) {
@@ -354,6 +363,35 @@ mod tests {
         let (frames, end) = run(&g, &r, true);
         assert_eq!(end, StackEnd::Truncated(Truncation::BadFrame));
         assert_eq!(frames.len(), 3);
+    }
+
+    #[test]
+    fn prologue_and_leaf_on_the_irq_stack() {
+        let mut g = guest();
+        let rets = chain(&mut g, STACK_VA + 0x3000, 3);
+        // After `push %rbp`, before `mov %rsp, %rbp`: [rsp] holds rbp, the
+        // return address into the caller is right above it.
+        let rsp = STACK_VA + 0x2f00;
+        g.w(rsp, STACK_VA + 0x3000);
+        g.w(rsp + 8, TEXT + 0x4000);
+        let r = g.regs(TEXT + 0x500, rsp, STACK_VA + 0x3000);
+        let (frames, end) = run(&g, &r, true);
+        assert_eq!(end, StackEnd::Complete);
+        let mut expect = vec![TEXT + 0x500, TEXT + 0x4000];
+        expect.extend(&rets);
+        assert_eq!(frames, expect);
+        // A handler's first instruction on the IRQ stack: rbp is still the
+        // caller's frame on the task stack, far away.
+        let r = g.regs(TEXT + 0x500, IRQ_VA + 0x3ff0, STACK_VA + 0x3000);
+        let (frames, end) = run(&g, &r, true);
+        assert_eq!(end, StackEnd::Complete);
+        assert_eq!(frames.len(), 4);
+        // Without the layout to vouch for return addresses, that jump is refused.
+        let (frames, end) = run(&g, &r, false);
+        assert_eq!(
+            (frames.len(), end),
+            (1, StackEnd::Truncated(Truncation::BadFrame))
+        );
     }
 
     #[test]
