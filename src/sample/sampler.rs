@@ -131,6 +131,8 @@ impl SamplerFactory for RecordSampler {
             totals: self.totals.clone(),
             stack: Vec::with_capacity(64),
             last_write_ns: 0,
+            batch: Vec::with_capacity(BATCH),
+            batch_since: None,
         })
     }
 }
@@ -150,7 +152,16 @@ pub struct VcpuSamplerImpl {
     totals: Arc<CostTotals>,
     stack: Vec<u64>,
     last_write_ns: u32,
+    batch: Vec<Record>,
+    batch_since: Option<Instant>,
 }
+
+/// Samples handed to the writer thread at once. Sending one by one wakes the
+/// writer each time, and on a busy host the wake-up preempts the vCPU thread.
+const BATCH: usize = 64;
+/// Longest a sample waits in a batch: what a SIGKILLed `record` can lose
+/// on top of the writer's own flush interval.
+const BATCH_AGE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Maps the unwinder's detailed end to the trace's stored kinds.
 pub fn trace_stack_end(end: UnwindEnd) -> StackEnd {
@@ -197,6 +208,14 @@ impl VcpuSamplerImpl {
             self.layout_done = true;
             self.layout.publish(self.run, det.layout(), &self.sink);
         }
+    }
+}
+
+impl VcpuSamplerImpl {
+    fn send_batch(&mut self) {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        self.batch_since = None;
+        let _ = self.sink.append_batch(batch);
     }
 }
 
@@ -262,7 +281,11 @@ impl VcpuSampler for VcpuSamplerImpl {
             cost,
         };
         let t_write = Instant::now();
-        let _ = self.sink.append(Record::Sample(sample));
+        self.batch.push(Record::Sample(sample));
+        let since = *self.batch_since.get_or_insert(t_write);
+        if self.batch.len() >= BATCH || t_write.duration_since(since) >= BATCH_AGE {
+            self.send_batch();
+        }
         self.last_write_ns = t_write.elapsed().as_nanos() as u32;
 
         let t = &self.totals;
@@ -281,6 +304,7 @@ impl VcpuSampler for VcpuSamplerImpl {
     }
 
     fn finish(&mut self) {
+        self.send_batch();
         if let Ok(det) = self.layout.detector.lock() {
             self.layout.publish(self.run, det.layout(), &self.sink);
         }

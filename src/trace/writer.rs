@@ -137,6 +137,7 @@ impl TraceWriter {
 
 enum Msg {
     Record(Box<Record>),
+    Batch(Vec<Record>),
     Flush(mpsc::Sender<()>),
     Finish,
 }
@@ -159,6 +160,11 @@ fn writer_loop(mut w: TraceWriter, rx: mpsc::Receiver<Msg>) -> Result<u64, Trace
         };
         match msg {
             Some(Msg::Record(rec)) => w.append(&rec)?,
+            Some(Msg::Batch(recs)) => {
+                for rec in &recs {
+                    w.append(rec)?;
+                }
+            }
             Some(Msg::Flush(ack)) => {
                 w.flush()?;
                 // The requester may have given up waiting; nothing to do then.
@@ -186,6 +192,18 @@ impl TraceSink {
     pub fn append(&self, rec: Record) -> Result<(), TraceError> {
         self.tx
             .send(Msg::Record(Box::new(rec)))
+            .map_err(|_| TraceError::WriterClosed)
+    }
+
+    /// Queues several records at once: one wake-up of the writer thread for
+    /// all of them (the sampler batches so the vCPU thread rarely yields the
+    /// CPU to the writer).
+    pub fn append_batch(&self, recs: Vec<Record>) -> Result<(), TraceError> {
+        if recs.is_empty() {
+            return Ok(());
+        }
+        self.tx
+            .send(Msg::Batch(recs))
             .map_err(|_| TraceError::WriterClosed)
     }
 
