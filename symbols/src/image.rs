@@ -3,6 +3,7 @@
 //! available either way.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use thiserror::Error;
 
@@ -60,7 +61,6 @@ pub enum ImageFormat {
 }
 
 /// Where the kernel proper's ELF lives.
-#[derive(Debug)]
 enum Packing {
     /// The file is the ELF.
     Elf,
@@ -73,12 +73,26 @@ enum Packing {
 }
 
 /// A parsed kernel image. Cheap accessors; [`KernelImage::kallsyms`] does real work.
-#[derive(Debug)]
 pub struct KernelImage {
     file: Vec<u8>,
     packing: Packing,
     layout: ElfLayout,
     identity: KernelIdentity,
+    /// kallsyms are recovered on first use (≈0.1 s for a distro kernel), once.
+    kallsyms: OnceLock<Result<SymbolTable, KallsymsError>>,
+}
+
+impl std::fmt::Debug for KernelImage {
+    // Not derived: the file and the ELF are megabytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelImage")
+            .field("format", &self.format())
+            .field("compression", &self.compression())
+            .field("identity", &self.identity)
+            .field("segments", &self.layout.segments.len())
+            .field("sections", &self.layout.sections.len())
+            .finish()
+    }
 }
 
 impl KernelImage {
@@ -128,6 +142,7 @@ impl KernelImage {
             packing,
             layout,
             identity,
+            kallsyms: OnceLock::new(),
         })
     }
 
@@ -251,7 +266,16 @@ impl KernelImage {
 
     /// Symbols recovered from the image's own kallsyms tables (no vmlinux
     /// needed): addresses are link-time, names carry nm-style type letters.
+    /// Recovered once per image; this returns a copy (see [`Self::kallsyms_ref`]).
     pub fn kallsyms(&self) -> Result<SymbolTable, KallsymsError> {
-        kallsyms::recover(self)
+        self.kallsyms_ref().cloned()
+    }
+
+    /// Like [`Self::kallsyms`], without copying the table.
+    pub fn kallsyms_ref(&self) -> Result<&SymbolTable, KallsymsError> {
+        self.kallsyms
+            .get_or_init(|| kallsyms::recover(self))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 }

@@ -42,7 +42,7 @@ const MAX_CANDIDATES: usize = 256;
 const DIGIT_TOKENS: &[u8] = b"0\x001\x002\x003\x004\x005\x006\x007\x008\x009\x00";
 
 /// Why kallsyms could not be recovered.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum KallsymsError {
     /// no token table in the image (kernel built without CONFIG_KALLSYMS?)
     #[error("no kallsyms token table in the image (kernel built without CONFIG_KALLSYMS?)")]

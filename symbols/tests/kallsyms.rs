@@ -20,6 +20,9 @@ fn check(name: &str, encoding: AddressEncoding) {
     );
     assert_eq!(info.encoding, encoding);
     assert_eq!(info.num_syms, table.len());
+    // The image's own cached copy is the same table.
+    let cached = image.kallsyms_ref().expect("cached kallsyms");
+    assert_eq!(cached.symbols(), table.symbols());
 
     let recovered: BTreeSet<(u64, String)> = table
         .symbols()
