@@ -1,9 +1,12 @@
 //! The compressed payload of a bzImage: format detection by magic bytes and
 //! bounded decompression through maintained crates.
 //!
-//! Every kernel payload is `compressor < vmlinux.bin; size_append`
-//! (scripts/Makefile.lib): the compressed stream followed by the
-//! uncompressed size as a little-endian u32. That trailing size is what the
+//! Every kernel payload is `compressor < vmlinux.bin.all; size_append`
+//! (arch/x86/boot/compressed/Makefile, scripts/Makefile.lib): the compressed
+//! stream followed by the uncompressed size as a little-endian u32 — except
+//! gzip, whose own trailer already ends with that size (ISIZE).
+//! `vmlinux.bin.all` is the kernel ELF, followed by `vmlinux.relocs` on
+//! relocatable kernels. That trailing size is what the
 //! kernel's own decompressor trusts; here it is only a claim, checked against
 //! [`MAX_OUTPUT`] and against what actually comes out.
 
@@ -158,6 +161,13 @@ pub fn decompress_payload(payload: &[u8]) -> Result<(Compression, Vec<u8>), Deco
         .filter(|&n| n >= 2)
         .ok_or(DecompressError::TooShort(payload.len()))?;
     let (stream, trailer) = payload.split_at(split);
+    // gzip is the one format without size_append (cmd_gzip): its own
+    // trailer ends in ISIZE, which doubles as the size, so it keeps all bytes.
+    let stream = if format == Compression::Gzip {
+        payload
+    } else {
+        stream
+    };
     let mut size = [0u8; 4];
     size.copy_from_slice(trailer);
     let expected = u64::from(u32::from_le_bytes(size));
@@ -419,12 +429,15 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         enc.write_all(&data).expect("in-memory write");
         let stream = enc.finish().expect("in-memory finish");
-        let (fmt, out) =
-            decompress_payload(&with_size(stream.clone(), data.len())).expect("decompresses");
+        // No size_append for gzip: ISIZE is the trailer.
+        let (fmt, out) = decompress_payload(&stream).expect("decompresses");
         assert_eq!(fmt, Compression::Gzip);
         assert_eq!(out, data);
-        // A trailer that understates the size must stop the decoder early.
-        let err = decompress_payload(&with_size(stream, 1000)).expect_err("overflow");
+        // An ISIZE that understates the size must stop the decoder early.
+        let mut lying = stream.clone();
+        let n = lying.len();
+        lying[n - 4..].copy_from_slice(&1000u32.to_le_bytes());
+        let err = decompress_payload(&lying).expect_err("overflow");
         assert!(matches!(err, DecompressError::Overflow { .. }), "{err}");
     }
 
