@@ -64,14 +64,18 @@ impl RunLayout {
             }
             return AddrSpace::Unknown(rip);
         }
-        if let Some(phys) = self.kernel_phys_start {
-            if rip >= phys && rip - phys < self.kernel_size {
-                return AddrSpace::Kernel(self.kernel_link_start + (rip - phys));
-            }
-        }
+        // The decompressor first: it relocates itself to the end of the
+        // decompression buffer, which for a large kernel lies inside the range
+        // the kernel later occupies. Once the kernel runs, its physical-address
+        // code is head code at the start of that range, clear of the copy.
         for &base in &self.decompressor_bases {
             if rip >= base && rip - base < self.decompressor_size {
                 return AddrSpace::Decompressor(rip - base);
+            }
+        }
+        if let Some(phys) = self.kernel_phys_start {
+            if rip >= phys && rip - phys < self.kernel_size {
+                return AddrSpace::Kernel(self.kernel_link_start + (rip - phys));
             }
         }
         if rip < 0x10_0000 {
