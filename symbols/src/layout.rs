@@ -121,4 +121,18 @@ mod tests {
             AddrSpace::Unknown(0xffff_ffff_8100_0010)
         );
     }
+
+    #[test]
+    fn decompressor_copy_inside_the_kernel_range_is_the_decompressor() {
+        // A big kernel: the relocated decompressor sits at the end of the
+        // buffer the kernel is decompressed into.
+        let mut l = layout();
+        l.decompressor_bases = vec![0x10_0000, 0x3f0_0000];
+        l.decompressor_size = 0x10_0000;
+        assert_eq!(l.classify(0x3f0_0200, 0), AddrSpace::Decompressor(0x200));
+        assert_eq!(
+            l.classify(0x300_0010, 0),
+            AddrSpace::Kernel(0xffff_ffff_8100_0010)
+        );
+    }
 }
