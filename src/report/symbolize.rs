@@ -408,7 +408,17 @@ impl<'a> Interner<'a> {
         // Root first: walk the innermost-first raw stack backwards.
         for (depth, &a) in raw.iter().enumerate().rev() {
             let at = if depth == 0 { a } else { a.wrapping_sub(1) };
-            let id = self.addr(layout.classify(at, cpl));
+            let mut id = self.addr(layout.classify(at, cpl));
+            // A frame that is not a return address (a pt_regs IP, or a new
+            // task's first "return" to the start of ret_from_fork_asm) can sit
+            // at a symbol's first byte: `addr - 1` then names nothing.
+            if at != a
+                && self.addr_frames[id as usize]
+                    .first()
+                    .is_some_and(|f| f.starts_with("[kernel 0x"))
+            {
+                id = self.addr(layout.classify(a, cpl));
+            }
             key.push(id);
         }
         let id = match self.by_key.get(&key) {
