@@ -10,6 +10,7 @@ export DEBIAN_FRONTEND=noninteractive
 need=()
 command -v chromium >/dev/null || need+=(chromium)
 command -v setpriv >/dev/null || need+=(util-linux)
+command -v lzop >/dev/null || need+=(lzop)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -q
     apt-get install -y -q "${need[@]}"
@@ -23,6 +24,8 @@ kernel/fetch-debian-cloud.sh || echo "run-tests: Debian cloud kernel unavailable
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --release
+# LZO payloads need the opt-in (GPL-2.0) decoder feature.
+cargo test --release -p boottrace-symbols --features lzo --test images
 # Fuzz the image, kallsyms and ORC parsers for a bounded time when the
 # nightly toolchain is there (cargo-fuzz needs it).
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then

@@ -478,22 +478,7 @@ fn sample_slices<'a>(
 
 /// Runs `boottrace export`.
 pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
-    let (trace, sym) = symbolize::load(&args.input, &args.symbols)?;
-    for w in &trace.warnings {
-        eprintln!("boottrace: warning: {}: {w}", args.input.display());
-    }
-    for n in &sym.notes {
-        eprintln!("boottrace: note: {n}");
-    }
-    let runs = RunSelect::from_option(args.run);
-    if let RunSelect::Run(k) = runs {
-        anyhow::ensure!(
-            trace.run(k).is_some(),
-            "run {k} is not in {} (it has {} run(s))",
-            args.input.display(),
-            trace.runs.len()
-        );
-    }
+    let (trace, sym, runs) = symbolize::load_for_output(&args.input, &args.symbols, args.run)?;
     let mut out: Box<dyn Write> = match &args.output {
         Some(p) => Box::new(BufWriter::new(
             File::create(p).with_context(|| format!("cannot create {}", p.display()))?,

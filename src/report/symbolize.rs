@@ -22,6 +22,7 @@ use boottrace_symbols::image::{ImageError, ImageFormat, KernelImage};
 use boottrace_symbols::layout::{AddrSpace, RunLayout, START_KERNEL_MAP};
 use boottrace_symbols::symbolizer::{SourceKind, Symbolizer, SymbolizerError, SymbolizerOptions};
 
+use crate::report::fold::RunSelect;
 use crate::trace::{RunData, StackEnd, Trace, TraceError};
 
 /// Symbol options every report command shares.
@@ -164,6 +165,34 @@ pub struct SymbolSetup {
 }
 
 /// Opens a trace and symbolizes it: the one call most commands need.
+/// Reads and symbolizes `input` for a command that renders it: prints the
+/// trace's warnings and the symbolizer's notes, and checks that the chosen
+/// run exists.
+pub fn load_for_output(
+    input: &Path,
+    args: &SymbolArgs,
+    run: Option<u32>,
+) -> anyhow::Result<(Trace, SymTrace, RunSelect)> {
+    let (trace, sym) = load(input, args)?;
+    for w in &trace.warnings {
+        eprintln!("boottrace: warning: {}: {w}", input.display());
+    }
+    for n in &sym.notes {
+        eprintln!("boottrace: note: {n}");
+    }
+    let runs = RunSelect::from_option(run);
+    if let RunSelect::Run(k) = runs {
+        anyhow::ensure!(
+            trace.run(k).is_some(),
+            "run {k} is not in {} (it has {} run(s))",
+            input.display(),
+            trace.runs.len()
+        );
+    }
+    Ok((trace, sym, runs))
+}
+
+/// Reads `input` and symbolizes every sample.
 pub fn load(input: &Path, args: &SymbolArgs) -> Result<(Trace, SymTrace), SymbolizeError> {
     let trace = Trace::open(input)?;
     let setup = setup(&trace, args)?;
