@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use boottrace_symbols::image::{ImageFormat, KernelImage};
+use boottrace_symbols::layout::{AddrSpace, RunLayout};
 use boottrace_symbols::orc::OrcTable;
 
 use crate::sample::kaslr::{BootImage, LayoutDetector};
@@ -79,6 +80,12 @@ pub struct RecordArgs {
     /// Do not echo the guest console.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Boot a bzImage's kernel proper (its ELF payload, through the PVH or
+    /// 64-bit entry) instead of its decompressor: for hosts that cannot run
+    /// the decompressor (e.g. zstd's BMI2 code under PVM). Skips decompression
+    /// and KASLR, so it is not a faithful boot of the image.
+    #[arg(long)]
+    pub skip_decompressor: bool,
     /// How registers are read per sample: sync (SYNC_REGS, no ioctl) or ioctl
     /// (KVM_GET_REGS + KVM_GET_SREGS); for measuring the difference.
     #[arg(long, value_enum, default_value = "sync")]
@@ -236,6 +243,7 @@ fn trace_meta(args: &RecordArgs, facts: &KernelFacts, compat: CompatMode) -> Tra
         ("hugepages", args.hugepages.to_string()),
         ("populate", args.populate.to_string()),
         ("capture", format!("{:?}", args.capture)),
+        ("skip_decompressor", args.skip_decompressor.to_string()),
         (
             "initrd",
             args.initrd
@@ -287,8 +295,28 @@ pub fn run(args: &RecordArgs, t_process: Instant) -> Result<()> {
     // Reading the image (decompression, hashing, ORC, kallsyms) happens before
     // the VM exists; recorded as its own phase so VMM set-up time stays visible.
     let analysis_ns = t_process.elapsed().as_nanos() as u64;
+    // Keeps the extracted payload alive for every run.
+    let mut payload_file = None;
+    let boot_kernel = if args.skip_decompressor {
+        if facts.image.format() != ImageFormat::BzImage {
+            bail!(
+                "--skip-decompressor needs a bzImage; {} is not one",
+                args.kernel.display()
+            );
+        }
+        let mut f = tempfile::NamedTempFile::new()
+            .context("cannot create a file for the kernel payload")?;
+        std::io::Write::write_all(&mut f, facts.image.elf_bytes())
+            .context("cannot write the kernel payload")?;
+        let path = f.path().to_path_buf();
+        payload_file = Some(f);
+        println!("boottrace: booting the bzImage's ELF payload directly (--skip-decompressor: no decompression, no KASLR)");
+        path
+    } else {
+        args.kernel.clone()
+    };
     let cfg = BootConfig {
-        kernel: args.kernel.clone(),
+        kernel: boot_kernel,
         initrd: args.initrd.clone(),
         cmdline_extra: args.cmdline.clone(),
         mem: MemoryOptions {
@@ -329,7 +357,7 @@ pub fn run(args: &RecordArgs, t_process: Instant) -> Result<()> {
         }
         let totals = Arc::new(CostTotals::default());
         let boot_image = match facts.image.format() {
-            ImageFormat::BzImage => BootImage::BzImage {
+            ImageFormat::BzImage if payload_file.is_none() => BootImage::BzImage {
                 load_base: facts
                     .image
                     .setup_header()
@@ -408,7 +436,16 @@ pub fn run(args: &RecordArgs, t_process: Instant) -> Result<()> {
             );
             println!("boottrace: kernel command line: {}", outcome.cmdline);
         }
-        print_summary(run, args.runs, &outcome, &phases, &totals, &facts.image);
+        let run_layout = layout.current();
+        print_summary(
+            run,
+            args.runs,
+            &outcome,
+            &phases,
+            &totals,
+            &facts.image,
+            run_layout.as_ref(),
+        );
         if !matches!(
             outcome.end.kind(),
             "user" | "marker" | "serial" | "shutdown" | "reset"
@@ -440,6 +477,7 @@ fn print_summary(
     phases: &[(String, u64)],
     totals: &CostTotals,
     image: &KernelImage,
+    layout: Option<&RunLayout>,
 ) {
     println!(
         "boottrace: run {}/{}: boot ended: {}",
@@ -447,9 +485,9 @@ fn print_summary(
         runs,
         outcome.end
     );
-    if let vmm::control::EndReason::EmulationFailure { rip, .. } = &outcome.end {
-        if let Some(sym) = symbol_near(image, *rip) {
-            println!("  at {sym} (image kallsyms, link-time address)");
+    if let vmm::control::EndReason::EmulationFailure { rip, cpl, .. } = &outcome.end {
+        if let Some(sym) = symbol_near(image, layout, *rip, *cpl) {
+            println!("  at {sym}");
         }
     }
     println!(
@@ -490,12 +528,27 @@ fn print_summary(
     }
 }
 
-/// Names a kernel address from the image's own kallsyms (link-time: good
-/// enough for an end-of-boot message; reports use the recorded layout).
-fn symbol_near(image: &KernelImage, addr: u64) -> Option<String> {
-    let table = image.kallsyms().ok()?;
-    let (sym, off) = table.lookup(addr)?;
-    Some(format!("{}+{:#x}", sym.name, off))
+/// Names the address where a boot stopped, through the run's layout: kernel
+/// addresses from the image's own kallsyms, decompressor addresses as such.
+fn symbol_near(
+    image: &KernelImage,
+    layout: Option<&RunLayout>,
+    addr: u64,
+    cpl: u8,
+) -> Option<String> {
+    match layout?.classify(addr, cpl) {
+        AddrSpace::Kernel(link) => {
+            let table = image.kallsyms_ref().ok()?;
+            let (sym, off) = table.lookup(link)?;
+            Some(format!("{}+{:#x} (kernel; image kallsyms)", sym.name, off))
+        }
+        AddrSpace::Decompressor(off) => Some(format!(
+            "[decompressor]+{off:#x} (the bzImage's decompressor)"
+        )),
+        AddrSpace::Setup(a) => Some(format!("[setup] {a:#x}")),
+        AddrSpace::User => Some("[user]".into()),
+        AddrSpace::Unknown(_) => None,
+    }
 }
 
 #[cfg(test)]

@@ -62,6 +62,11 @@ impl SharedLayout {
         }
     }
 
+    /// The layout as far as it is known now.
+    pub fn current(&self) -> Option<RunLayout> {
+        self.detector.lock().ok().map(|d| d.layout().clone())
+    }
+
     fn publish(&self, run: u32, layout: &RunLayout, sink: &TraceSink) {
         if !self.published.swap(true, Ordering::SeqCst) {
             let _ = sink.append(Record::Layout(crate::trace::Layout {
@@ -246,7 +251,13 @@ impl VcpuSampler for VcpuSamplerImpl {
         };
         let deltas = self.counters.sample();
         let unwind_ns = t_unwind.elapsed().as_nanos() as u32;
-        if uregs.cpl != 3 && uregs.efer & (1 << 10) != 0 {
+        let attempted = !matches!(
+            end,
+            UnwindEnd::Truncated(
+                Truncation::UserMode | Truncation::NotLongMode | Truncation::NoUnwindInfo
+            )
+        );
+        if attempted {
             self.totals.unwound.fetch_add(1, Ordering::Relaxed);
             if end.is_complete() {
                 self.totals.complete.fetch_add(1, Ordering::Relaxed);

@@ -67,17 +67,36 @@ impl SymbolTable {
         self.symbols.iter().find(|s| s.name == name)
     }
 
-    /// A table of the text symbols only.
+    /// A table of the text symbols only, without the linker-script markers
+    /// that end a text section (`_etext`, `__softirqentry_text_end`, …): they
+    /// name no code, and without sizes (System.map, kallsyms) they would
+    /// swallow whatever unnamed bytes follow them.
     pub fn text_only(&self) -> SymbolTable {
         SymbolTable {
             symbols: self
                 .symbols
                 .iter()
-                .filter(|s| s.is_text())
+                .filter(|s| s.is_text() && !is_end_marker(&s.name))
                 .cloned()
                 .collect(),
         }
     }
+}
+
+/// Linker-script symbols that mark where a text section ends.
+pub fn is_end_marker(name: &str) -> bool {
+    name.ends_with("_text_end")
+        || name.starts_with("__end_")
+        || matches!(
+            name,
+            "_etext"
+                | "_einittext"
+                | "_ehead"
+                | "_edata"
+                | "_end"
+                | "__bss_stop"
+                | "__indirect_thunk_end"
+        )
 }
 
 #[cfg(test)]
@@ -103,5 +122,22 @@ mod tests {
         assert!(t.lookup(0x110).is_none(), "past a sized symbol's end");
         assert_eq!(t.lookup(0x2ff).map(|(s, _)| s.name.as_str()), Some("b"));
         assert!(t.lookup(0xff).is_none());
+    }
+
+    #[test]
+    fn text_only_drops_section_end_markers() {
+        let t = SymbolTable::new(vec![
+            sym(0x100, None, "do_softirq"),
+            sym(0x180, None, "__softirqentry_text_end"),
+            sym(0x200, None, "_einittext"),
+            sym(0x300, None, "blk_end_request"),
+        ])
+        .text_only();
+        let names: Vec<&str> = t.symbols().iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["do_softirq", "blk_end_request"]);
+        assert_eq!(
+            t.lookup(0x190).map(|(s, _)| s.name.as_str()),
+            Some("do_softirq")
+        );
     }
 }
