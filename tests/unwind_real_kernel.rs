@@ -137,22 +137,8 @@ impl Kernel {
             assert!(pt.map(&mut mem, link + SLIDE + off, PHYS + off, PageSize::Size2M));
             assert!(pt.map(&mut mem, PHYS + off, PHYS + off, PageSize::Size2M));
         }
-        mem.add_region(STACK_PA, 0x4000);
-        mem.add_region(IRQ_PA, 0x4000);
-        for i in 0..4 {
-            assert!(pt.map(
-                &mut mem,
-                STACK_VA + i * 0x1000,
-                STACK_PA + i * 0x1000,
-                PageSize::Size4K
-            ));
-            assert!(pt.map(
-                &mut mem,
-                IRQ_VA + i * 0x1000,
-                IRQ_PA + i * 0x1000,
-                PageSize::Size4K
-            ));
-        }
+        assert!(pt.map_region(&mut mem, STACK_VA, STACK_PA, 0x4000));
+        assert!(pt.map_region(&mut mem, IRQ_VA, IRQ_PA, 0x4000));
         (mem, pt.cr3())
     }
 }

@@ -312,6 +312,14 @@ impl FakePageTables {
         self.root
     }
 
+    /// Backs `[pa, pa + len)` with a fresh region of `mem` and maps it at `va`
+    /// with 4 KiB pages (a vmalloc'ed stack, say); false when a page does not map.
+    pub fn map_region(&mut self, mem: &mut FakePhys, va: u64, pa: u64, len: u64) -> bool {
+        mem.add_region(pa, len as usize);
+        (0..len.div_ceil(0x1000))
+            .all(|i| self.map(mem, va + i * 0x1000, pa + i * 0x1000, PageSize::Size4K))
+    }
+
     /// Maps virtual `va` to physical `pa` with the given page size; false when
     /// the table area is full or the range is misaligned.
     pub fn map(&mut self, mem: &mut FakePhys, va: u64, pa: u64, size: PageSize) -> bool {

@@ -135,7 +135,7 @@ fn place<M: GuestPhys + ?Sized>(
 mod tests {
     use super::super::{Method, Unwinder};
     use super::*;
-    use crate::sample::pagewalk::{FakePageTables, FakePhys, PageSize};
+    use crate::sample::pagewalk::{FakePageTables, FakePhys};
     use boottrace_symbols::layout::RunLayout;
 
     const STACK_VA: u64 = 0xffff_c900_0000_0000;
@@ -153,22 +153,8 @@ mod tests {
     fn guest() -> Guest {
         let mut mem = FakePhys::new();
         let mut pt = FakePageTables::new(&mut mem, 0x10_0000, 0x4_0000, false);
-        mem.add_region(STACK_PA, 0x4000);
-        mem.add_region(IRQ_PA, 0x4000);
-        for i in 0..4 {
-            assert!(pt.map(
-                &mut mem,
-                STACK_VA + i * 0x1000,
-                STACK_PA + i * 0x1000,
-                PageSize::Size4K
-            ));
-            assert!(pt.map(
-                &mut mem,
-                IRQ_VA + i * 0x1000,
-                IRQ_PA + i * 0x1000,
-                PageSize::Size4K
-            ));
-        }
+        assert!(pt.map_region(&mut mem, STACK_VA, STACK_PA, 0x4000));
+        assert!(pt.map_region(&mut mem, IRQ_VA, IRQ_PA, 0x4000));
         Guest { mem, cr3: pt.cr3() }
     }
 

@@ -268,29 +268,9 @@ mod tests {
     fn guest() -> Guest {
         let mut mem = FakePhys::new();
         let mut pt = FakePageTables::new(&mut mem, 0x10_0000, 0x4_0000, false);
-        mem.add_region(STACK_PA, 0x4000);
-        mem.add_region(IRQ_PA, 0x4000);
-        mem.add_region(NEAR_PA, 0x4000);
-        for i in 0..4 {
-            assert!(pt.map(
-                &mut mem,
-                STACK_VA + i * 0x1000,
-                STACK_PA + i * 0x1000,
-                PageSize::Size4K
-            ));
-            assert!(pt.map(
-                &mut mem,
-                IRQ_VA + i * 0x1000,
-                IRQ_PA + i * 0x1000,
-                PageSize::Size4K
-            ));
-            assert!(pt.map(
-                &mut mem,
-                NEAR_VA + i * 0x1000,
-                NEAR_PA + i * 0x1000,
-                PageSize::Size4K
-            ));
-        }
+        assert!(pt.map_region(&mut mem, STACK_VA, STACK_PA, 0x4000));
+        assert!(pt.map_region(&mut mem, IRQ_VA, IRQ_PA, 0x4000));
+        assert!(pt.map_region(&mut mem, NEAR_VA, NEAR_PA, 0x4000));
         // Identity map for head code running at physical addresses.
         assert!(pt.map(&mut mem, 0x40_0000, 0x40_0000, PageSize::Size2M));
         Guest { mem, cr3: pt.cr3() }
