@@ -4,16 +4,18 @@
 //! from its real ORC entries at real call sites (found by scanning the
 //! callers' machine code for `call rel32`).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use boottrace::sample::kaslr::{BootImage, LayoutDetector};
+mod common;
+
 use boottrace::sample::pagewalk::{FakePageTables, FakePhys, PageSize};
 use boottrace::sample::unwind::{Method, StackEnd, Truncation, UnwindRegs, Unwinder};
 use boottrace_symbols::image::KernelImage;
 use boottrace_symbols::orc::{OrcReg, OrcTable, OrcType};
 use boottrace_symbols::table::SymbolTable;
+use common::kernel_dir;
 
 const SLIDE: u64 = 0x1e00_0000;
 const PHYS: u64 = 0x0600_0000;
@@ -22,33 +24,6 @@ const STACK_PA: u64 = 0x0400_0000;
 const IRQ_VA: u64 = 0xffff_fe00_0000_8000;
 const IRQ_PA: u64 = 0x0410_0000;
 const DECOMP_LOAD: u64 = 0x10_0000;
-
-/// The test kernel's directory: `$BOOTTRACE_TINY_ORC` (etc.) when set, else
-/// what `kernel/build.sh NAME` prints last (cached builds take seconds).
-fn kernel_dir(name: &str) -> PathBuf {
-    let var = format!("BOOTTRACE_{}", name.to_uppercase().replace('-', "_"));
-    if let Some(dir) = std::env::var_os(&var) {
-        return PathBuf::from(dir);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernel/build.sh");
-    let out = Command::new(&script)
-        .arg(name)
-        .output()
-        .expect("run kernel/build.sh");
-    assert!(
-        out.status.success(),
-        "kernel/build.sh {name} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(
-        stdout
-            .lines()
-            .last()
-            .expect("build.sh prints the directory")
-            .trim(),
-    )
-}
 
 struct Kernel {
     image: Arc<KernelImage>,

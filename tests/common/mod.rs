@@ -6,8 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The directory of a built test kernel (`kernel/build.sh NAME`, cached).
+/// The directory of a built test kernel: `$BOOTTRACE_TINY_FP` (etc.) when
+/// set, else what `kernel/build.sh NAME` prints last (cached: seconds).
 pub fn kernel_dir(name: &str) -> PathBuf {
+    let var = format!("BOOTTRACE_{}", name.to_uppercase().replace('-', "_"));
+    if let Some(dir) = std::env::var_os(&var) {
+        return PathBuf::from(dir);
+    }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernel/build.sh");
     let out = Command::new("bash")
         .arg(&script)
