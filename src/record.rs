@@ -33,6 +33,10 @@ use crate::vmm::{self, BootConfig, BootOutcome, RunObserver, Until};
 /// percent on a real host.
 pub const DEFAULT_FREQ: u32 = 10_000;
 
+/// Default sampling rate on a PVM host, where every exit and re-entry costs
+/// ~50 µs of emulation: 10 kHz would spend most of the boot sampling.
+pub const PVM_DEFAULT_FREQ: u32 = 1_000;
+
 /// Options of `boottrace record`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RecordArgs {
@@ -65,9 +69,10 @@ pub struct RecordArgs {
     /// Host workarounds: auto-detect, none, or pvm.
     #[arg(long, value_enum, default_value = "auto")]
     pub compat: CompatChoice,
-    /// Samples per second per vCPU; 0 records without sampling (the overhead baseline).
-    #[arg(short = 'F', long = "freq", default_value_t = DEFAULT_FREQ)]
-    pub freq: u32,
+    /// Samples per second per vCPU; 0 records without sampling (the overhead
+    /// baseline). Default: 10000, or 1000 on a PVM host.
+    #[arg(short = 'F', long = "freq")]
+    pub freq: Option<u32>,
     /// Boot this many times into one trace.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub runs: u32,
@@ -230,13 +235,13 @@ fn unix_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn trace_meta(args: &RecordArgs, facts: &KernelFacts, compat: CompatMode) -> TraceMeta {
+fn trace_meta(args: &RecordArgs, facts: &KernelFacts, compat: CompatMode, freq: u32) -> TraceMeta {
     let mut identity = KernelInfo::from(facts.image.identity());
     identity.path = args.kernel.display().to_string();
     let options: BTreeMap<String, String> = [
         ("mem", args.mem.to_string()),
         ("cpus", args.cpus.to_string()),
-        ("freq", args.freq.to_string()),
+        ("freq", freq.to_string()),
         ("runs", args.runs.to_string()),
         ("until", format!("{:?}", args.until.0)),
         ("timeout_s", args.timeout.to_string()),
@@ -263,13 +268,13 @@ fn trace_meta(args: &RecordArgs, facts: &KernelFacts, compat: CompatMode) -> Tra
         kernel_cmdline: String::new(),
         options,
         host: host_facts(compat),
-        unwinder: if args.freq == 0 {
+        unwinder: if freq == 0 {
             "none".into()
         } else {
             facts.unwinder_name.into()
         },
         vmlinux: args.vmlinux.as_ref().map(|p| p.display().to_string()),
-        sample_freq_hz: args.freq,
+        sample_freq_hz: freq,
         wall_start_unix_ns: unix_ns(),
     }
 }
@@ -277,6 +282,11 @@ fn trace_meta(args: &RecordArgs, facts: &KernelFacts, compat: CompatMode) -> Tra
 /// Runs `boottrace record`. `t_process` is when the process started.
 pub fn run(args: &RecordArgs, t_process: Instant) -> Result<()> {
     let compat = CompatMode::resolve(args.compat);
+    let freq = args.freq.unwrap_or(if compat == CompatMode::Pvm {
+        PVM_DEFAULT_FREQ
+    } else {
+        DEFAULT_FREQ
+    });
     if compat == CompatMode::Pvm {
         println!(
             "boottrace: PVM nested-KVM host: applying workarounds ({}); guest times are emulated-KVM times, ~1000x bare metal",
@@ -330,7 +340,7 @@ pub fn run(args: &RecordArgs, t_process: Instant) -> Result<()> {
         compat,
         user_return_link: facts.user_return_link,
     };
-    let meta = trace_meta(args, &facts, compat);
+    let meta = trace_meta(args, &facts, compat, freq);
     keep_old(&args.output)?;
     let writer = TraceWriter::create(&args.output, &meta)
         .with_context(|| format!("cannot create {}", args.output.display()))?
@@ -371,10 +381,10 @@ pub fn run(args: &RecordArgs, t_process: Instant) -> Result<()> {
             facts.image.clone(),
             boot_image,
         )));
-        let sampler: Option<Arc<dyn vmm::SamplerFactory>> = (args.freq > 0).then(|| {
+        let sampler: Option<Arc<dyn vmm::SamplerFactory>> = (freq > 0).then(|| {
             Arc::new(RecordSampler {
                 run,
-                freq: args.freq,
+                freq,
                 sink: sink.clone(),
                 unwinder: Some(facts.unwinder.clone()),
                 capture: args.capture,
@@ -431,8 +441,8 @@ pub fn run(args: &RecordArgs, t_process: Instant) -> Result<()> {
                 "ELF"
             };
             println!(
-                "boottrace: {format} kernel, entry {:#x} ({:?}), unwinder {}",
-                outcome.kernel.entry, outcome.kernel.mode, meta.unwinder
+                "boottrace: {format} kernel, entry {:#x} ({:?}), unwinder {}, sampling at {} Hz per vCPU",
+                outcome.kernel.entry, outcome.kernel.mode, meta.unwinder, meta.sample_freq_hz
             );
             println!("boottrace: kernel command line: {}", outcome.cmdline);
         }
@@ -525,6 +535,22 @@ fn print_summary(
             totals.complete.load(Ordering::Relaxed),
             totals.unwound.load(Ordering::Relaxed),
         );
+        let spent: u64 = [
+            &totals.kick_ns,
+            &totals.capture_ns,
+            &totals.unwind_ns,
+            &totals.write_ns,
+        ]
+        .iter()
+        .map(|v| v.load(Ordering::Relaxed))
+        .sum();
+        let boot = outcome.end_ns.max(1);
+        if spent * 100 / boot > 30 {
+            println!(
+                "  warning: sampling took {}% of this boot's host time; lower -F for a less perturbed boot",
+                spent * 100 / boot
+            );
+        }
     }
 }
 
