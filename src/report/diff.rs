@@ -419,7 +419,7 @@ mod tests {
         assert_eq!(ra.kernel, Path::new("/k/bzImage"));
         assert_eq!(ra.mem, 2 << 30);
         assert_eq!(ra.cmdline, "quiet loglevel=0");
-        assert_eq!(ra.freq, 500);
+        assert_eq!(ra.freq, Some(500));
         assert_eq!(ra.runs, 1, "one boot per file, interleaved by diff");
         assert_eq!(ra.output, out);
         assert_eq!(ra.vmlinux.as_deref(), Some(Path::new("/k/vmlinux")));
