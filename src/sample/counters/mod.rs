@@ -207,3 +207,32 @@ impl VcpuCounters {
         }
     }
 }
+
+/// Test helper: reads a counter, writes one byte to each of `pages` fresh
+/// anonymous pages (one first-touch fault each), reads it again, and returns
+/// both readings.
+#[cfg(test)]
+pub(crate) fn around_fresh_page_faults<T>(pages: usize, mut read: impl FnMut() -> T) -> (T, T) {
+    let len = pages * 4096;
+    // SAFETY: anonymous private mapping, no fixed address; checked below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    let before = read();
+    for i in 0..pages {
+        // SAFETY: i * 4096 < len, inside the mapping just created.
+        unsafe { std::ptr::write_volatile(p.cast::<u8>().add(i * 4096), 1) };
+    }
+    let after = read();
+    // SAFETY: unmapping exactly the mapping created above.
+    unsafe { libc::munmap(p, len) };
+    (before, after)
+}

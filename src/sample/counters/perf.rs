@@ -199,27 +199,8 @@ mod tests {
             return;
         };
         const PAGES: usize = 64;
-        let len = PAGES * 4096;
-        // SAFETY: anonymous private mapping, no fixed address; checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        let before = perf.read().expect("read");
-        for i in 0..PAGES {
-            // SAFETY: i * 4096 < len, inside the mapping just created.
-            unsafe { std::ptr::write_volatile(p.cast::<u8>().add(i * 4096), 1) };
-        }
-        let after = perf.read().expect("read");
-        // SAFETY: unmapping exactly the mapping created above.
-        unsafe { libc::munmap(p, len) };
+        let (before, after) =
+            super::super::around_fresh_page_faults(PAGES, || perf.read().expect("read"));
         assert!(
             after.faults - before.faults >= PAGES as u64,
             "{before:?} -> {after:?}"

@@ -51,27 +51,8 @@ mod tests {
     #[test]
     fn counts_faults_of_a_fresh_mapping_on_this_thread() {
         const PAGES: usize = 64;
-        let len = PAGES * 4096;
-        // SAFETY: anonymous private mapping, no fixed address; checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        let before = thread_faults().expect("getrusage");
-        for i in 0..PAGES {
-            // SAFETY: i * 4096 < len, inside the mapping just created.
-            unsafe { std::ptr::write_volatile(p.cast::<u8>().add(i * 4096), 1) };
-        }
-        let after = thread_faults().expect("getrusage");
-        // SAFETY: unmapping exactly the mapping created above.
-        unsafe { libc::munmap(p, len) };
+        let (before, after) =
+            super::super::around_fresh_page_faults(PAGES, || thread_faults().expect("getrusage"));
         assert!(
             after.minflt - before.minflt >= PAGES as u64,
             "{before:?} -> {after:?}"
