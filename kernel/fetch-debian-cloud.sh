@@ -22,14 +22,23 @@ pick() {
     apt-cache search --names-only "$pattern" | awk '{print $1}' | sort -V | tail -n 1
 }
 
-pkg=$(pick)
+# BOOTTRACE_DEBIAN_PKG pins the exact package (the gallery does); else the newest.
+pick_or_pin() {
+    if [ -n "${BOOTTRACE_DEBIAN_PKG:-}" ]; then
+        apt-cache show "$BOOTTRACE_DEBIAN_PKG" >/dev/null 2>&1 && echo "$BOOTTRACE_DEBIAN_PKG"
+    else
+        pick
+    fi
+}
+
+pkg=$(pick_or_pin || true)
 if [ -z "$pkg" ]; then
     echo "fetch-debian-cloud.sh: no $series cloud kernel known to apt; running apt-get update" >&2
     apt-get update -q >&2 || true
-    pkg=$(pick)
+    pkg=$(pick_or_pin || true)
 fi
 if [ -z "$pkg" ]; then
-    echo "fetch-debian-cloud.sh: no package matches $pattern" >&2
+    echo "fetch-debian-cloud.sh: no package ${BOOTTRACE_DEBIAN_PKG:-matches $pattern} known to apt" >&2
     exit 3
 fi
 
@@ -48,4 +57,5 @@ if [ ! -f "$dir/.done" ]; then
 fi
 vmlinuz=$(find "$dir" -maxdepth 1 -name 'vmlinuz-*' | head -n 1)
 [ -n "$vmlinuz" ] || { echo "fetch-debian-cloud.sh: no vmlinuz in $pkg" >&2; exit 1; }
+echo "fetch-debian-cloud.sh: using $pkg" >&2
 echo "$vmlinuz"

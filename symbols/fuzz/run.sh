@@ -5,7 +5,7 @@
 #
 # Each target runs SECONDS (wall clock, libFuzzer's -max_total_time), seeded
 # with inputs cut from the real test kernels (kernel/build.sh tiny-fp and
-# tiny-orc, cached). Needs the nightly toolchain and cargo-fuzz (installed
+# tiny-orc, cached). Needs cargo-fuzz (nightly, or stable via RUSTC_BOOTSTRAP=1) (installed
 # from crates.io when missing). Exit code != 0 when a target crashes; the
 # crashing input is left in symbols/fuzz/artifacts/TARGET/.
 set -euo pipefail
@@ -17,9 +17,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(image decompress kallsyms orc)
 
-if ! rustup toolchain list | grep -q '^nightly'; then
-    echo "run.sh: cargo-fuzz needs the nightly toolchain (rustup toolchain install nightly)" >&2
-    exit 2
+# cargo-fuzz passes nightly-only flags: use the nightly toolchain when there
+# is one, else the default toolchain with RUSTC_BOOTSTRAP=1 (no toolchain can
+# be downloaded on some machines; the flags -s none needs are stable ones).
+if rustup toolchain list | grep -q '^nightly'; then
+    fuzz=(cargo +nightly fuzz)
+else
+    echo "run.sh: no nightly toolchain: using the default one with RUSTC_BOOTSTRAP=1" >&2
+    export RUSTC_BOOTSTRAP=1
+    fuzz=(cargo fuzz)
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "run.sh: installing cargo-fuzz" >&2
@@ -41,14 +47,14 @@ cd "$here"
 # the kallsyms target). -a: keep overflow checks and debug assertions, so an
 # arithmetic overflow is a crash here as it is a panic in debug builds.
 flags=(-O -a -s none)
-cargo +nightly fuzz build "${flags[@]}" >&2
+"${fuzz[@]}" build "${flags[@]}" >&2
 status=0
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
     echo "run.sh: fuzzing $t for ${secs}s" >&2
     # Kernel-sized seeds: allow inputs up to 4 MiB; 2 GiB RSS (the decompress
     # bound is 1 GiB of output); a single input taking 30 s is a hang.
-    if ! cargo +nightly fuzz run "${flags[@]}" "$t" "corpus/$t" "$seeds/$t" -- \
+    if ! "${fuzz[@]}" run "${flags[@]}" "$t" "corpus/$t" "$seeds/$t" -- \
         -max_total_time="$secs" -max_len=4194304 -rss_limit_mb=2560 -timeout=30 \
         -print_final_stats=1 >&2; then
         echo "run.sh: $t FAILED (see symbols/fuzz/artifacts/$t/)" >&2
