@@ -11,6 +11,9 @@ need=()
 command -v chromium >/dev/null || need+=(chromium)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v lzop >/dev/null || need+=(lzop)
+# Independent readers of DWARF and BTF for symbols/tests/typeinfo.rs.
+command -v gdb >/dev/null || need+=(gdb)
+command -v bpftool >/dev/null || need+=(bpftool)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -q
     apt-get install -y -q "${need[@]}"
