@@ -28,10 +28,14 @@ use crate::table::{Symbol, SymbolTable};
 /// Deepest chain of anonymous struct/union members followed to find a
 /// named member (task_struct nests two or three).
 const MAX_ANON_DEPTH: usize = 8;
+/// Most anonymous members opened while looking for one member.
+const MAX_ANON_VISITS: usize = 256;
 /// Longest `comm` accepted (the kernel's TASK_COMM_LEN is 16).
 const MAX_COMM_LEN: u64 = 256;
 /// Largest `task_struct` accepted (distro kernels: ~10 KiB).
 const MAX_TASK_STRUCT: u64 = 1 << 20;
+/// Largest `inactive_task_frame` accepted (x86_64: 56 bytes).
+const MAX_FRAME: u64 = 256;
 
 /// Why type information could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +124,8 @@ pub struct TaskStructLayout {
     pub stack: Field,
     /// `thread.sp`: the stack pointer `__switch_to_asm` saved.
     pub thread_sp: Field,
-    /// `tasks`: the list_head linking every task (absent in no kernel seen, but not needed).
+    /// `tasks`: the list_head linking every task; optional, as nothing
+    /// needs it yet.
     pub tasks: Option<Field>,
 }
 
@@ -346,18 +351,19 @@ impl KernelTypeInfo {
             Err(TypeInfoError::MissingMember { .. }) => None,
             Err(e) => return Err(e),
         };
+        // The sampler reads these as u32 / u64: any other size means the
+        // type source was misread.
         for (name, f, want) in [
-            ("pid", pid, Some(4)),
-            ("tgid", tgid, Some(4)),
-            ("thread.sp", thread_sp, Some(8)),
-            ("stack", stack, Some(8)),
-            ("comm", comm, None),
+            ("pid", pid, 4),
+            ("tgid", tgid, 4),
+            ("thread.sp", thread_sp, 8),
+            ("stack", stack, 8),
         ] {
-            if want.is_some_and(|w| f.size != w) {
+            if f.size != want {
                 return Err(TypeInfoError::Implausible {
                     structure: TASK_STRUCT,
                     member: name,
-                    reason: format!("{} bytes, expected {}", f.size, want.unwrap_or(0)),
+                    reason: format!("{} bytes, expected {want}", f.size),
                 });
             }
         }
@@ -371,6 +377,17 @@ impl KernelTypeInfo {
 
         let bp = struct_field(src, &frame, INACTIVE_FRAME, "bp", &["bp"])?;
         let ret_addr = struct_field(src, &frame, INACTIVE_FRAME, "ret_addr", &["ret_addr"])?;
+        // Seven saved registers on x86_64; the unwinder reads the frame whole.
+        if frame.size > MAX_FRAME || bp.size != 8 || ret_addr.size != 8 {
+            return Err(TypeInfoError::Implausible {
+                structure: INACTIVE_FRAME,
+                member: "(layout)",
+                reason: format!(
+                    "{} bytes, bp {} bytes, ret_addr {} bytes",
+                    frame.size, bp.size, ret_addr.size
+                ),
+            });
+        }
         let current = match pcpu_hot {
             Some(hot) => match struct_field(src, &hot, PCPU_HOT, "current_task", &["current_task"])
             {
@@ -496,7 +513,8 @@ fn struct_field(
     let mut base = 0u64;
     let mut last = None;
     for (i, name) in path.iter().enumerate() {
-        let m = find_member(src, &agg, name, 0)?.ok_or_else(missing)?;
+        let mut budget = MAX_ANON_VISITS;
+        let m = find_member(src, &agg, name, 0, &mut budget)?.ok_or_else(missing)?;
         base = base
             .checked_add(m.offset)
             .ok_or_else(|| implausible("offset overflows".into()))?;
@@ -531,6 +549,7 @@ fn find_member(
     agg: &Aggregate,
     name: &str,
     depth: usize,
+    budget: &mut usize,
 ) -> Result<Option<Member>, TypeInfoError> {
     if let Some(m) = agg.members.iter().find(|m| m.name.as_deref() == Some(name)) {
         return Ok(Some(m.clone()));
@@ -540,8 +559,17 @@ fn find_member(
     }
     for anon in agg.members.iter().filter(|m| m.name.is_none()) {
         let Some(r) = anon.aggregate else { continue };
+        // Depth alone does not bound a hostile file: many anonymous members
+        // per level multiply. Real structs open a handful in all.
+        *budget = budget
+            .checked_sub(1)
+            .ok_or_else(|| TypeInfoError::Implausible {
+                structure: "(anonymous)",
+                member: "(nested)",
+                reason: format!("more than {MAX_ANON_VISITS} anonymous members searched"),
+            })?;
         let inner = src.aggregate(r)?;
-        if let Some(mut m) = find_member(src, &inner, name, depth + 1)? {
+        if let Some(mut m) = find_member(src, &inner, name, depth + 1, budget)? {
             m.offset =
                 m.offset
                     .checked_add(anon.offset)
@@ -602,4 +630,236 @@ pub(crate) trait TypeSource {
     fn find_structs(&mut self, names: &[&str]) -> Result<Vec<Option<Aggregate>>, TypeInfoError>;
     /// The struct or union behind a reference from a [`Member`].
     fn aggregate(&mut self, r: TypeRef) -> Result<Aggregate, TypeInfoError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A made-up type source: named structs, and aggregates by index.
+    struct Fake {
+        named: Vec<(&'static str, Aggregate)>,
+        by_ref: Vec<Aggregate>,
+    }
+
+    impl TypeSource for Fake {
+        fn find_structs(
+            &mut self,
+            names: &[&str],
+        ) -> Result<Vec<Option<Aggregate>>, TypeInfoError> {
+            Ok(names
+                .iter()
+                .map(|n| {
+                    self.named
+                        .iter()
+                        .find(|(name, _)| name == n)
+                        .map(|(_, a)| a.clone())
+                })
+                .collect())
+        }
+
+        fn aggregate(&mut self, r: TypeRef) -> Result<Aggregate, TypeInfoError> {
+            match r {
+                TypeRef::Btf(i) => Ok(self.by_ref[i as usize].clone()),
+                TypeRef::Dwarf { .. } => unreachable!("the fake hands out Btf refs only"),
+            }
+        }
+    }
+
+    fn m(name: Option<&str>, offset: u64, size: u64) -> Member {
+        Member {
+            name: name.map(str::to_owned),
+            offset,
+            size: Some(size),
+            array_len: None,
+            aggregate: None,
+        }
+    }
+
+    /// A pre-5.14, pre-6.2 kernel: `state` not `__state`, no `pcpu_hot`,
+    /// `pid` inside an anonymous struct, `thread.sp` nested.
+    fn old_kernel() -> Fake {
+        let thread = Aggregate {
+            size: 64,
+            members: vec![m(Some("es"), 0, 2), m(Some("sp"), 24, 8)],
+        };
+        let anon = Aggregate {
+            size: 8,
+            members: vec![m(Some("pid"), 0, 4), m(Some("tgid"), 4, 4)],
+        };
+        let mut comm = m(Some("comm"), 200, 16);
+        comm.array_len = Some(16);
+        let mut thread_member = m(Some("thread"), 400, 64);
+        thread_member.aggregate = Some(TypeRef::Btf(0));
+        let mut anon_member = m(None, 100, 8);
+        anon_member.aggregate = Some(TypeRef::Btf(1));
+        let task = Aggregate {
+            size: 512,
+            members: vec![
+                m(Some("state"), 0, 8),
+                m(Some("stack"), 8, 8),
+                m(Some("flags"), 20, 4),
+                anon_member,
+                comm,
+                thread_member,
+            ],
+        };
+        let frame = Aggregate {
+            size: 56,
+            members: vec![m(Some("bp"), 40, 8), m(Some("ret_addr"), 48, 8)],
+        };
+        Fake {
+            named: vec![("task_struct", task), ("inactive_task_frame", frame)],
+            by_ref: vec![thread, anon],
+        }
+    }
+
+    #[test]
+    fn old_layouts_use_state_current_task_and_anonymous_members() {
+        let info =
+            KernelTypeInfo::from_types(&mut old_kernel(), TypeInfoSource::Btf).expect("layout");
+        assert_eq!(info.task.state, Field { offset: 0, size: 8 });
+        assert_eq!(
+            info.task.pid,
+            Field {
+                offset: 100,
+                size: 4
+            }
+        );
+        assert_eq!(
+            info.task.tgid,
+            Field {
+                offset: 104,
+                size: 4
+            }
+        );
+        assert_eq!(
+            info.task.comm,
+            Field {
+                offset: 200,
+                size: 16
+            }
+        );
+        assert_eq!(
+            info.task.thread_sp,
+            Field {
+                offset: 424,
+                size: 8
+            }
+        );
+        assert_eq!(info.task.tasks, None);
+        assert_eq!(info.current, CurrentTaskField::CurrentTaskVar);
+        assert_eq!(info.needed_symbols()[0], "current_task");
+
+        let table = SymbolTable::new(vec![
+            Symbol {
+                addr: 0x1_7bc0,
+                size: None,
+                name: "current_task".into(),
+                kind: 'D',
+            },
+            Symbol {
+                addr: 0xffff_ffff_8200_0000,
+                size: None,
+                name: "init_task".into(),
+                kind: 'D',
+            },
+            Symbol {
+                addr: 0xffff_ffff_8210_0000,
+                size: None,
+                name: "__per_cpu_offset".into(),
+                kind: 'D',
+            },
+        ]);
+        let symbols = info.resolve_symbols(&table).expect("resolved");
+        assert_eq!(symbols.current.symbol_value, 0x1_7bc0);
+        assert_eq!(symbols.current.field_offset, 0);
+        assert_eq!(symbols.current.addressing, PerCpuAddressing::GsRelative);
+        let up = SymbolTable::new(
+            table
+                .symbols()
+                .iter()
+                .filter(|s| s.name != "__per_cpu_offset")
+                .cloned()
+                .collect(),
+        );
+        let symbols = info.resolve_symbols(&up).expect("resolved");
+        assert_eq!(symbols.current.addressing, PerCpuAddressing::Global);
+        let empty = SymbolTable::default();
+        assert!(matches!(
+            info.resolve_symbols(&empty),
+            Err(TypeInfoError::MissingSymbol("current_task"))
+        ));
+    }
+
+    #[test]
+    fn missing_or_implausible_members_are_typed_errors() {
+        let mut fake = old_kernel();
+        fake.named[0]
+            .1
+            .members
+            .retain(|m| m.name.as_deref() != Some("stack"));
+        assert!(matches!(
+            KernelTypeInfo::from_types(&mut fake, TypeInfoSource::Btf),
+            Err(TypeInfoError::MissingMember {
+                member: "stack",
+                ..
+            })
+        ));
+
+        let mut fake = old_kernel();
+        fake.by_ref[1].members[0].size = Some(8); // pid as a u64
+        assert!(matches!(
+            KernelTypeInfo::from_types(&mut fake, TypeInfoSource::Btf),
+            Err(TypeInfoError::Implausible { member: "pid", .. })
+        ));
+
+        let mut fake = old_kernel();
+        fake.named[0].1.size = 300; // thread.sp at 424 lies outside
+        assert!(matches!(
+            KernelTypeInfo::from_types(&mut fake, TypeInfoSource::Btf),
+            Err(TypeInfoError::Implausible {
+                member: "thread.sp",
+                ..
+            })
+        ));
+
+        let mut fake = old_kernel();
+        fake.named.remove(1);
+        assert!(matches!(
+            KernelTypeInfo::from_types(&mut fake, TypeInfoSource::Btf),
+            Err(TypeInfoError::MissingStruct("inactive_task_frame"))
+        ));
+    }
+
+    #[test]
+    fn anonymous_member_cycles_are_bounded() {
+        // An anonymous member whose type is its own struct: a hostile file.
+        let mut anon = m(None, 0, 8);
+        anon.aggregate = Some(TypeRef::Btf(0));
+        let looped = Aggregate {
+            size: 8,
+            members: vec![anon.clone()],
+        };
+        let mut fake = Fake {
+            named: vec![],
+            by_ref: vec![looped.clone()],
+        };
+        let mut budget = MAX_ANON_VISITS;
+        assert!(find_member(&mut fake, &looped, "pid", 0, &mut budget)
+            .expect("no error")
+            .is_none());
+        // Fifty anonymous self-references per level would be 50^8 visits
+        // without the budget.
+        let wide = Aggregate {
+            size: 8,
+            members: vec![anon; 50],
+        };
+        let mut fake = Fake {
+            named: vec![],
+            by_ref: vec![wide.clone()],
+        };
+        let mut budget = MAX_ANON_VISITS;
+        assert!(find_member(&mut fake, &wide, "pid", 0, &mut budget).is_err());
+    }
 }
