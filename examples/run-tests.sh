@@ -14,6 +14,7 @@ command -v lzop >/dev/null || need+=(lzop)
 # Independent readers of DWARF and BTF for symbols/tests/typeinfo.rs.
 command -v gdb >/dev/null || need+=(gdb)
 command -v bpftool >/dev/null || need+=(bpftool)
+command -v pahole >/dev/null || need+=(dwarves)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -q
     apt-get install -y -q "${need[@]}"

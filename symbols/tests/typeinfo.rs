@@ -3,7 +3,7 @@
 //! `bpftool btf dump` on the BTF of Debian's stock cloud kernel (which has no
 //! vmlinux, only a vmlinuz). A kernel or tool that cannot be found fails the
 //! test with the reason: install `gdb` and `bpftool` (apt), build the test
-//! kernels (`kernel/build.sh`), fetch the Debian kernel
+//! kernels (`kernel/build.sh`), install `pahole` (apt `dwarves`), fetch the Debian kernel
 //! (`kernel/fetch-debian-cloud.sh`).
 
 mod common;
@@ -135,6 +135,36 @@ fn tiny_orc_dwarf_layouts_match_gdb() {
     check_dwarf("tiny-orc", true);
 }
 
+/// The two readers agree on one kernel: BTF that pahole encodes from the
+/// tiny-orc vmlinux's DWARF gives the layout the DWARF reader gives (the
+/// test kernels are built without `CONFIG_DEBUG_INFO_BTF`).
+#[test]
+fn pahole_btf_of_tiny_orc_agrees_with_its_dwarf() {
+    let dir = common::kernel_dir("tiny-orc");
+    let vmlinux = dir.join("vmlinux");
+    let file = MappedFile::open(&vmlinux).expect("vmlinux maps");
+    let dwarf = KernelTypeInfo::from_dwarf(&file)
+        .expect("DWARF read")
+        .expect("DWARF present");
+    let tmp = tempfile::NamedTempFile::new().expect("temp file");
+    let encode = format!("--btf_encode_detached={}", tmp.path().display());
+    run(
+        "pahole",
+        &[&encode, vmlinux.to_str().expect("UTF-8 path")],
+        "apt-get install dwarves",
+    );
+    let btf = std::fs::read(tmp.path()).expect("pahole wrote BTF");
+    let from_btf = KernelTypeInfo::from_btf(&btf).expect("BTF read");
+    assert_eq!(from_btf.source, TypeInfoSource::Btf);
+    assert_eq!(
+        KernelTypeInfo {
+            source: TypeInfoSource::Dwarf,
+            ..from_btf
+        },
+        dwarf
+    );
+}
+
 /// The vmlinuz of Debian's 6.12 cloud kernel; fails with the reason when it
 /// cannot be fetched.
 fn debian_vmlinuz() -> PathBuf {
@@ -260,6 +290,9 @@ fn debian_cloud_btf_layouts_match_bpftool() {
     let info = lookup.info.expect("type info");
 
     let (_, btf) = image.section(".BTF").expect(".BTF in the payload");
+    // The payload ELF read directly gives the same answer.
+    let from_elf = KernelTypeInfo::from_elf_btf(image.elf_bytes()).expect("ELF .BTF read");
+    assert_eq!(from_elf, Some(info));
     let tool = Bpftool::dump(btf);
     let task = &info.task;
     let check = |s: &str, path: &str, mine: (u64, u64)| {
