@@ -345,6 +345,53 @@ fn debian_cloud_btf_layouts_match_bpftool() {
     }
 }
 
+/// Real BTF with bytes flipped (header and anywhere) and cut short: an
+/// error or a layout, never a panic or a hang. `BOOTTRACE_MUTATIONS=N`
+/// scales the count, as in tests/mutations.rs.
+#[test]
+fn mutated_debian_btf_never_panics() {
+    let image = KernelImage::open(&debian_vmlinuz()).expect("vmlinuz opens");
+    let (_, btf) = image.section(".BTF").expect(".BTF in the payload");
+    let scale: usize = std::env::var("BOOTTRACE_MUTATIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let mut data = btf.to_vec();
+    let (mut ok, mut err) = (0, 0);
+    let t = Instant::now();
+    for _ in 0..300 * scale {
+        data.copy_from_slice(btf);
+        for _ in 0..1 + next() % 4 {
+            // A quarter of the hits go to the 24-byte header.
+            let span = if next() % 4 == 0 { 24 } else { data.len() };
+            let at = (next() % span as u64) as usize;
+            data[at] = next() as u8;
+        }
+        let len = if next() % 8 == 0 {
+            (next() % data.len() as u64) as usize
+        } else {
+            data.len()
+        };
+        match KernelTypeInfo::from_btf(&data[..len]) {
+            Ok(_) => ok += 1,
+            Err(_) => err += 1,
+        }
+    }
+    eprintln!(
+        "mutated BTF: {ok} parsed, {err} rejected, in {:?}",
+        t.elapsed()
+    );
+    assert!(err > 0, "no mutation was ever detected");
+}
+
 #[test]
 fn no_type_info_is_reported_with_reasons() {
     let none = typeinfo::load(None, None);
