@@ -349,7 +349,13 @@ struct Shape {
 }
 
 impl TypeSource for Btf<'_> {
-    fn find_structs(&mut self, names: &[&str]) -> Result<Vec<Option<Aggregate>>, TypeInfoError> {
+    /// One pass over the index finds every name: cheap, so optional names
+    /// are always searched for.
+    fn find_structs(
+        &mut self,
+        names: &[&str],
+        _required: usize,
+    ) -> Result<Vec<Option<Aggregate>>, TypeInfoError> {
         self.struct_ids(names)?
             .into_iter()
             .map(|id| id.map(|id| self.read_aggregate(id)).transpose())
@@ -447,7 +453,7 @@ mod tests {
         let data = sample();
         let mut btf = Btf::parse(&data).expect("parses");
         assert_eq!(btf.type_count(), 5);
-        let found = btf.find_structs(&["outer", "missing"]).expect("lookup");
+        let found = btf.find_structs(&["outer", "missing"], 2).expect("lookup");
         let outer = found[0].as_ref().expect("outer found");
         assert!(found[1].is_none());
         assert_eq!(outer.size, 28);
@@ -472,7 +478,7 @@ mod tests {
         let data = sample();
         for len in 0..data.len() {
             if let Ok(mut btf) = Btf::parse(&data[..len]) {
-                let _ = btf.find_structs(&["outer"]);
+                let _ = btf.find_structs(&["outer"], 1);
             }
         }
         for i in 0..data.len() {
@@ -480,7 +486,7 @@ mod tests {
                 let mut d = data.clone();
                 d[i] = v;
                 if let Ok(mut btf) = Btf::parse(&d) {
-                    if let Ok(found) = btf.find_structs(&["outer", "inner"]) {
+                    if let Ok(found) = btf.find_structs(&["outer", "inner"], 2) {
                         for agg in found.into_iter().flatten() {
                             for m in agg.members {
                                 if let Some(r) = m.aggregate {

@@ -6,9 +6,10 @@
 //! complete definition (not a `DW_AT_declaration`) found at the top level of
 //! a unit is taken; all copies come from the same headers and config. Units
 //! are walked in order, skipping each top-level DIE's subtree, and the walk
-//! stops as soon as every wanted struct is found (for the test kernels: in
-//! the first few dozen units). Member types are resolved within their unit
-//! (typedefs, qualifiers and arrays followed a bounded number of steps).
+//! stops as soon as the required structs are found (tiny-orc: unit 74 of
+//! 879); optional ones are looked for only in the units walked until then.
+//! Member types are resolved within their unit (typedefs, qualifiers and
+//! arrays followed a bounded number of steps).
 
 use gimli::{AttributeValue, DebuggingInformationEntry, Reader as _, Section as _, UnitOffset};
 
@@ -80,7 +81,14 @@ impl DwarfTypes {
         }))
     }
 
-    fn find(&mut self, names: &[&str]) -> Result<Vec<Option<Aggregate>>, DwarfTypesError> {
+    /// Walks units until every name is found, or until the first
+    /// `required` ones are (the rest are then looked for only in the units
+    /// already walked).
+    fn find(
+        &mut self,
+        names: &[&str],
+        required: usize,
+    ) -> Result<Vec<Option<Aggregate>>, DwarfTypesError> {
         let mut found: Vec<Option<Aggregate>> = vec![None; names.len()];
         let mut headers = self.dwarf.units();
         let mut walked = 0usize;
@@ -126,7 +134,7 @@ impl DwarfTypes {
             for (i, offset) in hits {
                 found[i] = Some(self.read_aggregate(index, offset)?);
             }
-            if found.iter().all(Option::is_some) {
+            if found.iter().take(required).all(Option::is_some) {
                 break;
             }
         }
@@ -312,8 +320,12 @@ fn array_count(unit: &gimli::Unit<Reader>, offset: UnitOffset) -> Result<u64, Dw
 }
 
 impl TypeSource for DwarfTypes {
-    fn find_structs(&mut self, names: &[&str]) -> Result<Vec<Option<Aggregate>>, TypeInfoError> {
-        Ok(self.find(names)?)
+    fn find_structs(
+        &mut self,
+        names: &[&str],
+        required: usize,
+    ) -> Result<Vec<Option<Aggregate>>, TypeInfoError> {
+        Ok(self.find(names, required)?)
     }
 
     fn aggregate(&mut self, r: TypeRef) -> Result<Aggregate, TypeInfoError> {

@@ -315,7 +315,9 @@ impl KernelTypeInfo {
     }
 
     fn from_types(src: &mut dyn TypeSource, source: TypeInfoSource) -> Result<Self, TypeInfoError> {
-        let found = src.find_structs(&[TASK_STRUCT, INACTIVE_FRAME, PCPU_HOT])?;
+        // pcpu_hot is optional (6.2+); where it exists, every unit that
+        // describes task_struct uses `current` and so describes it too.
+        let found = src.find_structs(&[TASK_STRUCT, INACTIVE_FRAME, PCPU_HOT], 2)?;
         let mut found = found.into_iter();
         let task = found
             .next()
@@ -626,8 +628,14 @@ pub(crate) struct Member {
 /// What the layout code asks of DWARF or BTF.
 pub(crate) trait TypeSource {
     /// The complete definitions of the named structs, in the order asked
-    /// (`None` for each one not defined).
-    fn find_structs(&mut self, names: &[&str]) -> Result<Vec<Option<Aggregate>>, TypeInfoError>;
+    /// (`None` for each one not defined). The first `required` names are
+    /// needed; a source whose full search is costly (DWARF) may stop looking
+    /// for the others once those are found.
+    fn find_structs(
+        &mut self,
+        names: &[&str],
+        required: usize,
+    ) -> Result<Vec<Option<Aggregate>>, TypeInfoError>;
     /// The struct or union behind a reference from a [`Member`].
     fn aggregate(&mut self, r: TypeRef) -> Result<Aggregate, TypeInfoError>;
 }
@@ -646,6 +654,7 @@ mod tests {
         fn find_structs(
             &mut self,
             names: &[&str],
+            _required: usize,
         ) -> Result<Vec<Option<Aggregate>>, TypeInfoError> {
             Ok(names
                 .iter()
