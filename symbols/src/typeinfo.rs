@@ -248,47 +248,40 @@ impl TypeInfoLookup {
 /// until the structures are found).
 pub fn load(vmlinux: Option<&MappedFile>, image: Option<&KernelImage>) -> TypeInfoLookup {
     let mut notes = Vec::new();
-    if let Some(file) = vmlinux {
-        let shown = file.path().display();
-        match KernelTypeInfo::from_dwarf(file) {
-            Ok(Some(info)) => {
-                return TypeInfoLookup {
-                    info: Some(info),
-                    notes,
-                }
-            }
-            Ok(None) => notes.push(format!("{shown}: no DWARF")),
-            Err(e) => notes.push(format!("{shown}: {e}")),
-        }
-        match KernelTypeInfo::from_elf_btf(file.bytes()) {
-            Ok(Some(info)) => {
-                return TypeInfoLookup {
-                    info: Some(info),
-                    notes,
-                }
-            }
-            Ok(None) => notes.push(format!("{shown}: no .BTF section")),
-            Err(e) => notes.push(format!("{shown}: {e}")),
-        }
-    }
-    if let Some(image) = image {
-        match image.section(".BTF") {
-            Some((_, bytes)) => match KernelTypeInfo::from_btf(bytes) {
-                Ok(info) => {
-                    return TypeInfoLookup {
-                        info: Some(info),
-                        notes,
-                    }
-                }
-                Err(e) => notes.push(format!("kernel image .BTF: {e}")),
-            },
-            None => notes.push("kernel image has no .BTF section".to_owned()),
-        }
-    }
     if vmlinux.is_none() && image.is_none() {
         notes.push("neither a vmlinux nor a kernel image given".to_owned());
     }
-    TypeInfoLookup { info: None, notes }
+    let info = vmlinux
+        .and_then(|file| from_vmlinux(file, &mut notes))
+        .or_else(|| image.and_then(|image| from_image(image, &mut notes)));
+    TypeInfoLookup { info, notes }
+}
+
+/// DWARF, then `.BTF`, of a vmlinux; each failure becomes a note.
+fn from_vmlinux(file: &MappedFile, notes: &mut Vec<String>) -> Option<KernelTypeInfo> {
+    let shown = file.path().display();
+    match KernelTypeInfo::from_dwarf(file) {
+        Ok(Some(info)) => return Some(info),
+        Ok(None) => notes.push(format!("{shown}: no DWARF")),
+        Err(e) => notes.push(format!("{shown}: {e}")),
+    }
+    match KernelTypeInfo::from_elf_btf(file.bytes()) {
+        Ok(Some(info)) => return Some(info),
+        Ok(None) => notes.push(format!("{shown}: no .BTF section")),
+        Err(e) => notes.push(format!("{shown}: {e}")),
+    }
+    None
+}
+
+/// The `.BTF` of the image's kernel ELF (a bzImage's payload).
+fn from_image(image: &KernelImage, notes: &mut Vec<String>) -> Option<KernelTypeInfo> {
+    let Some((_, bytes)) = image.section(".BTF") else {
+        notes.push("kernel image has no .BTF section".to_owned());
+        return None;
+    };
+    KernelTypeInfo::from_btf(bytes)
+        .map_err(|e| notes.push(format!("kernel image .BTF: {e}")))
+        .ok()
 }
 
 impl KernelTypeInfo {

@@ -1,9 +1,10 @@
 //! Kernel struct layouts for task awareness, checked against independent
-//! readers: gdb's own DWARF reader on the test kernels' vmlinux, and
-//! `bpftool btf dump` on the BTF of Debian's stock cloud kernel (which has no
-//! vmlinux, only a vmlinuz). A kernel or tool that cannot be found fails the
-//! test with the reason: install `gdb` and `bpftool` (apt), build the test
-//! kernels (`kernel/build.sh`), install `pahole` (apt `dwarves`), fetch the Debian kernel
+//! readers: gdb's own DWARF reader on the test kernels' vmlinux, pahole's
+//! BTF encoder on the same DWARF, and `bpftool btf dump` on the BTF of
+//! Debian's stock cloud kernel (which has no vmlinux, only a vmlinuz). A
+//! kernel or tool that cannot be found fails the test with the reason:
+//! install `gdb`, `bpftool` and `dwarves` (apt; examples/run-tests.sh does),
+//! build the test kernels (`kernel/build.sh`), fetch the Debian kernel
 //! (`kernel/fetch-debian-cloud.sh`).
 
 mod common;
