@@ -35,6 +35,10 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v lzop >/dev/null || need+=(lzop)
 command -v addr2line >/dev/null || need+=(binutils)
+# Independent readers of DWARF and BTF for symbols/tests/typeinfo.rs.
+command -v gdb >/dev/null || need+=(gdb)
+command -v bpftool >/dev/null || need+=(bpftool)
+command -v pahole >/dev/null || need+=(dwarves)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -q
     apt-get install -y -q "${need[@]}" || missing "apt-get install ${need[*]} failed"
@@ -54,7 +58,7 @@ cargo test --release -p boottrace-symbols --features lzo --test images
 # Fuzz the image, kallsyms and ORC parsers for a bounded time (cargo-fuzz
 # needs nightly features: the nightly toolchain, or stable with
 # RUSTC_BOOTSTRAP=1 where nightly cannot be installed).
-symbols/fuzz/run.sh 60
+symbols/fuzz/run.sh 40
 
 skips=$(grep -c . "$skiplog" || true)
 echo "run-tests: done in $(( $(date +%s) - t_start )) s; $skips skipped"

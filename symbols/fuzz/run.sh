@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the cargo-fuzz targets of boottrace-symbols for a bounded time.
 #
-#   symbols/fuzz/run.sh SECONDS [TARGET...]   # TARGET: image decompress kallsyms orc (default: all)
+#   symbols/fuzz/run.sh SECONDS [TARGET...]   # TARGET: image decompress kallsyms orc btf (default: all)
 #
 # Each target runs SECONDS (wall clock, libFuzzer's -max_total_time), seeded
 # with inputs cut from the real test kernels (kernel/build.sh tiny-fp and
@@ -15,7 +15,7 @@ shift
 case "$secs" in *[!0-9]*|"") echo "run.sh: SECONDS must be a number" >&2; exit 2 ;; esac
 here=$(cd "$(dirname "$0")" && pwd)
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(image decompress kallsyms orc)
+[ ${#targets[@]} -gt 0 ] || targets=(image decompress kallsyms orc btf)
 
 # cargo-fuzz passes nightly-only flags: use the nightly toolchain when there
 # is one, else the default toolchain with RUSTC_BOOTSTRAP=1 (no toolchain can
@@ -50,7 +50,8 @@ flags=(-O -a -s none)
 "${fuzz[@]}" build "${flags[@]}" >&2
 status=0
 for t in "${targets[@]}"; do
-    mkdir -p "corpus/$t"
+    # The test kernels carry no BTF, so some targets start without seeds.
+    mkdir -p "corpus/$t" "$seeds/$t"
     echo "run.sh: fuzzing $t for ${secs}s" >&2
     # Kernel-sized seeds: allow inputs up to 4 MiB; 2 GiB RSS (the decompress
     # bound is 1 GiB of output); a single input taking 30 s is a hang.

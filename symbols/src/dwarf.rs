@@ -53,7 +53,7 @@ pub enum DwarfError {
 /// Bytes of one DWARF section: a range of the shared mmap, or a decompressed
 /// copy. Cloning is cheap (an `Arc`), which is what `EndianReader` needs.
 #[derive(Debug, Clone)]
-enum SectionBytes {
+pub(crate) enum SectionBytes {
     Mapped {
         map: Arc<Mmap>,
         start: usize,
@@ -79,7 +79,8 @@ unsafe impl stable_deref_trait::StableDeref for SectionBytes {}
 // SAFETY: a clone shares the same `Arc`, so it derefs to the same address.
 unsafe impl stable_deref_trait::CloneStableDeref for SectionBytes {}
 
-type Reader = EndianReader<RunTimeEndian, SectionBytes>;
+/// The gimli reader over [`SectionBytes`] (shared with `dwarf_types`).
+pub(crate) type Reader = EndianReader<RunTimeEndian, SectionBytes>;
 
 /// One frame as DWARF names it; innermost first in [`DwarfInfo::frames`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +227,22 @@ impl DwarfInfo {
             names: Default::default(),
         })
     }
+}
+
+/// All DWARF sections of a mapped ELF loaded for gimli, the way
+/// [`DwarfInfo`] loads them (mapped in place, decompressed when needed), for
+/// readers other than addr2line (struct layouts in `dwarf_types`).
+pub(crate) fn load_sections(file: &MappedFile) -> Result<gimli::Dwarf<Reader>, DwarfError> {
+    let obj = object::File::parse(file.bytes()).map_err(|e| DwarfError::Object(e.to_string()))?;
+    let endian = if obj.is_little_endian() {
+        RunTimeEndian::Little
+    } else {
+        RunTimeEndian::Big
+    };
+    let map = file.shared();
+    gimli::Dwarf::load(|id: SectionId| -> Result<Reader, DwarfError> {
+        Ok(EndianReader::new(section_bytes(&obj, &map, id)?, endian))
+    })
 }
 
 /// The bytes of section `id`, borrowed from the map when stored plainly.
