@@ -51,7 +51,7 @@ fn round_trip_through_a_file() {
     let Record::Meta(meta) = &recs[0] else {
         panic!("first record is not Meta")
     };
-    assert_eq!(&t.meta, meta);
+    assert_eq!(&t.meta, meta.as_ref());
     assert_eq!(t.stat_names, synth::STATS);
     assert_eq!(t.runs.len(), 2);
     let samples: Vec<_> = recs

@@ -24,13 +24,20 @@
 
 mod error;
 pub mod frame;
+mod layout;
+mod names;
+mod options;
 mod reader;
 mod record;
 pub mod synth;
+mod v1;
 mod writer;
 
 pub use error::TraceError;
 pub use frame::MAX_RECORD_LEN;
+pub use layout::TraceLayout;
+pub use names::{EndKind, PhaseName, UnwinderKind};
+pub use options::RecordOptions;
 pub use reader::{RunData, Trace};
 pub use record::{
     Finish, HostFacts, KernelInfo, Layout, Phase, Record, RecordType, RunEnd, RunStart, Sample,
