@@ -237,7 +237,10 @@ fn guest_that_spins_forever_times_out_with_a_summary() {
     ]);
     let all = text(&out);
     assert!(!out.status.success(), "{all}");
-    assert!(all.contains("boot ended: timeout after 2.0 s"), "{all}");
+    // Status and summary go to stderr; stdout carries only a command's output.
+    assert!(out.stdout.is_empty(), "record wrote to stdout:\n{all}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("boot ended: timeout after 2.0 s"), "{all}");
     assert!(
         all.contains("boot time (first guest instruction -> end)"),
         "summary missing:\n{all}"
@@ -245,14 +248,48 @@ fn guest_that_spins_forever_times_out_with_a_summary() {
     // What was recorded is kept.
     let t = boottrace::trace::Trace::open(&trace).expect("trace of a timed-out boot reads back");
     assert_eq!(
-        t.runs[0].end.as_ref().map(|e| e.reason.as_str()),
-        Some("timeout")
+        t.runs[0].end.as_ref().map(|e| &e.reason),
+        Some(&boottrace::trace::EndKind::Timeout)
     );
     assert!(
         t.runs[0].samples.len() > 100,
         "samples of the spinning guest were kept"
     );
     assert!(t.runs[0].samples.iter().all(|s| s.rip == 0x20_0000));
+}
+
+/// `-v` adds each run's kernel layout to the status; without it there is none.
+#[test]
+fn verbose_record_shows_the_layout_on_stderr() {
+    let k = spinning_kernel(scratch());
+    let trace = scratch().join("verbose.data");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "record",
+            k.to_str().unwrap_or_default(),
+            "--timeout",
+            "0.5",
+            "-F",
+            "0",
+            "-o",
+            trace.to_str().unwrap_or_default(),
+        ];
+        args.extend_from_slice(extra);
+        boottrace(&args)
+    };
+    let quiet = run(&[]);
+    let verbose = run(&["-v"]);
+    for out in [&quiet, &verbose] {
+        assert!(out.stdout.is_empty(), "stdout: {}", text(out));
+    }
+    let q = String::from_utf8_lossy(&quiet.stderr);
+    let v = String::from_utf8_lossy(&verbose.stderr);
+    assert!(q.contains("boot ended: timeout") && v.contains("boot ended: timeout"));
+    assert!(!q.contains("kernel slide"), "{q}");
+    assert!(
+        v.contains("run 1: kernel slide 0x0 (fixed: ELF vmlinux booted directly"),
+        "{v}"
+    );
 }
 
 #[test]
