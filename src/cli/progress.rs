@@ -125,3 +125,76 @@ pub fn summary_lines(prefix: &str, s: &RunSummary) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::summary::SamplingCost;
+    use crate::trace::{EndKind, PhaseName};
+    use crate::vmm::control::EndReason;
+    use crate::vmm::loader::{EntryMode, KernelFormat, LoadedKernel};
+
+    fn summary(run: u32, sampling: SamplingCost, stopped_at: Option<String>) -> RunSummary {
+        RunSummary {
+            run,
+            runs: 3,
+            end: EndReason::Marker,
+            end_kind: EndKind::Marker,
+            end_ns: 9_000_000,
+            kernel: LoadedKernel {
+                format: KernelFormat::Elf,
+                entry: 0x100_0000,
+                mode: EntryMode::Pvh32,
+                load_addr: 0x100_0000,
+                reserved_end: 0x200_0000,
+                setup_header: None,
+                cmdline_max: 2047,
+                initrd_addr_max: 0x3fff_ffff,
+            },
+            cmdline: "console=ttyS0".into(),
+            phases: vec![
+                (PhaseName::CreateVm, 1_000_000),
+                (PhaseName::FirstInstruction, 2_500_000),
+                (PhaseName::End, 9_000_000),
+            ],
+            sampling,
+            layout: None,
+            stopped_at,
+        }
+    }
+
+    #[test]
+    fn summary_has_the_end_phases_boot_time_and_cost() {
+        let cost = SamplingCost {
+            samples: 4,
+            kick_ns: 8_000,
+            capture_ns: 4_000,
+            unwind_ns: 12_000,
+            write_ns: 2_000,
+            complete_unwinds: 3,
+            unwound: 4,
+        };
+        let lines = summary_lines("boottrace", &summary(1, cost, Some("foo+0x3".into())));
+        assert_eq!(
+            lines[0],
+            format!("boottrace: run 2/3: boot ended: {}", EndReason::Marker)
+        );
+        assert_eq!(lines[1], "  at foo+0x3");
+        assert!(lines[2].ends_with("(ms since run start)"), "{lines:?}");
+        assert_eq!(lines[3], format!("  {:<18} {:>12.3}", "create_vm", 1.0));
+        assert!(lines.contains(&"  boot time (first guest instruction -> end): 6.500 ms".into()));
+        let cost_line = lines.last().expect("cost line");
+        assert!(
+            cost_line.contains("samples: 4; per sample: kick 2.0 us, capture 1.0 us, unwind+counters 3.0 us, write 0.5 us; complete unwinds 3/4"),
+            "{cost_line}"
+        );
+    }
+
+    #[test]
+    fn first_run_counts_from_process_start_and_no_samples_no_cost_line() {
+        let lines = summary_lines("boottrace", &summary(0, SamplingCost::default(), None));
+        assert!(lines[1].ends_with("(ms since process start)"), "{lines:?}");
+        assert!(!lines.iter().any(|l| l.contains("samples:")));
+        assert!(!lines.iter().any(|l| l.starts_with("  at ")));
+    }
+}
