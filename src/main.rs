@@ -16,7 +16,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Boot a kernel, sample it, write boottrace.data.
-    Record(boottrace::record::RecordArgs),
+    Record(boottrace::cli::record::RecordArgs),
     /// Flamegraph (or time-ordered flame chart) of the recorded boot(s).
     Flame(boottrace::report::flame::FlameArgs),
     /// Compare two recordings (or two kernels): differential flamegraph + table.
@@ -60,7 +60,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Record(args) => boottrace::record::run(&args, t_process),
+        Command::Record(args) => record(args, t_process),
         Command::Flame(args) => boottrace::report::flame::run(&args),
         Command::Diff(args) => boottrace::report::diff::run(&args),
         Command::Report(args) => boottrace::report::text::run(&args),
@@ -73,6 +73,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `boottrace record`: status on stderr (via the CLI's reporter), nothing on stdout.
+fn record(args: boottrace::cli::record::RecordArgs, t_process: Instant) -> anyhow::Result<()> {
+    use boottrace::cli::progress::{StderrProgress, Verbosity};
+    let mut progress = StderrProgress::new(Verbosity {
+        console: !args.quiet,
+        detail: args.verbose,
+    });
+    let cfg = args.into_config(std::env::args().collect(), t_process);
+    boottrace::record::record(&cfg, &mut progress).map(|_| ())
 }
 
 /// The error chain on one line, leaving out a cause whose text the message

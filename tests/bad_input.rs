@@ -135,10 +135,12 @@ fn no_permission_on_dev_kvm() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let k = spinning_kernel(&dir);
     let meta = std::fs::metadata("/dev/kvm").expect("/dev/kvm");
-    if meta.permissions().mode() & 0o006 != 0 {
-        println!("skipped: /dev/kvm is world-accessible here");
-        return;
-    }
+    // A test that cannot run fails with its reason instead of passing.
+    assert!(
+        meta.permissions().mode() & 0o006 == 0,
+        "cannot test: /dev/kvm is world-accessible here (mode {:o})",
+        meta.permissions().mode()
+    );
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -150,10 +152,7 @@ fn no_permission_on_dev_kvm() {
         .arg(&k)
         .args(["-o", dir.join("x.data").to_str().unwrap_or_default()])
         .output();
-    let Ok(out) = out else {
-        println!("skipped: setpriv not available");
-        return;
-    };
+    let out = out.unwrap_or_else(|e| panic!("cannot test: setpriv (util-linux) does not run: {e}"));
     let all = text(&out);
     assert!(!out.status.success(), "{all}");
     assert!(
@@ -209,10 +208,11 @@ fn command_line_too_long() {
 fn hugepages_without_reservation() {
     let free = std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
         .unwrap_or_default();
-    if free.trim().parse::<u64>().unwrap_or(0) >= 64 {
-        println!("skipped: huge pages are reserved on this host");
-        return;
-    }
+    let free = free.trim().parse::<u64>().unwrap_or(0);
+    assert!(
+        free < 64,
+        "cannot test: {free} huge pages are reserved on this host (a boot would get them)"
+    );
     let k = fp_bzimage();
     let e = record_fails(&[k.to_str().unwrap_or_default(), "--hugepages"], &[]);
     assert!(
@@ -237,7 +237,10 @@ fn guest_that_spins_forever_times_out_with_a_summary() {
     ]);
     let all = text(&out);
     assert!(!out.status.success(), "{all}");
-    assert!(all.contains("boot ended: timeout after 2.0 s"), "{all}");
+    // Status and summary go to stderr; stdout carries only a command's output.
+    assert!(out.stdout.is_empty(), "record wrote to stdout:\n{all}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("boot ended: timeout after 2.0 s"), "{all}");
     assert!(
         all.contains("boot time (first guest instruction -> end)"),
         "summary missing:\n{all}"
@@ -245,14 +248,48 @@ fn guest_that_spins_forever_times_out_with_a_summary() {
     // What was recorded is kept.
     let t = boottrace::trace::Trace::open(&trace).expect("trace of a timed-out boot reads back");
     assert_eq!(
-        t.runs[0].end.as_ref().map(|e| e.reason.as_str()),
-        Some("timeout")
+        t.runs[0].end.as_ref().map(|e| &e.reason),
+        Some(&boottrace::trace::EndKind::Timeout)
     );
     assert!(
         t.runs[0].samples.len() > 100,
         "samples of the spinning guest were kept"
     );
     assert!(t.runs[0].samples.iter().all(|s| s.rip == 0x20_0000));
+}
+
+/// `-v` adds each run's kernel layout to the status; without it there is none.
+#[test]
+fn verbose_record_shows_the_layout_on_stderr() {
+    let k = spinning_kernel(scratch());
+    let trace = scratch().join("verbose.data");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "record",
+            k.to_str().unwrap_or_default(),
+            "--timeout",
+            "0.5",
+            "-F",
+            "0",
+            "-o",
+            trace.to_str().unwrap_or_default(),
+        ];
+        args.extend_from_slice(extra);
+        boottrace(&args)
+    };
+    let quiet = run(&[]);
+    let verbose = run(&["-v"]);
+    for out in [&quiet, &verbose] {
+        assert!(out.stdout.is_empty(), "stdout: {}", text(out));
+    }
+    let q = String::from_utf8_lossy(&quiet.stderr);
+    let v = String::from_utf8_lossy(&verbose.stderr);
+    assert!(q.contains("boot ended: timeout") && v.contains("boot ended: timeout"));
+    assert!(!q.contains("kernel slide"), "{q}");
+    assert!(
+        v.contains("run 1: kernel slide 0x0 (fixed: ELF vmlinux booted directly"),
+        "{v}"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use boottrace::trace::Trace;
+use boottrace::trace::{EndKind, PhaseName, Trace, UnwinderKind};
 use common::{boottrace, kernel_dir, report_json, scratch, text};
 
 struct Recording {
@@ -107,7 +107,7 @@ fn assert_booted_to_init(r: &Recording) -> Trace {
         trace.warnings
     );
     let run = &trace.runs[0];
-    assert_eq!(run.end.as_ref().map(|e| e.reason.as_str()), Some("user"));
+    assert_eq!(run.end.as_ref().map(|e| &e.reason), Some(&EndKind::User));
     assert!(
         run.serial
             .iter()
@@ -116,17 +116,20 @@ fn assert_booted_to_init(r: &Recording) -> Trace {
     );
     // VMM phases happen in this order, each at or after the previous one.
     let order = [
-        "create_vm",
-        "memory",
-        "load_kernel",
-        "vcpus",
-        "first_instruction",
-        "user_mode",
-        "end",
+        PhaseName::CreateVm,
+        PhaseName::Memory,
+        PhaseName::LoadKernel,
+        PhaseName::Vcpus,
+        PhaseName::FirstInstruction,
+        PhaseName::UserMode,
+        PhaseName::End,
     ];
     let times: Vec<u64> = order
         .iter()
-        .map(|p| run.phase(p).unwrap_or_else(|| panic!("phase {p} missing")))
+        .map(|p| {
+            run.phase(p.clone())
+                .unwrap_or_else(|| panic!("phase {p} missing"))
+        })
         .collect();
     assert!(
         times.windows(2).all(|w| w[0] <= w[1]),
@@ -155,7 +158,7 @@ fn unwind_percent(trace: &std::path::Path) -> f64 {
 #[test]
 fn tiny_fp_bzimage_boots_to_init() {
     let trace = assert_booted_to_init(fp_bzimage());
-    assert_eq!(trace.meta.unwinder, "frame-pointer");
+    assert_eq!(trace.meta.unwinder, UnwinderKind::FramePointer);
 }
 
 #[test]
@@ -173,7 +176,7 @@ fn tiny_fp_vmlinux_boots_to_init_through_pvh() {
 #[test]
 fn tiny_orc_bzimage_brings_up_two_cpus() {
     let trace = assert_booted_to_init(orc_smp());
-    assert_eq!(trace.meta.unwinder, "orc");
+    assert_eq!(trace.meta.unwinder, UnwinderKind::Orc);
     let run = &trace.runs[0];
     assert!(
         run.serial
@@ -200,7 +203,7 @@ fn samples_start_at_the_first_instruction() {
     let run = &trace.runs[0];
     let first = run.samples.first().expect("samples");
     let entry = run
-        .phase("first_instruction")
+        .phase(PhaseName::FirstInstruction)
         .expect("first_instruction phase");
     // The first sample is the entry state itself: the decompressor's startup_64 at load + 0x200.
     assert_eq!(

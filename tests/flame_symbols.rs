@@ -50,7 +50,8 @@ fn write_trace(path: &Path, kernel: &Path, map_text: &str) {
             kernel_size: end - text,
             decompressor_bases: Vec::new(),
             decompressor_size: 0,
-        },
+        }
+        .into(),
     }))
     .expect("append");
     for i in 0..10u64 {

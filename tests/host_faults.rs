@@ -6,7 +6,7 @@
 
 mod common;
 
-use boottrace::trace::Trace;
+use boottrace::trace::{EndKind, Trace};
 use common::{boottrace, kernel_dir, scratch, text};
 
 /// Boots tiny-fp's vmlinux until mm_core_init reports memory, sampling at
@@ -34,7 +34,7 @@ fn faults(name: &str, extra: &[&str]) -> u64 {
     assert!(out.status.success(), "{}", text(&out));
     let trace = Trace::open(&trace).expect("trace");
     let run = &trace.runs[0];
-    assert_eq!(run.end.as_ref().map(|e| e.reason.as_str()), Some("serial"));
+    assert_eq!(run.end.as_ref().map(|e| &e.reason), Some(&EndKind::Serial));
     let total: u64 = run.samples.iter().map(|s| s.minflt + s.majflt).sum();
     println!(
         "{name}: {} samples, {total} host page faults on the vCPU thread",

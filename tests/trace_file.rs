@@ -5,7 +5,7 @@ use std::path::Path;
 
 use boottrace::trace::frame::{encode_frame, write_header, HEADER_LEN};
 use boottrace::trace::synth::{self, SynthOptions};
-use boottrace::trace::{Finish, Record, Trace, TraceError, TraceWriter};
+use boottrace::trace::{EndKind, Finish, PhaseName, Record, Trace, TraceError, TraceWriter};
 
 fn small_opts() -> SynthOptions {
     SynthOptions {
@@ -51,7 +51,7 @@ fn round_trip_through_a_file() {
     let Record::Meta(meta) = &recs[0] else {
         panic!("first record is not Meta")
     };
-    assert_eq!(&t.meta, meta);
+    assert_eq!(&t.meta, meta.as_ref());
     assert_eq!(t.stat_names, synth::STATS);
     assert_eq!(t.runs.len(), 2);
     let samples: Vec<_> = recs
@@ -71,8 +71,8 @@ fn round_trip_through_a_file() {
         want.sort_by_key(|s| (s.t_ns, s.vcpu));
         assert_eq!(run.samples, want);
         assert_eq!(run.layout, Some(synth::layout()));
-        assert_eq!(run.end.as_ref().map(|e| e.reason.as_str()), Some("user"));
-        assert!(run.phase("first_instruction").is_some());
+        assert_eq!(run.end.as_ref().map(|e| &e.reason), Some(&EndKind::User));
+        assert!(run.phase(PhaseName::FirstInstruction).is_some());
         assert_eq!(
             run.serial.last().map(|s| s.line.as_str()),
             Some("Run /init as init process")

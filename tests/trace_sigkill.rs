@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use boottrace::trace::synth::{self, SynthOptions};
-use boottrace::trace::{Record, RunStart, Trace, TraceWriter};
+use boottrace::trace::{PhaseName, Record, RunStart, Trace, TraceWriter};
 
 const CHILD_ENV: &str = "BOOTTRACE_TEST_SIGKILL_CHILD";
 
@@ -89,7 +89,7 @@ fn sigkilled_writer_leaves_a_readable_trace() {
         "only {} samples",
         run.samples.len()
     );
-    assert!(run.phase("first_instruction").is_some());
+    assert!(run.phase(PhaseName::FirstInstruction).is_some());
     assert_eq!(run.layout, Some(synth::layout()));
     // Samples arrive in time order and none is damaged.
     assert!(run.samples.windows(2).all(|w| w[0].t_ns <= w[1].t_ns));

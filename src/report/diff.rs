@@ -30,7 +30,7 @@ use super::runview::{Profile, Weight};
 use super::stats::{welch_t_test, Summary};
 use super::symbolize::SymbolArgs;
 use super::text::fmt_ns;
-use crate::record::RecordArgs;
+use crate::cli::record::RecordArgs;
 use crate::trace::frame::MAGIC;
 
 /// Arguments of `boottrace diff`.
@@ -171,7 +171,14 @@ pub fn record_interleaved(
                 args.runs,
                 kernel.display()
             );
-            if let Err(e) = crate::record::run(&ra, Instant::now()) {
+            let cfg = ra.into_config(std::env::args().collect(), Instant::now());
+            let mut progress =
+                crate::cli::progress::StderrProgress::new(crate::cli::progress::Verbosity {
+                    console: false,
+                    detail: false,
+                })
+                .with_prefix("boottrace diff");
+            if let Err(e) = crate::record::record(&cfg, &mut progress) {
                 // A boot that ends early (panic, emulation failure, timeout)
                 // still leaves a trace of what it did, worth comparing; only
                 // a boot that left no trace stops the diff.

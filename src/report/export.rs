@@ -349,9 +349,9 @@ pub fn write_chrome(
         phases.sort_by_key(|p| p.t_ns);
         let mut prev = 0;
         for p in &phases {
-            events.push(complete(&p.name, "vmm", pid, TID_VMM, prev, p.t_ns));
+            events.push(complete(p.name.as_str(), "vmm", pid, TID_VMM, prev, p.t_ns));
             events.push(Event {
-                name: &p.name,
+                name: p.name.as_str(),
                 cat: Some("vmm"),
                 ph: "i",
                 ts: Some(us(p.t_ns)),

@@ -98,10 +98,10 @@ pub fn render(
             Weight::Exits => "KVM exits",
         },
         short_source(sym),
-        if trace.meta.unwinder.is_empty() {
+        if trace.meta.unwinder.as_str().is_empty() {
             "?"
         } else {
-            &trace.meta.unwinder
+            trace.meta.unwinder.as_str()
         }
     ));
     opts.count_name = weight.unit().to_string();

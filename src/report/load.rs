@@ -135,13 +135,13 @@ pub fn profile_from(input: &Path, trace: &Trace, sym: &SymTrace) -> Result<Profi
                 .phases
                 .iter()
                 .map(|p| VmmPhase {
-                    name: p.name.clone(),
+                    name: p.name.to_string(),
                     t_ns: p.t_ns,
                 })
                 .collect(),
             first_instruction_ns: raw.phase("first_instruction"),
             boot_ns: has_span.then(|| raw.boot_ns()),
-            end_reason: raw.end.as_ref().map(|e| e.reason.clone()),
+            end_reason: raw.end.as_ref().map(|e| e.reason.to_string()),
             end_detail: raw.end.as_ref().and_then(|e| e.detail.clone()),
             samples,
             cost: raw.cost.as_ref().map(|c| CostTotals {
@@ -164,7 +164,7 @@ pub fn profile_from(input: &Path, trace: &Trace, sym: &SymTrace) -> Result<Profi
             build_id: m.kernel.build_id.clone(),
             kernel_cmdline: m.kernel_cmdline.clone(),
             sample_freq_hz: m.sample_freq_hz,
-            unwinder: m.unwinder.clone(),
+            unwinder: m.unwinder.to_string(),
             symbol_source: sym.source_label.clone(),
             pvm_workarounds: m.host.pvm_workarounds.clone(),
             complete: trace.complete,

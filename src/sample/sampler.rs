@@ -19,12 +19,22 @@ use crate::trace::{Record, Sample, SampleCost, StackEnd, StatNames, TraceSink};
 use crate::vmm::{KernelLocator, SampleInfo, SamplerFactory, VcpuSampler};
 
 /// How registers are read at a sample.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CaptureMode {
     /// SYNC_REGS: KVM already copied regs/sregs into kvm_run at the exit: no ioctl.
     Sync,
     /// KVM_GET_REGS + KVM_GET_SREGS: two ioctls per sample.
     Ioctl,
+}
+
+impl CaptureMode {
+    /// The name the command line and the trace use.
+    pub fn name(self) -> &'static str {
+        match self {
+            CaptureMode::Sync => "sync",
+            CaptureMode::Ioctl => "ioctl",
+        }
+    }
 }
 
 /// Sampler totals over a run, summed over vCPUs.
@@ -71,7 +81,7 @@ impl SharedLayout {
         if !self.published.swap(true, Ordering::SeqCst) {
             let _ = sink.append(Record::Layout(crate::trace::Layout {
                 run,
-                layout: layout.clone(),
+                layout: layout.into(),
             }));
         }
     }

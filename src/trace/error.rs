@@ -26,7 +26,7 @@ pub enum TraceError {
     /// The file's format version is one this build cannot read.
     #[error(
         "{path}: trace format version {major}.{minor} is not supported \
-         (this boottrace reads {supported}.x)"
+         (this boottrace reads 1.x to {supported}.x)"
     )]
     UnsupportedVersion {
         /// The file that was read.
@@ -35,7 +35,7 @@ pub enum TraceError {
         major: u16,
         /// Minor version found in the file.
         minor: u16,
-        /// The major version this build reads.
+        /// The newest major version this build reads.
         supported: u16,
     },
     /// The header sets flags this build does not know.

@@ -15,8 +15,14 @@ use super::TraceError;
 
 /// The first eight bytes of every trace file.
 pub const MAGIC: [u8; 8] = *b"\x7fBTRACE\n";
-/// Major format version: readers refuse any other.
-pub const VERSION_MAJOR: u16 = 1;
+/// Major format version written. Readers accept this one and every major
+/// from [`OLDEST_READABLE_MAJOR`] on, converting older records.
+///
+/// 2: typed recording options in the metadata; the layout record is the
+/// trace's own struct (issue 8). 1: the first format.
+pub const VERSION_MAJOR: u16 = 2;
+/// The oldest major format version this build still reads.
+pub const OLDEST_READABLE_MAJOR: u16 = 1;
 /// Minor format version: new minor versions only add record types.
 pub const VERSION_MINOR: u16 = 0;
 /// Size of the file header in bytes.
@@ -94,7 +100,7 @@ pub fn read_header(r: &mut impl Read) -> Result<(u16, u16), HeaderProblem> {
     }
     let major = u16::from_le_bytes([h[8], h[9]]);
     let minor = u16::from_le_bytes([h[10], h[11]]);
-    if major != VERSION_MAJOR {
+    if !(OLDEST_READABLE_MAJOR..=VERSION_MAJOR).contains(&major) {
         return Err(HeaderProblem::Version(major, minor));
     }
     let flags = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
@@ -136,6 +142,7 @@ pub enum Next {
 /// Reads framed records one by one after the header.
 pub struct FrameReader<R> {
     inner: R,
+    major: u16,
     offset: u64,
     index: u64,
     buf: Vec<u8>,
@@ -143,10 +150,16 @@ pub struct FrameReader<R> {
 }
 
 impl<R: Read> FrameReader<R> {
-    /// A reader positioned just after the header.
+    /// A reader positioned just after the header of a current-format file.
     pub fn new(inner: R) -> Self {
+        FrameReader::with_major(inner, VERSION_MAJOR)
+    }
+
+    /// A reader positioned just after the header of a file of format `major`.
+    pub fn with_major(inner: R, major: u16) -> Self {
         FrameReader {
             inner,
+            major,
             offset: HEADER_LEN as u64,
             index: 0,
             buf: Vec::new(),
@@ -230,7 +243,7 @@ impl<R: Read> FrameReader<R> {
                 "record {idx} at byte {at}: unknown record type {ty_byte} skipped (newer format?)"
             ));
         };
-        match Record::decode(ty, &self.buf[1..]) {
+        match Record::decode_version(self.major, ty, &self.buf[1..]) {
             Ok(r) => Next::Record(r),
             Err(e) => Next::Skipped(format!(
                 "record {idx} at byte {at}: {ty:?} record could not be decoded ({e}); skipped"
@@ -297,7 +310,7 @@ mod tests {
         let mut h = Vec::new();
         write_header(&mut h).expect("header");
         assert_eq!(h.len(), HEADER_LEN);
-        assert!(matches!(read_header(&mut &h[..]), Ok((1, 0))));
+        assert!(matches!(read_header(&mut &h[..]), Ok((2, 0))));
         assert!(matches!(
             read_header(&mut &b"ELF\x7f-not-a-trace"[..]),
             Err(HeaderProblem::BadMagic)
@@ -312,11 +325,17 @@ mod tests {
             read_header(&mut &fl[..]),
             Err(HeaderProblem::Flags(0x0100_0000))
         ));
-        let mut v2 = h.clone();
-        v2[8] = 2;
-        assert!(matches!(
-            read_header(&mut &v2[..]),
-            Err(HeaderProblem::Version(2, 0))
-        ));
+        // Format 1 is still read (and converted); 0 and 3 are not.
+        let mut v1 = h.clone();
+        v1[8] = 1;
+        assert!(matches!(read_header(&mut &v1[..]), Ok((1, 0))));
+        for major in [0u8, 3] {
+            let mut other = h.clone();
+            other[8] = major;
+            assert!(matches!(
+                read_header(&mut &other[..]),
+                Err(HeaderProblem::Version(m, 0)) if m == u16::from(major)
+            ));
+        }
     }
 }

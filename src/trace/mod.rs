@@ -9,6 +9,11 @@
 //! resolved at report time), run ends and sampler costs. A reader stops at
 //! the first truncated or corrupted frame and keeps everything before it.
 //!
+//! The format owns its types: the layout record is [`TraceLayout`] (not the
+//! symbols crate's `RunLayout`, which the reader hands out converted), and
+//! phases, end reasons and the unwinder are enums stored by name. Format 2
+//! is written; format 1 (string-map options) is read and converted (`v1.rs`).
+//!
 //! Writing from several threads:
 //! ```no_run
 //! # use boottrace::trace::*;
@@ -24,13 +29,20 @@
 
 mod error;
 pub mod frame;
+mod layout;
+mod names;
+mod options;
 mod reader;
 mod record;
 pub mod synth;
+mod v1;
 mod writer;
 
 pub use error::TraceError;
 pub use frame::MAX_RECORD_LEN;
+pub use layout::TraceLayout;
+pub use names::{EndKind, PhaseName, UnwinderKind};
+pub use options::RecordOptions;
 pub use reader::{RunData, Trace};
 pub use record::{
     Finish, HostFacts, KernelInfo, Layout, Phase, Record, RecordType, RunEnd, RunStart, Sample,

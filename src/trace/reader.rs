@@ -8,6 +8,7 @@ use std::path::Path;
 use boottrace_symbols::layout::RunLayout;
 
 use super::frame::{read_header, FrameReader, HeaderProblem, Next, VERSION_MAJOR, VERSION_MINOR};
+use super::names::PhaseName;
 use super::record::{Phase, Record, RunEnd, Sample, SamplerCost, Serial, TraceMeta};
 use super::TraceError;
 
@@ -40,15 +41,17 @@ impl RunData {
         }
     }
 
-    /// Time of the named phase, if recorded.
-    pub fn phase(&self, name: &str) -> Option<u64> {
+    /// Time of a phase, if recorded: `run.phase(PhaseName::FirstInstruction)`
+    /// (a name string converts too).
+    pub fn phase(&self, name: impl Into<PhaseName>) -> Option<u64> {
+        let name = name.into();
         self.phases.iter().find(|p| p.name == name).map(|p| p.t_ns)
     }
 
     /// Boot duration: end time (or, without one, the last sample) minus the
     /// first guest instruction (or 0 without one).
     pub fn boot_ns(&self) -> u64 {
-        let start = self.phase("first_instruction").unwrap_or(0);
+        let start = self.phase(PhaseName::FirstInstruction).unwrap_or(0);
         let end = self
             .end
             .as_ref()
@@ -64,6 +67,8 @@ impl RunData {
 pub struct Trace {
     /// Metadata.
     pub meta: TraceMeta,
+    /// Major format version of the file (older majors are converted on reading).
+    pub format_major: u16,
     /// Minor format version of the file.
     pub format_minor: u16,
     /// KVM stat names that `Sample::kvm` indices refer to (empty if none recorded).
@@ -90,7 +95,7 @@ impl Trace {
 
     /// Reads a trace from any reader; `path` is used in messages only.
     pub fn read_from(mut r: impl Read, path: &Path) -> Result<Trace, TraceError> {
-        let (_, format_minor) = read_header(&mut r).map_err(|p| match p {
+        let (format_major, format_minor) = read_header(&mut r).map_err(|p| match p {
             HeaderProblem::Io(source) => TraceError::Io {
                 path: path.to_path_buf(),
                 source,
@@ -109,13 +114,13 @@ impl Trace {
                 flags,
             },
         })?;
-        let mut frames = FrameReader::new(r);
+        let mut frames = FrameReader::with_major(r, format_major);
         let missing = |detail: String| TraceError::MissingMeta {
             path: path.to_path_buf(),
             detail,
         };
         let meta = match frames.next_record() {
-            Next::Record(Record::Meta(m)) => m,
+            Next::Record(Record::Meta(m)) => *m,
             Next::Record(other) => {
                 return Err(missing(format!(
                     "first record is {:?}, not Meta",
@@ -126,7 +131,7 @@ impl Trace {
             Next::End => return Err(missing("the file holds no record".into())),
         };
         let mut b = Builder::default();
-        if format_minor > VERSION_MINOR {
+        if format_major == VERSION_MAJOR && format_minor > VERSION_MINOR {
             b.warnings.push(format!(
                 "trace format {VERSION_MAJOR}.{format_minor} is newer than this boottrace's \
                  {VERSION_MAJOR}.{VERSION_MINOR}: records it does not know are skipped"
@@ -147,7 +152,7 @@ impl Trace {
                 Next::End => break,
             }
         }
-        Ok(b.build(meta, format_minor))
+        Ok(b.build(meta, format_major, format_minor))
     }
 
     /// Total samples over all runs.
@@ -203,7 +208,7 @@ impl Builder {
             }
             Record::Layout(l) => {
                 let run = l.run;
-                self.run(run).layout = Some(l.layout);
+                self.run(run).layout = Some(l.layout.into());
             }
             Record::StatNames(s) => self.stat_names = s.names,
             Record::Sample(s) => {
@@ -235,7 +240,7 @@ impl Builder {
         }
     }
 
-    fn build(mut self, meta: TraceMeta, format_minor: u16) -> Trace {
+    fn build(mut self, meta: TraceMeta, format_major: u16, format_minor: u16) -> Trace {
         if self.extra_meta {
             self.warnings
                 .push("more than one metadata record; the first one is used".into());
@@ -263,6 +268,7 @@ impl Builder {
         }
         Trace {
             meta,
+            format_major,
             format_minor,
             stat_names: self.stat_names,
             runs,

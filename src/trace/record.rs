@@ -6,11 +6,13 @@
 //! version; adding a new record type only a new minor version (older readers
 //! skip unknown types with a warning).
 
-use std::collections::BTreeMap;
-
 use boottrace_symbols::identity::KernelIdentity;
-use boottrace_symbols::layout::RunLayout;
 use serde::{Deserialize, Serialize};
+
+use super::layout::TraceLayout;
+use super::names::{EndKind, PhaseName, UnwinderKind};
+use super::options::RecordOptions;
+use super::v1;
 
 /// What the trace says about the kernel that was booted.
 ///
@@ -77,12 +79,12 @@ pub struct TraceMeta {
     pub kernel: KernelInfo,
     /// The guest kernel command line passed.
     pub kernel_cmdline: String,
-    /// Recording options by name (mem, cpus, freq, runs, until, …), as given.
-    pub options: BTreeMap<String, String>,
+    /// Recording options.
+    pub options: RecordOptions,
     /// Host facts.
     pub host: HostFacts,
-    /// Unwinder used at sample time: "frame-pointer", "orc" or "none".
-    pub unwinder: String,
+    /// Unwinder used at sample time.
+    pub unwinder: UnwinderKind,
     /// vmlinux given to `record`, if any.
     pub vmlinux: Option<String>,
     /// Sampling frequency per vCPU in Hz (0: no sampling).
@@ -105,8 +107,8 @@ pub struct RunStart {
 pub struct Phase {
     /// Run index.
     pub run: u32,
-    /// Phase name.
-    pub name: String,
+    /// Which phase.
+    pub name: PhaseName,
     /// Nanoseconds since the run's start.
     pub t_ns: u64,
 }
@@ -127,8 +129,8 @@ pub struct Serial {
 pub struct Layout {
     /// Run index.
     pub run: u32,
-    /// The layout found from guest state.
-    pub layout: RunLayout,
+    /// The layout found from guest state (the trace's own struct).
+    pub layout: TraceLayout,
 }
 
 /// Names of KVM's binary statistics; samples refer to them by index.
@@ -246,8 +248,8 @@ pub struct RunEnd {
     pub run: u32,
     /// Nanoseconds since the run's start.
     pub t_ns: u64,
-    /// Why it ended (e.g. "user", "shutdown", "timeout", "emulation-failure").
-    pub reason: String,
+    /// Why it ended.
+    pub reason: EndKind,
     /// Details (RIP, instruction bytes, symbol, …).
     pub detail: Option<String>,
 }
@@ -279,8 +281,8 @@ pub struct Finish {
 /// Any record of a trace file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    /// Trace metadata (first record).
-    Meta(TraceMeta),
+    /// Trace metadata (first record; boxed: it is large and comes once).
+    Meta(Box<TraceMeta>),
     /// Run start.
     RunStart(RunStart),
     /// VMM phase.
@@ -381,11 +383,25 @@ impl Record {
         }
     }
 
-    /// Decodes a body of a known type. Trailing bytes are ignored.
+    /// Decodes a body of a known type in the current format. Trailing bytes
+    /// are ignored.
     pub fn decode(ty: RecordType, body: &[u8]) -> Result<Record, postcard::Error> {
+        Record::decode_version(super::frame::VERSION_MAJOR, ty, body)
+    }
+
+    /// Decodes a body written in format `major` (1 or the current one),
+    /// converting older records to today's structs.
+    pub fn decode_version(
+        major: u16,
+        ty: RecordType,
+        body: &[u8],
+    ) -> Result<Record, postcard::Error> {
         use postcard::from_bytes as de;
         Ok(match ty {
-            RecordType::Meta => Record::Meta(de(body)?),
+            RecordType::Meta if major == 1 => {
+                Record::Meta(Box::new(de::<v1::TraceMetaV1>(body)?.into()))
+            }
+            RecordType::Meta => Record::Meta(Box::new(de(body)?)),
             RecordType::RunStart => Record::RunStart(de(body)?),
             RecordType::Phase => Record::Phase(de(body)?),
             RecordType::Serial => Record::Serial(de(body)?),

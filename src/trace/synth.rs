@@ -2,11 +2,12 @@
 //! not need a real boot. The fake kernel's symbols are served as a System.map
 //! ([`system_map`]) so the whole read → symbolize → render path can run.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use boottrace_symbols::layout::RunLayout;
 
+use super::names::{EndKind, PhaseName, UnwinderKind};
+use super::options::RecordOptions;
 use super::record::{
     HostFacts, KernelInfo, Layout, Phase, Record, RunEnd, RunStart, Sample, SampleCost,
     SamplerCost, Serial, StackEnd, StatNames, TraceMeta,
@@ -211,9 +212,11 @@ pub fn layout() -> RunLayout {
 
 /// Metadata of a synthetic trace.
 pub fn meta(opts: &SynthOptions) -> TraceMeta {
-    let mut options = BTreeMap::new();
-    options.insert("runs".to_string(), opts.runs.to_string());
-    options.insert("cpus".to_string(), opts.vcpus.to_string());
+    let options = RecordOptions {
+        runs: opts.runs,
+        cpus: opts.vcpus,
+        ..RecordOptions::default()
+    };
     TraceMeta {
         boottrace_version: env!("CARGO_PKG_VERSION").into(),
         argv: vec!["boottrace".into(), "synthetic".into()],
@@ -227,7 +230,7 @@ pub fn meta(opts: &SynthOptions) -> TraceMeta {
         kernel_cmdline: "console=ttyS0 quiet".into(),
         options,
         host: HostFacts::default(),
-        unwinder: "frame-pointer".into(),
+        unwinder: UnwinderKind::FramePointer,
         vmlinux: None,
         sample_freq_hz: (1_000_000_000 / opts.period_ns.max(1)) as u32,
         wall_start_unix_ns: 1_700_000_000_000_000_000,
@@ -336,7 +339,7 @@ fn extra_chain(bases: &mut Vec<u64>, n: u32, rng: &mut Rng) {
 pub fn records(opts: &SynthOptions) -> Vec<Record> {
     let mut rng = Rng(opts.seed ^ 0x9e37_79b9_7f4a_7c15);
     let mut out = vec![
-        Record::Meta(meta(opts)),
+        Record::Meta(Box::new(meta(opts))),
         Record::StatNames(StatNames {
             names: STATS.iter().map(|s| s.to_string()).collect(),
         }),
@@ -350,20 +353,16 @@ pub fn records(opts: &SynthOptions) -> Vec<Record> {
             wall_time_unix_ns: 1_700_000_000_000_000_000 + u64::from(run) * 10_000_000_000,
         }));
         for (name, t) in [
-            ("create_vm", 200_000),
-            ("memory", 400_000),
-            ("load_kernel", 900_000),
-            ("first_instruction", t0),
+            (PhaseName::CreateVm, 200_000),
+            (PhaseName::Memory, 400_000),
+            (PhaseName::LoadKernel, 900_000),
+            (PhaseName::FirstInstruction, t0),
         ] {
-            out.push(Record::Phase(Phase {
-                run,
-                name: name.into(),
-                t_ns: t,
-            }));
+            out.push(Record::Phase(Phase { run, name, t_ns: t }));
         }
         out.push(Record::Layout(Layout {
             run,
-            layout: layout(),
+            layout: layout().into(),
         }));
         let mut total = SamplerCost {
             run,
@@ -416,13 +415,13 @@ pub fn records(opts: &SynthOptions) -> Vec<Record> {
         }));
         out.push(Record::Phase(Phase {
             run,
-            name: "end".into(),
+            name: PhaseName::End,
             t_ns: end,
         }));
         out.push(Record::RunEnd(RunEnd {
             run,
             t_ns: end,
-            reason: "user".into(),
+            reason: EndKind::User,
             detail: None,
         }));
         out.push(Record::SamplerCost(total));

@@ -51,7 +51,7 @@ impl TraceWriter {
             records: 0,
         };
         write_header(&mut w.pending).map_err(|source| w.io(source))?;
-        w.append(&Record::Meta(meta.clone()))?;
+        w.append(&Record::Meta(Box::new(meta.clone())))?;
         w.flush()?;
         Ok(w)
     }

@@ -15,7 +15,7 @@ pub enum CompatMode {
 }
 
 /// The `--compat` choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompatChoice {
     /// Detect the host.
     Auto,

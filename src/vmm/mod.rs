@@ -7,7 +7,9 @@ pub mod compat;
 pub mod control;
 pub mod cpu;
 pub mod devices;
+pub mod exit;
 pub mod initrd;
+pub mod kick;
 pub mod layout;
 pub mod loader;
 pub mod memory;
@@ -74,10 +76,31 @@ pub struct BootConfig {
 pub const DEFAULT_CMDLINE: &str =
     "console=ttyS0 8250.nr_uarts=1 reboot=k panic=-1 pci=off nomodule i8042.noaux i8042.nomux i8042.dumbkbd";
 
+/// The points of a boot the VMM marks, in the order they happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VmmPhase {
+    /// The VM exists.
+    CreateVm,
+    /// Guest memory is mapped.
+    Memory,
+    /// Kernel, initrd, command line and boot tables are in guest memory.
+    LoadKernel,
+    /// The vCPUs are created and set up.
+    Vcpus,
+    /// The boot vCPU is about to run its first guest instruction.
+    FirstInstruction,
+    /// The guest wrote the boot marker.
+    BootMarker,
+    /// The first user-mode instruction was seen.
+    UserMode,
+    /// The boot ended.
+    End,
+}
+
 /// Receives what happens during a boot (the recorder writes it to the trace).
 pub trait RunObserver: Send + Sync {
-    /// A named VMM or boot phase reached at `t_ns`.
-    fn phase(&self, name: &str, t_ns: u64);
+    /// A VMM or boot phase reached at `t_ns`.
+    fn phase(&self, phase: VmmPhase, t_ns: u64);
     /// A console line, timestamped on arrival.
     fn serial_line(&self, t_ns: u64, line: &str);
 }
@@ -166,15 +189,15 @@ pub fn boot(
     locator: Option<Arc<dyn KernelLocator>>,
 ) -> Result<BootOutcome, VmmError> {
     let control = Arc::new(RunControl::new(t0));
-    let phase = |name: &str| observer.phase(name, control.now_ns());
+    let phase = |p: VmmPhase| observer.phase(p, control.now_ns());
 
     let kvm = open_kvm()?;
     let vm = create_vm(&kvm)?;
-    phase("create_vm");
+    phase(VmmPhase::CreateVm);
 
     let mem = memory::create_guest_memory(&cfg.mem)?;
     register_memory(&vm, &mem)?;
-    phase("memory");
+    phase(VmmPhase::Memory);
 
     let kernel = loader::load_kernel(&mem, &cfg.kernel, cfg.mem.size)?;
     let cmdline = loader::build_cmdline(
@@ -198,7 +221,7 @@ pub fn boot(
     }
     mptable::write(&mem, cfg.cpus)?;
     cpu::write_boot_tables(&mem, kernel.mode)?;
-    phase("load_kernel");
+    phase(VmmPhase::LoadKernel);
 
     let devices = Arc::new(create_devices(&vm, &control, &cfg.until, observer.clone())?);
     let base_cpuid = cpu::supported_cpuid(&kvm)?;
@@ -216,7 +239,7 @@ pub fn boot(
         }
         vcpus.push(vcpu);
     }
-    phase("vcpus");
+    phase(VmmPhase::Vcpus);
 
     timer_setup()?;
     let goals = Arc::new(vcpu::BootGoals {
@@ -266,7 +289,7 @@ pub fn boot(
         let t = h.as_pthread_t();
         let mut tries = 0;
         while !h.is_finished() && tries < 1000 {
-            crate::sample::timer::kick(t);
+            kick::kick(t);
             std::thread::sleep(Duration::from_millis(1));
             tries += 1;
         }
@@ -279,7 +302,7 @@ pub fn boot(
         EndReason::VcpuError("boot ended without a reason".into()),
         control.now_ns(),
     ));
-    observer.phase("end", end_ns);
+    observer.phase(VmmPhase::End, end_ns);
     Ok(BootOutcome {
         end,
         end_ns,
@@ -377,8 +400,7 @@ fn timer_setup() -> Result<(), VmmError> {
     if *done {
         return Ok(());
     }
-    crate::sample::timer::install_handler()
-        .map_err(|e| VmmError::Host(format!("sigaction: {e}")))?;
+    kick::install_handler().map_err(|e| VmmError::Host(format!("sigaction: {e}")))?;
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic.
         unsafe {

@@ -1,4 +1,5 @@
-//! One vCPU thread: KVM_RUN, exit handling, the PVM emulation fixes, boot-end
+//! One vCPU thread: KVM_RUN, carrying out what `exit.rs` decided about each
+//! exit (device events, breakpoints, the PVM emulation fixes), boot-end
 //! detection from guest state, and the sampling hook.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,14 +9,18 @@ use kvm_bindings::{
     kvm_guest_debug, kvm_guest_debug_arch, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_USE_HW_BP,
     KVM_MP_STATE_RUNNABLE,
 };
-use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
+use kvm_ioctls::{SyncReg, VcpuFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::compat::{fix_for, CompatMode, EmulationFix};
+use super::compat::{CompatMode, EmulationFix};
 use super::control::{EndReason, RunControl};
-use super::devices::{DeviceEvent, Devices};
-use super::{RunObserver, Until};
-use crate::sample::timer::{self, ThreadTimer};
+use super::devices::Devices;
+use super::exit::{
+    emulation_failure_action, handle_exit, ExitAction, FailedInstruction, FailureAction,
+    FixCounter, BP_INIT_ENTRY, BP_USER_RETURN,
+};
+use super::kick::{self, ThreadTimer};
+use super::{RunObserver, Until, VmmPhase};
 
 /// What a sampler reports back to the loop.
 #[derive(Debug, Clone, Copy)]
@@ -59,9 +64,8 @@ pub struct BootGoals {
     pub locator: Option<Arc<dyn super::KernelLocator>>,
 }
 
-/// Which debug register watches what.
-const BP_USER_RETURN: usize = 0;
-const BP_INIT_ENTRY: usize = 1;
+/// Offset of `ip` in x86_64 `struct pt_regs`.
+const PT_REGS_IP: u64 = 128;
 
 /// Everything a vCPU thread owns.
 pub struct VcpuThread {
@@ -86,10 +90,6 @@ pub struct VcpuThread {
     /// Makes this vCPU's sampler (on the vCPU thread), when sampling.
     pub sampler_factory: Option<Arc<dyn super::SamplerFactory>>,
 }
-
-/// Upper bound on consecutive emulation fixes at one RIP: a guest looping on
-/// an int3 must not spin the VMM forever.
-const MAX_FIXES_AT_SAME_RIP: u32 = 1000;
 
 impl VcpuThread {
     /// A vCPU thread's state; the sampler is made when the thread starts.
@@ -127,7 +127,7 @@ impl VcpuThread {
             .take()
             .map(|f| f.create(self.index, &self.vcpu, &self.mem));
         let run_ptr = self.vcpu.get_kvm_run() as *mut kvm_bindings::kvm_run;
-        let _guard = timer::register_kvm_run(run_ptr);
+        let _guard = kick::register_kvm_run(run_ptr);
         // SYNC_REGS: KVM copies regs/sregs into kvm_run on every exit, so
         // boot-end checks and samples need no extra ioctl.
         self.vcpu.set_sync_valid_reg(SyncReg::Register);
@@ -151,7 +151,7 @@ impl VcpuThread {
         let mut started = is_bsp;
         if is_bsp {
             self.observer
-                .phase("first_instruction", self.control.now_ns());
+                .phase(VmmPhase::FirstInstruction, self.control.now_ns());
             // The first sample is the first guest instruction itself (t = entry).
             self.take_sample(sampler.as_deref_mut(), &mut started, None, false);
         }
@@ -160,73 +160,11 @@ impl VcpuThread {
         } else {
             0
         };
-        let mut last_fix_rip = 0u64;
-        let mut fixes_here = 0u32;
+        let mut fixes = FixCounter::default();
         while !self.control.should_stop() {
             let result = self.vcpu.run();
-            let mut event = None;
-            match result {
-                Ok(exit) => match exit {
-                    VcpuExit::IoOut(port, data) => event = self.devices.pio_write(port, data),
-                    VcpuExit::IoIn(port, data) => self.devices.pio_read(port, data),
-                    VcpuExit::MmioWrite(addr, data) => event = self.devices.mmio_write(addr, data),
-                    VcpuExit::MmioRead(_, data) => data.fill(0xff),
-                    VcpuExit::Hlt | VcpuExit::IrqWindowOpen | VcpuExit::Intr => {}
-                    VcpuExit::Shutdown => self
-                        .control
-                        .end(EndReason::Shutdown("triple fault or shutdown".into())),
-                    VcpuExit::SystemEvent(kind, _) => self
-                        .control
-                        .end(EndReason::Shutdown(format!("system event {kind}"))),
-                    VcpuExit::FailEntry(reason, cpu) => self.control.end(EndReason::VcpuError(
-                        format!("KVM entry failed: hardware reason {reason:#x} on CPU {cpu}"),
-                    )),
-                    VcpuExit::Debug(arch) => {
-                        if arch.dr6 & (1 << BP_USER_RETURN) != 0 {
-                            // At the kernel's last step before iret to user mode:
-                            // pt_regs is at RSP, and its ip is the first user instruction.
-                            let rsp = self.vcpu.sync_regs().regs.rsp;
-                            let rip = self.read_guest_u64(rsp + 128).unwrap_or(arch.pc);
-                            self.user_mode_reached(
-                                rip,
-                                "hw-breakpoint on the kernel's return to user mode",
-                            );
-                        } else {
-                            self.user_mode_reached(arch.pc, "hw-breakpoint at /init's entry");
-                        }
-                        self.set_breakpoints(&[]);
-                        bps_armed = true;
-                    }
-                    VcpuExit::InternalError => {
-                        let rip = self.vcpu.sync_regs().regs.rip;
-                        if rip == last_fix_rip {
-                            fixes_here += 1;
-                        } else {
-                            last_fix_rip = rip;
-                            fixes_here = 0;
-                        }
-                        self.on_internal_error(fixes_here);
-                    }
-                    other => {
-                        let msg = format!("unhandled KVM exit {other:?}");
-                        self.control.end(EndReason::VcpuError(msg));
-                    }
-                },
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
-                Err(e) => self
-                    .control
-                    .end(EndReason::VcpuError(format!("KVM_RUN failed: {e}"))),
-            }
-            match event {
-                Some(DeviceEvent::Reset) => self.control.end(EndReason::Reset),
-                Some(DeviceEvent::BootMarker) => {
-                    self.observer.phase("boot_marker", self.control.now_ns());
-                    if matches!(self.goals.until, Until::Marker) {
-                        self.control.end(EndReason::Marker);
-                    }
-                }
-                None => {}
-            }
+            let action = handle_exit(result, self.devices.as_ref());
+            self.carry_out(action, &mut fixes, &mut bps_armed);
             if !bps_armed {
                 self.arm_breakpoints(&mut bps_armed, true);
             }
@@ -284,7 +222,8 @@ impl VcpuThread {
         if self.goals.user_seen.swap(true, Ordering::SeqCst) {
             return;
         }
-        self.observer.phase("user_mode", self.control.now_ns());
+        self.observer
+            .phase(VmmPhase::UserMode, self.control.now_ns());
         if matches!(self.goals.until, Until::User) {
             self.control.end(EndReason::UserMode {
                 vcpu: self.index,
@@ -355,7 +294,48 @@ impl VcpuThread {
             .ok()
     }
 
-    fn on_internal_error(&mut self, fixes_here: u32) {
+    /// Does what the exit handler decided.
+    fn carry_out(&mut self, action: ExitAction, fixes: &mut FixCounter, bps_armed: &mut bool) {
+        match action {
+            ExitAction::Continue => {}
+            ExitAction::BootMarker => {
+                self.observer
+                    .phase(VmmPhase::BootMarker, self.control.now_ns());
+                if matches!(self.goals.until, Until::Marker) {
+                    self.control.end(EndReason::Marker);
+                }
+            }
+            ExitAction::UserReturnBreakpoint { pc } => {
+                // At the kernel's last step before iret to user mode:
+                // pt_regs is at RSP, and its ip is the first user instruction.
+                let rsp = self.vcpu.sync_regs().regs.rsp;
+                let rip = rsp
+                    .checked_add(PT_REGS_IP)
+                    .and_then(|a| self.read_guest_u64(a))
+                    .unwrap_or(pc);
+                self.user_mode_reached(rip, "hw-breakpoint on the kernel's return to user mode");
+                self.set_breakpoints(&[]);
+                *bps_armed = true;
+            }
+            ExitAction::InitEntryBreakpoint { pc } => {
+                self.user_mode_reached(pc, "hw-breakpoint at /init's entry");
+                self.set_breakpoints(&[]);
+                *bps_armed = true;
+            }
+            ExitAction::EmulationFailure => {
+                let failed = self.failed_instruction();
+                let fixes_here = fixes.at(failed.rip);
+                match emulation_failure_action(self.compat, failed, fixes_here) {
+                    FailureAction::Fix(fix) => self.apply_fix(fix),
+                    FailureAction::End(reason) => self.control.end(reason),
+                }
+            }
+            ExitAction::End(reason) => self.control.end(reason),
+        }
+    }
+
+    /// The guest state at an emulation failure (SYNC_REGS are fresh after the exit).
+    fn failed_instruction(&mut self) -> FailedInstruction {
         let suberror = {
             let run = self.vcpu.get_kvm_run();
             // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so the `internal`
@@ -363,43 +343,37 @@ impl VcpuThread {
             unsafe { run.__bindgen_anon_1.internal.suberror }
         };
         let sync = self.vcpu.sync_regs();
-        let (mut regs, sregs) = (sync.regs, sync.sregs);
-        let cpl = (sregs.cs.selector & 3) as u8;
-        let bytes = self.instruction_bytes(regs.rip, sregs.cr0 & (1 << 31) != 0);
-        let fix = if fixes_here < MAX_FIXES_AT_SAME_RIP {
-            fix_for(self.compat, &bytes)
-        } else {
-            None
-        };
-        match fix {
-            Some(f) => {
-                regs.rip += 1;
-                if self.vcpu.set_regs(&regs).is_err() {
-                    self.control.end(EndReason::VcpuError(
-                        "KVM_SET_REGS failed during a workaround".into(),
-                    ));
-                    return;
-                }
-                if f == EmulationFix::SkipAndInjectBreakpoint {
-                    let ok = self.vcpu.get_vcpu_events().and_then(|mut ev| {
-                        ev.exception.injected = 1;
-                        ev.exception.nr = 3;
-                        ev.exception.has_error_code = 0;
-                        self.vcpu.set_vcpu_events(&ev)
-                    });
-                    if ok.is_err() {
-                        self.control
-                            .end(EndReason::VcpuError("cannot inject #BP".into()));
-                    }
-                }
+        let (rip, sregs) = (sync.regs.rip, sync.sregs);
+        FailedInstruction {
+            vcpu: self.index,
+            rip,
+            bytes: self.instruction_bytes(rip, sregs.cr0 & (1 << 31) != 0),
+            cpl: (sregs.cs.selector & 3) as u8,
+            suberror,
+        }
+    }
+
+    /// Steps over the failed instruction and, for int3, injects #BP.
+    fn apply_fix(&mut self, fix: EmulationFix) {
+        let mut regs = self.vcpu.sync_regs().regs;
+        regs.rip = regs.rip.wrapping_add(1);
+        if self.vcpu.set_regs(&regs).is_err() {
+            self.control.end(EndReason::VcpuError(
+                "KVM_SET_REGS failed during a workaround".into(),
+            ));
+            return;
+        }
+        if fix == EmulationFix::SkipAndInjectBreakpoint {
+            let ok = self.vcpu.get_vcpu_events().and_then(|mut ev| {
+                ev.exception.injected = 1;
+                ev.exception.nr = 3;
+                ev.exception.has_error_code = 0;
+                self.vcpu.set_vcpu_events(&ev)
+            });
+            if ok.is_err() {
+                self.control
+                    .end(EndReason::VcpuError("cannot inject #BP".into()));
             }
-            None => self.control.end(EndReason::EmulationFailure {
-                vcpu: self.index,
-                rip: regs.rip,
-                bytes,
-                cpl,
-                suberror,
-            }),
         }
     }
 

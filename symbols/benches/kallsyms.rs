@@ -44,7 +44,7 @@ fn bench(path: &Path) {
     let mut count = 0;
     for _ in 0..RUNS {
         let t = Instant::now();
-        match kallsyms::recover(&image) {
+        match kallsyms::recover(&image.kallsyms_regions()) {
             Ok(table) => count = table.len(),
             Err(e) => {
                 eprintln!("{}: {e}", path.display());

@@ -220,6 +220,24 @@ impl KernelImage {
         self.elf_bytes().get(start..start.checked_add(len)?)
     }
 
+    /// Where kallsyms may lie, in the order to search: `.rodata` first, then
+    /// every loadable segment's file bytes, as (link-time address, bytes).
+    pub fn kallsyms_regions(&self) -> Vec<(u64, &[u8])> {
+        let mut regions: Vec<(u64, &[u8])> = Vec::new();
+        if let Some(rodata) = self.section(".rodata") {
+            regions.push(rodata);
+        }
+        for seg in self.segments() {
+            if let Some(bytes) = usize::try_from(seg.filesz)
+                .ok()
+                .and_then(|len| self.read_link(seg.vaddr, len))
+            {
+                regions.push((seg.vaddr, bytes));
+            }
+        }
+        regions
+    }
+
     /// `PT_LOAD` segments of the kernel proper.
     pub fn segments(&self) -> &[Segment] {
         &self.layout.segments
@@ -274,7 +292,7 @@ impl KernelImage {
     /// Like [`Self::kallsyms`], without copying the table.
     pub fn kallsyms_ref(&self) -> Result<&SymbolTable, KallsymsError> {
         self.kallsyms
-            .get_or_init(|| kallsyms::recover(self))
+            .get_or_init(|| kallsyms::recover(&self.kallsyms_regions()))
             .as_ref()
             .map_err(Clone::clone)
     }

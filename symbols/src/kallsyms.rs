@@ -26,7 +26,6 @@ use std::ops::Range;
 
 use thiserror::Error;
 
-use crate::image::KernelImage;
 use crate::layout::KERNEL_HALF;
 use crate::table::{Symbol, SymbolTable};
 
@@ -112,29 +111,19 @@ pub struct KallsymsInfo {
     pub encoding: AddressEncoding,
 }
 
-/// Recovers kallsyms from a kernel image: `.rodata` first, then every loadable segment.
-pub fn recover(image: &KernelImage) -> Result<SymbolTable, KallsymsError> {
-    recover_with_info(image).map(|(t, _)| t)
+/// Recovers kallsyms from a kernel's loaded bytes: `regions` are
+/// (link-time address, bytes) pairs tried in order, e.g. `.rodata` first,
+/// then every loadable segment (see `KernelImage::kallsyms_regions`).
+pub fn recover(regions: &[(u64, &[u8])]) -> Result<SymbolTable, KallsymsError> {
+    recover_with_info(regions).map(|(t, _)| t)
 }
 
 /// Like [`recover`], also telling where and how the tables were found.
 pub fn recover_with_info(
-    image: &KernelImage,
+    regions: &[(u64, &[u8])],
 ) -> Result<(SymbolTable, KallsymsInfo), KallsymsError> {
-    let mut regions: Vec<(u64, &[u8])> = Vec::new();
-    if let Some(rodata) = image.section(".rodata") {
-        regions.push(rodata);
-    }
-    for seg in image.segments() {
-        if let Some(bytes) = usize::try_from(seg.filesz)
-            .ok()
-            .and_then(|len| image.read_link(seg.vaddr, len))
-        {
-            regions.push((seg.vaddr, bytes));
-        }
-    }
     let mut best = KallsymsError::NoTokenTable;
-    for (base, data) in regions {
+    for &(base, data) in regions {
         match recover_from_bytes(data, base) {
             Ok(found) => return Ok(found),
             Err(e) if e.stage() > best.stage() => best = e,

@@ -52,7 +52,8 @@ fn check(series: &str, order: TableOrder, orc_version: OrcVersion) {
     );
 
     let t = Instant::now();
-    let (table, info) = kallsyms::recover_with_info(&image).expect("kallsyms recovered");
+    let (table, info) =
+        kallsyms::recover_with_info(&image.kallsyms_regions()).expect("kallsyms recovered");
     eprintln!(
         "{}: {} symbols in {:?}, {info:?}",
         path.display(),

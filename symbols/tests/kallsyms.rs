@@ -11,7 +11,8 @@ use boottrace_symbols::kallsyms::{self, AddressEncoding, TableOrder};
 fn check(name: &str, encoding: AddressEncoding) {
     let dir = common::kernel_dir(name);
     let image = KernelImage::open(&dir.join("bzImage")).expect("bzImage opens");
-    let (table, info) = kallsyms::recover_with_info(&image).expect("kallsyms recovered");
+    let (table, info) =
+        kallsyms::recover_with_info(&image.kallsyms_regions()).expect("kallsyms recovered");
     eprintln!("{name}: {info:?}");
     assert_eq!(
         info.order,

@@ -5,7 +5,6 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use boottrace::report::symbolize::SymbolArgs;
@@ -271,7 +270,7 @@ pub fn write_trace_with(dir: &Path, name: &str, scripts: &[Vec<Step>], period_ns
             version: Some("Linux version 6.12.0-scripted".into()),
         },
         kernel_cmdline: "console=ttyS0".into(),
-        options: BTreeMap::new(),
+        options: Default::default(),
         host: HostFacts::default(),
         unwinder: "orc".into(),
         vmlinux: None,
@@ -312,7 +311,7 @@ pub fn write_trace_with(dir: &Path, name: &str, scripts: &[Vec<Step>], period_ns
             &mut w,
             Record::Layout(Layout {
                 run,
-                layout: layout(),
+                layout: layout().into(),
             }),
         );
         let mut t = T0_NS;

@@ -23,7 +23,13 @@ use kvm_bindings::{
     KVMIO, KVM_STATS_BASE_MASK, KVM_STATS_TYPE_CUMULATIVE, KVM_STATS_TYPE_MASK, KVM_STATS_UNIT_MASK,
 };
 
-vmm_sys_util::ioctl_io_nr!(KVM_GET_STATS_FD, KVMIO, 0xce);
+/// The ioctl number of `KVM_GET_STATS_FD` (not wrapped by kvm-ioctls), in a
+/// private module: the macro makes an undocumented `pub fn`.
+mod ioctl {
+    use super::KVMIO;
+    vmm_sys_util::ioctl_io_nr!(KVM_GET_STATS_FD, KVMIO, 0xce);
+}
+use ioctl::KVM_GET_STATS_FD;
 
 /// Size in bytes of `struct kvm_stats_header`.
 const HEADER_SIZE: usize = 24;

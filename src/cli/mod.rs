@@ -1,0 +1,5 @@
+//! The command line's types: clap stays here, out of the library. Each
+//! command's arguments turn into a plain configuration with `into_config()`.
+
+pub mod progress;
+pub mod record;

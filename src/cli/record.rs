@@ -1,0 +1,232 @@
+//! `boottrace record`'s arguments.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::record::config::{parse_size, parse_until, DEFAULT_OUTPUT};
+use crate::record::RecordConfig;
+use crate::sample::sampler::CaptureMode;
+use crate::vmm::compat::CompatChoice;
+
+/// Options of `boottrace record`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RecordArgs {
+    /// Kernel image: bzImage or ELF vmlinux (recognised by content).
+    pub kernel: PathBuf,
+    /// Initial ramdisk (e.g. a cpio with /init).
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
+    /// Extra kernel command-line arguments, added after boottrace's defaults.
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// Guest memory, e.g. 128M, 2G.
+    #[arg(long, default_value = "128M", value_parser = parse_size)]
+    pub mem: u64,
+    /// Number of vCPUs (an MP table describes them).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=254))]
+    pub cpus: u8,
+    /// Back guest memory with huge pages (MAP_HUGETLB; they must be reserved).
+    #[arg(long)]
+    pub hugepages: bool,
+    /// Pre-fault all guest memory before boot (MAP_POPULATE).
+    #[arg(long)]
+    pub populate: bool,
+    /// Give up on a boot after this many seconds.
+    #[arg(long, default_value_t = 600.0, value_parser = parse_seconds)]
+    pub timeout: f64,
+    /// When a boot ends: user (first user-mode instruction), shutdown, marker, serial:REGEX.
+    #[arg(long, default_value = "user", value_parser = check_until)]
+    pub until: String,
+    /// Host workarounds: auto-detect, none, or pvm.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub compat: CompatArg,
+    /// Samples per second per vCPU; 0 records without sampling (the overhead
+    /// baseline). Default: 10000, or 1000 on a PVM host.
+    #[arg(short = 'F', long = "freq")]
+    pub freq: Option<u32>,
+    /// Boot this many times into one trace.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub runs: u32,
+    /// Output trace file.
+    #[arg(short = 'o', long = "output", default_value = DEFAULT_OUTPUT)]
+    pub output: PathBuf,
+    /// vmlinux matching the kernel, stored as a hint for later symbolization.
+    #[arg(long)]
+    pub vmlinux: Option<PathBuf>,
+    /// Do not echo the guest console (status still goes to stderr).
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Also show details: each run's kernel layout (KASLR slide and how it was found).
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Boot a bzImage's kernel proper (its ELF payload, through the PVH or
+    /// 64-bit entry) instead of its decompressor: for hosts that cannot run
+    /// the decompressor (e.g. zstd's BMI2 code under PVM). Skips decompression
+    /// and KASLR, so it is not a faithful boot of the image.
+    #[arg(long)]
+    pub skip_decompressor: bool,
+    /// How registers are read per sample: sync (SYNC_REGS, no ioctl) or ioctl
+    /// (KVM_GET_REGS + KVM_GET_SREGS); for measuring the difference.
+    #[arg(long, value_enum, default_value = "sync")]
+    pub capture: CaptureArg,
+}
+
+/// `--compat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompatArg {
+    /// Detect the host.
+    Auto,
+    /// Never apply workarounds.
+    None,
+    /// Always apply the PVM workarounds.
+    Pvm,
+}
+
+/// `--capture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CaptureArg {
+    /// SYNC_REGS: no ioctl per sample.
+    Sync,
+    /// KVM_GET_REGS + KVM_GET_SREGS per sample.
+    Ioctl,
+}
+
+fn check_until(s: &str) -> Result<String, String> {
+    parse_until(s).map(|_| s.to_string())
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let t: f64 = s
+        .parse()
+        .map_err(|_| format!("not a number of seconds: {s:?}"))?;
+    if !t.is_finite() || !(0.0..=1e9).contains(&t) {
+        return Err(format!("timeout out of range: {s:?}"));
+    }
+    Ok(t)
+}
+
+impl RecordArgs {
+    /// The recording these arguments ask for. `argv` is stored in the trace;
+    /// `started` is when the process started.
+    pub fn into_config(self, argv: Vec<String>, started: Instant) -> RecordConfig {
+        // Checked by the value parser; a failure here would be a clap bug.
+        let until = parse_until(&self.until).unwrap_or(crate::vmm::Until::User);
+        RecordConfig {
+            kernel: self.kernel,
+            initrd: self.initrd,
+            cmdline_extra: self.cmdline,
+            mem: self.mem,
+            cpus: self.cpus,
+            hugepages: self.hugepages,
+            populate: self.populate,
+            timeout: Duration::from_secs_f64(self.timeout),
+            until,
+            until_text: self.until,
+            compat: match self.compat {
+                CompatArg::Auto => CompatChoice::Auto,
+                CompatArg::None => CompatChoice::None,
+                CompatArg::Pvm => CompatChoice::Pvm,
+            },
+            freq: self.freq,
+            runs: self.runs,
+            output: self.output,
+            vmlinux: self.vmlinux,
+            skip_decompressor: self.skip_decompressor,
+            capture: match self.capture {
+                CaptureArg::Sync => CaptureMode::Sync,
+                CaptureArg::Ioctl => CaptureMode::Ioctl,
+            },
+            argv,
+            started,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: RecordArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<RecordArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("record").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    /// The command line's defaults are `RecordConfig::new`'s.
+    #[test]
+    fn defaults_match_the_library() {
+        let args = parse(&["bzImage"]).expect("parses");
+        assert!(!args.quiet && !args.verbose);
+        let t = Instant::now();
+        let from_cli = args.into_config(Vec::new(), t);
+        let lib = RecordConfig::new("bzImage");
+        assert_eq!(from_cli.kernel, lib.kernel);
+        assert_eq!(from_cli.initrd, lib.initrd);
+        assert_eq!(from_cli.cmdline_extra, lib.cmdline_extra);
+        assert_eq!(from_cli.mem, lib.mem);
+        assert_eq!(from_cli.cpus, lib.cpus);
+        assert_eq!(from_cli.hugepages, lib.hugepages);
+        assert_eq!(from_cli.populate, lib.populate);
+        assert_eq!(from_cli.timeout, lib.timeout);
+        assert_eq!(from_cli.until_text, lib.until_text);
+        assert!(matches!(from_cli.until, crate::vmm::Until::User));
+        assert_eq!(from_cli.compat, lib.compat);
+        assert_eq!(from_cli.freq, lib.freq);
+        assert_eq!(from_cli.runs, lib.runs);
+        assert_eq!(from_cli.output, lib.output);
+        assert_eq!(from_cli.vmlinux, lib.vmlinux);
+        assert_eq!(from_cli.skip_decompressor, lib.skip_decompressor);
+        assert_eq!(from_cli.capture, lib.capture);
+    }
+
+    #[test]
+    fn options_reach_the_config() {
+        let args = parse(&[
+            "k",
+            "--mem",
+            "256M",
+            "--cpus",
+            "2",
+            "-F",
+            "0",
+            "--until",
+            "serial:Run /init",
+            "--timeout",
+            "1.5",
+            "--compat",
+            "none",
+            "--capture",
+            "ioctl",
+            "-q",
+            "-v",
+        ])
+        .expect("parses");
+        assert!(args.quiet && args.verbose);
+        let c = args.into_config(vec!["boottrace".into()], Instant::now());
+        assert_eq!(c.mem, 256 << 20);
+        assert_eq!(c.cpus, 2);
+        assert_eq!(c.freq, Some(0));
+        assert!(matches!(c.until, crate::vmm::Until::Serial(_)));
+        assert_eq!(c.until_text, "serial:Run /init");
+        assert_eq!(c.timeout, Duration::from_millis(1500));
+        assert_eq!(c.compat, CompatChoice::None);
+        assert_eq!(c.capture, CaptureMode::Ioctl);
+        assert_eq!(c.argv, ["boottrace"]);
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(parse(&["k", "--until", "sometime"]).is_err());
+        assert!(parse(&["k", "--until", "serial:("]).is_err());
+        assert!(parse(&["k", "--timeout", "-1"]).is_err());
+        assert!(parse(&["k", "--timeout", "inf"]).is_err());
+        assert!(parse(&["k", "--mem", "12Q"]).is_err());
+        assert!(parse(&["k", "--cpus", "0"]).is_err());
+    }
+}

@@ -1,0 +1,206 @@
+//! `boottrace record`: boot a kernel (N times), sample it, write the trace,
+//! and report how each boot went through a [`Progress`] (this module prints
+//! nothing).
+//!
+//! - [`config`]: [`RecordConfig`], what to record (plain values, no clap).
+//! - [`kernel`]: the kernel image, read once for all runs.
+//! - [`meta`]: the trace's metadata record.
+//! - [`run`]: one boot, in named steps.
+//! - [`observer`]: phases and console lines of a run, into the trace.
+//! - [`summary`]: what each boot and the recording report back.
+//! - [`progress`]: the reporter trait.
+
+pub mod config;
+pub mod kernel;
+pub mod meta;
+pub mod observer;
+pub mod progress;
+pub mod run;
+pub mod summary;
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+use crate::trace::{TraceWriter, TraceWriterThread};
+use crate::vmm::compat::CompatMode;
+use crate::vmm::loader::KernelFormat;
+use crate::vmm::memory::MemoryOptions;
+use crate::vmm::{self, BootConfig};
+
+pub use config::{RecordConfig, DEFAULT_FREQ, PVM_DEFAULT_FREQ};
+pub use progress::{ConsoleEcho, Progress, Silent};
+pub use summary::{RecordSummary, RunSummary, SAMPLING_SHARE_WARN_PCT};
+
+/// Records `cfg.runs` boots into `cfg.output`. Fails when an input is
+/// missing, the trace cannot be written, a boot cannot start, or no boot
+/// reached its end condition (the trace keeps whatever was recorded).
+pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordSummary> {
+    let compat = CompatMode::resolve(cfg.compat);
+    let freq = cfg.freq_for(compat);
+    if compat == CompatMode::Pvm {
+        progress.status(&format!(
+            "PVM nested-KVM host: applying workarounds ({}); guest times are emulated-KVM times, ~1000x bare metal",
+            compat.workarounds().join("; ")
+        ));
+    }
+    check_inputs(cfg)?;
+    let facts = kernel::read_kernel(&cfg.kernel, cfg.skip_decompressor)?;
+    // Reading the image (decompression, hashing, ORC, kallsyms) happens before
+    // the VM exists; recorded as its own phase so VMM set-up time stays visible.
+    let analysis_ns = u64::try_from(cfg.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    if cfg.skip_decompressor {
+        progress.status(
+            "booting the bzImage's ELF payload directly (--skip-decompressor: no decompression, no KASLR)",
+        );
+    }
+    let meta = meta::trace_meta(cfg, &facts, compat, freq);
+    let writer = open_trace(&cfg.output, &meta)?;
+    let ctx = run::RunContext {
+        cfg,
+        facts: &facts,
+        boot: boot_config(cfg, &facts, compat),
+        freq,
+        analysis_ns,
+        stat_names_written: Arc::new(AtomicBool::new(false)),
+    };
+    let mut runs = Vec::new();
+    for i in 0..cfg.runs {
+        let sink = writer.sink();
+        let echo = progress.console();
+        let summary = match ctx.record_run(i, &sink, echo) {
+            Ok(s) => s,
+            Err(e) => {
+                // Keep what earlier runs recorded: the file stays readable.
+                drop(sink);
+                let _ = writer.finish();
+                return Err(e);
+            }
+        };
+        report_run(progress, &summary, &meta.unwinder, freq);
+        runs.push(summary);
+        if vmm::was_interrupted() {
+            break;
+        }
+    }
+    let records = writer
+        .finish()
+        .with_context(|| format!("cannot finish {}", cfg.output.display()))?;
+    progress.status(&format!(
+        "wrote {} ({records} records)",
+        cfg.output.display()
+    ));
+    let failed = runs.iter().filter(|r| !r.reached_goal()).count();
+    if failed == runs.len() {
+        bail!(
+            "no boot reached its end condition ({failed} of {} ended otherwise; the trace keeps what they did)",
+            runs.len()
+        );
+    }
+    Ok(RecordSummary {
+        output: cfg.output.clone(),
+        records,
+        freq,
+        runs,
+    })
+}
+
+/// Missing inputs are a one-line error before anything is written.
+fn check_inputs(cfg: &RecordConfig) -> Result<()> {
+    if !cfg.kernel.exists() {
+        bail!("kernel image {} does not exist", cfg.kernel.display());
+    }
+    if let Some(i) = &cfg.initrd {
+        if !i.exists() {
+            bail!("initrd {} does not exist", i.display());
+        }
+    }
+    if cfg.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    Ok(())
+}
+
+/// The VMM's configuration, the same for every run.
+fn boot_config(cfg: &RecordConfig, facts: &kernel::KernelFacts, compat: CompatMode) -> BootConfig {
+    BootConfig {
+        kernel: facts.boot_path.clone(),
+        initrd: cfg.initrd.clone(),
+        cmdline_extra: cfg.cmdline_extra.clone(),
+        mem: MemoryOptions {
+            size: cfg.mem,
+            hugepages: cfg.hugepages,
+            populate: cfg.populate,
+        },
+        cpus: cfg.cpus,
+        timeout: cfg.timeout.max(std::time::Duration::from_millis(1)),
+        until: cfg.until.clone(),
+        compat,
+        user_return_link: facts.user_return_link,
+    }
+}
+
+/// Moves an existing trace aside (like perf.data.old) and starts the writer.
+fn open_trace(path: &Path, meta: &crate::trace::TraceMeta) -> Result<TraceWriterThread> {
+    keep_old(path)?;
+    TraceWriter::create(path, meta)
+        .with_context(|| format!("cannot create {}", path.display()))?
+        .spawn()
+        .context("cannot start the trace writer")
+}
+
+/// Moves an existing trace aside (like perf.data.old) so a new recording
+/// never destroys an old one.
+fn keep_old(path: &Path) -> Result<()> {
+    if path.exists() {
+        let mut old = path.as_os_str().to_owned();
+        old.push(".old");
+        std::fs::rename(path, &old)
+            .with_context(|| format!("cannot move the old {} aside", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Hands a finished run to the reporter: the first run's boot facts, the
+/// summary, the layout (detail) and the sampling-cost warning.
+fn report_run(
+    progress: &mut dyn Progress,
+    s: &RunSummary,
+    unwinder: &crate::trace::UnwinderKind,
+    freq: u32,
+) {
+    if s.run == 0 {
+        let format = if s.kernel.format == KernelFormat::BzImage {
+            "bzImage"
+        } else {
+            "ELF"
+        };
+        progress.status(&format!(
+            "{format} kernel, entry {:#x} ({:?}), unwinder {unwinder}, sampling at {freq} Hz per vCPU",
+            s.kernel.entry, s.kernel.mode
+        ));
+        progress.status(&format!("kernel command line: {}", s.cmdline));
+    }
+    progress.run_finished(s);
+    if let Some(l) = &s.layout {
+        progress.detail(&format!(
+            "run {}: kernel slide {:#x} ({}), physical start {}",
+            s.run + 1,
+            l.kernel_virt_slide,
+            l.virt_slide_method,
+            l.kernel_phys_start
+                .map_or_else(|| "unknown".to_string(), |p| format!("{p:#x}"))
+        ));
+    }
+    if s.sampling.samples > 0 {
+        let share = s.sampling.share_pct(s.end_ns);
+        if share > SAMPLING_SHARE_WARN_PCT {
+            progress.warning(&format!(
+                "sampling took {share}% of run {}'s host time; lower -F for a less perturbed boot",
+                s.run + 1
+            ));
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The VMM's observer for one run: phases and console lines go to the trace
+//! (and the console, live, to the caller's echo).
+
+use std::sync::{Arc, Mutex};
+
+use crate::trace::{EndKind, Phase, PhaseName, Record, Serial, TraceSink};
+use crate::vmm::control::EndReason;
+use crate::vmm::{RunObserver, VmmPhase};
+
+use super::progress::ConsoleEcho;
+
+/// The trace's name for a VMM phase.
+pub fn phase_name(p: VmmPhase) -> PhaseName {
+    match p {
+        VmmPhase::CreateVm => PhaseName::CreateVm,
+        VmmPhase::Memory => PhaseName::Memory,
+        VmmPhase::LoadKernel => PhaseName::LoadKernel,
+        VmmPhase::Vcpus => PhaseName::Vcpus,
+        VmmPhase::FirstInstruction => PhaseName::FirstInstruction,
+        VmmPhase::BootMarker => PhaseName::BootMarker,
+        VmmPhase::UserMode => PhaseName::UserMode,
+        VmmPhase::End => PhaseName::End,
+    }
+}
+
+/// The trace's kind for how a boot ended.
+pub fn end_kind(e: &EndReason) -> EndKind {
+    match e {
+        EndReason::UserMode { .. } => EndKind::User,
+        EndReason::Reset => EndKind::Reset,
+        EndReason::Shutdown(_) => EndKind::Shutdown,
+        EndReason::Panic(_) => EndKind::Panic,
+        EndReason::Marker => EndKind::Marker,
+        EndReason::SerialMatch(_) => EndKind::Serial,
+        EndReason::Timeout(_) => EndKind::Timeout,
+        EndReason::EmulationFailure { .. } => EndKind::EmulationFailure,
+        EndReason::VcpuError(_) => EndKind::VcpuError,
+        EndReason::Interrupted => EndKind::Interrupted,
+    }
+}
+
+/// Writes a run's phases and console lines to the trace and keeps the
+/// phases for the summary.
+pub struct RunRecorder {
+    run: u32,
+    sink: TraceSink,
+    echo: Option<Arc<dyn ConsoleEcho>>,
+    phases: Mutex<Vec<(PhaseName, u64)>>,
+}
+
+impl RunRecorder {
+    /// A recorder for run `run`.
+    pub fn new(run: u32, sink: TraceSink, echo: Option<Arc<dyn ConsoleEcho>>) -> Self {
+        RunRecorder {
+            run,
+            sink,
+            echo,
+            phases: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records a phase (VMM phases arrive through [`RunObserver::phase`]).
+    pub fn record_phase(&self, name: PhaseName, t_ns: u64) {
+        if let Ok(mut p) = self.phases.lock() {
+            p.push((name.clone(), t_ns));
+        }
+        let _ = self.sink.append(Record::Phase(Phase {
+            run: self.run,
+            name,
+            t_ns,
+        }));
+    }
+
+    /// The phases so far, in arrival order.
+    pub fn phases(&self) -> Vec<(PhaseName, u64)> {
+        self.phases.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+impl RunObserver for RunRecorder {
+    fn phase(&self, phase: VmmPhase, t_ns: u64) {
+        self.record_phase(phase_name(phase), t_ns);
+    }
+
+    fn serial_line(&self, t_ns: u64, line: &str) {
+        if let Some(echo) = &self.echo {
+            echo.line(self.run, t_ns, line);
+        }
+        let _ = self.sink.append(Record::Serial(Serial {
+            run: self.run,
+            t_ns,
+            line: line.to_string(),
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_kinds_keep_the_names_of_end_reason_kind() {
+        let reasons = [
+            EndReason::UserMode {
+                vcpu: 0,
+                rip: 0,
+                how: "test",
+            },
+            EndReason::Reset,
+            EndReason::Shutdown(String::new()),
+            EndReason::Panic(String::new()),
+            EndReason::Marker,
+            EndReason::SerialMatch(String::new()),
+            EndReason::Timeout(std::time::Duration::ZERO),
+            EndReason::EmulationFailure {
+                vcpu: 0,
+                rip: 0,
+                bytes: Vec::new(),
+                cpl: 0,
+                suberror: 0,
+            },
+            EndReason::VcpuError(String::new()),
+            EndReason::Interrupted,
+        ];
+        for r in &reasons {
+            let k = end_kind(r);
+            assert_eq!(k.as_str(), r.kind(), "{r:?}");
+            assert!(!matches!(k, EndKind::Other(_)));
+        }
+    }
+}

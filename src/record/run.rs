@@ -1,0 +1,176 @@
+//! One boot of a recording, in named steps: start the run, make its layout
+//! detector and sampler, boot, write how it ended, summarize.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::sample::kaslr::LayoutDetector;
+use crate::sample::sampler::{CostTotals, RecordSampler, SharedLayout};
+use crate::trace::{PhaseName, Record, RunEnd, RunStart, SamplerCost, TraceSink};
+use crate::vmm::control::EndReason;
+use crate::vmm::{self, BootConfig, BootOutcome};
+
+use super::config::RecordConfig;
+use super::kernel::KernelFacts;
+use super::meta::unix_ns;
+use super::observer::{end_kind, RunRecorder};
+use super::progress::ConsoleEcho;
+use super::summary::{symbol_near, RunSummary, SamplingCost};
+
+/// What every run of one recording shares.
+pub struct RunContext<'a> {
+    /// The recording's configuration.
+    pub cfg: &'a RecordConfig,
+    /// The kernel.
+    pub facts: &'a KernelFacts,
+    /// The VMM's configuration (the same for every run).
+    pub boot: BootConfig,
+    /// Samples per second per vCPU (0: none).
+    pub freq: u32,
+    /// Reading the kernel image took this long after process start (first run's phase).
+    pub analysis_ns: u64,
+    /// Set once the KVM stat names were written (once per file).
+    pub stat_names_written: Arc<AtomicBool>,
+}
+
+/// A boot that could not start (no trace of it beyond its start record).
+#[derive(Debug, thiserror::Error)]
+#[error("boot {run} of {runs}")]
+pub struct BootFailed {
+    /// Run number, from 1.
+    pub run: u32,
+    /// Runs asked for.
+    pub runs: u32,
+}
+
+impl RunContext<'_> {
+    /// Boots once as run `run`, writing to `sink`.
+    pub fn record_run(
+        &self,
+        run: u32,
+        sink: &TraceSink,
+        echo: Option<Arc<dyn ConsoleEcho>>,
+    ) -> Result<RunSummary> {
+        let (recorder, t0) = self.start_run(run, sink, echo);
+        // One layout detector per run: the sampler feeds it and the VMM asks
+        // it for the KASLR slide (for the return-to-user breakpoint).
+        let layout = Arc::new(SharedLayout::new(LayoutDetector::new(
+            self.facts.image.clone(),
+            self.facts.boot_image,
+        )));
+        let totals = Arc::new(CostTotals::default());
+        let sampler = self.sampler(run, sink, &layout, &totals);
+        let outcome = vmm::boot(
+            &self.boot,
+            t0,
+            recorder.clone(),
+            sampler,
+            Some(layout.clone() as Arc<dyn vmm::KernelLocator>),
+        )
+        .map_err(|e| {
+            anyhow::Error::new(e).context(BootFailed {
+                run: run + 1,
+                runs: self.cfg.runs,
+            })
+        })?;
+        let sampling = SamplingCost::from_totals(&totals);
+        end_run(run, sink, &outcome, &sampling);
+        Ok(self.summarize(run, outcome, &recorder, sampling, layout.current()))
+    }
+
+    /// Writes the run's start and, for the first run, the image-reading phase.
+    fn start_run(
+        &self,
+        run: u32,
+        sink: &TraceSink,
+        echo: Option<Arc<dyn ConsoleEcho>>,
+    ) -> (Arc<RunRecorder>, Instant) {
+        // The first run counts from process start, so reading the image shows.
+        let t0 = if run == 0 {
+            self.cfg.started
+        } else {
+            Instant::now()
+        };
+        let _ = sink.append(Record::RunStart(RunStart {
+            run,
+            wall_time_unix_ns: unix_ns(),
+        }));
+        let recorder = Arc::new(RunRecorder::new(run, sink.clone(), echo));
+        if run == 0 {
+            recorder.record_phase(PhaseName::KernelAnalysis, self.analysis_ns);
+        }
+        (recorder, t0)
+    }
+
+    /// The run's sampler factory, when sampling.
+    fn sampler(
+        &self,
+        run: u32,
+        sink: &TraceSink,
+        layout: &Arc<SharedLayout>,
+        totals: &Arc<CostTotals>,
+    ) -> Option<Arc<dyn vmm::SamplerFactory>> {
+        (self.freq > 0).then(|| {
+            Arc::new(RecordSampler {
+                run,
+                freq: self.freq,
+                sink: sink.clone(),
+                unwinder: Some(self.facts.unwinder.clone()),
+                capture: self.cfg.capture,
+                layout: layout.clone(),
+                totals: totals.clone(),
+                stat_names_written: self.stat_names_written.clone(),
+            }) as Arc<dyn vmm::SamplerFactory>
+        })
+    }
+
+    fn summarize(
+        &self,
+        run: u32,
+        outcome: BootOutcome,
+        recorder: &RunRecorder,
+        sampling: SamplingCost,
+        layout: Option<boottrace_symbols::layout::RunLayout>,
+    ) -> RunSummary {
+        let stopped_at = match &outcome.end {
+            EndReason::EmulationFailure { rip, cpl, .. } => {
+                symbol_near(&self.facts.image, layout.as_ref(), *rip, *cpl)
+            }
+            _ => None,
+        };
+        RunSummary {
+            run,
+            runs: self.cfg.runs,
+            end_kind: end_kind(&outcome.end),
+            end: outcome.end,
+            end_ns: outcome.end_ns,
+            kernel: outcome.kernel,
+            cmdline: outcome.cmdline,
+            phases: recorder.phases(),
+            sampling,
+            layout,
+            stopped_at,
+        }
+    }
+}
+
+/// Writes how the run ended and what sampling cost.
+fn end_run(run: u32, sink: &TraceSink, outcome: &BootOutcome, s: &SamplingCost) {
+    let _ = sink.append(Record::RunEnd(RunEnd {
+        run,
+        t_ns: outcome.end_ns,
+        reason: end_kind(&outcome.end),
+        detail: Some(outcome.end.to_string()),
+    }));
+    let _ = sink.append(Record::SamplerCost(SamplerCost {
+        run,
+        samples: s.samples,
+        total_kick_ns: s.kick_ns,
+        total_capture_ns: s.capture_ns,
+        total_unwind_ns: s.unwind_ns,
+        total_write_ns: s.write_ns,
+    }));
+}

@@ -1,0 +1,173 @@
+//! What `record` reports about each boot and about the whole recording:
+//! data for the caller to show, not text.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use boottrace_symbols::image::KernelImage;
+use boottrace_symbols::layout::{AddrSpace, RunLayout};
+
+use crate::sample::sampler::CostTotals;
+use crate::trace::{EndKind, PhaseName};
+use crate::vmm::control::EndReason;
+use crate::vmm::loader::LoadedKernel;
+
+/// Sampling that takes more than this share of a boot's host time earns a warning.
+pub const SAMPLING_SHARE_WARN_PCT: u64 = 30;
+
+/// The sampler's cost over one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SamplingCost {
+    /// Samples taken.
+    pub samples: u64,
+    /// Sum of kick latencies, ns.
+    pub kick_ns: u64,
+    /// Sum of register captures, ns.
+    pub capture_ns: u64,
+    /// Sum of unwinds and counter reads, ns.
+    pub unwind_ns: u64,
+    /// Sum of hand-overs to the writer, ns.
+    pub write_ns: u64,
+    /// Kernel-mode samples whose unwind reached a clean end.
+    pub complete_unwinds: u64,
+    /// Kernel-mode samples unwound.
+    pub unwound: u64,
+}
+
+impl SamplingCost {
+    /// A snapshot of the run's totals.
+    pub fn from_totals(t: &CostTotals) -> SamplingCost {
+        let get = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+        SamplingCost {
+            samples: get(&t.samples),
+            kick_ns: get(&t.kick_ns),
+            capture_ns: get(&t.capture_ns),
+            unwind_ns: get(&t.unwind_ns),
+            write_ns: get(&t.write_ns),
+            complete_unwinds: get(&t.complete),
+            unwound: get(&t.unwound),
+        }
+    }
+
+    /// All time the sampler spent, ns.
+    pub fn total_ns(&self) -> u64 {
+        self.kick_ns
+            .saturating_add(self.capture_ns)
+            .saturating_add(self.unwind_ns)
+            .saturating_add(self.write_ns)
+    }
+
+    /// Percent of `boot_ns` of host time the sampler spent.
+    pub fn share_pct(&self, boot_ns: u64) -> u64 {
+        self.total_ns().saturating_mul(100) / boot_ns.max(1)
+    }
+}
+
+/// How one boot went.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Run index, from 0.
+    pub run: u32,
+    /// Runs asked for.
+    pub runs: u32,
+    /// Why the boot ended.
+    pub end: EndReason,
+    /// `end` as stored in the trace.
+    pub end_kind: EndKind,
+    /// When it ended, ns since the run's start.
+    pub end_ns: u64,
+    /// The kernel as the VMM loaded it (format, entry point, entry mode).
+    pub kernel: LoadedKernel,
+    /// The full kernel command line.
+    pub cmdline: String,
+    /// Phases in arrival order (ns since the run's start; the first run
+    /// starts at process start).
+    pub phases: Vec<(PhaseName, u64)>,
+    /// The sampler's cost.
+    pub sampling: SamplingCost,
+    /// The kernel/decompressor layout found, if any.
+    pub layout: Option<RunLayout>,
+    /// Where the boot stopped, by symbol, when it stopped on a guest
+    /// instruction the host could not run.
+    pub stopped_at: Option<String>,
+}
+
+impl RunSummary {
+    /// Time of a phase, if reached.
+    pub fn phase(&self, name: PhaseName) -> Option<u64> {
+        self.phases.iter().find(|(n, _)| *n == name).map(|p| p.1)
+    }
+
+    /// First guest instruction to the end, when the boot got that far.
+    pub fn boot_ns(&self) -> Option<u64> {
+        self.phase(PhaseName::FirstInstruction)
+            .map(|f| self.end_ns.saturating_sub(f))
+    }
+
+    /// True when the boot reached its goal (see [`EndKind::is_goal`]).
+    pub fn reached_goal(&self) -> bool {
+        self.end_kind.is_goal()
+    }
+}
+
+/// How the whole recording went.
+#[derive(Debug, Clone)]
+pub struct RecordSummary {
+    /// The trace written.
+    pub output: PathBuf,
+    /// Records in it.
+    pub records: u64,
+    /// Samples per second per vCPU used.
+    pub freq: u32,
+    /// One summary per boot done.
+    pub runs: Vec<RunSummary>,
+}
+
+/// Names the address where a boot stopped, through the run's layout: kernel
+/// addresses from the image's own kallsyms, decompressor addresses as such.
+pub fn symbol_near(
+    image: &KernelImage,
+    layout: Option<&RunLayout>,
+    addr: u64,
+    cpl: u8,
+) -> Option<String> {
+    match layout?.classify(addr, cpl) {
+        AddrSpace::Kernel(link) => {
+            let table = image.kallsyms_ref().ok()?;
+            let (sym, off) = table.lookup(link)?;
+            Some(format!("{}+{:#x} (kernel; image kallsyms)", sym.name, off))
+        }
+        AddrSpace::Decompressor(off) => Some(format!(
+            "[decompressor]+{off:#x} (the bzImage's decompressor)"
+        )),
+        AddrSpace::Setup(a) => Some(format!("[setup] {a:#x}")),
+        AddrSpace::User => Some("[user]".into()),
+        AddrSpace::Unknown(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_share_is_checked_arithmetic() {
+        let c = SamplingCost {
+            samples: 10,
+            kick_ns: 100,
+            capture_ns: 100,
+            unwind_ns: 50,
+            write_ns: 50,
+            ..SamplingCost::default()
+        };
+        assert_eq!(c.total_ns(), 300);
+        assert_eq!(c.share_pct(1000), 30);
+        assert_eq!(c.share_pct(0), 30_000);
+        let huge = SamplingCost {
+            kick_ns: u64::MAX,
+            capture_ns: 1,
+            ..SamplingCost::default()
+        };
+        assert_eq!(huge.total_ns(), u64::MAX);
+    }
+}
