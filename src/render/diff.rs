@@ -247,6 +247,84 @@ fn side_label(path: &Path, record_opts: &str, is_trace: bool) -> String {
     }
 }
 
+/// Two sides of a diff, loaded.
+#[derive(Debug, Clone)]
+pub struct DiffView<'a> {
+    /// A's runs.
+    pub a: &'a Profile,
+    /// B's runs.
+    pub b: &'a Profile,
+    /// A's input, for the table's first line.
+    pub a_path: &'a Path,
+    /// B's input.
+    pub b_path: &'a Path,
+    /// A's name in the flamegraph's subtitle.
+    pub a_label: String,
+    /// B's name in the subtitle.
+    pub b_label: String,
+}
+
+/// How two sides are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiffOptions {
+    /// What is compared.
+    pub weight: Weight,
+    /// How runs are made comparable.
+    pub normalize: Normalize,
+    /// What ranks the table.
+    pub sort: SortBy,
+    /// Rows per table.
+    pub top: usize,
+}
+
+impl DiffOptions {
+    /// The comparison part of a [`DiffConfig`].
+    pub fn of(c: &DiffConfig) -> DiffOptions {
+        DiffOptions {
+            weight: c.weight,
+            normalize: c.normalize,
+            sort: c.sort,
+            top: c.top,
+        }
+    }
+}
+
+/// Renders a diff: the differential flamegraph into `svg`, and the text
+/// (boot lines, boot-time change, slower/faster tables) as the result.
+pub fn render(v: &DiffView<'_>, o: &DiffOptions, svg: impl Write) -> anyhow::Result<String> {
+    let weight = o.weight;
+    let na = normalize(&per_run_folded(v.a, weight), o.normalize, weight);
+    let nb = normalize(&per_run_folded(v.b, weight), o.normalize, weight);
+    let unit = unit_name(o.normalize, weight);
+    let what = match weight {
+        Weight::Samples => "samples",
+        Weight::Time => "host time",
+        Weight::Faults => "host page faults",
+        Weight::Exits => "KVM exits",
+    };
+    let title = format!("Differential flamegraph ({what}): A → B");
+    let subtitle = format!(
+        "A = {} ({} runs), B = {} ({} runs); widths: B, {unit}; red: more in B, blue: less",
+        v.a_label,
+        v.a.runs.len(),
+        v.b_label,
+        v.b.runs.len()
+    );
+    render_svg(&na, &nb, &title, &subtitle, unit, svg)?;
+    let mut text = String::new();
+    text.push_str(&boot_line("A", v.a_path, v.a));
+    text.push('\n');
+    text.push_str(&boot_line("B", v.b_path, v.b));
+    text.push('\n');
+    if let Some(l) = boot_time_change(v.a, v.b) {
+        text.push_str(&l);
+        text.push('\n');
+    }
+    let deltas = function_deltas(&SideRuns::of(v.a), &SideRuns::of(v.b), weight, o.normalize);
+    text.push_str(&table(&deltas, weight, o.normalize, o.sort, o.top));
+    Ok(text)
+}
+
 /// `boottrace diff`: writes the SVG to `c.output` and the table to `out`;
 /// kernel images are recorded with `record` first. Status goes to `status`.
 pub fn run(
@@ -287,40 +365,18 @@ pub fn run(
             if b_trace { "trace" } else { "kernel image" },
         ),
     };
-    let weight = c.weight;
-    let na = normalize(&per_run_folded(&pa, weight), c.normalize, weight);
-    let nb = normalize(&per_run_folded(&pb, weight), c.normalize, weight);
-    let unit = unit_name(c.normalize, weight);
-    let what = match weight {
-        Weight::Samples => "samples",
-        Weight::Time => "host time",
-        Weight::Faults => "host page faults",
-        Weight::Exits => "KVM exits",
+    let view = DiffView {
+        a: &pa,
+        b: &pb,
+        a_path: &c.a,
+        b_path: &c.b,
+        a_label: side_label(&c.a, &c.record_a, a_trace),
+        b_label: side_label(&c.b, &c.record_b, b_trace),
     };
-    let title = format!("Differential flamegraph ({what}): A → B");
-    let subtitle = format!(
-        "A = {} ({} runs), B = {} ({} runs); widths: B, {unit}; red: more in B, blue: less",
-        side_label(&c.a, &c.record_a, a_trace),
-        pa.runs.len(),
-        side_label(&c.b, &c.record_b, b_trace),
-        pb.runs.len()
-    );
     let mut w = super::create(&c.output)?;
-    render_svg(&na, &nb, &title, &subtitle, unit, &mut w)?;
+    let text = render(&view, &DiffOptions::of(c), &mut w)?;
     w.flush()
         .with_context(|| format!("cannot write {}", c.output.display()))?;
-
-    let mut text = String::new();
-    text.push_str(&boot_line("A", &c.a, &pa));
-    text.push('\n');
-    text.push_str(&boot_line("B", &c.b, &pb));
-    text.push('\n');
-    if let Some(l) = boot_time_change(&pa, &pb) {
-        text.push_str(&l);
-        text.push('\n');
-    }
-    let deltas = function_deltas(&SideRuns::of(&pa), &SideRuns::of(&pb), weight, c.normalize);
-    text.push_str(&table(&deltas, weight, c.normalize, c.sort, c.top));
     out.write_all(text.as_bytes())
         .context("writing the table")?;
     out.flush().context("writing the table")?;
