@@ -272,10 +272,6 @@ mod tests {
         let (slower, faster) = slower_faster(&d, Normalize::PerBoot, SortBy::Self_, 5);
         assert_eq!(slower[0].name, "memmap_init_range");
         assert!(faster.is_empty(), "other's mean did not change");
-        let text =
-            crate::render::diff::table(&d, Weight::Time, Normalize::PerBoot, SortBy::Self_, 5);
-        assert!(text.contains("+300 ms"), "{text}");
-        assert!(text.contains("memmap_init_range"), "{text}");
     }
 
     #[test]
@@ -284,11 +280,6 @@ mod tests {
         let b = side(&[&[("f", 20, 20)], &[("f", 22, 22)]]);
         let d = function_deltas(&a, &b, Weight::Time, Normalize::PerBoot);
         assert_eq!(d[0].self_metric.p, None);
-        assert_eq!(crate::render::diff::format_p(d[0].self_metric.p), "n/a");
-        assert!(
-            crate::render::diff::table(&d, Weight::Time, Normalize::PerBoot, SortBy::Total, 3)
-                .contains("n/a")
-        );
     }
 
     #[test]

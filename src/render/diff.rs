@@ -469,3 +469,49 @@ pub fn table(
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::functions::{Cost, FunctionCost};
+    use std::collections::HashMap;
+
+    fn side(runs: &[&[(&str, u64)]]) -> SideRuns {
+        let mut s = SideRuns::default();
+        for run in runs {
+            let mut m = HashMap::new();
+            let mut total = Cost::default();
+            for &(name, ns) in *run {
+                let mut f = FunctionCost::default();
+                f.self_cost.time_ns = ns;
+                f.total_cost.time_ns = ns;
+                total.time_ns += ns;
+                m.insert(name.to_string(), f);
+            }
+            s.functions.push(m);
+            s.totals.push(total);
+        }
+        s
+    }
+
+    #[test]
+    fn table_shows_deltas_in_ms_and_missing_p_values() {
+        let ms = 1_000_000;
+        let a = side(&[
+            &[("memmap_init_range", 100 * ms)],
+            &[("memmap_init_range", 102 * ms)],
+        ]);
+        let b = side(&[
+            &[("memmap_init_range", 400 * ms)],
+            &[("memmap_init_range", 402 * ms)],
+        ]);
+        let d = function_deltas(&a, &b, Weight::Time, Normalize::PerBoot);
+        let text = table(&d, Weight::Time, Normalize::PerBoot, SortBy::Self_, 5);
+        assert!(text.contains("+300 ms"), "{text}");
+        assert!(text.contains("memmap_init_range"), "{text}");
+        let one = side(&[&[("f", 10)]]);
+        let d = function_deltas(&one, &b, Weight::Time, Normalize::PerBoot);
+        assert_eq!(format_p(d[0].self_metric.p), "n/a");
+        assert!(table(&d, Weight::Time, Normalize::PerBoot, SortBy::Total, 3).contains("n/a"));
+    }
+}
