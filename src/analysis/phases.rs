@@ -25,25 +25,24 @@ pub const START_KERNEL: &str = "start_kernel";
 /// The function that calls each initcall.
 pub const DO_ONE_INITCALL: &str = "do_one_initcall";
 /// Functions `do_one_initcall` itself calls around the initcall (init/main.c,
-/// 6.x): time in them is `do_one_initcall`'s own, not an initcall's. Frames
-/// DWARF marks as inlined are skipped by their flag; this list is for the
-/// real calls (`sprintf`, `strlcat`, `__warn_printk`, `add_device_randomness`,
-/// …), which a stack cannot tell from the initcall it called through a
-/// pointer, and for symbol sources without DWARF (System.map, kallsyms),
-/// where nothing is marked inlined.
+/// 6.x): time in them is `do_one_initcall`'s own, not an initcall's.
+///
+/// Inlined code needs no list: DWARF marks it inlined and it is skipped by
+/// that flag, and without DWARF (System.map, kallsyms) it is no frame at
+/// all. So the always-inline helpers (`preempt_count`, `preempt_count_set`,
+/// `add_latent_entropy`, the `trace_initcall_*` tracepoint wrappers) are not
+/// here. What is left are real calls, which a stack cannot tell from the
+/// initcall (also a real call, through a pointer): the library functions,
+/// and `static` helpers the compiler may or may not inline.
 pub const DO_ONE_INITCALL_HELPERS: &[&str] = &[
     "initcall_blacklisted",
     "do_trace_initcall_start",
     "do_trace_initcall_finish",
-    "trace_initcall_start",
-    "trace_initcall_finish",
     "trace_initcall_start_cb",
     "trace_initcall_finish_cb",
     "sprintf",
     "strlcat",
-    "preempt_count_set",
     "__warn_printk",
-    "add_latent_entropy",
     "add_device_randomness",
 ];
 
