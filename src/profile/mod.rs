@@ -422,3 +422,71 @@ impl Profile {
         self.info.complete &= other.info.complete;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(stack: Option<StackId>) -> Sample {
+        Sample {
+            vcpu: 0,
+            t_ns: 0,
+            interval_ns: 1,
+            kind: FrameKind::Kernel,
+            stack,
+            truncated: false,
+            faults: 0,
+            exits: 0,
+            cost_ns: 0,
+        }
+    }
+
+    fn names(p: &Profile, s: &Sample) -> Vec<String> {
+        p.stack_frames(s.stack)
+            .iter()
+            .map(|f| p.name_text(f.name).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn absorb_reinterns_and_renumbers() {
+        let mut a = Profile::default();
+        let sa = a.stack_of(&["x", "y"]);
+        a.runs.push(Run {
+            samples: vec![sample(sa)],
+            ..Run::default()
+        });
+        let mut b = Profile::default();
+        let _unused = b.stack_of(&["q"]);
+        let sb = b.stack_of(&["x", "z"]);
+        b.runs.push(Run {
+            samples: vec![sample(sb), sample(None)],
+            ..Run::default()
+        });
+        a.absorb(b);
+        assert_eq!(a.runs.len(), 2);
+        assert_eq!(a.runs[1].run, 1);
+        assert_eq!(names(&a, &a.runs[1].samples[0]), ["x", "z"]);
+        assert!(a.runs[1].samples[1].stack.is_none());
+        // "x" is shared: one string, one frame, one root node.
+        assert_eq!(a.strings.lookup("x"), Some(0));
+        assert_eq!(
+            a.stacks.path(a.runs[1].samples[0].stack).last(),
+            a.stacks.get(0)
+        );
+    }
+
+    #[test]
+    fn unknowns_are_labelled_only_when_rendered() {
+        assert_eq!(Unresolved::NoKernelSymbol(0x10).label(), "[kernel 0x10]");
+        assert_eq!(Unresolved::Unmapped(0xdead).label(), "[unknown 0xdead]");
+        assert_eq!(Unresolved::TruncatedStack.label(), TRUNCATED_ROOT);
+        let mut p = Profile::default();
+        let s = p.stack_of_frames(
+            FrameKind::User,
+            &[(FrameName::Unknown(Unresolved::User), false)],
+        );
+        assert_eq!(p.strings.len(), 0, "no label is stored as a string");
+        assert_eq!(names(&p, &sample(s)), ["[user]"]);
+    }
+}
