@@ -52,12 +52,17 @@ pub struct ExportConfig {
 pub fn run(c: &ExportConfig, stdout: &mut dyn Write) -> anyhow::Result<Vec<Message>> {
     let (p, runs, msgs) = open_for_output(&c.input, &c.symbols, c.run)?;
     let mut file;
+    let mut buffered;
     let out: &mut dyn Write = match &c.output {
         Some(path) => {
             file = super::create(path)?;
             &mut file
         }
-        None => stdout,
+        None => {
+            // Exports are large and written in small pieces.
+            buffered = std::io::BufWriter::new(stdout);
+            &mut buffered
+        }
     };
     match c.format {
         ExportFormat::Folded => folded::write(&p, runs, c.weight, &mut *out),
