@@ -8,9 +8,9 @@
 
 use std::time::Instant;
 
-use boottrace::report::flame;
-use boottrace::report::fold::{self, RunSelect, Weight};
-use boottrace::report::symbolize::{self, SymbolArgs};
+use boottrace::analysis::fold::{self, RunSelect, Weight};
+use boottrace::profile::symbols::{self, SymbolConfig};
+use boottrace::render::flame::{self, FlameOptions};
 use boottrace::trace::synth::{self, SynthOptions};
 use boottrace::trace::Trace;
 
@@ -40,32 +40,33 @@ fn main() -> anyhow::Result<()> {
     );
     let map = dir.path().join("System.map");
     std::fs::write(&map, synth::system_map_for(&opts))?;
-    let args = SymbolArgs {
+    let args = SymbolConfig {
         system_map: Some(map),
-        ..SymbolArgs::default()
+        ..SymbolConfig::default()
     };
 
     let t0 = Instant::now();
     let trace = Trace::open(&trace_path)?;
     let t1 = Instant::now();
-    let setup = symbolize::setup(&trace, &args)?;
-    let sym = symbolize::symbolize(&trace, &setup);
+    let setup = symbols::setup(&trace, &args)?;
+    let sym = boottrace::profile::build(&trace, &setup);
     let t2 = Instant::now();
     let folded = fold::fold(&sym, RunSelect::All, Weight::Samples);
     let t3 = Instant::now();
     let mut svg = Vec::new();
     flame::render(
-        &trace,
         &sym,
-        RunSelect::All,
-        Weight::Samples,
-        false,
-        1200,
+        &FlameOptions {
+            runs: RunSelect::All,
+            weight: Weight::Samples,
+            chart: false,
+            width: 1200,
+        },
         &mut svg,
     )?;
     let t4 = Instant::now();
     println!(
-        "read {:.3} s, symbolize {:.3} s ({} distinct stacks), fold {:.3} s ({} lines), \
+        "read {:.3} s, build profile {:.3} s ({} stack nodes), fold {:.3} s ({} lines), \
          fold+render {:.3} s ({:.1} MB SVG)",
         (t1 - t0).as_secs_f64(),
         (t2 - t1).as_secs_f64(),

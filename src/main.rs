@@ -18,13 +18,13 @@ enum Command {
     /// Boot a kernel, sample it, write boottrace.data.
     Record(boottrace::cli::record::RecordArgs),
     /// Flamegraph (or time-ordered flame chart) of the recorded boot(s).
-    Flame(boottrace::report::flame::FlameArgs),
+    Flame(boottrace::cli::flame::FlameArgs),
     /// Compare two recordings (or two kernels): differential flamegraph + table.
-    Diff(boottrace::report::diff::DiffArgs),
+    Diff(boottrace::cli::diff::DiffArgs),
     /// Text (or JSON) report: phases, initcalls, top functions, faults, overhead.
-    Report(boottrace::report::text::ReportArgs),
+    Report(boottrace::cli::report::ReportArgs),
     /// Export for other tools: folded stacks, speedscope, Chrome/Perfetto trace.
-    Export(boottrace::report::export::ExportArgs),
+    Export(boottrace::cli::export::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,10 +61,23 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Record(args) => record(args, t_process),
-        Command::Flame(args) => boottrace::report::flame::run(&args),
-        Command::Diff(args) => boottrace::report::diff::run(&args),
-        Command::Report(args) => boottrace::report::text::run(&args),
-        Command::Export(args) => boottrace::report::export::run(&args),
+        Command::Flame(args) => {
+            boottrace::render::flame::run(&args.into_config()).map(|m| print_messages(&m))
+        }
+        Command::Diff(args) => boottrace::render::diff::run(
+            &args.into_config(),
+            &mut boottrace::cli::diff::record_side,
+            &mut std::io::stdout().lock(),
+            &mut |m| print_messages(&[m]),
+        ),
+        Command::Report(args) => {
+            boottrace::render::report::run(&args.into_config(), &mut std::io::stdout().lock())
+                .map(|m| print_messages(&m))
+        }
+        Command::Export(args) => {
+            boottrace::render::export::run(&args.into_config(), &mut std::io::stdout().lock())
+                .map(|m| print_messages(&m))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -84,6 +97,18 @@ fn record(args: boottrace::cli::record::RecordArgs, t_process: Instant) -> anyho
     });
     let cfg = args.into_config(std::env::args().collect(), t_process);
     boottrace::record::record(&cfg, &mut progress).map(|_| ())
+}
+
+/// Status lines of the reading commands, on stderr (stdout is the output).
+fn print_messages(msgs: &[boottrace::render::Message]) {
+    use boottrace::render::Level;
+    for m in msgs {
+        match m.level {
+            Level::Warning => eprintln!("boottrace: warning: {}", m.text),
+            Level::Note => eprintln!("boottrace: note: {}", m.text),
+            Level::Info => eprintln!("boottrace: {}", m.text),
+        }
+    }
 }
 
 /// The error chain on one line, leaving out a cause whose text the message

@@ -2,37 +2,26 @@
 //! inferno's differential input, fairness across run counts and sampling
 //! rates, and the table's significance check, on scripted traces.
 //!
-//! Regenerate the golden files with `BOOTTRACE_BLESS=1 cargo test --test
-//! diff_normalize` and review the change.
+//! Regenerate the golden files with `BOOTTRACE_UPDATE_GOLDEN=1 cargo test --test
+//! diff_normalize` (the run fails on purpose), review the change, run again.
 
+mod golden_support;
 mod report_support;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
-use boottrace::report::diff::{per_run_folded, side_runs, DiffArgs};
-use boottrace::report::diffnorm::{differential_lines, folded_text, normalize, Normalize};
-use boottrace::report::difftable::{function_deltas, slower_faster, SortBy};
-use boottrace::report::load::load_profile;
-use boottrace::report::runview::Weight;
+use boottrace::analysis::diffnorm::{
+    differential_lines, folded_text, normalize, per_run_folded, Normalize,
+};
+use boottrace::analysis::difftable::{function_deltas, slower_faster, SideRuns, SortBy};
+use boottrace::analysis::fold::Weight;
+use boottrace::cli::diff::DiffArgs;
+use boottrace::profile::open as load_profile;
 use clap::Parser;
 use report_support::*;
 
 fn golden(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("BOOTTRACE_BLESS").is_some() {
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&path, actual).expect("bless");
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (run with BOOTTRACE_BLESS=1 to create)",
-            path.display()
-        )
-    });
-    assert_eq!(actual, want, "output differs from {}", path.display());
+    golden_support::check(name, actual);
 }
 
 /// Per-run folded stacks.
@@ -63,8 +52,8 @@ fn inputs() -> (Runs, Runs) {
 
 fn render_case(mode: Normalize) -> String {
     let (a, b) = inputs();
-    let na = normalize(&a, mode, Weight::Samples);
-    let nb = normalize(&b, mode, Weight::Samples);
+    let na = normalize(&a, mode, Weight::Time);
+    let nb = normalize(&b, mode, Weight::Time);
     let lines = differential_lines(&na, &nb).expect("differential");
     format!(
         "# A ({} runs)\n{}# B ({} runs)\n{}# differential (stack A B)\n{}\n",
@@ -119,15 +108,15 @@ fn same_boot_at_other_rate_and_run_count_diffs_to_nothing() {
     let pa = load_profile(&a_path, &sym).expect("load a");
     let pb = load_profile(&b_path, &sym).expect("load b");
     for mode in [Normalize::PerBoot, Normalize::Share] {
-        let na = normalize(&per_run_folded(&pa, Weight::Samples), mode, Weight::Samples);
-        let nb = normalize(&per_run_folded(&pb, Weight::Samples), mode, Weight::Samples);
+        let na = normalize(&per_run_folded(&pa, Weight::Time), mode, Weight::Time);
+        let nb = normalize(&per_run_folded(&pb, Weight::Time), mode, Weight::Time);
         assert!(!na.stacks.is_empty());
         assert_eq!(na.stacks, nb.stacks, "{mode:?}");
     }
     let deltas = function_deltas(
-        &side_runs(&pa),
-        &side_runs(&pb),
-        Weight::Samples,
+        &SideRuns::of(&pa),
+        &SideRuns::of(&pb),
+        Weight::Time,
         Normalize::PerBoot,
     );
     let (slower, faster) = slower_faster(&deltas, Normalize::PerBoot, SortBy::Self_, 10);
@@ -154,9 +143,9 @@ fn grown_function_is_slower_and_significant() {
     let pa = load_profile(&a_path, &sym).expect("load a");
     let pb = load_profile(&b_path, &sym).expect("load b");
     let deltas = function_deltas(
-        &side_runs(&pa),
-        &side_runs(&pb),
-        Weight::Samples,
+        &SideRuns::of(&pa),
+        &SideRuns::of(&pb),
+        Weight::Time,
         Normalize::PerBoot,
     );
     let (slower, faster) = slower_faster(&deltas, Normalize::PerBoot, SortBy::Self_, 10);
@@ -194,7 +183,21 @@ fn grown_function_is_slower_and_significant() {
         map,
     ])
     .expect("parse");
-    boottrace::report::diff::run(&cli.args).expect("diff");
+    let mut stdout = Vec::new();
+    let mut status = Vec::new();
+    boottrace::render::diff::run(
+        &cli.args.into_config(),
+        &mut |_| panic!("trace inputs are never recorded"),
+        &mut stdout,
+        &mut |m| status.push(m.text),
+    )
+    .expect("diff");
+    // stdout holds only the table; the "wrote" line is status.
+    let table = String::from_utf8(stdout).expect("utf8");
+    assert!(table.starts_with("A: "), "{table}");
+    assert!(table.contains("Slower in B"), "{table}");
+    assert!(!table.contains("wrote"), "{table}");
+    assert!(status.iter().any(|m| m.starts_with("wrote ")), "{status:?}");
     let text = std::fs::read_to_string(&svg).expect("svg");
     assert!(
         text.starts_with("<?xml") || text.contains("<svg"),
@@ -210,8 +213,8 @@ fn mixed_inputs_are_refused() {
     let a_path = write_trace(dir.path(), "a.data", &[boot_script(0)]);
     let not_trace = dir.path().join("bzImage");
     std::fs::write(&not_trace, b"MZ not a trace").expect("write");
-    assert!(boottrace::report::diff::is_trace_file(&a_path).expect("read"));
-    assert!(!boottrace::report::diff::is_trace_file(&not_trace).expect("read"));
+    assert!(boottrace::render::diff::is_trace_file(&a_path).expect("read"));
+    assert!(!boottrace::render::diff::is_trace_file(&not_trace).expect("read"));
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
@@ -223,7 +226,13 @@ fn mixed_inputs_are_refused() {
         not_trace.to_str().expect("utf8"),
     ])
     .expect("parse");
-    let err = boottrace::report::diff::run(&cli.args).expect_err("mixed inputs");
+    let err = boottrace::render::diff::run(
+        &cli.args.into_config(),
+        &mut |_| panic!("mixed inputs are never recorded"),
+        &mut Vec::new(),
+        &mut |_| {},
+    )
+    .expect_err("mixed inputs");
     assert!(
         err.to_string()
             .contains("two trace files or two kernel images"),

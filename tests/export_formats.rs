@@ -8,9 +8,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
-use boottrace::report::export::{self, ExportArgs, ExportFormat};
-use boottrace::report::fold::{self, Folded, RunSelect, Weight};
-use boottrace::report::symbolize::{self, SymbolArgs};
+use boottrace::analysis::fold::{self, Folded, RunSelect, Weight};
+use boottrace::profile::symbols::SymbolConfig as SymbolArgs;
+use boottrace::render::export::{self, ExportConfig as ExportArgs, ExportFormat};
 use boottrace::trace::synth::{self, SynthOptions};
 use serde_json::Value;
 
@@ -48,18 +48,26 @@ fn fixture() -> Fixture {
 }
 
 fn export(f: &Fixture, format: ExportFormat, weight: Weight) -> String {
-    export::run(&ExportArgs {
-        format,
-        output: Some(f.out.clone()),
-        input: f.trace.clone(),
-        weight,
-        run: None,
-        symbols: SymbolArgs {
-            system_map: Some(f.map.clone()),
-            ..SymbolArgs::default()
+    let mut stdout = Vec::new();
+    export::run(
+        &ExportArgs {
+            format,
+            output: Some(f.out.clone()),
+            input: f.trace.clone(),
+            weight,
+            run: None,
+            symbols: SymbolArgs {
+                system_map: Some(f.map.clone()),
+                ..SymbolArgs::default()
+            },
         },
-    })
+        &mut stdout,
+    )
     .expect("export");
+    assert!(
+        stdout.is_empty(),
+        "an export to a file writes nothing to stdout"
+    );
     std::fs::read_to_string(&f.out).expect("read export")
 }
 
@@ -76,7 +84,7 @@ fn folded_matches_fold() {
         system_map: Some(f.map.clone()),
         ..SymbolArgs::default()
     };
-    let (_, sym) = symbolize::load(&f.trace, &args).expect("load");
+    let sym = boottrace::profile::open(&f.trace, &args).expect("load");
     let want = fold::fold(&sym, RunSelect::All, Weight::Faults);
     assert_eq!(Folded::parse(&text, 100_000), want);
     // Every line is `frames weight` with a positive integer weight.

@@ -1,19 +1,17 @@
 //! Golden files for folding: a fixed synthetic trace, symbolized through a
 //! System.map, folded by each weight and as a flame chart, must match
 //! `tests/golden/*.folded` byte for byte. After an intended change, regenerate
-//! with `BOOTTRACE_UPDATE_GOLDEN=1 cargo test --test flame_golden` and review the diff.
+//! with `BOOTTRACE_UPDATE_GOLDEN=1 cargo test --test flame_golden` (the run
+//! fails on purpose), review the diff, and run again.
 
-use std::path::{Path, PathBuf};
+mod golden_support;
 
-use boottrace::report::fold::{self, Folded, RunSelect, Weight};
-use boottrace::report::symbolize::{self, SymTrace, SymbolArgs};
+use boottrace::analysis::fold::{self, Folded, RunSelect, Weight};
+use boottrace::profile::symbols::SymbolConfig;
+use boottrace::profile::Profile;
 use boottrace::trace::synth::{self, SynthOptions};
 
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
-
-fn symbolized() -> SymTrace {
+fn symbolized() -> Profile {
     let dir = tempfile::tempdir().expect("tempdir");
     let trace = dir.path().join("t.data");
     let opts = SynthOptions {
@@ -27,41 +25,15 @@ fn symbolized() -> SymTrace {
     synth::write(&trace, &opts).expect("write");
     let map = dir.path().join("System.map");
     std::fs::write(&map, synth::system_map()).expect("map");
-    let args = SymbolArgs {
+    let args = SymbolConfig {
         system_map: Some(map),
-        ..SymbolArgs::default()
+        ..SymbolConfig::default()
     };
-    symbolize::load(&trace, &args).expect("load").1
+    boottrace::profile::open(&trace, &args).expect("load")
 }
 
 fn check(name: &str, actual: &str) {
-    let path = golden_dir().join(name);
-    if std::env::var_os("BOOTTRACE_UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(golden_dir()).expect("mkdir");
-        std::fs::write(&path, actual).expect("write golden");
-        return;
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; generate with BOOTTRACE_UPDATE_GOLDEN=1",
-            path.display()
-        )
-    });
-    if want != actual {
-        let diff: Vec<String> = want
-            .lines()
-            .zip(actual.lines())
-            .filter(|(a, b)| a != b)
-            .take(5)
-            .map(|(a, b)| format!("- {a}\n+ {b}"))
-            .collect();
-        panic!(
-            "{name} differs from the golden file ({} vs {} lines):\n{}",
-            want.lines().count(),
-            actual.lines().count(),
-            diff.join("\n")
-        );
-    }
+    golden_support::check(name, actual);
 }
 
 fn text(f: &Folded) -> String {
@@ -80,7 +52,12 @@ fn folded_by_samples_faults_and_exits() {
     ] {
         let f = fold::fold(&sym, RunSelect::All, w);
         // Independent of the golden file: the weights add up to the samples'.
-        let total: u64 = sym.samples().map(|s| w.of(s)).sum();
+        let total: u64 = sym
+            .runs
+            .iter()
+            .flat_map(|r| &r.samples)
+            .map(|s| w.of(s))
+            .sum();
         assert_eq!(f.total(), total, "{name}");
         check(name, &text(&f));
     }

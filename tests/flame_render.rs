@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use boottrace::report::flame::{self, FlameArgs};
-use boottrace::report::fold::Weight;
-use boottrace::report::symbolize::SymbolArgs;
+use boottrace::analysis::fold::Weight;
+use boottrace::profile::symbols::SymbolConfig;
+use boottrace::render::flame::{self, FlameConfig};
 use boottrace::trace::synth::{self, SynthOptions};
 
 struct Fixture {
@@ -30,17 +30,17 @@ fn fixture(opts: &SynthOptions) -> Fixture {
     }
 }
 
-fn args(f: &Fixture) -> FlameArgs {
-    FlameArgs {
+fn args(f: &Fixture) -> FlameConfig {
+    FlameConfig {
         output: f.out.clone(),
         input: f.trace.clone(),
         weight: Weight::Samples,
         chart: false,
         run: None,
         width: 1200,
-        symbols: SymbolArgs {
+        symbols: SymbolConfig {
             system_map: Some(f.map.clone()),
-            ..SymbolArgs::default()
+            ..SymbolConfig::default()
         },
     }
 }

@@ -7,7 +7,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use boottrace::report::symbolize::{self, SymbolArgs, SymbolizeError};
+use boottrace::profile::symbols::{SymbolConfig as SymbolArgs, SymbolError};
+use boottrace::profile::{self, BuildError};
 use boottrace::trace::{
     KernelInfo, Layout, Record, RunEnd, RunStart, Sample, StackEnd, TraceMeta, TraceWriter,
 };
@@ -73,13 +74,15 @@ fn write_trace(path: &Path, kernel: &Path, map_text: &str) {
     w.finish().expect("finish");
 }
 
-fn names(trace: &Path, args: &SymbolArgs) -> Result<(SourceKind, Vec<String>), SymbolizeError> {
-    let (_, sym) = symbolize::load(trace, args)?;
-    let s = sym.samples().next().expect("a sample");
-    Ok((
-        sym.source,
-        sym.frames(s).iter().map(|f| f.to_string()).collect(),
-    ))
+fn names(trace: &Path, args: &SymbolArgs) -> Result<(SourceKind, Vec<String>), BuildError> {
+    let p = profile::open(trace, args)?;
+    let s = p.runs[0].samples.first().expect("a sample");
+    let frames = p
+        .stack_frames(s.stack)
+        .iter()
+        .map(|f| p.name_text(f.name).into_owned())
+        .collect();
+    Ok((p.source, frames))
 }
 
 #[test]
@@ -107,7 +110,10 @@ fn sources_are_found_checked_and_refused() {
     };
     let err = names(&trace, &wrong).expect_err("mismatched vmlinux");
     let msg = err.to_string();
-    assert!(matches!(err, SymbolizeError::Mismatch(_)), "{msg}");
+    assert!(
+        matches!(err, BuildError::Symbols(SymbolError::Mismatch(_))),
+        "{msg}"
+    );
     assert!(
         msg.contains("--force") && msg.contains("not the recorded kernel"),
         "{msg}"
@@ -116,7 +122,7 @@ fn sources_are_found_checked_and_refused() {
         force: true,
         ..wrong
     };
-    let (_, sym) = symbolize::load(&trace, &forced).expect("--force");
+    let sym = profile::open(&trace, &forced).expect("--force");
     assert!(
         sym.notes.iter().any(|n| n.contains("--force")),
         "{:?}",
@@ -133,7 +139,7 @@ fn sources_are_found_checked_and_refused() {
 
     // 4. The image was replaced since recording: files beside it are not trusted.
     std::fs::copy(orc.join("bzImage"), &lone).expect("copy");
-    let (_, sym) = symbolize::load(&trace, &SymbolArgs::default()).expect("load");
+    let sym = profile::open(&trace, &SymbolArgs::default()).expect("load");
     assert_eq!(sym.source, SourceKind::None);
     assert!(
         sym.notes.iter().any(|n| n.contains("not used")),

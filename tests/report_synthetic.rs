@@ -4,7 +4,9 @@
 
 mod report_support;
 
-use boottrace::report::{doc, load::load_profile, text};
+use boottrace::analysis::doc;
+use boottrace::profile::open as load_profile;
+use boottrace::render::report::text;
 use report_support::*;
 use serde_json::Value;
 

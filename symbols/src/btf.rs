@@ -17,7 +17,7 @@
 
 use object::{Object, ObjectSection};
 
-use crate::typeinfo::{Aggregate, Member, TypeInfoError, TypeRef, TypeSource};
+use crate::typedesc::{Aggregate, Member, TypeRef};
 
 /// `BTF_MAGIC`.
 const MAGIC: u16 = 0xeb9f;
@@ -242,7 +242,7 @@ impl<'a> Btf<'a> {
 
     /// Ids of the structs named `name` (BTF has no forward declarations
     /// among STRUCT records: those are FWD).
-    fn struct_ids(&self, names: &[&str]) -> Result<Vec<Option<u32>>, BtfError> {
+    pub(crate) fn struct_ids(&self, names: &[&str]) -> Result<Vec<Option<u32>>, BtfError> {
         let mut found = vec![None; names.len()];
         for (i, &pos) in self.index.iter().enumerate() {
             let id = i + 1;
@@ -264,7 +264,7 @@ impl<'a> Btf<'a> {
     }
 
     /// A struct or union's members.
-    fn read_aggregate(&self, id: u32) -> Result<Aggregate, BtfError> {
+    pub(crate) fn read_aggregate(&self, id: u32) -> Result<Aggregate, BtfError> {
         let h = self.header(id)?;
         if h.kind != KIND_STRUCT && h.kind != KIND_UNION {
             return Err(BtfError::BadTypeId(id));
@@ -348,29 +348,6 @@ struct Shape {
     aggregate: Option<u32>,
 }
 
-impl TypeSource for Btf<'_> {
-    /// One pass over the index finds every name: cheap, so optional names
-    /// are always searched for.
-    fn find_structs(
-        &mut self,
-        names: &[&str],
-        _required: usize,
-    ) -> Result<Vec<Option<Aggregate>>, TypeInfoError> {
-        self.struct_ids(names)?
-            .into_iter()
-            .map(|id| id.map(|id| self.read_aggregate(id)).transpose())
-            .collect::<Result<_, _>>()
-            .map_err(TypeInfoError::from)
-    }
-
-    fn aggregate(&mut self, r: TypeRef) -> Result<Aggregate, TypeInfoError> {
-        match r {
-            TypeRef::Btf(id) => Ok(self.read_aggregate(id)?),
-            TypeRef::Dwarf { .. } => Err(BtfError::BadTypeId(0).into()),
-        }
-    }
-}
-
 fn read_u32(data: &[u8], off: usize, big_endian: bool) -> Option<u32> {
     let b: [u8; 4] = data.get(off..off.checked_add(4)?)?.try_into().ok()?;
     Some(if big_endian {
@@ -383,6 +360,7 @@ fn read_u32(data: &[u8], off: usize, big_endian: bool) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::typeinfo::TypeSource;
 
     /// A tiny BTF blob: int (id 1), struct inner { int a; int b; } (2),
     /// char[16] via array (3), struct outer { int x; struct inner in; char name[16]; } (4),

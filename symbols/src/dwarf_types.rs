@@ -15,7 +15,7 @@ use gimli::{AttributeValue, DebuggingInformationEntry, Reader as _, Section as _
 
 use crate::dwarf::{self, DwarfError, Reader};
 use crate::mapped::MappedFile;
-use crate::typeinfo::{Aggregate, Member, TypeInfoError, TypeRef, TypeSource};
+use crate::typedesc::{Aggregate, Member, TypeRef};
 
 /// Most units walked (a distro vmlinux has ~3 000).
 const MAX_UNITS: usize = 100_000;
@@ -84,7 +84,7 @@ impl DwarfTypes {
     /// Walks units until every name is found, or until the first
     /// `required` ones are (the rest are then looked for only in the units
     /// already walked).
-    fn find(
+    pub(crate) fn find(
         &mut self,
         names: &[&str],
         required: usize,
@@ -141,7 +141,7 @@ impl DwarfTypes {
         Ok(found)
     }
 
-    fn read_aggregate(
+    pub(crate) fn read_aggregate(
         &self,
         index: usize,
         offset: UnitOffset,
@@ -317,21 +317,4 @@ fn array_count(unit: &gimli::Unit<Reader>, offset: UnitOffset) -> Result<u64, Dw
         count = count.saturating_mul(n);
     }
     Ok(if dims == 0 { 0 } else { count })
-}
-
-impl TypeSource for DwarfTypes {
-    fn find_structs(
-        &mut self,
-        names: &[&str],
-        required: usize,
-    ) -> Result<Vec<Option<Aggregate>>, TypeInfoError> {
-        Ok(self.find(names, required)?)
-    }
-
-    fn aggregate(&mut self, r: TypeRef) -> Result<Aggregate, TypeInfoError> {
-        match r {
-            TypeRef::Dwarf { unit, offset } => Ok(self.read_aggregate(unit, UnitOffset(offset))?),
-            TypeRef::Btf(_) => Err(DwarfTypesError::DanglingReference.into()),
-        }
-    }
 }

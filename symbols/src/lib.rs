@@ -20,4 +20,5 @@ pub mod orc;
 pub mod symbolizer;
 pub mod sysmap;
 pub mod table;
+pub mod typedesc;
 pub mod typeinfo;

@@ -24,6 +24,7 @@ use crate::dwarf_types::{DwarfTypes, DwarfTypesError};
 use crate::image::KernelImage;
 use crate::mapped::MappedFile;
 use crate::table::{Symbol, SymbolTable};
+use crate::typedesc::{Aggregate, Member, TypeRef};
 
 /// Deepest chain of anonymous struct/union members followed to find a
 /// named member (task_struct nests two or three).
@@ -579,45 +580,6 @@ fn find_member(
     Ok(None)
 }
 
-/// A reference to a struct or union type inside one type source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TypeRef {
-    /// A BTF type id.
-    Btf(u32),
-    /// A DIE: index of its unit among the units the reader kept, and the
-    /// DIE's offset inside that unit.
-    Dwarf {
-        /// Index into the reader's kept units.
-        unit: usize,
-        /// Offset inside the unit.
-        offset: usize,
-    },
-}
-
-/// A struct or union with its direct members.
-#[derive(Debug, Clone)]
-pub(crate) struct Aggregate {
-    /// `sizeof`.
-    pub size: u64,
-    /// Direct members, in declaration order.
-    pub members: Vec<Member>,
-}
-
-/// One member of an [`Aggregate`].
-#[derive(Debug, Clone)]
-pub(crate) struct Member {
-    /// `None` for an anonymous struct/union member.
-    pub name: Option<String>,
-    /// Byte offset inside the aggregate (bitfields: the byte holding the first bit).
-    pub offset: u64,
-    /// Size of the member's type, when known.
-    pub size: Option<u64>,
-    /// Element count when the member is an array (product for multi-dimensional ones).
-    pub array_len: Option<u64>,
-    /// The member's type when it is a struct or union (through typedefs and qualifiers).
-    pub aggregate: Option<TypeRef>,
-}
-
 /// What the layout code asks of DWARF or BTF.
 pub(crate) trait TypeSource {
     /// The complete definitions of the named structs, in the order asked
@@ -631,6 +593,50 @@ pub(crate) trait TypeSource {
     ) -> Result<Vec<Option<Aggregate>>, TypeInfoError>;
     /// The struct or union behind a reference from a [`Member`].
     fn aggregate(&mut self, r: TypeRef) -> Result<Aggregate, TypeInfoError>;
+}
+
+// The two sources' adapters live here, not in their modules, so that btf
+// and dwarf_types stay below typeinfo (no import cycle).
+impl TypeSource for Btf<'_> {
+    /// One pass over the index finds every name: cheap, so optional names
+    /// are always searched for.
+    fn find_structs(
+        &mut self,
+        names: &[&str],
+        _required: usize,
+    ) -> Result<Vec<Option<Aggregate>>, TypeInfoError> {
+        self.struct_ids(names)?
+            .into_iter()
+            .map(|id| id.map(|id| self.read_aggregate(id)).transpose())
+            .collect::<Result<_, _>>()
+            .map_err(TypeInfoError::from)
+    }
+
+    fn aggregate(&mut self, r: TypeRef) -> Result<Aggregate, TypeInfoError> {
+        match r {
+            TypeRef::Btf(id) => Ok(self.read_aggregate(id)?),
+            TypeRef::Dwarf { .. } => Err(BtfError::BadTypeId(0).into()),
+        }
+    }
+}
+
+impl TypeSource for DwarfTypes {
+    fn find_structs(
+        &mut self,
+        names: &[&str],
+        required: usize,
+    ) -> Result<Vec<Option<Aggregate>>, TypeInfoError> {
+        Ok(self.find(names, required)?)
+    }
+
+    fn aggregate(&mut self, r: TypeRef) -> Result<Aggregate, TypeInfoError> {
+        match r {
+            TypeRef::Dwarf { unit, offset } => {
+                Ok(self.read_aggregate(unit, gimli::UnitOffset(offset))?)
+            }
+            TypeRef::Btf(_) => Err(DwarfTypesError::DanglingReference.into()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use boottrace::report::symbolize::SymbolArgs;
+use boottrace::profile::symbols::SymbolConfig;
 use boottrace::trace::{
     HostFacts, KernelInfo, Layout, Phase, Record, RunEnd, RunStart, Sample, SampleCost,
     SamplerCost, StackEnd, StatNames, TraceMeta, TraceWriter,
@@ -381,9 +381,9 @@ pub fn denser(script: &[Step], k: u64) -> Vec<Step> {
 }
 
 /// Symbol arguments that name the scripted kernel's System.map.
-pub fn symbol_args(dir: &Path) -> SymbolArgs {
-    SymbolArgs {
+pub fn symbol_args(dir: &Path) -> SymbolConfig {
+    SymbolConfig {
         system_map: Some(dir.join("System.map")),
-        ..SymbolArgs::default()
+        ..SymbolConfig::default()
     }
 }

@@ -1,9 +1,8 @@
 //! The one-line summary every rendering carries in its title: kernel, boot
 //! time, sample count and what sampling cost.
 
-use crate::trace::{RunData, Trace};
-
 use super::fold::RunSelect;
+use crate::profile::{Profile, Run};
 
 /// Facts for a title.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,49 +42,27 @@ pub fn fmt_ns(ns: u64) -> String {
     }
 }
 
-/// Sampler time of a run: its `SamplerCost` record, else the per-sample costs.
-pub fn sampler_ns(run: &RunData) -> u64 {
-    match &run.cost {
-        Some(c) => c
-            .total_kick_ns
-            .saturating_add(c.total_capture_ns)
-            .saturating_add(c.total_unwind_ns)
-            .saturating_add(c.total_write_ns),
-        None => run
-            .samples
-            .iter()
-            .map(|s| {
-                u64::from(s.cost.kick_ns)
-                    + u64::from(s.cost.capture_ns)
-                    + u64::from(s.cost.unwind_ns)
-                    + u64::from(s.cost.write_ns)
-            })
-            .fold(0u64, u64::saturating_add),
-    }
-}
-
 impl Headline {
     /// Gathers the facts for the selected runs.
-    pub fn new(trace: &Trace, runs: RunSelect) -> Headline {
-        let selected: Vec<&RunData> = trace.runs.iter().filter(|r| runs.includes(r.run)).collect();
-        let kernel = trace
-            .meta
-            .kernel
-            .version
+    pub fn new(profile: &Profile, runs: RunSelect) -> Headline {
+        let selected: Vec<&Run> = runs.runs(profile).collect();
+        let kernel = profile
+            .info
+            .kernel_version
             .as_deref()
             .map(short_kernel_version)
             .unwrap_or_else(|| {
-                let p = std::path::Path::new(&trace.meta.kernel.path);
+                let p = std::path::Path::new(&profile.info.kernel_path);
                 p.file_name()
                     .map_or_else(|| "kernel".into(), |f| f.to_string_lossy().into_owned())
             });
         Headline {
             kernel,
-            boot_ns: selected.iter().map(|r| r.boot_ns()).collect(),
+            boot_ns: selected.iter().map(|r| r.boot_ns.unwrap_or(0)).collect(),
             samples: selected.iter().map(|r| r.samples.len()).sum(),
             sampler_ns: selected
                 .iter()
-                .map(|r| sampler_ns(r))
+                .map(|r| r.sampler_ns())
                 .fold(0, u64::saturating_add),
         }
     }

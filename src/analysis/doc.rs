@@ -1,5 +1,8 @@
 //! The report as data: everything `boottrace report` prints, per run and
-//! summarized over runs. `--json` prints this document as is.
+//! summarized over runs. `--json` prints this document as is
+//! ([`crate::render::report`] renders both). Everything here is linear in
+//! the trace: per-name values over runs are kept sparse (only the runs a
+//! name appears in), never as one slot per run per name.
 //!
 //! # JSON format (`"format": "boottrace-report"`, `"version": 1`)
 //!
@@ -42,11 +45,12 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::functions::{self, by_function, by_stack, function_name, Cost, FunctionCost};
+use super::fold::{NameTree, Weight};
+use super::functions::{self, by_function_name, Cost, FunctionCost};
 use super::phases::{kernel_phases, KernelPhase, Milestones, Span};
 use super::quality::{unwind_quality, UnwindQuality};
-use super::runview::{CostTotals, InputInfo, Profile, RunView, Weight, USER_MODE_PHASE};
 use super::stats::Summary;
+use crate::profile::{CostTotals, InputInfo, PhaseName, Profile, Run};
 
 /// The `format` value of the JSON document.
 pub const FORMAT: &str = "boottrace-report";
@@ -212,7 +216,7 @@ pub struct SummaryReport {
     pub sampler: SamplerSummary,
 }
 
-fn vmm_phases(run: &RunView) -> Vec<VmmPhaseReport> {
+fn vmm_phases(run: &Run) -> Vec<VmmPhaseReport> {
     let mut prev = 0u64;
     run.phases
         .iter()
@@ -220,7 +224,7 @@ fn vmm_phases(run: &RunView) -> Vec<VmmPhaseReport> {
             let d = p.t_ns.saturating_sub(prev);
             prev = p.t_ns;
             VmmPhaseReport {
-                name: p.name.clone(),
+                name: p.name.to_string(),
                 at_ns: p.t_ns,
                 duration_ns: d,
             }
@@ -228,7 +232,7 @@ fn vmm_phases(run: &RunView) -> Vec<VmmPhaseReport> {
         .collect()
 }
 
-fn sampler(run: &RunView) -> SamplerReport {
+fn sampler(run: &Run) -> SamplerReport {
     let c = run.cost.unwrap_or_else(|| CostTotals {
         samples: run.samples.len() as u64,
         // Without the totals record only the per-sample sum is known.
@@ -251,22 +255,14 @@ fn sampler(run: &RunView) -> SamplerReport {
     }
 }
 
-/// Per-run function costs, keyed by name.
-fn function_costs(p: &Profile, run: &RunView) -> HashMap<String, FunctionCost> {
-    by_function(&by_stack(run), &p.names)
-        .into_iter()
-        .map(|(id, c)| (function_name(&p.names, id).to_string(), c))
-        .collect()
-}
-
 /// First instruction → first user-mode instruction: the VMM's boundary
 /// (exact) or the first user-mode sample (up to one interval late), whichever
 /// is earlier.
-fn until_init(run: &RunView, first_user_sample: Option<u64>) -> Option<u64> {
+fn until_init(run: &Run, first_user_sample: Option<u64>) -> Option<u64> {
     let boundary = run
         .phases
         .iter()
-        .find(|p| p.name == USER_MODE_PHASE)
+        .find(|p| p.name == PhaseName::UserMode)
         .and_then(|p| p.t_ns.checked_sub(run.first_instruction_ns?));
     match (boundary, first_user_sample) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -274,13 +270,13 @@ fn until_init(run: &RunView, first_user_sample: Option<u64>) -> Option<u64> {
     }
 }
 
-fn run_report(p: &Profile, run: &RunView) -> RunReport {
-    let kp = kernel_phases(run, &p.names);
+fn run_report(p: &Profile, run: &Run) -> RunReport {
+    let kp = kernel_phases(p, run);
     let total = functions::run_total(run);
     RunReport {
         run: run.run,
-        end_reason: run.end_reason.clone(),
-        end_detail: run.end_detail.clone(),
+        end_reason: run.end.as_ref().map(|e| e.reason.to_string()),
+        end_detail: run.end.as_ref().and_then(|e| e.detail.clone()),
         boot_ns: run.boot_ns,
         until_init_ns: until_init(run, kp.milestones.first_user_ns),
         samples: total.samples,
@@ -288,7 +284,7 @@ fn run_report(p: &Profile, run: &RunView) -> RunReport {
         faults: total.faults,
         exits: total.exits,
         vmm_phases: vmm_phases(run),
-        unwind: unwind_quality(run, &p.names, kp.milestones.start_kernel_ns),
+        unwind: unwind_quality(p, run, kp.milestones.start_kernel_ns),
         milestones: kp.milestones,
         kernel_phases: kp.phases,
         start_kernel_stages: kp.stages,
@@ -308,26 +304,31 @@ enum Order {
 
 /// Summarizes named spans over runs; a name absent from a run counts 0 there.
 fn summarize_spans(per_run: &[&[Span]], order_by: Order) -> Vec<NamedSummary> {
+    let n = per_run.len();
     let mut order: Vec<String> = Vec::new();
-    let mut times: HashMap<String, Vec<u64>> = HashMap::new();
+    // Per name: (run index, time) for the runs it appears in, and first times.
+    let mut times: HashMap<String, Vec<(usize, u64)>> = HashMap::new();
     let mut firsts: HashMap<String, Vec<u64>> = HashMap::new();
     for (i, spans) in per_run.iter().enumerate() {
         for s in spans.iter() {
             let t = times.entry(s.name.clone()).or_insert_with(|| {
                 order.push(s.name.clone());
-                vec![0; per_run.len()]
+                Vec::new()
             });
-            t[i] = t[i].saturating_add(s.time_ns);
+            match t.last_mut() {
+                Some((run, v)) if *run == i => *v = v.saturating_add(s.time_ns),
+                _ => t.push((i, s.time_ns)),
+            }
             firsts.entry(s.name.clone()).or_default().push(s.first_ns);
         }
     }
     let mut out: Vec<NamedSummary> = order
         .into_iter()
         .filter_map(|name| {
-            let t = times.get(&name)?;
+            let t: Vec<f64> = times.get(&name)?.iter().map(|&(_, v)| v as f64).collect();
             let f = firsts.get(&name).map(Vec::as_slice).unwrap_or(&[]);
             Some(NamedSummary {
-                time_ns: Summary::of_u64(t)?,
+                time_ns: Summary::of_sparse(&t, n)?,
                 first_ns: Summary::of_u64(f),
                 runs_seen: f.len(),
                 name,
@@ -353,33 +354,33 @@ fn top_functions(
     total: bool,
     top: usize,
 ) -> Vec<FunctionSummary> {
-    let mut values: HashMap<&str, Vec<u64>> = HashMap::new();
-    for (i, fns) in per_run.iter().enumerate() {
+    let n = per_run.len();
+    // Per name: (value, share of its run) for the runs where it is nonzero.
+    let mut values: HashMap<&str, Vec<(f64, f64)>> = HashMap::new();
+    for (fns, run_total) in per_run.iter().zip(totals) {
         for (name, fc) in fns {
             let c = if total { &fc.total_cost } else { &fc.self_cost };
             let v = c.get(weight);
             if v > 0 {
+                let share = match run_total.get(weight) {
+                    0 => 0.0,
+                    w => v as f64 / w as f64,
+                };
                 values
                     .entry(name.as_str())
-                    .or_insert_with(|| vec![0; per_run.len()])[i] = v;
+                    .or_default()
+                    .push((v as f64, share));
             }
         }
     }
     let mut out: Vec<FunctionSummary> = values
         .into_iter()
         .filter_map(|(name, v)| {
-            let shares: Vec<f64> = v
-                .iter()
-                .zip(totals)
-                .map(|(&x, t)| match t.get(weight) {
-                    0 => 0.0,
-                    w => x as f64 / w as f64,
-                })
-                .collect();
-            let share = shares.iter().sum::<f64>() / shares.len().max(1) as f64;
+            let vals: Vec<f64> = v.iter().map(|&(x, _)| x).collect();
+            let share = v.iter().map(|&(_, s)| s).sum::<f64>() / n.max(1) as f64;
             Some(FunctionSummary {
                 name: name.to_string(),
-                value: Summary::of_u64(&v)?,
+                value: Summary::of_sparse(&vals, n)?,
                 share,
             })
         })
@@ -406,10 +407,11 @@ pub fn build(profile: &Profile, top: usize) -> ReportDoc {
         .iter()
         .map(|r| run_report(profile, r))
         .collect();
+    let tree = NameTree::new(profile);
     let fn_costs: Vec<HashMap<String, FunctionCost>> = profile
         .runs
         .iter()
-        .map(|r| function_costs(profile, r))
+        .map(|r| by_function_name(profile, &tree, r))
         .collect();
     let totals: Vec<Cost> = profile.runs.iter().map(functions::run_total).collect();
 
@@ -456,8 +458,8 @@ pub fn build(profile: &Profile, top: usize) -> ReportDoc {
         kernel_phases: summarize_spans(&spans(|r| &r.kernel_phases), Order::Phase),
         start_kernel_stages: summarize_spans(&spans(|r| &r.start_kernel_stages), Order::FirstSeen),
         initcalls: summarize_spans(&spans(|r| &r.initcalls), Order::FirstSeen),
-        top_self: top_functions(&fn_costs, &totals, Weight::Samples, false, top),
-        top_total: top_functions(&fn_costs, &totals, Weight::Samples, true, top),
+        top_self: top_functions(&fn_costs, &totals, Weight::Time, false, top),
+        top_total: top_functions(&fn_costs, &totals, Weight::Time, true, top),
         faults_by_function: top_functions(&fn_costs, &totals, Weight::Faults, false, top),
         exits_by_function: top_functions(&fn_costs, &totals, Weight::Exits, false, top),
         unwind: UnwindQuality::merge(&runs.iter().map(|r| r.unwind.clone()).collect::<Vec<_>>()),

@@ -1,51 +1,11 @@
-//! `boottrace report`: boot time, VMM and kernel phases, `start_kernel`
+//! The report as text: boot time, VMM and kernel phases, `start_kernel`
 //! stages, initcalls, top functions, host page faults and KVM exits by
-//! function, unwind quality and sampler overhead — per run and summarized
-//! over runs — as text, or as the JSON document of [`super::doc`].
+//! function, unwind quality and sampler overhead — summarized over runs.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
-use anyhow::Context;
-
-use super::doc::{self, FunctionSummary, NamedSummary, ReportDoc};
-use super::load::load_profile;
-use super::stats::Summary;
-use super::symbolize::SymbolArgs;
-
-/// Arguments of `boottrace report`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ReportArgs {
-    /// Trace file to read.
-    #[arg(short, long, value_name = "FILE", default_value = "boottrace.data")]
-    pub input: PathBuf,
-    /// Print the report as JSON (stable; fields documented in `boottrace::report::doc`).
-    #[arg(long)]
-    pub json: bool,
-    /// Rows per function table.
-    #[arg(long, value_name = "N", default_value_t = 15)]
-    pub top: usize,
-    /// Initcalls listed in the text report (the longest, shown in boot order); JSON has all.
-    #[arg(long, value_name = "N", default_value_t = 30)]
-    pub initcalls: usize,
-    /// Symbol sources.
-    #[command(flatten)]
-    pub symbols: SymbolArgs,
-}
-
-/// Runs `boottrace report`.
-pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
-    let profile = load_profile(&args.input, &args.symbols)
-        .with_context(|| format!("cannot report on {}", args.input.display()))?;
-    let report = doc::build(&profile, args.top);
-    if args.json {
-        let s = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
-        println!("{s}");
-    } else {
-        print!("{}", render(&report, args.initcalls));
-    }
-    Ok(())
-}
+use crate::analysis::doc::{FunctionSummary, NamedSummary, ReportDoc};
+use crate::analysis::stats::Summary;
 
 /// Formats nanoseconds with a unit that keeps 3–4 significant digits.
 pub fn fmt_ns(ns: f64) -> String {

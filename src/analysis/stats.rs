@@ -54,6 +54,64 @@ impl Summary {
         let v: Vec<f64> = values.iter().map(|&x| x as f64).collect();
         Summary::of(&v)
     }
+
+    /// Summarizes `n` values of which only `present` are given; the other
+    /// `n - present.len()` are 0. Time and memory are linear in
+    /// `present.len()`, not in `n`: a name sampled in 3 of 50 000 runs costs
+    /// 3. Same definitions as [`Summary::of`] (median of an even count = mean
+    /// of the middle two; stddev with n − 1); mean and variance are computed
+    /// in closed form, so the last bits can differ from [`Summary::of`].
+    /// `None` when `n` is 0, `present` has more than `n` values, or one is
+    /// not finite.
+    pub fn of_sparse(present: &[f64], n: usize) -> Option<Summary> {
+        let k = present.len();
+        if n == 0 || k > n || present.iter().any(|v| !v.is_finite()) {
+            return None;
+        }
+        let zeros = n - k;
+        let mut sorted = present.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let at = |i: usize| -> f64 {
+            if i < zeros {
+                0.0
+            } else {
+                sorted[i - zeros]
+            }
+        };
+        // Zeros sort where 0 belongs among the given values (which may be negative).
+        let mut all_min = sorted.first().copied().unwrap_or(0.0);
+        let mut all_max = sorted.last().copied().unwrap_or(0.0);
+        if zeros > 0 {
+            all_min = all_min.min(0.0);
+            all_max = all_max.max(0.0);
+        }
+        let negative = sorted.iter().any(|&v| v < 0.0);
+        let median = if negative {
+            // Rare (integer inputs are never negative): fall back to the dense path.
+            let mut dense = vec![0.0; zeros];
+            dense.extend_from_slice(&sorted);
+            return Summary::of(&dense);
+        } else if n % 2 == 1 {
+            at(n / 2)
+        } else {
+            (at(n / 2 - 1) + at(n / 2)) / 2.0
+        };
+        let nf = n as f64;
+        let mean = present.iter().sum::<f64>() / nf;
+        let stddev = (n > 1).then(|| {
+            let sq: f64 = present.iter().map(|x| (x - mean).powi(2)).sum::<f64>()
+                + zeros as f64 * mean * mean;
+            (sq / (nf - 1.0)).sqrt()
+        });
+        Some(Summary {
+            n,
+            min: all_min,
+            median,
+            max: all_max,
+            mean,
+            stddev,
+        })
+    }
 }
 
 /// Outcome of Welch's two-sample t-test.
@@ -144,6 +202,20 @@ mod tests {
         );
         assert!(Summary::of(&[]).is_none());
         assert!(Summary::of(&[1.0, f64::NAN]).is_none());
+    }
+
+    #[test]
+    fn sparse_summary_matches_the_dense_one() {
+        let dense = [0.0, 5.0, 0.0, 1.0, 3.0, 0.0];
+        let d = Summary::of(&dense).expect("dense");
+        let s = Summary::of_sparse(&[5.0, 1.0, 3.0], 6).expect("sparse");
+        assert_eq!((s.n, s.min, s.median, s.max), (d.n, d.min, d.median, d.max));
+        assert!((s.mean - d.mean).abs() < 1e-12);
+        assert!((s.stddev.expect("sd") - d.stddev.expect("sd")).abs() < 1e-12);
+        let one = Summary::of_sparse(&[7.0], 1).expect("one");
+        assert_eq!((one.median, one.mean, one.stddev), (7.0, 7.0, None));
+        assert!(Summary::of_sparse(&[1.0, 2.0], 1).is_none());
+        assert!(Summary::of_sparse(&[], 0).is_none());
     }
 
     #[test]

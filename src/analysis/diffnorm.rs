@@ -25,10 +25,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 
-use super::runview::Weight;
+use super::fold::{NameTree, Weight};
+use super::functions::folded_run;
+use crate::profile::Profile;
 
 /// How per-run weights are made comparable; see the module docs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Normalize {
     /// Mean weight per boot (µs of host time, or counts per boot).
@@ -54,7 +56,8 @@ pub struct NormalizedProfile {
 pub fn unit_name(mode: Normalize, weight: Weight) -> &'static str {
     match (mode, weight) {
         (Normalize::Share, _) => "ppm of boot",
-        (Normalize::PerBoot, Weight::Samples) => "µs per boot",
+        (Normalize::PerBoot, Weight::Time) => "µs per boot",
+        (Normalize::PerBoot, Weight::Samples) => "samples per boot",
         (Normalize::PerBoot, Weight::Faults) => "page faults per boot",
         (Normalize::PerBoot, Weight::Exits) => "exits per boot",
     }
@@ -68,8 +71,8 @@ pub fn normalize(
 ) -> NormalizedProfile {
     // ns → µs for time; counts stay counts.
     let per_boot_div = match weight {
-        Weight::Samples => 1_000.0,
-        Weight::Faults | Weight::Exits => 1.0,
+        Weight::Time => 1_000.0,
+        Weight::Samples | Weight::Faults | Weight::Exits => 1.0,
     };
     let mut sums: BTreeMap<&str, f64> = BTreeMap::new();
     let mut used = 0usize;
@@ -95,6 +98,16 @@ pub fn normalize(
         }
     }
     NormalizedProfile { stacks, runs: used }
+}
+
+/// Per-run folded stacks of a profile in base units of `weight` (the
+/// input of [`normalize`]).
+pub fn per_run_folded(p: &Profile, weight: Weight) -> Vec<HashMap<String, u64>> {
+    let tree = NameTree::new(p);
+    p.runs
+        .iter()
+        .map(|r| folded_run(p, &tree, r, weight))
+        .collect()
 }
 
 /// Folded-stack text (`stack weight` per line, sorted by stack).
@@ -138,8 +151,8 @@ mod tests {
     fn per_boot_is_independent_of_run_count() {
         let one = vec![run(&[("a;b", 3_000_000), ("a;c", 1_000_000)])];
         let three = vec![one[0].clone(), one[0].clone(), one[0].clone()];
-        let p1 = normalize(&one, Normalize::PerBoot, Weight::Samples);
-        let p3 = normalize(&three, Normalize::PerBoot, Weight::Samples);
+        let p1 = normalize(&one, Normalize::PerBoot, Weight::Time);
+        let p3 = normalize(&three, Normalize::PerBoot, Weight::Time);
         assert_eq!(p1.stacks, p3.stacks);
         assert_eq!(p1.stacks["a;b"], 3_000, "ns → µs");
         assert_eq!(p3.runs, 3);
@@ -149,8 +162,8 @@ mod tests {
     fn share_is_independent_of_boot_length() {
         let short = vec![run(&[("a;b", 30), ("a;c", 10)])];
         let long = vec![run(&[("a;b", 3_000), ("a;c", 1_000)])];
-        let ps = normalize(&short, Normalize::Share, Weight::Samples);
-        let pl = normalize(&long, Normalize::Share, Weight::Samples);
+        let ps = normalize(&short, Normalize::Share, Weight::Time);
+        let pl = normalize(&long, Normalize::Share, Weight::Time);
         assert_eq!(ps.stacks, pl.stacks);
         assert_eq!(ps.stacks["a;b"], 750_000);
         let total: u64 = ps.stacks.values().sum();
@@ -176,12 +189,12 @@ mod tests {
         let a = normalize(
             &[run(&[("r;f", 2_000), ("r;g", 1_000)])],
             Normalize::PerBoot,
-            Weight::Samples,
+            Weight::Time,
         );
         let b = normalize(
             &[run(&[("r;f", 5_000), ("r;h", 1_000)])],
             Normalize::PerBoot,
-            Weight::Samples,
+            Weight::Time,
         );
         let lines = differential_lines(&a, &b).expect("diff");
         assert_eq!(lines, vec!["r;f 2 5", "r;g 1 0", "r;h 0 1"]);

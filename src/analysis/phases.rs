@@ -12,12 +12,13 @@
 //! unwind far enough to tell.
 //!
 //! Times are host time, summed over vCPUs (with one vCPU: wall time).
+//! Each distinct stack is examined once; each sample then costs O(1).
 
 use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::runview::{Frame, Names, RunView, Space, ViewSample};
+use crate::profile::{Frame, FrameKind, FrameName, Profile, Run, Sample, StackId};
 
 /// The function whose direct children are the `start_kernel` stages.
 pub const START_KERNEL: &str = "start_kernel";
@@ -25,19 +26,23 @@ pub const START_KERNEL: &str = "start_kernel";
 pub const DO_ONE_INITCALL: &str = "do_one_initcall";
 /// Functions `do_one_initcall` itself calls around the initcall (init/main.c,
 /// 6.x): time in them is `do_one_initcall`'s own, not an initcall's.
+///
+/// Inlined code needs no list: DWARF marks it inlined and it is skipped by
+/// that flag, and without DWARF (System.map, kallsyms) it is no frame at
+/// all. So the always-inline helpers (`preempt_count`, `preempt_count_set`,
+/// `add_latent_entropy`, the `trace_initcall_*` tracepoint wrappers) are not
+/// here. What is left are real calls, which a stack cannot tell from the
+/// initcall (also a real call, through a pointer): the library functions,
+/// and `static` helpers the compiler may or may not inline.
 pub const DO_ONE_INITCALL_HELPERS: &[&str] = &[
     "initcall_blacklisted",
     "do_trace_initcall_start",
     "do_trace_initcall_finish",
-    "trace_initcall_start",
-    "trace_initcall_finish",
     "trace_initcall_start_cb",
     "trace_initcall_finish_cb",
     "sprintf",
     "strlcat",
-    "preempt_count_set",
     "__warn_printk",
-    "add_latent_entropy",
     "add_device_randomness",
 ];
 
@@ -138,23 +143,23 @@ pub struct Span {
 }
 
 impl Span {
-    fn new(name: String, s: &ViewSample) -> Span {
+    fn new(name: String, t_ns: u64) -> Span {
         Span {
             name,
             time_ns: 0,
             samples: 0,
-            first_ns: s.t_ns,
-            last_ns: s.t_ns,
+            first_ns: t_ns,
+            last_ns: t_ns,
             faults: 0,
             exits: 0,
         }
     }
 
-    fn add(&mut self, s: &ViewSample) {
+    fn add(&mut self, s: &Sample, t_ns: u64) {
         self.time_ns = self.time_ns.saturating_add(s.interval_ns);
         self.samples += 1;
-        self.first_ns = self.first_ns.min(s.t_ns);
-        self.last_ns = self.last_ns.max(s.t_ns);
+        self.first_ns = self.first_ns.min(t_ns);
+        self.last_ns = self.last_ns.max(t_ns);
         self.faults = self.faults.saturating_add(s.faults);
         self.exits = self.exits.saturating_add(s.exits);
     }
@@ -189,58 +194,112 @@ pub struct KernelPhases {
     pub initcalls: Vec<Span>,
 }
 
-/// Frame ids of the functions phases are recognised by.
+/// Frame names of the functions phases are recognised by.
 struct Marks {
-    start_kernel: Option<u32>,
-    do_one_initcall: Option<u32>,
-    kernel_init: Option<u32>,
-    idle: Vec<u32>,
-    kthread: Vec<u32>,
+    start_kernel: Option<FrameName>,
+    do_one_initcall: Option<FrameName>,
+    kernel_init: Option<FrameName>,
+    idle: Vec<FrameName>,
+    kthread: Vec<FrameName>,
+    helpers: Vec<FrameName>,
 }
 
 impl Marks {
-    fn new(names: &Names) -> Marks {
+    fn new(p: &Profile) -> Marks {
+        let look = |n: &str| p.strings.lookup(n).map(FrameName::Symbol);
+        let all = |ns: &[&str]| ns.iter().filter_map(|n| look(n)).collect();
         Marks {
-            start_kernel: names.lookup(START_KERNEL),
-            do_one_initcall: names.lookup(DO_ONE_INITCALL),
-            kernel_init: names.lookup(KERNEL_INIT),
-            idle: IDLE_FUNCTIONS
-                .iter()
-                .filter_map(|n| names.lookup(n))
-                .collect(),
-            kthread: KTHREAD_FUNCTIONS
-                .iter()
-                .filter_map(|n| names.lookup(n))
-                .collect(),
+            start_kernel: look(START_KERNEL),
+            do_one_initcall: look(DO_ONE_INITCALL),
+            kernel_init: look(KERNEL_INIT),
+            idle: all(IDLE_FUNCTIONS),
+            kthread: all(KTHREAD_FUNCTIONS),
+            helpers: all(DO_ONE_INITCALL_HELPERS),
         }
     }
 }
 
-fn position(stack: &[Frame], id: Option<u32>) -> Option<usize> {
-    let id = id?;
-    stack.iter().position(|f| f.name == id)
+/// Where a stack is, decided once per distinct stack.
+#[derive(Clone, Copy)]
+enum Place {
+    /// Under `do_one_initcall`; the initcall's name (`None`: its own time).
+    Initcall(Option<FrameName>),
+    Idle,
+    /// Under `start_kernel`; the stage (`None`: `start_kernel` itself).
+    StartKernel(Option<FrameName>),
+    KernelInit,
+    KernelThread,
+    Other,
+}
+
+struct Facts {
+    place: Place,
+    has_start_kernel: bool,
+    has_initcall: bool,
+}
+
+fn position(stack: &[&Frame], name: Option<FrameName>) -> Option<usize> {
+    let name = name?;
+    stack.iter().position(|f| f.name == name)
+}
+
+fn facts(p: &Profile, marks: &Marks, stack: Option<StackId>) -> Facts {
+    let stack = p.stack_frames(stack);
+    let has = |names: &[FrameName]| stack.iter().any(|f| names.contains(&f.name));
+    let sk = position(&stack, marks.start_kernel);
+    let ic = position(&stack, marks.do_one_initcall);
+    let place = if let Some(i) = ic {
+        // Skip do_one_initcall's own inlined code: the initcall is called
+        // through a pointer, so it is never an inline frame.
+        let callee = stack[i + 1..]
+            .iter()
+            .find(|f| !f.inlined)
+            .map(|f| f.name)
+            .filter(|n| !marks.helpers.contains(n));
+        Place::Initcall(callee)
+    } else if has(&marks.idle) {
+        Place::Idle
+    } else if let Some(i) = sk {
+        // Inlined children count: in the source they are stages too.
+        Place::StartKernel(stack.get(i + 1).map(|f| f.name))
+    } else if position(&stack, marks.kernel_init).is_some() {
+        Place::KernelInit
+    } else if has(&marks.kthread) {
+        Place::KernelThread
+    } else {
+        Place::Other
+    };
+    Facts {
+        place,
+        has_start_kernel: sk.is_some(),
+        has_initcall: ic.is_some(),
+    }
 }
 
 /// Computes the kernel phases of `run`.
-pub fn kernel_phases(run: &RunView, names: &Names) -> KernelPhases {
-    let marks = Marks::new(names);
+pub fn kernel_phases(p: &Profile, run: &Run) -> KernelPhases {
+    let marks = Marks::new(p);
+    let mut memo: HashMap<Option<StackId>, Facts> = HashMap::new();
     let mut ms = Milestones::default();
     for s in &run.samples {
-        let stack = names.stack(s.stack);
+        let t = run.rel_ns(s);
         let first = |slot: &mut Option<u64>| {
-            *slot = Some(slot.map_or(s.t_ns, |t| t.min(s.t_ns)));
+            *slot = Some(slot.map_or(t, |x| x.min(t)));
         };
-        match s.space {
-            Space::Kernel => {
+        match s.kind {
+            FrameKind::Kernel => {
+                let f = memo
+                    .entry(s.stack)
+                    .or_insert_with(|| facts(p, &marks, s.stack));
                 first(&mut ms.first_kernel_ns);
-                if position(stack, marks.start_kernel).is_some() {
+                if f.has_start_kernel {
                     first(&mut ms.start_kernel_ns);
                 }
-                if position(stack, marks.do_one_initcall).is_some() {
+                if f.has_initcall {
                     first(&mut ms.first_initcall_ns);
                 }
             }
-            Space::User => first(&mut ms.first_user_ns),
+            FrameKind::User => first(&mut ms.first_user_ns),
             _ => {}
         }
     }
@@ -251,47 +310,43 @@ pub fn kernel_phases(run: &RunView, names: &Names) -> KernelPhases {
     let self_stage = format!("{START_KERNEL} [self]");
     let self_initcall = format!("{DO_ONE_INITCALL} [self]");
     for s in &run.samples {
-        let stack = names.stack(s.stack);
-        let phase = match s.space {
-            Space::Setup => KernelPhase::Setup,
-            Space::Decompressor => KernelPhase::Decompression,
-            Space::User => KernelPhase::User,
-            Space::Unknown => KernelPhase::Unknown,
-            Space::Kernel => {
-                if let Some(i) = position(stack, marks.do_one_initcall) {
-                    // Skip do_one_initcall's own inlined helpers: the initcall is
-                    // called through a pointer, so it is never an inline frame.
-                    let callee = stack[i + 1..]
-                        .iter()
-                        .find(|f| !f.inlined)
-                        .map(|f| names.name(f.name))
-                        .filter(|n| !DO_ONE_INITCALL_HELPERS.contains(n));
-                    initcalls.add(callee.unwrap_or(&self_initcall), s);
-                    KernelPhase::Initcalls
-                } else if stack.iter().any(|f| marks.idle.contains(&f.name)) {
-                    KernelPhase::Idle
-                } else if let Some(i) = position(stack, marks.start_kernel) {
-                    // Inlined children count: in the source they are stages too.
-                    match stack.get(i + 1) {
-                        Some(f) => stages.add(names.name(f.name), s),
-                        None => stages.add(&self_stage, s),
+        let t = run.rel_ns(s);
+        let phase = match s.kind {
+            FrameKind::Setup => KernelPhase::Setup,
+            FrameKind::Decompressor => KernelPhase::Decompression,
+            FrameKind::User => KernelPhase::User,
+            FrameKind::Unknown => KernelPhase::Unknown,
+            FrameKind::Kernel => {
+                let f = memo
+                    .entry(s.stack)
+                    .or_insert_with(|| facts(p, &marks, s.stack));
+                match f.place {
+                    Place::Initcall(callee) => {
+                        match callee {
+                            Some(n) => initcalls.add(&p.name_text(n), s, t),
+                            None => initcalls.add(&self_initcall, s, t),
+                        }
+                        KernelPhase::Initcalls
                     }
-                    KernelPhase::StartKernel
-                } else if !matches!(ms.start_kernel_ns, Some(t) if s.t_ns >= t) {
-                    KernelPhase::Head
-                } else if position(stack, marks.kernel_init).is_some() {
-                    KernelPhase::KernelInit
-                } else if stack.iter().any(|f| marks.kthread.contains(&f.name)) {
-                    KernelPhase::KernelThreads
-                } else {
-                    KernelPhase::OtherKernel
+                    Place::Idle => KernelPhase::Idle,
+                    Place::StartKernel(stage) => {
+                        match stage {
+                            Some(n) => stages.add(&p.name_text(n), s, t),
+                            None => stages.add(&self_stage, s, t),
+                        }
+                        KernelPhase::StartKernel
+                    }
+                    _ if !matches!(ms.start_kernel_ns, Some(x) if t >= x) => KernelPhase::Head,
+                    Place::KernelInit => KernelPhase::KernelInit,
+                    Place::KernelThread => KernelPhase::KernelThreads,
+                    Place::Other => KernelPhase::OtherKernel,
                 }
             }
         };
         phases
             .entry(phase)
-            .or_insert_with(|| Span::new(phase.as_str().to_string(), s))
-            .add(s);
+            .or_insert_with(|| Span::new(phase.as_str().to_string(), t))
+            .add(s, t);
     }
     let mut phase_list: Vec<(KernelPhase, Span)> = phases.into_iter().collect();
     phase_list.sort_by_key(|(p, _)| *p);
@@ -311,16 +366,16 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, name: &str, s: &ViewSample) {
+    fn add(&mut self, name: &str, s: &Sample, t_ns: u64) {
         let i = match self.index.get(name) {
             Some(&i) => i,
             None => {
-                self.spans.push(Span::new(name.to_string(), s));
+                self.spans.push(Span::new(name.to_string(), t_ns));
                 self.index.insert(name.to_string(), self.spans.len() - 1);
                 self.spans.len() - 1
             }
         };
-        self.spans[i].add(s);
+        self.spans[i].add(s, t_ns);
     }
 
     fn into_ordered(mut self) -> Vec<Span> {
@@ -333,39 +388,44 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::profile::{FrameKind, Run, Sample};
 
     struct Builder {
-        names: Names,
-        run: RunView,
+        p: Profile,
+        run: Run,
         t: u64,
     }
 
     impl Builder {
         fn new() -> Builder {
             Builder {
-                names: Names::default(),
-                run: RunView::default(),
+                p: Profile::default(),
+                run: Run::default(),
                 t: 0,
             }
         }
 
-        /// Appends `n` samples 1 ms apart in `space` with this stack.
-        fn push(&mut self, n: u64, space: Space, stack: &[&str]) {
-            let id = self.names.stack_of(stack);
+        /// Appends `n` samples 1 ms apart of `kind` with this stack.
+        fn push(&mut self, n: u64, kind: FrameKind, stack: &[&str]) {
+            let id = self.p.stack_of(stack);
             for _ in 0..n {
-                self.run.samples.push(ViewSample {
+                self.run.samples.push(Sample {
                     vcpu: 0,
                     t_ns: self.t,
                     interval_ns: 1_000_000,
-                    space,
+                    kind,
                     stack: id,
+                    truncated: false,
                     faults: 2,
                     exits: 1,
-                    truncated: false,
                     cost_ns: 0,
                 });
                 self.t += 1_000_000;
             }
+        }
+
+        fn phases(&self) -> KernelPhases {
+            kernel_phases(&self.p, &self.run)
         }
     }
 
@@ -375,22 +435,26 @@ mod tests {
         let sk = ["x86_64_start_kernel", "start_kernel"];
         b.push(
             3,
-            Space::Decompressor,
+            FrameKind::Decompressor,
             &["[decompressor]", "extract_kernel"],
         );
-        b.push(2, Space::Kernel, &["startup_64", "__startup_64"]);
+        b.push(2, FrameKind::Kernel, &["startup_64", "__startup_64"]);
         b.push(
             4,
-            Space::Kernel,
+            FrameKind::Kernel,
             &[sk[0], sk[1], "setup_arch", "e820__memory_setup"],
         );
-        b.push(1, Space::Kernel, &[sk[0], sk[1]]);
+        b.push(1, FrameKind::Kernel, &[sk[0], sk[1]]);
         b.push(
             5,
-            Space::Kernel,
+            FrameKind::Kernel,
             &[sk[0], sk[1], "mm_core_init", "memblock_free_all"],
         );
-        b.push(2, Space::Kernel, &[sk[0], sk[1], "setup_arch", "x86_init"]);
+        b.push(
+            2,
+            FrameKind::Kernel,
+            &[sk[0], sk[1], "setup_arch", "x86_init"],
+        );
         let ic = [
             "ret_from_fork_asm",
             "ret_from_fork",
@@ -408,17 +472,17 @@ mod tests {
         let foo = with(&ic, &["foo_init", "kmalloc"]);
         let bar = with(&ic, &["bar_init"]);
         let own = with(&ic, &["initcall_blacklisted"]);
-        b.push(3, Space::Kernel, &foo);
-        b.push(1, Space::Kernel, &own);
-        b.push(6, Space::Kernel, &bar);
+        b.push(3, FrameKind::Kernel, &foo);
+        b.push(1, FrameKind::Kernel, &own);
+        b.push(6, FrameKind::Kernel, &bar);
         b.push(
             2,
-            Space::Kernel,
+            FrameKind::Kernel,
             &[sk[0], sk[1], "rest_init", "cpu_startup_entry", "do_idle"],
         );
         b.push(
             1,
-            Space::Kernel,
+            FrameKind::Kernel,
             &[
                 "ret_from_fork_asm",
                 "ret_from_fork",
@@ -428,7 +492,7 @@ mod tests {
         );
         b.push(
             1,
-            Space::Kernel,
+            FrameKind::Kernel,
             &[
                 "ret_from_fork_asm",
                 "ret_from_fork",
@@ -436,9 +500,9 @@ mod tests {
                 "worker_thread",
             ],
         );
-        b.push(2, Space::User, &["[user]"]);
+        b.push(2, FrameKind::User, &["[user]"]);
 
-        let p = kernel_phases(&b.run, &b.names);
+        let p = b.phases();
         let ms = 1_000_000;
         assert_eq!(p.milestones.first_kernel_ns, Some(3 * ms));
         assert_eq!(p.milestones.start_kernel_ns, Some(5 * ms));
@@ -495,51 +559,49 @@ mod tests {
     }
 
     #[test]
-    fn inlined_helpers_of_do_one_initcall_are_not_initcalls() {
-        let mut names = Names::default();
-        let f = |names: &mut Names, n: &str, inlined: bool| Frame {
-            name: names.intern(n),
-            inlined,
-        };
-        let stack = vec![
-            f(&mut names, "kernel_init", false),
-            f(&mut names, "do_one_initcall", false),
-            f(&mut names, "trace_initcall_start", true),
-            f(&mut names, "baz_init", false),
-        ];
-        let id = names.intern_stack(stack);
-        let only_inline = vec![
-            f(&mut names, "kernel_init", false),
-            f(&mut names, "do_one_initcall", false),
-            f(&mut names, "trace_initcall_start", true),
-        ];
-        let id2 = names.intern_stack(only_inline);
-        let mk = |t_ns: u64, stack: u32| ViewSample {
+    fn inlined_frames_after_do_one_initcall_are_not_initcalls() {
+        let mut p = Profile::default();
+        let mut n = |s: &str| FrameName::Symbol(p.strings.intern(s));
+        let (ki, doi, inl, baz) = (
+            n("kernel_init"),
+            n("do_one_initcall"),
+            n("ktime_get_inline"),
+            n("baz_init"),
+        );
+        let id = p.stack_of_frames(
+            FrameKind::Kernel,
+            &[(ki, false), (doi, false), (inl, true), (baz, false)],
+        );
+        let id2 = p.stack_of_frames(FrameKind::Kernel, &[(ki, false), (doi, false), (inl, true)]);
+        let mk = |t_ns: u64, stack| Sample {
             vcpu: 0,
             t_ns,
             interval_ns: 10,
-            space: Space::Kernel,
+            kind: FrameKind::Kernel,
             stack,
+            truncated: false,
             faults: 0,
             exits: 0,
-            truncated: false,
             cost_ns: 0,
         };
-        let run = RunView {
+        let run = Run {
             samples: vec![mk(0, id), mk(10, id2)],
-            ..RunView::default()
+            ..Run::default()
         };
-        let p = kernel_phases(&run, &names);
-        let got: Vec<&str> = p.initcalls.iter().map(|s| s.name.as_str()).collect();
+        let got: Vec<String> = kernel_phases(&p, &run)
+            .initcalls
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
         assert_eq!(got, vec!["baz_init", "do_one_initcall [self]"]);
     }
 
     #[test]
     fn without_start_kernel_all_kernel_samples_are_head() {
         let mut b = Builder::new();
-        b.push(2, Space::Kernel, &["startup_64"]);
-        b.push(1, Space::Kernel, &["ret_from_fork", "kernel_init"]);
-        let p = kernel_phases(&b.run, &b.names);
+        b.push(2, FrameKind::Kernel, &["startup_64"]);
+        b.push(1, FrameKind::Kernel, &["ret_from_fork", "kernel_init"]);
+        let p = b.phases();
         assert_eq!(p.phases.len(), 1);
         assert_eq!(p.phases[0].name, "head");
         assert_eq!(p.phases[0].samples, 3);

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::runview::{Names, RunView, Space};
+use crate::profile::{FrameKind, Profile, Run, StackId};
 
 /// Functions where a complete kernel stack ends.
 pub const KNOWN_ROOTS: &[&str] = &[
@@ -98,35 +98,38 @@ fn top(m: HashMap<String, u64>) -> Vec<(String, u64)> {
 }
 
 /// Unwind quality of `run`; `start_kernel_ns` is the run's first
-/// `start_kernel` sample (nothing is considered without one).
-pub fn unwind_quality(run: &RunView, names: &Names, start_kernel_ns: Option<u64>) -> UnwindQuality {
+/// `start_kernel` sample, ns since t0 (nothing is considered without one).
+pub fn unwind_quality(p: &Profile, run: &Run, start_kernel_ns: Option<u64>) -> UnwindQuality {
     let Some(start) = start_kernel_ns else {
         return UnwindQuality::default();
     };
     // Decide once per stack: there are far fewer stacks than samples.
-    let mut verdict: HashMap<u32, bool> = HashMap::new();
+    let mut root_of: HashMap<Option<StackId>, (bool, String)> = HashMap::new();
     let mut bad: HashMap<String, u64> = HashMap::new();
     let mut q = UnwindQuality::default();
     for s in run
         .samples
         .iter()
-        .filter(|s| s.space == Space::Kernel && s.t_ns >= start)
+        .filter(|s| s.kind == FrameKind::Kernel && run.rel_ns(s) >= start)
     {
         q.considered += 1;
         if s.truncated {
             q.truncated += 1;
         }
-        let stack = names.stack(s.stack);
-        let ok = *verdict.entry(s.stack).or_insert_with(|| {
-            stack
-                .first()
-                .is_some_and(|f| is_known_root(names.name(f.name)))
+        let (ok, root) = root_of.entry(s.stack).or_insert_with(|| {
+            let outermost = p.stacks.path(s.stack).last().and_then(|n| p.frame(n.frame));
+            match outermost {
+                Some(f) => {
+                    let name = p.name_text(f.name).into_owned();
+                    (is_known_root(&name), name)
+                }
+                None => (false, "[no frames]".to_string()),
+            }
         });
-        if ok {
+        if *ok {
             q.rooted += 1;
         } else {
-            let root = stack.first().map_or("[no frames]", |f| names.name(f.name));
-            *bad.entry(root.to_string()).or_default() += 1;
+            *bad.entry(root.clone()).or_default() += 1;
         }
     }
     q.percent = percent(q.rooted, q.considered);
@@ -137,7 +140,7 @@ pub fn unwind_quality(run: &RunView, names: &Names, start_kernel_ns: Option<u64>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::runview::ViewSample;
+    use crate::profile::Sample;
 
     #[test]
     fn roots_and_entry_frames_count_as_complete() {
@@ -157,37 +160,37 @@ mod tests {
 
     #[test]
     fn counts_kernel_samples_after_start_kernel_only() {
-        let mut names = Names::default();
-        let good = names.stack_of(&["x86_64_start_kernel", "start_kernel", "setup_arch"]);
-        let cut = names.stack_of(&["do_one_initcall", "foo_init"]);
-        let head = names.stack_of(&["__startup_64"]);
-        let mk = |t_ns: u64, stack: u32, space: Space, truncated: bool| ViewSample {
+        let mut p = Profile::default();
+        let good = p.stack_of(&["x86_64_start_kernel", "start_kernel", "setup_arch"]);
+        let cut = p.stack_of(&["do_one_initcall", "foo_init"]);
+        let head = p.stack_of(&["__startup_64"]);
+        let mk = |t_ns: u64, stack, kind: FrameKind, truncated: bool| Sample {
             vcpu: 0,
             t_ns,
             interval_ns: 1,
-            space,
+            kind,
             stack,
+            truncated,
             faults: 0,
             exits: 0,
-            truncated,
             cost_ns: 0,
         };
-        let run = RunView {
+        let run = Run {
             samples: vec![
-                mk(0, head, Space::Kernel, false),
-                mk(10, good, Space::Kernel, false),
-                mk(11, good, Space::Kernel, false),
-                mk(12, good, Space::Kernel, false),
-                mk(13, cut, Space::Kernel, true),
-                mk(14, head, Space::User, false),
+                mk(0, head, FrameKind::Kernel, false),
+                mk(10, good, FrameKind::Kernel, false),
+                mk(11, good, FrameKind::Kernel, false),
+                mk(12, good, FrameKind::Kernel, false),
+                mk(13, cut, FrameKind::Kernel, true),
+                mk(14, head, FrameKind::User, false),
             ],
-            ..RunView::default()
+            ..Run::default()
         };
-        let q = unwind_quality(&run, &names, Some(10));
+        let q = unwind_quality(&p, &run, Some(10));
         assert_eq!((q.considered, q.rooted, q.truncated), (4, 3, 1));
         assert_eq!(q.percent, Some(75.0));
         assert_eq!(q.bad_roots, vec![("do_one_initcall".to_string(), 1)]);
-        assert_eq!(unwind_quality(&run, &names, None).percent, None);
+        assert_eq!(unwind_quality(&p, &run, None).percent, None);
 
         let m = UnwindQuality::merge(&[q.clone(), q]);
         assert_eq!((m.considered, m.rooted, m.percent), (8, 6, Some(75.0)));

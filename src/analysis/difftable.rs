@@ -1,16 +1,17 @@
-//! The text table of `diff`: functions that got slower or faster from A to B,
+//! The data of `diff`'s table: functions that got slower or faster from A to B,
 //! self and total, as share of the boot and as estimated time (or counts) per
 //! boot, with Welch's t-test over the per-run values.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use super::diffnorm::Normalize;
-use super::functions::{Cost, FunctionCost};
-use super::runview::Weight;
+use super::fold::NameTree;
+use super::fold::Weight;
+use super::functions::{by_function_name, run_total, Cost, FunctionCost};
 use super::stats::{welch_t_test, ALPHA};
+use crate::profile::Profile;
 
 /// Per-run function costs of one side of a diff.
 #[derive(Debug, Clone, Default)]
@@ -19,6 +20,21 @@ pub struct SideRuns {
     pub functions: Vec<HashMap<String, FunctionCost>>,
     /// Per run: the run's total cost.
     pub totals: Vec<Cost>,
+}
+
+impl SideRuns {
+    /// Per-run function costs of a profile.
+    pub fn of(p: &Profile) -> SideRuns {
+        let tree = NameTree::new(p);
+        SideRuns {
+            functions: p
+                .runs
+                .iter()
+                .map(|r| by_function_name(p, &tree, r))
+                .collect(),
+            totals: p.runs.iter().map(run_total).collect(),
+        }
+    }
 }
 
 /// One measure (self or total) of one function on both sides.
@@ -64,12 +80,11 @@ pub struct FunctionDelta {
 }
 
 /// Which measure ranks the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SortBy {
     /// Self change (where the time is spent).
     #[default]
-    #[value(name = "self")]
     #[serde(rename = "self")]
     Self_,
     /// Total change (which subtree grew).
@@ -79,8 +94,8 @@ pub enum SortBy {
 /// Per-boot display scale of a weight's base unit (ns → ms for time).
 fn per_boot_scale(weight: Weight) -> f64 {
     match weight {
-        Weight::Samples => 1e-6,
-        Weight::Faults | Weight::Exits => 1.0,
+        Weight::Time => 1e-6,
+        Weight::Samples | Weight::Faults | Weight::Exits => 1.0,
     }
 }
 
@@ -180,91 +195,6 @@ pub fn slower_faster(
     (slower, faster)
 }
 
-/// Formats a p-value: `n/a` without a test, `*` when significant.
-pub fn format_p(p: Option<f64>) -> String {
-    match p {
-        None => "n/a".to_string(),
-        Some(p) if p < 0.001 => "<0.001*".to_string(),
-        Some(p) if p < ALPHA => format!("{p:.3}*"),
-        Some(p) => format!("{p:.3}"),
-    }
-}
-
-/// Formats a per-boot value change in its unit, with a sign.
-fn format_delta(v: f64, weight: Weight) -> String {
-    match weight {
-        Weight::Samples if v.abs() >= 100.0 => format!("{v:+.0} ms"),
-        Weight::Samples if v.abs() >= 1.0 => format!("{v:+.2} ms"),
-        Weight::Samples => format!("{v:+.3} ms"),
-        Weight::Faults | Weight::Exits => format!("{v:+.1}"),
-    }
-}
-
-fn format_metric(m: &Metric, weight: Weight) -> String {
-    format!(
-        "{:>12} {:>6.2}% → {:>6.2}% {:>7}",
-        format_delta(m.b_per_boot - m.a_per_boot, weight),
-        100.0 * m.a_share,
-        100.0 * m.b_share,
-        format_p(m.p)
-    )
-}
-
-/// Renders the slower and faster tables.
-pub fn render(
-    deltas: &[FunctionDelta],
-    weight: Weight,
-    mode: Normalize,
-    sort: SortBy,
-    top: usize,
-) -> String {
-    let (slower, faster) = slower_faster(deltas, mode, sort, top);
-    let unit = match weight {
-        Weight::Samples => "estimated ms of host time per boot",
-        Weight::Faults => "host page faults per boot",
-        Weight::Exits => "KVM exits per boot",
-    };
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "Δ = B − A in {unit}; shares are of each run's total; p: Welch's t-test over runs \
-         on the {} (* = p < {ALPHA}; n/a with one run on a side)",
-        match mode {
-            Normalize::PerBoot => "per-boot values",
-            Normalize::Share => "per-run shares",
-        }
-    );
-    let header = format!(
-        "{:>12} {:>17} {:>7}  {:>12} {:>17} {:>7}  function",
-        "Δself", "self A → B", "p", "Δtotal", "total A → B", "p"
-    );
-    for (title, rows) in [("Slower in B", slower), ("Faster in B", faster)] {
-        let _ = writeln!(
-            s,
-            "\n{title} (ranked by {}):",
-            match sort {
-                SortBy::Self_ => "self",
-                SortBy::Total => "total",
-            }
-        );
-        if rows.is_empty() {
-            let _ = writeln!(s, "  (none)");
-            continue;
-        }
-        let _ = writeln!(s, "{header}");
-        for d in rows {
-            let _ = writeln!(
-                s,
-                "{}  {}  {}",
-                format_metric(&d.self_metric, weight),
-                format_metric(&d.total_metric, weight),
-                d.name
-            );
-        }
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,7 +248,7 @@ mod tests {
                 ("other", 50 * ms, 50 * ms),
             ],
         ]);
-        let d = function_deltas(&a, &b, Weight::Samples, Normalize::PerBoot);
+        let d = function_deltas(&a, &b, Weight::Time, Normalize::PerBoot);
         let mm = d
             .iter()
             .find(|x| x.name == "memmap_init_range")
@@ -335,33 +265,28 @@ mod tests {
 
         // In share mode "other" shrinks (its share falls from 1/3 to 1/9) and
         // that shrink is real in share terms.
-        let ds = function_deltas(&a, &b, Weight::Samples, Normalize::Share);
+        let ds = function_deltas(&a, &b, Weight::Time, Normalize::Share);
         let other_s = ds.iter().find(|x| x.name == "other").expect("row");
         assert!(other_s.self_metric.delta(Normalize::Share) < -0.2);
 
         let (slower, faster) = slower_faster(&d, Normalize::PerBoot, SortBy::Self_, 5);
         assert_eq!(slower[0].name, "memmap_init_range");
         assert!(faster.is_empty(), "other's mean did not change");
-        let text = render(&d, Weight::Samples, Normalize::PerBoot, SortBy::Self_, 5);
-        assert!(text.contains("+300 ms"), "{text}");
-        assert!(text.contains("memmap_init_range"), "{text}");
     }
 
     #[test]
     fn one_run_gives_no_p_value() {
         let a = side(&[&[("f", 10, 10)]]);
         let b = side(&[&[("f", 20, 20)], &[("f", 22, 22)]]);
-        let d = function_deltas(&a, &b, Weight::Samples, Normalize::PerBoot);
+        let d = function_deltas(&a, &b, Weight::Time, Normalize::PerBoot);
         assert_eq!(d[0].self_metric.p, None);
-        assert_eq!(format_p(d[0].self_metric.p), "n/a");
-        assert!(render(&d, Weight::Samples, Normalize::PerBoot, SortBy::Total, 3).contains("n/a"));
     }
 
     #[test]
     fn functions_missing_on_one_side_count_as_zero() {
         let a = side(&[&[("gone", 10, 10)], &[("gone", 12, 12)]]);
         let b = side(&[&[("new", 5, 5)], &[("new", 6, 6)]]);
-        let d = function_deltas(&a, &b, Weight::Samples, Normalize::Share);
+        let d = function_deltas(&a, &b, Weight::Time, Normalize::Share);
         let gone = d.iter().find(|x| x.name == "gone").expect("row");
         assert_eq!(
             (gone.self_metric.a_share, gone.self_metric.b_share),

@@ -1,0 +1,410 @@
+//! Folding: the one place samples are weighed by stack. A stack is the list
+//! of its frames' names (kind, inline flag and file:line do not split it),
+//! so every renderer — flamegraph, flame chart, folded export, diff, the
+//! report's function tables — sees the same stacks.
+//!
+//! A folded stack is `root;…;leaf WEIGHT` (Brendan Gregg's collapsed format,
+//! which inferno reads).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Write};
+
+use crate::profile::{FrameName, Profile, Run, Sample, StackId};
+
+/// What a stack's width measures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Weight {
+    /// One per sample (time, at a fixed sampling rate).
+    #[default]
+    Samples,
+    /// Host time each sample stands for, ns (see [`crate::profile::interval`]).
+    Time,
+    /// Host page faults (minor + major) of the vCPU thread, including KVM's
+    /// faults on first guest touch of memory.
+    Faults,
+    /// KVM exits.
+    Exits,
+}
+
+impl Weight {
+    /// This sample's weight.
+    pub fn of(self, s: &Sample) -> u64 {
+        match self {
+            Weight::Samples => 1,
+            Weight::Time => s.interval_ns,
+            Weight::Faults => s.faults,
+            Weight::Exits => s.exits,
+        }
+    }
+
+    /// Plural noun for amounts of this weight.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Weight::Samples => "samples",
+            Weight::Time => "ns",
+            Weight::Faults => "page faults",
+            Weight::Exits => "exits",
+        }
+    }
+}
+
+/// Which runs to take samples from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RunSelect {
+    /// Every run, merged.
+    #[default]
+    All,
+    /// One run by index.
+    Run(u32),
+}
+
+impl RunSelect {
+    /// From an optional `--run K`.
+    pub fn from_option(run: Option<u32>) -> RunSelect {
+        run.map_or(RunSelect::All, RunSelect::Run)
+    }
+
+    /// True if `run` is selected.
+    pub fn includes(self, run: u32) -> bool {
+        match self {
+            RunSelect::All => true,
+            RunSelect::Run(r) => r == run,
+        }
+    }
+
+    /// The selected runs of `p`.
+    pub fn runs(self, p: &Profile) -> impl Iterator<Item = &Run> {
+        p.runs.iter().filter(move |r| self.includes(r.run))
+    }
+}
+
+/// Index of a node in a [`NameTree`].
+pub type NameNode = u32;
+
+/// Display name of the empty stack.
+pub const NO_FRAMES_NAME: &str = "[no frames]";
+
+/// The stack table with each frame reduced to its name: stacks that differ
+/// only in kind, inline flag or line share a node here.
+#[derive(Debug, Clone, Default)]
+pub struct NameTree {
+    /// `(parent, name)` per node; parents come first.
+    nodes: Vec<(Option<NameNode>, FrameName)>,
+    /// Stack node → name node.
+    of_stack: Vec<NameNode>,
+}
+
+impl NameTree {
+    /// Builds the tree of `p`'s stacks, in one pass over the stack table.
+    pub fn new(p: &Profile) -> NameTree {
+        let mut index: HashMap<(Option<NameNode>, FrameName), NameNode> = HashMap::new();
+        let mut t = NameTree::default();
+        t.of_stack.reserve(p.stacks.len());
+        for node in p.stacks.nodes() {
+            let name = p.frame(node.frame).map_or(
+                FrameName::Unknown(crate::profile::Unresolved::UnnamedInline),
+                |f| f.name,
+            );
+            let parent = node
+                .parent
+                .and_then(|s| t.of_stack.get(s as usize).copied());
+            let key = (parent, name);
+            let id = match index.get(&key) {
+                Some(&id) => id,
+                None => {
+                    let id = t.nodes.len() as NameNode;
+                    t.nodes.push(key);
+                    index.insert(key, id);
+                    id
+                }
+            };
+            t.of_stack.push(id);
+        }
+        t
+    }
+
+    /// The name node of a stack.
+    pub fn of(&self, stack: Option<StackId>) -> Option<NameNode> {
+        stack.and_then(|s| self.of_stack.get(s as usize).copied())
+    }
+
+    /// The name of a node and its parent.
+    pub fn get(&self, node: NameNode) -> Option<(Option<NameNode>, FrameName)> {
+        self.nodes.get(node as usize).copied()
+    }
+
+    /// Names from `node` to the root (leaf first).
+    pub fn path(&self, node: Option<NameNode>) -> impl Iterator<Item = FrameName> + '_ {
+        let mut cur = node;
+        std::iter::from_fn(move || {
+            let (parent, name) = self.get(cur?)?;
+            cur = parent;
+            Some(name)
+        })
+    }
+
+    /// `root;…;leaf` of a node ([`NO_FRAMES_NAME`] for none).
+    pub fn text(&self, p: &Profile, node: Option<NameNode>) -> String {
+        let mut names: Vec<FrameName> = self.path(node).collect();
+        if names.is_empty() {
+            return NO_FRAMES_NAME.to_string();
+        }
+        names.reverse();
+        let mut s = String::new();
+        for (i, n) in names.into_iter().enumerate() {
+            if i > 0 {
+                s.push(';');
+            }
+            s.push_str(&p.name_text(n));
+        }
+        s
+    }
+}
+
+/// Weighted stacks, sorted by their folded text (the order inferno needs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Folded {
+    /// `(root;…;leaf, weight)`, sorted by the stack text, weights > 0.
+    pub stacks: Vec<(String, u64)>,
+}
+
+impl Folded {
+    /// Sum of all weights.
+    pub fn total(&self) -> u64 {
+        self.stacks.iter().map(|(_, w)| *w).sum()
+    }
+
+    /// Lines of the collapsed format, `stack weight`.
+    pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
+        self.stacks.iter().map(|(s, w)| format!("{s} {w}"))
+    }
+
+    /// Writes the collapsed format, one line per stack.
+    pub fn write_to(&self, mut w: impl Write) -> io::Result<()> {
+        for (s, n) in &self.stacks {
+            writeln!(w, "{s} {n}")?;
+        }
+        Ok(())
+    }
+
+    /// Stack → weight.
+    pub fn to_map(&self) -> BTreeMap<String, u64> {
+        self.stacks.iter().cloned().collect()
+    }
+
+    /// Parses the collapsed format (for golden files and external input).
+    /// Lines without a trailing integer weight are skipped; at most `max_lines` are read.
+    pub fn parse(text: &str, max_lines: usize) -> Folded {
+        let mut map: BTreeMap<String, u64> = BTreeMap::new();
+        for line in text.lines().take(max_lines) {
+            let line = line.trim_end();
+            let Some((stack, n)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            if n > 0 && !stack.is_empty() {
+                let e = map.entry(stack.to_string()).or_default();
+                *e = e.saturating_add(n);
+            }
+        }
+        Folded {
+            stacks: map.into_iter().collect(),
+        }
+    }
+}
+
+/// Sums `value` of samples per name node: the one folding loop.
+pub fn by_node<'a, T: Default>(
+    tree: &NameTree,
+    samples: impl IntoIterator<Item = &'a Sample>,
+    mut add: impl FnMut(&mut T, &Sample),
+) -> HashMap<Option<NameNode>, T> {
+    let mut m: HashMap<Option<NameNode>, T> = HashMap::new();
+    for s in samples {
+        add(m.entry(tree.of(s.stack)).or_default(), s);
+    }
+    m
+}
+
+/// Folds the selected runs of `p` by `weight`.
+pub fn fold(p: &Profile, runs: RunSelect, weight: Weight) -> Folded {
+    let tree = NameTree::new(p);
+    let samples = runs.runs(p).flat_map(|r| r.samples.iter());
+    let m = by_node(&tree, samples, |acc: &mut u64, s| {
+        *acc = acc.saturating_add(weight.of(s));
+    });
+    let mut by_text: BTreeMap<String, u64> = BTreeMap::new();
+    for (node, w) in m {
+        if w > 0 {
+            let e = by_text.entry(tree.text(p, node)).or_default();
+            *e = e.saturating_add(w);
+        }
+    }
+    Folded {
+        stacks: by_text.into_iter().collect(),
+    }
+}
+
+/// Time-ordered stacks for a flame chart: for each selected run and each
+/// vCPU, samples in time order with consecutive identical stacks merged.
+/// When there is more than one (run, vCPU) timeline, each gets a root frame
+/// `run K cpu N` and the timelines follow each other.
+pub fn chart(p: &Profile, runs: RunSelect, weight: Weight) -> Vec<(String, u64)> {
+    let tree = NameTree::new(p);
+    let tls = timelines(p, runs);
+    let labelled = tls.len() > 1;
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for tl in tls {
+        let mut cur: Option<(Option<NameNode>, u64)> = None;
+        let emit = |node: Option<NameNode>, w: u64, out: &mut Vec<(String, u64)>| {
+            let text = tree.text(p, node);
+            let text = if labelled {
+                format!("run {} cpu {};{text}", tl.run, tl.vcpu)
+            } else {
+                text
+            };
+            out.push((text, w));
+        };
+        for s in &tl.samples {
+            let w = weight.of(s);
+            if w == 0 {
+                continue;
+            }
+            let node = tree.of(s.stack);
+            cur = match cur {
+                Some((n, acc)) if n == node => Some((n, acc.saturating_add(w))),
+                Some((n, acc)) => {
+                    emit(n, acc, &mut out);
+                    Some((node, w))
+                }
+                None => Some((node, w)),
+            };
+        }
+        if let Some((n, acc)) = cur {
+            emit(n, acc, &mut out);
+        }
+    }
+    out
+}
+
+/// One vCPU's samples in one run, in time order.
+#[derive(Debug, Clone)]
+pub struct Timeline<'a> {
+    /// Run index.
+    pub run: u32,
+    /// vCPU index.
+    pub vcpu: u32,
+    /// Samples sorted by time (stable: equal times keep trace order).
+    pub samples: Vec<&'a Sample>,
+}
+
+/// The (run, vCPU) timelines of the selected runs, ordered by run then vCPU.
+pub fn timelines(p: &Profile, runs: RunSelect) -> Vec<Timeline<'_>> {
+    let mut by_key: BTreeMap<(u32, u32), Vec<&Sample>> = BTreeMap::new();
+    for r in runs.runs(p) {
+        for s in &r.samples {
+            by_key.entry((r.run, s.vcpu)).or_default().push(s);
+        }
+    }
+    by_key
+        .into_iter()
+        .map(|((run, vcpu), mut samples)| {
+            samples.sort_by_key(|s| s.t_ns);
+            Timeline { run, vcpu, samples }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{FrameKind, Run, Sample};
+
+    fn sample(stack: Option<StackId>, t_ns: u64, vcpu: u32, faults: u64) -> Sample {
+        Sample {
+            vcpu,
+            t_ns,
+            interval_ns: 10,
+            kind: FrameKind::Kernel,
+            stack,
+            truncated: false,
+            faults: faults + 1,
+            exits: 2,
+            cost_ns: 0,
+        }
+    }
+
+    fn profile() -> Profile {
+        let mut p = Profile::default();
+        let ab = p.stack_of(&["a", "b"]);
+        let ac = p.stack_of(&["a", "c"]);
+        let a = p.stack_of(&["a"]);
+        p.runs.push(Run {
+            samples: vec![
+                sample(ab, 1, 0, 0),
+                sample(ab, 2, 0, 5),
+                sample(ac, 3, 0, 0),
+                sample(ab, 4, 0, 0),
+                sample(a, 1, 1, 0),
+            ],
+            ..Run::default()
+        });
+        p
+    }
+
+    #[test]
+    fn folds_with_each_weight() {
+        let p = profile();
+        let f = fold(&p, RunSelect::All, Weight::Samples);
+        assert_eq!(f.lines().collect::<Vec<_>>(), ["a 1", "a;b 3", "a;c 1"]);
+        assert_eq!(
+            fold(&p, RunSelect::All, Weight::Faults).to_map()["a;b"],
+            3 + 5
+        );
+        assert_eq!(fold(&p, RunSelect::All, Weight::Exits).total(), 10);
+        assert_eq!(fold(&p, RunSelect::All, Weight::Time).total(), 50);
+        assert_eq!(fold(&p, RunSelect::Run(7), Weight::Samples).total(), 0);
+    }
+
+    #[test]
+    fn chart_keeps_time_order_and_merges_neighbours() {
+        let c = chart(&profile(), RunSelect::All, Weight::Samples);
+        assert_eq!(
+            c,
+            [
+                ("run 0 cpu 0;a;b".to_string(), 2),
+                ("run 0 cpu 0;a;c".to_string(), 1),
+                ("run 0 cpu 0;a;b".to_string(), 1),
+                ("run 0 cpu 1;a".to_string(), 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn lines_and_inline_flags_do_not_split_stacks() {
+        let mut p = Profile::default();
+        let f = FrameName::Symbol(p.strings.intern("f"));
+        let g = FrameName::Symbol(p.strings.intern("g"));
+        let s1 = p.stack_of_frames(FrameKind::Kernel, &[(f, false), (g, false)]);
+        let s2 = p.stack_of_frames(FrameKind::Kernel, &[(f, false), (g, true)]);
+        assert_ne!(s1, s2);
+        p.runs.push(Run {
+            samples: vec![sample(s1, 0, 0, 0), sample(s2, 1, 0, 0)],
+            ..Run::default()
+        });
+        assert_eq!(
+            fold(&p, RunSelect::All, Weight::Samples).stacks,
+            [("f;g".to_string(), 2)]
+        );
+    }
+
+    #[test]
+    fn parse_round_trips_and_ignores_junk() {
+        let f = fold(&profile(), RunSelect::All, Weight::Samples);
+        let mut text = Vec::new();
+        f.write_to(&mut text).expect("write");
+        let text = String::from_utf8(text).expect("utf8") + "garbage\nx;y notanumber\n";
+        assert_eq!(Folded::parse(&text, 1000), f);
+    }
+}

@@ -1,0 +1,24 @@
+//! Analyses of a [`crate::profile::Profile`]: each reads the profile and
+//! returns data (no formatting, no printing). Everything is linear in the
+//! trace: results are keyed by distinct stack or name, never dense per run
+//! × function.
+//!
+//! - [`fold`]: the one folding implementation (weights, run selection,
+//!   folded stacks, flame-chart order).
+//! - [`functions`]: self/total cost per function.
+//! - [`phases`]: kernel boot phases, `start_kernel` stages, initcalls.
+//! - [`quality`]: unwind quality.
+//! - [`stats`]: summaries over runs, Welch's test.
+//! - [`headline`]: the one-line summary in every title.
+//! - [`doc`]: the report as data (and its JSON schema).
+//! - [`diffnorm`], [`difftable`]: diff normalization and per-function deltas.
+
+pub mod diffnorm;
+pub mod difftable;
+pub mod doc;
+pub mod fold;
+pub mod functions;
+pub mod headline;
+pub mod phases;
+pub mod quality;
+pub mod stats;

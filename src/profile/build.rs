@@ -1,0 +1,446 @@
+//! A read trace → the [`Profile`]: the only place that classifies
+//! addresses and interns stacks.
+//!
+//! Each sampled stack is raw guest addresses: `[0]` the RIP, then return
+//! addresses. Every address goes through the run's `RunLayout::classify`
+//! (KASLR slide, physical head code, decompressor) and then the
+//! symbolizer; a return address is looked up at `addr - 1`, the call
+//! instruction, so a call at the very end of a function (`noreturn`
+//! callees) is not charged to the next one. Inline frames are expanded and
+//! keep their DWARF inline flag and file:line. A stack cut short gets a
+//! [`Unresolved::TruncatedStack`] root, so no rendering passes it off as
+//! complete. Runs without a layout record are read as an unrelocated
+//! kernel (the kernel text mapping without KASLR).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use boottrace_symbols::layout::{AddrSpace, RunLayout, START_KERNEL_MAP};
+use boottrace_symbols::symbolizer::Frame as SymFrame;
+
+use super::interval::intervals;
+use super::symbols::{setup, SymbolConfig, SymbolError, SymbolSetup};
+use super::{
+    ConsoleLine, CostTotals, EndMark, Frame, FrameId, FrameKind, FrameName, InputInfo, PhaseMark,
+    PhaseName, Profile, Run, Sample, StackId, Unresolved,
+};
+use crate::trace::{RunData, StackEnd, Trace, TraceError};
+
+/// Why a trace could not become a profile.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The trace could not be read.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    /// The symbol sources could not be set up.
+    #[error(transparent)]
+    Symbols(#[from] SymbolError),
+}
+
+/// Reads `input`, sets up its symbols and builds the profile.
+pub fn open(input: &Path, config: &SymbolConfig) -> Result<Profile, BuildError> {
+    let trace = Trace::open(input)?;
+    let symbols = setup(&trace, config)?;
+    let mut p = build(&trace, &symbols);
+    p.info.path = input.display().to_string();
+    Ok(p)
+}
+
+/// Layout used for a run without a `Layout` record: the kernel text mapping
+/// without KASLR, so unrelocated kernels still get names.
+fn fallback_layout() -> RunLayout {
+    RunLayout {
+        kernel_virt_slide: 0,
+        virt_slide_method: "assumed: no layout recorded".into(),
+        kernel_phys_start: None,
+        kernel_link_start: START_KERNEL_MAP,
+        kernel_size: 1 << 30,
+        decompressor_bases: Vec::new(),
+        decompressor_size: 0,
+    }
+}
+
+/// The kind of code a classified address is in.
+pub fn kind_of(space: AddrSpace) -> FrameKind {
+    match space {
+        AddrSpace::Kernel(_) => FrameKind::Kernel,
+        AddrSpace::Decompressor(_) => FrameKind::Decompressor,
+        AddrSpace::User => FrameKind::User,
+        AddrSpace::Setup(_) => FrameKind::Setup,
+        AddrSpace::Unknown(_) => FrameKind::Unknown,
+    }
+}
+
+/// Replaces the characters folded-stack formats use as separators.
+fn clean_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if name
+        .chars()
+        .any(|c| c == ';' || c.is_control() || c == '\u{2028}')
+    {
+        name.chars()
+            .map(|c| match c {
+                ';' => ':',
+                c if c.is_control() || c == '\u{2028}' => '?',
+                c => c,
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        name.into()
+    }
+}
+
+/// The typed name of a symbolizer frame for an address in `space`: the
+/// symbolizer's bracketed labels become [`Unresolved`] reasons.
+fn typed_name(space: AddrSpace, f: &SymFrame) -> Option<Unresolved> {
+    let label = |r: Unresolved| (*f.function == *r.label()).then_some(r);
+    if f.inlined {
+        return label(Unresolved::UnnamedInline);
+    }
+    match space {
+        AddrSpace::User => Some(Unresolved::User),
+        AddrSpace::Setup(_) => Some(Unresolved::Setup),
+        AddrSpace::Unknown(a) => Some(Unresolved::Unmapped(a)),
+        AddrSpace::Decompressor(_) => label(Unresolved::Decompressor),
+        AddrSpace::Kernel(a) => label(Unresolved::NoKernelSymbol(a)),
+    }
+}
+
+/// Per-address frames and per-stack interning over one profile.
+struct Builder<'a> {
+    symbols: &'a SymbolSetup,
+    p: Profile,
+    /// Address → index into `addr_frames`.
+    by_addr: HashMap<AddrSpace, u32>,
+    /// Frame lists (root first), deduplicated: addresses in one function share one.
+    by_frames: HashMap<Vec<FrameId>, u32>,
+    addr_frames: Vec<Vec<FrameId>>,
+    /// True when the outermost frame of an `addr_frames` entry has no kernel symbol.
+    no_symbol: Vec<bool>,
+    /// A sample's list of `addr_frames` indices (0 = truncated root) → its stack.
+    by_key: HashMap<Vec<u32>, StackId>,
+    key: Vec<u32>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(symbols: &'a SymbolSetup) -> Builder<'a> {
+        let mut b = Builder {
+            symbols,
+            p: Profile::default(),
+            by_addr: HashMap::new(),
+            by_frames: HashMap::new(),
+            addr_frames: Vec::new(),
+            no_symbol: Vec::new(),
+            by_key: HashMap::new(),
+            key: Vec::new(),
+        };
+        let root = b.p.frames.intern(Frame {
+            name: FrameName::Unknown(Unresolved::TruncatedStack),
+            kind: FrameKind::Unknown,
+            inlined: false,
+            file: None,
+            line: None,
+        });
+        b.addr_frames.push(vec![root]);
+        b.no_symbol.push(false);
+        b
+    }
+
+    fn addr(&mut self, space: AddrSpace) -> u32 {
+        if let Some(&id) = self.by_addr.get(&space) {
+            return id;
+        }
+        let kind = kind_of(space);
+        let resolved = self.symbols.symbolizer.resolve(space);
+        // The symbolizer gives innermost first; stacks here are root first.
+        let mut ids = Vec::with_capacity(resolved.len());
+        let mut no_symbol = false;
+        for (i, f) in resolved.iter().rev().enumerate() {
+            let name = match typed_name(space, f) {
+                Some(r) => {
+                    if i == 0 && matches!(r, Unresolved::NoKernelSymbol(_)) {
+                        no_symbol = true;
+                    }
+                    FrameName::Unknown(r)
+                }
+                None => FrameName::Symbol(self.p.strings.intern(&clean_name(&f.function))),
+            };
+            let file = f.file.as_deref().map(|s| self.p.strings.intern(s));
+            ids.push(self.p.frames.intern(Frame {
+                name,
+                kind,
+                inlined: f.inlined,
+                file,
+                line: f.line,
+            }));
+        }
+        let id = match self.by_frames.get(&ids) {
+            Some(&id) => id,
+            None => {
+                let id = self.addr_frames.len() as u32;
+                self.addr_frames.push(ids.clone());
+                self.no_symbol.push(no_symbol);
+                self.by_frames.insert(ids, id);
+                id
+            }
+        };
+        self.by_addr.insert(space, id);
+        id
+    }
+
+    fn stack(
+        &mut self,
+        layout: &RunLayout,
+        raw: &[u64],
+        rip: u64,
+        cpl: u8,
+        truncated: bool,
+    ) -> Option<StackId> {
+        let mut key = std::mem::take(&mut self.key);
+        key.clear();
+        if truncated {
+            key.push(0);
+        }
+        let leaf_only = [rip];
+        let raw = if raw.is_empty() { &leaf_only[..] } else { raw };
+        // Root first: walk the innermost-first raw stack backwards.
+        for (depth, &a) in raw.iter().enumerate().rev() {
+            let at = if depth == 0 { a } else { a.wrapping_sub(1) };
+            let mut id = self.addr(layout.classify(at, cpl));
+            // A frame that is not a return address (a pt_regs IP, or a new
+            // task's first "return" to the start of ret_from_fork_asm) can sit
+            // at a symbol's first byte: `addr - 1` then names nothing.
+            if at != a && self.no_symbol[id as usize] {
+                id = self.addr(layout.classify(a, cpl));
+            }
+            key.push(id);
+        }
+        let stack = match self.by_key.get(&key) {
+            Some(&id) => Some(id),
+            None => {
+                let mut parent = None;
+                for &k in &key {
+                    for &f in &self.addr_frames[k as usize] {
+                        parent = Some(self.p.stacks.intern(parent, f));
+                    }
+                }
+                if let Some(id) = parent {
+                    self.by_key.insert(key.clone(), id);
+                }
+                parent
+            }
+        };
+        self.key = key;
+        stack
+    }
+
+    fn run(&mut self, raw: &RunData, exits_idx: Option<u16>) -> Run {
+        let layout = match &raw.layout {
+            Some(l) => l.clone(),
+            None => {
+                if !raw.samples.is_empty() {
+                    self.p.notes.push(format!(
+                        "run {} has no layout record: assuming an unrelocated kernel",
+                        raw.run
+                    ));
+                }
+                fallback_layout()
+            }
+        };
+        let first_instruction_ns = raw.phase(PhaseName::FirstInstruction);
+        let t0 = first_instruction_ns
+            .or_else(|| raw.samples.first().map(|s| s.t_ns))
+            .unwrap_or(0);
+        let mut samples: Vec<Sample> = Vec::with_capacity(raw.samples.len());
+        for s in &raw.samples {
+            let end = StackEnd::from_u8(s.stack_end);
+            let truncated = matches!(end, StackEnd::Truncated | StackEnd::DepthLimit);
+            let c = s.cost;
+            samples.push(Sample {
+                vcpu: s.vcpu,
+                t_ns: s.t_ns,
+                interval_ns: 0,
+                kind: kind_of(layout.classify(s.rip, s.cpl)),
+                stack: self.stack(&layout, &s.stack, s.rip, s.cpl, truncated),
+                truncated,
+                faults: s.minflt.saturating_add(s.majflt),
+                exits: exits_idx.map_or(0, |i| s.kvm_stat(i)),
+                cost_ns: u64::from(c.kick_ns)
+                    + u64::from(c.capture_ns)
+                    + u64::from(c.unwind_ns)
+                    + u64::from(c.write_ns),
+            });
+        }
+        // Intervals on the report clock (since t0), as reports always measured them.
+        let points: Vec<(u32, u64)> = samples
+            .iter()
+            .map(|s| (s.vcpu, s.t_ns.saturating_sub(t0)))
+            .collect();
+        let end_rel = raw.end.as_ref().map(|e| e.t_ns.saturating_sub(t0));
+        for (s, i) in samples.iter_mut().zip(intervals(&points, end_rel)) {
+            s.interval_ns = i;
+        }
+        let has_span = raw.end.is_some() || !raw.samples.is_empty();
+        Run {
+            run: raw.run,
+            t0_ns: t0,
+            first_instruction_ns,
+            boot_ns: has_span.then(|| raw.boot_ns()),
+            phases: raw
+                .phases
+                .iter()
+                .map(|p| PhaseMark {
+                    name: p.name.clone(),
+                    t_ns: p.t_ns,
+                })
+                .collect(),
+            console: raw
+                .serial
+                .iter()
+                .map(|l| ConsoleLine {
+                    t_ns: l.t_ns,
+                    line: l.line.clone(),
+                })
+                .collect(),
+            end: raw.end.as_ref().map(|e| EndMark {
+                t_ns: e.t_ns,
+                reason: e.reason.clone(),
+                detail: e.detail.clone(),
+            }),
+            samples,
+            cost: raw.cost.as_ref().map(|c| CostTotals {
+                samples: c.samples,
+                kick_ns: c.total_kick_ns,
+                capture_ns: c.total_capture_ns,
+                unwind_ns: c.total_unwind_ns,
+                write_ns: c.total_write_ns,
+            }),
+        }
+    }
+}
+
+/// Builds the profile of `trace` with `symbols` (`info.path` is left empty;
+/// [`open`] fills it).
+pub fn build(trace: &Trace, symbols: &SymbolSetup) -> Profile {
+    let exits_idx = trace.stat_index("exits");
+    let mut b = Builder::new(symbols);
+    b.p.notes = symbols.notes.clone();
+    let runs: Vec<Run> = trace.runs.iter().map(|r| b.run(r, exits_idx)).collect();
+    let mut p = b.p;
+    p.runs = runs;
+    let m = &trace.meta;
+    let mut warnings = trace.warnings.clone();
+    warnings.extend(p.notes.iter().cloned());
+    p.trace_warnings = trace.warnings.clone();
+    p.source = symbols.symbolizer.source();
+    p.source_file = symbols.file.clone();
+    p.info = InputInfo {
+        path: String::new(),
+        kernel_path: m.kernel.path.clone(),
+        kernel_version: m.kernel.version.clone(),
+        build_id: m.kernel.build_id.clone(),
+        kernel_cmdline: m.kernel_cmdline.clone(),
+        sample_freq_hz: m.sample_freq_hz,
+        unwinder: m.unwinder.clone(),
+        symbol_source: symbols.label.clone(),
+        pvm_workarounds: m.host.pvm_workarounds.clone(),
+        complete: trace.complete,
+        warnings,
+    };
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::synth::{self, SynthOptions};
+
+    fn synthetic(dir: &Path) -> (Trace, SymbolSetup) {
+        let path = dir.join("t.data");
+        synth::write(&path, &SynthOptions::default()).expect("write");
+        let trace = Trace::open(&path).expect("open");
+        let map = dir.join("System.map");
+        std::fs::write(&map, synth::system_map()).expect("write map");
+        let cfg = SymbolConfig {
+            system_map: Some(map),
+            ..SymbolConfig::default()
+        };
+        let s = setup(&trace, &cfg).expect("setup");
+        (trace, s)
+    }
+
+    fn names(p: &Profile, s: &Sample) -> Vec<String> {
+        p.stack_frames(s.stack)
+            .iter()
+            .map(|f| p.name_text(f.name).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn stacks_are_named_root_first_and_interned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (trace, s) = synthetic(dir.path());
+        let p = build(&trace, &s);
+        assert_eq!(p.runs.len(), trace.runs.len());
+        assert_eq!(p.sample_count(), trace.sample_count());
+        for r in &p.runs {
+            for s in &r.samples {
+                assert_eq!(names(&p, s)[0], "x86_64_start_kernel");
+                assert_eq!(s.kind, FrameKind::Kernel);
+            }
+        }
+        assert!(p.stacks.len() <= 16, "{} nodes", p.stacks.len());
+        let exits: u64 = p
+            .runs
+            .iter()
+            .flat_map(|r| &r.samples)
+            .map(|s| s.exits)
+            .sum();
+        assert!(exits > 0);
+    }
+
+    #[test]
+    fn return_addresses_are_looked_up_before_the_call() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut trace, s) = synthetic(dir.path());
+        let start = synth::addr_of("start_kernel").expect("sym");
+        let setup_arch = synth::addr_of("setup_arch").expect("sym");
+        // A return address equal to the start of setup_arch belongs to the
+        // call at the end of start_kernel (the function before it).
+        let smp = &mut trace.runs[0].samples[0];
+        smp.stack = vec![setup_arch + 0x10, setup_arch];
+        smp.rip = setup_arch + 0x10;
+        smp.stack_end = StackEnd::Truncated.as_u8();
+        let p = build(&trace, &s);
+        let got = names(&p, &p.runs[0].samples[0]);
+        assert_eq!(got, ["[truncated stack]", "start_kernel", "setup_arch"]);
+        assert!(p.runs[0].samples[0].truncated);
+        assert!(start < setup_arch);
+    }
+
+    #[test]
+    fn unresolved_addresses_are_typed_and_labelled_when_rendered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut trace, s) = synthetic(dir.path());
+        let smp = &mut trace.runs[0].samples[0];
+        smp.stack = vec![0x7000, 0xffff_ffff_ffff_0000];
+        smp.rip = 0x7000;
+        smp.stack_end = StackEnd::Root.as_u8();
+        let p = build(&trace, &s);
+        let frames = p.stack_frames(p.runs[0].samples[0].stack);
+        assert!(matches!(
+            frames[0].name,
+            FrameName::Unknown(Unresolved::Unmapped(_) | Unresolved::NoKernelSymbol(_))
+        ));
+        assert_eq!(frames[1].name, FrameName::Unknown(Unresolved::Setup));
+        assert_eq!(frames[1].kind, FrameKind::Setup);
+        assert_eq!(p.runs[0].samples[0].kind, FrameKind::Setup);
+        assert_eq!(p.name_text(frames[1].name), "[setup]");
+    }
+
+    #[test]
+    fn names_with_separators_are_cleaned() {
+        assert_eq!(&*clean_name("a;b\nc"), "a:b?c");
+        assert_eq!(&*clean_name("plain"), "plain");
+    }
+}

@@ -1,0 +1,102 @@
+//! Renderers and the reading commands built from them. Every command is:
+//! open the profile ([`crate::profile::open`]) → analyze
+//! ([`crate::analysis`]) → render here. Renderers write to a `Write`; no
+//! code here prints: what a user should see besides the output comes back
+//! as [`Message`]s for the caller (the binary writes them to stderr).
+//!
+//! - [`flame`]: flamegraph and flame chart SVGs (inferno).
+//! - [`diff`]: differential flamegraph and the slower/faster table.
+//! - [`report`]: the report as text or JSON.
+//! - [`export`]: folded stacks, speedscope, Chrome trace events.
+
+pub mod diff;
+pub mod export;
+pub mod flame;
+pub mod report;
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::analysis::fold::RunSelect;
+use crate::profile::symbols::SymbolConfig;
+use crate::profile::Profile;
+
+/// How much a [`Message`] matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Something may be wrong with the output (a damaged trace).
+    Warning,
+    /// Worth knowing (which symbol file was skipped and why).
+    Note,
+    /// Status (what was written where).
+    Info,
+}
+
+/// A line for the user that is not the command's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// How much it matters.
+    pub level: Level,
+    /// The text, one line.
+    pub text: String,
+}
+
+impl Message {
+    /// A warning.
+    pub fn warning(text: impl Into<String>) -> Message {
+        Message {
+            level: Level::Warning,
+            text: text.into(),
+        }
+    }
+
+    /// A note.
+    pub fn note(text: impl Into<String>) -> Message {
+        Message {
+            level: Level::Note,
+            text: text.into(),
+        }
+    }
+
+    /// A status line.
+    pub fn info(text: impl Into<String>) -> Message {
+        Message {
+            level: Level::Info,
+            text: text.into(),
+        }
+    }
+}
+
+/// Opens `input` for a command that renders it: the trace's warnings and
+/// the symbolizer's notes as messages, and a check that the chosen run exists.
+pub fn open_for_output(
+    input: &Path,
+    symbols: &SymbolConfig,
+    run: Option<u32>,
+) -> anyhow::Result<(Profile, RunSelect, Vec<Message>)> {
+    let p = crate::profile::open(input, symbols)?;
+    let mut msgs: Vec<Message> = p
+        .trace_warnings
+        .iter()
+        .map(|w| Message::warning(format!("{}: {w}", input.display())))
+        .collect();
+    msgs.extend(p.notes.iter().map(|n| Message::note(n.clone())));
+    let runs = RunSelect::from_option(run);
+    if let RunSelect::Run(k) = runs {
+        anyhow::ensure!(
+            p.run(k).is_some(),
+            "run {k} is not in {} (it has {} run(s))",
+            input.display(),
+            p.runs.len()
+        );
+    }
+    Ok((p, runs, msgs))
+}
+
+/// Creates `path` for writing (buffered), with the path in the error.
+pub fn create(path: &Path) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
+    let f =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(std::io::BufWriter::new(f))
+}
