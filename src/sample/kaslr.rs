@@ -271,10 +271,13 @@ impl LayoutDetector {
         let link_start = self.layout.kernel_link_start;
         let size = self.layout.kernel_size;
         let top = rip - rip % KERNEL_ALIGN;
-        let candidates = (0..=size / KERNEL_ALIGN)
+        // The image size comes from a file: bound the range before iterating,
+        // not after (a hostile size near 2^64 would mean ~2^43 candidates).
+        let steps = (size / KERNEL_ALIGN).min(MAX_CANDIDATES);
+        let candidates = (0..=steps)
             .filter_map(move |k| top.checked_sub(k * KERNEL_ALIGN))
             .filter(move |&start| rip - start < size)
-            .map(move |start| (start, link_start + (rip - start)));
+            .filter_map(move |start| Some((start, link_start.checked_add(rip - start)?)));
         let Some((start, _)) = self.unique_match(&guest, candidates) else {
             return false;
         };
@@ -306,9 +309,7 @@ impl LayoutDetector {
         let Some(base) = found else {
             return false;
         };
-        if !self.layout.decompressor_bases.contains(&base) {
-            self.layout.decompressor_bases.push(base);
-        }
+        self.layout.add_decompressor_base(base);
         self.seek_decompressor = false;
         true
     }
