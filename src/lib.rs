@@ -6,6 +6,7 @@
 //! vCPU, `trace` stores raw samples, and `report` symbolizes (through the
 //! `boottrace-symbols` crate) and renders them.
 
+pub mod output;
 pub mod record;
 pub mod report;
 pub mod sample;
