@@ -29,6 +29,8 @@ struct Run {
 
 /// Runs `boottrace ARGS`, killing it after `limit` (the test then fails on
 /// the time bound), and measures it.
+// The child is reaped by wait4 (for its rusage), not by Child::wait.
+#[allow(clippy::zombie_processes)]
 fn run(args: &[&str], limit: Duration) -> Run {
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_boottrace"))
@@ -49,27 +51,26 @@ fn run(args: &[&str], limit: Duration) -> Run {
         s.extend_from_slice(&e);
         String::from_utf8_lossy(&s).into_owned()
     });
-    let killer = std::thread::spawn(move || {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-            // SAFETY: signal 0 only checks whether `pid` still exists.
-            if unsafe { libc::kill(pid, 0) } != 0 {
-                return;
-            }
-        }
-        // SAFETY: `pid` is our child and has not been reaped (wait4 below
-        // reaps it only after it exits, which this check just ruled out).
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    });
+    // Poll with WNOHANG so that the kill below can only hit our own
+    // not-yet-reaped child, never a recycled pid.
+    let deadline = Instant::now() + limit;
     let mut status = 0;
     // SAFETY: rusage is plain data, zero-initialised; wait4 fills it in.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child `pid`, writing into the two locals.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4");
+    loop {
+        // SAFETY: waits for our own child `pid`, writing into the two locals.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if r == pid {
+            break;
+        }
+        assert_eq!(r, 0, "wait4: {}", std::io::Error::last_os_error());
+        if Instant::now() > deadline {
+            // SAFETY: `pid` is our child and wait4 just said it is not reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let elapsed = start.elapsed();
-    let _ = killer.join();
     let text = reader.join().expect("reader");
     let status = std::process::ExitStatus::from_raw(status);
     Run {
