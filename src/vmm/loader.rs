@@ -5,12 +5,10 @@
 use std::io::{Seek, SeekFrom};
 use std::path::Path;
 
-use boottrace_symbols::elf::{MAX_IMAGE_SPAN, PHYS_LIMIT};
+use boottrace_symbols::bzimage::SetupHeader;
+use boottrace_symbols::elf::load_extent;
 use boottrace_symbols::image::MAX_FILE;
 use boottrace_symbols::input::{open_regular, InputError, InputFile};
-use object::elf::{FileHeader64, PT_LOAD};
-use object::read::elf::{FileHeader, ProgramHeader};
-use object::LittleEndian;
 
 use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::{BzImage, Elf, KernelLoader, PvhBootCapability};
@@ -182,8 +180,6 @@ const XLF_KERNEL_64: u16 = 1;
 
 /// Bytes read to recognise the format and parse the headers.
 const HEAD: usize = 0x1000;
-/// Most program headers read from an ELF kernel (vmlinux has a handful).
-const MAX_PHDRS: usize = 64;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
     move |source| LoadError::Io {
@@ -234,13 +230,15 @@ pub fn load_kernel(
                 .map_err(loader_err)?;
             let hdr = res.setup_header.unwrap_or(hdr);
             let load_addr = res.kernel_load.0;
-            let reserved_end =
-                bzimage_reserved_end(&hdr, load_addr, res.kernel_end).map_err(|detail| {
-                    LoadError::BadHeader {
-                        path: shown.clone(),
-                        detail,
-                    }
-                })?;
+            // Where the decompressor will put the kernel, checked against
+            // wrapping (pref_address and init_size come from the file).
+            let reserved_end = SetupHeader::parse(&head)
+                .and_then(|h| h.boot_end(load_addr))
+                .map_err(|e| LoadError::BadHeader {
+                    path: shown.clone(),
+                    detail: e.to_string(),
+                })?
+                .max(res.kernel_end);
             LoadedKernel {
                 format,
                 entry: load_addr + 0x200,
@@ -319,83 +317,17 @@ fn parse_setup_header(head: &[u8]) -> setup_header {
     hdr
 }
 
-/// End of what a bzImage uses while booting: the decompressor writes the
-/// kernel at `pref_address` (or the load address rounded up to
-/// `kernel_alignment`) and needs `init_size` there. Every field comes from
-/// the file: an end that wraps or lies beyond physical addresses is refused.
-fn bzimage_reserved_end(
-    hdr: &setup_header,
-    load_addr: u64,
-    loaded_end: u64,
-) -> Result<u64, String> {
-    let align = u64::from(hdr.kernel_alignment).max(0x20_0000);
-    let pref = hdr.pref_address;
-    let init_size = hdr.init_size;
-    let out = load_addr
-        .div_ceil(align)
-        .checked_mul(align)
-        .ok_or_else(|| format!("kernel_alignment {align:#x} overflows"))?
-        .max(pref);
-    let end = out
-        .checked_add(u64::from(init_size))
-        .filter(|&e| e <= PHYS_LIMIT)
-        .ok_or_else(|| {
-            format!("pref_address {pref:#x} + init_size {init_size:#x} lies beyond any physical address")
-        })?;
-    Ok(end.max(loaded_end))
-}
-
-/// Highest physical end of the ELF's `PT_LOAD` segments, read from its
-/// headers alone (bounded: at most [`MAX_PHDRS`] headers). Segments whose end
-/// wraps, lies beyond physical addresses, or that span more than a kernel
-/// can are refused here, before anything is written to guest memory.
+/// Highest physical end of the ELF's `PT_LOAD` segments, from its headers
+/// alone, with the symbols crate's checks (ends that wrap or lie beyond
+/// physical addresses, spans no kernel has): refused before anything is
+/// written to guest memory.
 fn elf_segments_end(file: &mut std::fs::File, path: &Path) -> Result<u64, LoadError> {
-    let bad = |detail: String| LoadError::BadHeader {
-        path: path.display().to_string(),
-        detail,
-    };
     let cache = object::ReadCache::new(&mut *file);
-    let hdr = FileHeader64::<LittleEndian>::parse(&cache)
-        .map_err(|e| bad(format!("malformed ELF header: {e}")))?;
-    let e = LittleEndian;
-    let phnum = usize::from(hdr.e_phnum(e));
-    if phnum > MAX_PHDRS {
-        return Err(bad(format!(
-            "{phnum} program headers, more than a kernel has"
-        )));
-    }
-    let phdrs = hdr
-        .program_headers(e, &cache)
-        .map_err(|err| bad(format!("malformed program headers: {err}")))?;
-    let (mut lo, mut hi) = (u64::MAX, 0u64);
-    for ph in phdrs.iter().filter(|ph| ph.p_type(e) == PT_LOAD) {
-        let (paddr, memsz) = (ph.p_paddr(e), ph.p_memsz(e));
-        if ph.p_filesz(e) > memsz {
-            return Err(bad(format!(
-                "PT_LOAD at {paddr:#x}: p_filesz exceeds p_memsz"
-            )));
-        }
-        let end = paddr
-            .checked_add(memsz)
-            .filter(|&end| end <= PHYS_LIMIT)
-            .ok_or_else(|| {
-                bad(format!(
-                    "PT_LOAD p_paddr {paddr:#x} + p_memsz {memsz:#x} lies beyond any physical address"
-                ))
-            })?;
-        lo = lo.min(paddr);
-        hi = hi.max(end);
-    }
-    if hi == 0 {
-        return Err(bad("no loadable segment".into()));
-    }
-    if hi - lo > MAX_IMAGE_SPAN {
-        return Err(bad(format!(
-            "PT_LOAD segments span {:#x} bytes, more than a kernel's {MAX_IMAGE_SPAN:#x}",
-            hi - lo
-        )));
-    }
-    Ok(hi)
+    let (_, end) = load_extent(&cache).map_err(|e| LoadError::BadHeader {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    Ok(end)
 }
 
 fn check_bzimage(hdr: &setup_header, file_len: u64, path: &Path) -> Result<(), LoadError> {
@@ -534,34 +466,6 @@ mod tests {
         ));
     }
 
-    fn header(pref: u64, init_size: u32, align: u32) -> setup_header {
-        setup_header {
-            pref_address: pref,
-            init_size,
-            kernel_alignment: align,
-            ..setup_header::default()
-        }
-    }
-
-    #[test]
-    fn bzimage_reservation_that_wraps_is_refused() {
-        // bz_pref_wrap: pref_address near 2^64 used to wrap past the memory check.
-        let err = bzimage_reserved_end(
-            &header(u64::MAX - 0xfff, 0x100_0000, 0x20_0000),
-            HIMEM_START,
-            0,
-        )
-        .expect_err("wraps");
-        assert!(err.contains("beyond any physical address"), "{err}");
-        let err = bzimage_reserved_end(&header(1 << 60, 0x1000, 0x20_0000), HIMEM_START, 0)
-            .expect_err("beyond 52 bits");
-        assert!(err.contains("pref_address 0x1000000000000000"), "{err}");
-        assert_eq!(
-            bzimage_reserved_end(&header(0x100_0000, 0x80_0000, 0x20_0000), HIMEM_START, 0).ok(),
-            Some(0x180_0000)
-        );
-    }
-
     /// A one-segment ELF64 x86_64 file with `jmp $` at `paddr`.
     fn elf_file(dir: &Path, paddr: u64, memsz: u64) -> std::path::PathBuf {
         let mut f = vec![0u8; 64];
@@ -603,10 +507,7 @@ mod tests {
         );
         // e_memsz_huge: p_memsz near 2^64 wrapped the memory check.
         let err = end(&elf_file(dir.path(), 0x20_0000, u64::MAX - 0x1000)).expect_err("wraps");
-        assert!(
-            err.to_string().contains("beyond any physical address"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("wraps around 2^64"), "{err}");
         let err = end(&elf_file(dir.path(), 0xffff_ffff_fff0_0000, 0x20_0000)).expect_err("wraps");
         assert!(
             err.to_string().contains("p_paddr 0xfffffffffff00000"),

@@ -5,6 +5,7 @@
 use object::elf;
 use object::read::elf::{FileHeader, NoteIterator, ProgramHeader, SectionHeader};
 use object::LittleEndian as LE;
+use object::ReadRef;
 use thiserror::Error;
 
 /// `XEN_ELFNOTE_PHYS32_ENTRY`: the PVH entry point's physical address.
@@ -74,6 +75,57 @@ pub struct Segment {
     pub memsz: u64,
     /// `PF_X | PF_W | PF_R`.
     pub flags: u32,
+}
+
+/// Physical extent `[lowest start, highest end)` of `segments`, each
+/// already checked. Everything downstream (loader, KASLR search,
+/// symbolization) sizes its work by this span: it is bounded here, once.
+fn extent(segments: &[Segment]) -> Result<(u64, u64), ElfError> {
+    let lo = segments.iter().map(|s| s.paddr).min();
+    // paddr + memsz cannot overflow: Segment::check.
+    let hi = segments.iter().map(|s| s.paddr + s.memsz).max();
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return Err(ElfError::NoLoadSegment);
+    };
+    if hi - lo > MAX_IMAGE_SPAN {
+        return Err(ElfError::SpanTooLarge {
+            span: hi - lo,
+            max: MAX_IMAGE_SPAN,
+        });
+    }
+    Ok((lo, hi))
+}
+
+/// The physical extent `[start, end)` of an x86_64 ELF kernel's `PT_LOAD`
+/// segments, read from the ELF header and program headers alone (a loader
+/// can pass a `ReadCache` over the file and read a few hundred bytes), with
+/// the same checks as [`ElfLayout::parse`]: ends that wrap or lie beyond 52
+/// bits, `p_filesz > p_memsz`, a span larger than any kernel.
+pub fn load_extent<'data, R: ReadRef<'data>>(data: R) -> Result<(u64, u64), ElfError> {
+    let header = elf::FileHeader64::<LE>::parse(data)?;
+    let endian = header.endian()?;
+    let machine = header.e_machine(endian);
+    if machine != elf::EM_X86_64 {
+        return Err(ElfError::WrongMachine(machine));
+    }
+    let phdrs = header.program_headers(endian, data)?;
+    if phdrs.len() > MAX_HEADERS {
+        return Err(ElfError::TooManyHeaders(phdrs.len()));
+    }
+    let mut segments = Vec::new();
+    for ph in phdrs.iter().filter(|ph| ph.p_type(endian) == elf::PT_LOAD) {
+        let seg = Segment {
+            vaddr: ph.p_vaddr(endian),
+            paddr: ph.p_paddr(endian),
+            offset: ph.p_offset(endian),
+            filesz: ph.p_filesz(endian),
+            memsz: ph.p_memsz(endian),
+            flags: ph.p_flags(endian),
+        };
+        seg.check()?;
+        segments.push(seg);
+    }
+    extent(&segments)
 }
 
 impl Segment {
@@ -178,21 +230,7 @@ impl ElfLayout {
         if layout.segments.is_empty() {
             return Err(ElfError::NoLoadSegment);
         }
-        // Everything downstream (loader, KASLR search, symbolization) sizes
-        // its work by this span: bound it here, once.
-        let lo = layout.segments.iter().map(|s| s.paddr).min().unwrap_or(0);
-        let hi = layout
-            .segments
-            .iter()
-            .map(|s| s.paddr + s.memsz) // checked in Segment::check
-            .max()
-            .unwrap_or(0);
-        if hi - lo > MAX_IMAGE_SPAN {
-            return Err(ElfError::SpanTooLarge {
-                span: hi - lo,
-                max: MAX_IMAGE_SPAN,
-            });
-        }
+        extent(&layout.segments)?;
         let sections = header.sections(endian, data)?;
         if sections.len() > MAX_HEADERS {
             return Err(ElfError::TooManyHeaders(sections.len()));
@@ -318,6 +356,19 @@ mod tests {
         ]))
         .expect("parses");
         assert_eq!(l.segments.len(), 2);
+    }
+
+    #[test]
+    fn load_extent_agrees_with_parse() {
+        let ok = tiny_elf(&[(0x100_0000, 0x1000, 16), (0x120_0000, 0x1000, 16)]);
+        assert_eq!(load_extent(&ok[..]).ok(), Some((0x100_0000, 0x120_1000)));
+        let bad = tiny_elf(&[(0xffff_ffff_fff0_0000, 0x20_0000, 16)]);
+        assert_eq!(
+            load_extent(&bad[..]).map_err(|e| e.to_string()),
+            ElfLayout::parse(&bad)
+                .map(|_| (0, 0))
+                .map_err(|e| e.to_string())
+        );
     }
 
     #[test]
