@@ -108,14 +108,30 @@ impl RunLayout {
         }
     }
 
-    /// Offset of `rip` in the decompressor copy that covers it.
+    /// Sorts, deduplicates and caps `decompressor_bases` (for code that
+    /// builds a layout from another representation, e.g. a trace record).
+    pub fn normalize_bases(&mut self) {
+        let bases = &mut self.decompressor_bases;
+        bases.sort_unstable();
+        bases.dedup();
+        bases.truncate(MAX_DECOMPRESSOR_BASES);
+    }
+
+    /// Offset of `rip` in the decompressor copy that covers it. Looks at the
+    /// first [`MAX_DECOMPRESSOR_BASES`] bases only, so a frame costs at most
+    /// a binary search over 64 entries whatever a layout holds.
     fn decompressor_offset(&self, rip: u64) -> Option<u64> {
-        let bases = &self.decompressor_bases;
+        let all = &self.decompressor_bases;
+        let bases = &all[..all.len().min(MAX_DECOMPRESSOR_BASES)];
         let covers = |base: u64| rip >= base && rip - base < self.decompressor_size;
         if bases.len() <= LINEAR_BASES {
             // Few bases (every real boot): any order, first match wins.
             return bases.iter().find(|&&b| covers(b)).map(|b| rip - b);
         }
+        debug_assert!(
+            bases.windows(2).all(|w| w[0] <= w[1]),
+            "decompressor_bases must be sorted (RunLayout::normalize_bases)"
+        );
         // Sorted (guaranteed when read or built with add_decompressor_base):
         // the highest base at or below rip is the only candidate that can
         // cover it whenever any does, as all copies have the same size.
@@ -218,6 +234,18 @@ mod tests {
         assert_eq!(l.classify(0x1020_0fff, 0), AddrSpace::Decompressor(0xfff));
         assert_eq!(l.classify(0x1020_1000, 0), AddrSpace::Unknown(0x1020_1000));
         assert_eq!(l.classify(0x0fff_ffff, 0), AddrSpace::Unknown(0x0fff_ffff));
+    }
+
+    #[test]
+    fn normalize_sorts_dedups_and_caps() {
+        let mut l = layout();
+        l.decompressor_size = 0x1000;
+        l.decompressor_bases = (0..1000u64).rev().map(|i| i << 20).collect();
+        l.decompressor_bases.push(0);
+        l.normalize_bases();
+        assert_eq!(l.decompressor_bases.len(), MAX_DECOMPRESSOR_BASES);
+        assert_eq!(l.decompressor_bases[..2], [0, 1 << 20]);
+        assert_eq!(l.classify(0x30_0010, 0), AddrSpace::Decompressor(0x10));
     }
 
     #[test]
