@@ -11,6 +11,7 @@
 
 pub mod analysis;
 pub mod cli;
+pub mod output;
 pub mod profile;
 pub mod record;
 pub mod render;

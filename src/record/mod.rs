@@ -142,25 +142,15 @@ fn boot_config(cfg: &RecordConfig, facts: &kernel::KernelFacts, compat: CompatMo
     }
 }
 
-/// Moves an existing trace aside (like perf.data.old) and starts the writer.
+/// Moves an existing trace aside (like perf.data.old, so a new recording
+/// never destroys an old one) and starts the writer. Only a regular file is
+/// moved; a symlink, directory or device at the path is refused.
 fn open_trace(path: &Path, meta: &crate::trace::TraceMeta) -> Result<TraceWriterThread> {
-    keep_old(path)?;
-    TraceWriter::create(path, meta)
+    let file = crate::output::create_in_place(path, crate::output::Backup::Old)?;
+    TraceWriter::with_file(path.to_path_buf(), file, meta)
         .with_context(|| format!("cannot create {}", path.display()))?
         .spawn()
         .context("cannot start the trace writer")
-}
-
-/// Moves an existing trace aside (like perf.data.old) so a new recording
-/// never destroys an old one.
-fn keep_old(path: &Path) -> Result<()> {
-    if path.exists() {
-        let mut old = path.as_os_str().to_owned();
-        old.push(".old");
-        std::fs::rename(path, &old)
-            .with_context(|| format!("cannot move the old {} aside", path.display()))?;
-    }
-    Ok(())
 }
 
 /// Hands a finished run to the reporter: the first run's boot facts, the

@@ -375,8 +375,7 @@ pub fn run(
     };
     let mut w = super::create(&c.output)?;
     let text = render(&view, &DiffOptions::of(c), &mut w)?;
-    w.flush()
-        .with_context(|| format!("cannot write {}", c.output.display()))?;
+    w.commit()?;
     out.write_all(text.as_bytes())
         .context("writing the table")?;
     out.flush().context("writing the table")?;

@@ -128,8 +128,7 @@ pub fn run(c: &FlameConfig) -> anyhow::Result<Vec<Message>> {
         width: c.width,
     };
     render(&p, &o, &mut out)?;
-    out.flush()
-        .with_context(|| format!("writing {}", c.output.display()))?;
+    out.commit()?;
     msgs.push(Message::info(format!(
         "wrote {} (symbols: {})",
         c.output.display(),

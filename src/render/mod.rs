@@ -16,8 +16,6 @@ pub mod report;
 
 use std::path::Path;
 
-use anyhow::Context;
-
 use crate::analysis::fold::RunSelect;
 use crate::profile::symbols::SymbolConfig;
 use crate::profile::Profile;
@@ -94,9 +92,9 @@ pub fn open_for_output(
     Ok((p, runs, msgs))
 }
 
-/// Creates `path` for writing (buffered), with the path in the error.
-pub fn create(path: &Path) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
-    let f =
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    Ok(std::io::BufWriter::new(f))
+/// Starts writing the output `path` safely (a temporary file renamed into
+/// place by [`crate::output::OutputFile::commit`]; a symlink, directory or
+/// device at `path` is refused, never written through).
+pub fn create(path: &Path) -> anyhow::Result<crate::output::OutputFile> {
+    Ok(crate::output::create(path, crate::output::Backup::None)?)
 }

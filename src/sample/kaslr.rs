@@ -271,10 +271,13 @@ impl LayoutDetector {
         let link_start = self.layout.kernel_link_start;
         let size = self.layout.kernel_size;
         let top = rip - rip % KERNEL_ALIGN;
-        let candidates = (0..=size / KERNEL_ALIGN)
+        // The image size comes from a file: bound the range before iterating,
+        // not after (a hostile size near 2^64 would mean ~2^43 candidates).
+        let steps = (size / KERNEL_ALIGN).min(MAX_CANDIDATES);
+        let candidates = (0..=steps)
             .filter_map(move |k| top.checked_sub(k * KERNEL_ALIGN))
             .filter(move |&start| rip - start < size)
-            .map(move |start| (start, link_start + (rip - start)));
+            .filter_map(move |start| Some((start, link_start.checked_add(rip - start)?)));
         let Some((start, _)) = self.unique_match(&guest, candidates) else {
             return false;
         };
@@ -306,10 +309,61 @@ impl LayoutDetector {
         let Some(base) = found else {
             return false;
         };
-        if !self.layout.decompressor_bases.contains(&base) {
-            self.layout.decompressor_bases.push(base);
-        }
+        self.layout.add_decompressor_base(base);
         self.seek_decompressor = false;
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::pagewalk::FakePhys;
+
+    /// A one-segment x86_64 ELF kernel linked at `vaddr`, loaded at `paddr`, holding `text`.
+    fn elf(vaddr: u64, paddr: u64, text: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 64];
+        f[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+        f[16..18].copy_from_slice(&2u16.to_le_bytes());
+        f[18..20].copy_from_slice(&62u16.to_le_bytes());
+        f[20..24].copy_from_slice(&1u32.to_le_bytes());
+        f[24..32].copy_from_slice(&paddr.to_le_bytes());
+        f[32..40].copy_from_slice(&64u64.to_le_bytes());
+        f[52..54].copy_from_slice(&64u16.to_le_bytes());
+        f[54..56].copy_from_slice(&56u16.to_le_bytes());
+        f[56..58].copy_from_slice(&1u16.to_le_bytes());
+        let len = text.len() as u64;
+        for v in [1u64 | (5 << 32), 0x1000, vaddr, paddr, len, len, 0x20_0000] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        f.resize(0x1000, 0);
+        f.extend_from_slice(text);
+        f
+    }
+
+    #[test]
+    fn physical_search_is_bounded_whatever_the_image_size_claims() {
+        // 64 distinct bytes of "code" in the image and in guest memory at 4 MiB.
+        let text: Vec<u8> = (0..64u8).map(|b| b.wrapping_mul(37)).collect();
+        let image = KernelImage::from_bytes(elf(0xffff_ffff_8100_0000, 0x100_0000, &text))
+            .expect("tiny ELF parses");
+        let mut d = LayoutDetector::new(Arc::new(image), BootImage::Elf { phys_start: 0 });
+        // A size near 2^64 (as a hostile p_paddr made it) and nothing known yet.
+        d.layout.kernel_size = u64::MAX - 0x1000;
+        d.layout.kernel_phys_start = None;
+        d.slide_known = true;
+        let mut mem = FakePhys::new();
+        mem.add_region(0x40_0000, 0x1000);
+        assert!(mem.write(0x40_0000, &text));
+        let regs = UnwindRegs {
+            rip: 0x40_0000,
+            efer: 1 << 10,
+            ..UnwindRegs::default()
+        };
+        let t = std::time::Instant::now();
+        // Before: 2^43 candidates were iterated per sample.
+        assert!(d.observe(&mem, &regs));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(d.layout().kernel_phys_start, Some(0x40_0000));
     }
 }

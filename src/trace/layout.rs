@@ -21,7 +21,9 @@ pub struct TraceLayout {
     pub kernel_link_start: u64,
     /// Size of the kernel image in memory.
     pub kernel_size: u64,
-    /// Physical addresses at which the decompressor (linked at 0) ran.
+    /// Physical addresses at which the decompressor (linked at 0) ran; a
+    /// stored list longer than the layout's cap is refused unread (file input).
+    #[serde(deserialize_with = "boottrace_symbols::layout::bounded_bases")]
     pub decompressor_bases: Vec<u64>,
     /// Size of the decompressor image in memory.
     pub decompressor_size: u64,
@@ -49,7 +51,7 @@ impl From<RunLayout> for TraceLayout {
 
 impl From<TraceLayout> for RunLayout {
     fn from(l: TraceLayout) -> Self {
-        RunLayout {
+        let mut layout = RunLayout {
             kernel_virt_slide: l.kernel_virt_slide,
             virt_slide_method: l.virt_slide_method,
             kernel_phys_start: l.kernel_phys_start,
@@ -57,7 +59,10 @@ impl From<TraceLayout> for RunLayout {
             kernel_size: l.kernel_size,
             decompressor_bases: l.decompressor_bases,
             decompressor_size: l.decompressor_size,
-        }
+        };
+        // Sorted and capped, as classification expects.
+        layout.normalize_bases();
+        layout
     }
 }
 

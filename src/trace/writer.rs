@@ -43,6 +43,16 @@ impl TraceWriter {
             path: path.clone(),
             source,
         })?;
+        TraceWriter::with_file(path, file, meta)
+    }
+
+    /// Like [`TraceWriter::create`], on a `file` the caller created (safely,
+    /// e.g. with `output::create_in_place`) at `path`.
+    pub fn with_file(
+        path: PathBuf,
+        file: File,
+        meta: &TraceMeta,
+    ) -> Result<TraceWriter, TraceError> {
         let mut w = TraceWriter {
             path,
             file,

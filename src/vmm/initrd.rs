@@ -1,10 +1,10 @@
 //! Looking inside an initrd for `/init`'s entry point, so the VMM can put a
 //! hardware breakpoint on the first user-mode instruction of the boot.
 
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
+use boottrace_symbols::input::open_regular;
 use object::elf::{FileHeader64, ET_EXEC};
 use object::read::elf::FileHeader;
 use object::LittleEndian;
@@ -16,7 +16,9 @@ const MAX_ENTRIES: usize = 100_000;
 /// and `/init` is a non-PIE x86_64 ELF executable; `None` otherwise (PIE
 /// entries depend on where the kernel maps them).
 pub fn init_entry(path: &Path) -> Option<u64> {
-    let mut reader = BufReader::new(File::open(path).ok()?);
+    // Regular files only (a FIFO would block); the loader has said why not.
+    let input = open_regular(path, u64::MAX, "initrd").ok()?;
+    let mut reader = BufReader::new(input.file);
     for _ in 0..MAX_ENTRIES {
         let entry = cpio::NewcReader::new(reader).ok()?;
         if entry.entry().is_trailer() {

@@ -2,9 +2,13 @@
 //! rust-vmm `linux-loader` loaders for bzImage and ELF, initrd placement and
 //! the command line, each checked against what the kernel and memory allow.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use std::path::Path;
+
+use boottrace_symbols::bzimage::SetupHeader;
+use boottrace_symbols::elf::load_extent;
+use boottrace_symbols::image::MAX_FILE;
+use boottrace_symbols::input::{open_regular, InputError, InputFile};
 
 use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::{BzImage, Elf, KernelLoader, PvhBootCapability};
@@ -64,6 +68,9 @@ pub enum LoadError {
         /// Why.
         source: std::io::Error,
     },
+    /// Not a regular file within the size cap, or unreadable.
+    #[error(transparent)]
+    Input(#[from] InputError),
     /// Neither a bzImage nor an ELF file.
     #[error("{0} is not a kernel image: neither a bzImage (no \"HdrS\" at 0x202) nor an ELF file")]
     NotAKernel(String),
@@ -95,6 +102,14 @@ pub enum LoadError {
         /// linux-loader's message.
         detail: String,
     },
+    /// A header field that would put the kernel outside any guest memory.
+    #[error("{path}: {detail}; refusing to load it")]
+    BadHeader {
+        /// The file.
+        path: String,
+        /// Which field, and why.
+        detail: String,
+    },
     /// Memory too small to hold what the kernel needs during boot.
     #[error("--mem {mem_mib} MiB is too small for this kernel: it needs at least {need_mib} MiB to decompress and boot")]
     MemTooSmall {
@@ -112,6 +127,30 @@ pub enum LoadError {
         path: String,
         /// Its size in MiB (rounded up).
         size_mib: u64,
+    },
+    /// The initrd would fit in guest memory, but not below the highest
+    /// address the kernel accepts for it (`initrd_addr_max`).
+    #[error(
+        "initrd {path} ({size_mib} MiB) does not fit below this kernel's initrd address limit \
+         ({limit:#x}, {room_mib} MiB free above the kernel); a larger --mem does not help"
+    )]
+    InitrdAboveAddrLimit {
+        /// The file.
+        path: String,
+        /// Its size in MiB (rounded up).
+        size_mib: u64,
+        /// The kernel's `initrd_addr_max`.
+        limit: u64,
+        /// MiB between the kernel and that limit.
+        room_mib: u64,
+    },
+    /// The initrd file could not be read into guest memory.
+    #[error("cannot read initrd {path}: {detail}")]
+    InitrdRead {
+        /// The file.
+        path: String,
+        /// Why.
+        detail: String,
     },
     /// The command line is longer than the kernel accepts.
     #[error("kernel command line is {len} bytes; this kernel accepts at most {max}")]
@@ -139,6 +178,9 @@ const DEFAULT_CMDLINE_MAX: usize = 2047;
 /// `xloadflags` bit: the kernel has a 64-bit entry at load address + 0x200.
 const XLF_KERNEL_64: u16 = 1;
 
+/// Bytes read to recognise the format and parse the headers.
+const HEAD: usize = 0x1000;
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
     move |source| LoadError::Io {
         path: path.display().to_string(),
@@ -163,80 +205,93 @@ pub fn load_kernel(
     path: &Path,
     mem_size: u64,
 ) -> Result<LoadedKernel, LoadError> {
-    let mut file = File::open(path).map_err(io_err(path))?;
-    let file_len = file.metadata().map_err(io_err(path))?.len();
-    let mut head = vec![0u8; 0x1000.min(file_len as usize)];
-    file.read_exact(&mut head).map_err(io_err(path))?;
+    // Regular files only, size capped, before anything is read.
+    let InputFile {
+        mut file,
+        size: file_len,
+        ..
+    } = open_regular(path, MAX_FILE, "kernel image")?;
+    let mut head = Vec::with_capacity(HEAD);
+    std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, HEAD as u64), &mut head)
+        .map_err(io_err(path))?;
     file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
+    let ram_top = mem_size.min(MMIO_GAP_START);
     let format = detect_format(&head, path)?;
     let shown = path.display().to_string();
     let loader_err = |e: linux_loader::loader::Error| LoadError::Loader {
         path: shown.clone(),
         detail: e.to_string(),
     };
-    let kernel =
-        match format {
-            KernelFormat::BzImage => {
-                let hdr = parse_setup_header(&head);
-                check_bzimage(&hdr, file_len, path)?;
-                let res = BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
-                    .map_err(loader_err)?;
-                let hdr = res.setup_header.unwrap_or(hdr);
-                let load_addr = res.kernel_load.0;
-                // The decompressor writes the kernel at pref_address (or the load
-                // address rounded up to kernel_alignment) and needs init_size there.
-                let align = u64::from(hdr.kernel_alignment).max(0x20_0000);
-                let out = hdr.pref_address.max(load_addr.div_ceil(align) * align);
-                let reserved_end = (out + u64::from(hdr.init_size)).max(res.kernel_end);
-                LoadedKernel {
-                    format,
-                    entry: load_addr + 0x200,
-                    mode: EntryMode::Long64,
-                    load_addr,
-                    reserved_end,
-                    setup_header: Some(hdr),
-                    cmdline_max: if hdr.version >= 0x206 {
-                        hdr.cmdline_size as usize
-                    } else {
-                        255
-                    },
-                    initrd_addr_max: if hdr.version >= 0x203 && hdr.initrd_addr_max != 0 {
-                        u64::from(hdr.initrd_addr_max)
-                    } else {
-                        INITRD_ADDR_MAX_DEFAULT
-                    },
-                }
+    let kernel = match format {
+        KernelFormat::BzImage => {
+            let hdr = parse_setup_header(&head);
+            check_bzimage(&hdr, file_len, path)?;
+            let res = BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
+                .map_err(loader_err)?;
+            let hdr = res.setup_header.unwrap_or(hdr);
+            let load_addr = res.kernel_load.0;
+            // Where the decompressor will put the kernel, checked against
+            // wrapping (pref_address and init_size come from the file).
+            let reserved_end = SetupHeader::parse(&head)
+                .and_then(|h| h.boot_end(load_addr))
+                .map_err(|e| LoadError::BadHeader {
+                    path: shown.clone(),
+                    detail: e.to_string(),
+                })?
+                .max(res.kernel_end);
+            LoadedKernel {
+                format,
+                entry: load_addr + 0x200,
+                mode: EntryMode::Long64,
+                load_addr,
+                reserved_end,
+                setup_header: Some(hdr),
+                cmdline_max: if hdr.version >= 0x206 {
+                    hdr.cmdline_size as usize
+                } else {
+                    255
+                },
+                initrd_addr_max: if hdr.version >= 0x203 && hdr.initrd_addr_max != 0 {
+                    u64::from(hdr.initrd_addr_max)
+                } else {
+                    INITRD_ADDR_MAX_DEFAULT
+                },
             }
-            KernelFormat::Elf => {
-                let res = Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
-                    .map_err(|e| match e {
-                        linux_loader::loader::Error::Elf(
-                            linux_loader::loader::elf::Error::ReadKernelImage,
-                        ) => LoadError::MemTooSmall {
-                            mem_mib: mem_size >> 20,
-                            need_mib: 0,
-                        },
-                        other => loader_err(other),
-                    })?;
-                let (entry, mode) = match res.pvh_boot_cap {
-                    PvhBootCapability::PvhEntryPresent(addr) => (addr.0, EntryMode::Pvh32),
-                    _ => (res.kernel_load.0, EntryMode::Long64),
-                };
-                LoadedKernel {
-                    format,
-                    entry,
-                    mode,
-                    load_addr: res.kernel_load.0,
-                    reserved_end: res.kernel_end,
-                    setup_header: None,
-                    cmdline_max: DEFAULT_CMDLINE_MAX,
-                    initrd_addr_max: INITRD_ADDR_MAX_DEFAULT,
-                }
+        }
+        KernelFormat::Elf => {
+            // Check every segment against guest memory before linux-loader
+            // writes any: it would fail on the first one outside RAM without
+            // saying how much memory the image needs.
+            let end = elf_segments_end(&mut file, path)?;
+            if end > ram_top {
+                return Err(LoadError::MemTooSmall {
+                    mem_mib: mem_size >> 20,
+                    need_mib: end.div_ceil(1 << 20),
+                });
             }
-        };
+            file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
+            let res = Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
+                .map_err(loader_err)?;
+            let (entry, mode) = match res.pvh_boot_cap {
+                PvhBootCapability::PvhEntryPresent(addr) => (addr.0, EntryMode::Pvh32),
+                _ => (res.kernel_load.0, EntryMode::Long64),
+            };
+            LoadedKernel {
+                format,
+                entry,
+                mode,
+                load_addr: res.kernel_load.0,
+                reserved_end: res.kernel_end,
+                setup_header: None,
+                cmdline_max: DEFAULT_CMDLINE_MAX,
+                initrd_addr_max: INITRD_ADDR_MAX_DEFAULT,
+            }
+        }
+    };
     // Leave at least 16 MiB above the kernel for its early allocations.
-    let need = kernel.reserved_end + (16 << 20);
-    if need > mem_size.min(MMIO_GAP_START) {
+    // reserved_end was checked against overflow, and is below 2^52.
+    let need = kernel.reserved_end.saturating_add(16 << 20);
+    if need > ram_top {
         return Err(LoadError::MemTooSmall {
             mem_mib: mem_size >> 20,
             need_mib: need.div_ceil(1 << 20),
@@ -260,6 +315,19 @@ fn parse_setup_header(head: &[u8]) -> setup_header {
         }
     }
     hdr
+}
+
+/// Highest physical end of the ELF's `PT_LOAD` segments, from its headers
+/// alone, with the symbols crate's checks (ends that wrap or lie beyond
+/// physical addresses, spans no kernel has): refused before anything is
+/// written to guest memory.
+fn elf_segments_end(file: &mut std::fs::File, path: &Path) -> Result<u64, LoadError> {
+    let cache = object::ReadCache::new(&mut *file);
+    let (_, end) = load_extent(&cache).map_err(|e| LoadError::BadHeader {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    Ok(end)
 }
 
 fn check_bzimage(hdr: &setup_header, file_len: u64, path: &Path) -> Result<(), LoadError> {
@@ -296,25 +364,40 @@ pub fn load_initrd(
     mem_size: u64,
     kernel: &LoadedKernel,
 ) -> Result<(u64, u64), LoadError> {
-    let mut file = File::open(path).map_err(io_err(path))?;
-    let size = file.metadata().map_err(io_err(path))?.len();
-    let top = kernel
-        .initrd_addr_max
-        .saturating_add(1)
-        .min(mem_size)
-        .min(MMIO_GAP_START);
-    let too_big = || LoadError::InitrdTooBig {
-        path: path.display().to_string(),
-        size_mib: size.div_ceil(1 << 20),
+    // Regular files only: a directory opens but cannot be read, a FIFO
+    // would block. The fit checks below bound the read.
+    let InputFile { mut file, size, .. } = open_regular(path, u64::MAX, "initrd")?;
+    let mem_top = mem_size.min(MMIO_GAP_START);
+    let addr_top = kernel.initrd_addr_max.saturating_add(1);
+    let size_mib = size.div_ceil(1 << 20);
+    let fits_below = |top: u64| {
+        top.checked_sub(size)
+            .map(|a| a & !0xfff)
+            .filter(|&a| a >= kernel.reserved_end)
     };
-    let addr = top.checked_sub(size).ok_or_else(too_big)? & !0xfff;
-    if addr < kernel.reserved_end {
-        return Err(too_big());
-    }
-    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)
-        .map_err(|_| LoadError::GuestWrite {
-            what: "initrd",
-            addr,
+    let Some(addr) = fits_below(mem_top.min(addr_top)) else {
+        // Say which limit binds: more memory helps only if memory is the limit.
+        if addr_top < mem_top && fits_below(mem_top).is_some() {
+            return Err(LoadError::InitrdAboveAddrLimit {
+                path: path.display().to_string(),
+                size_mib,
+                limit: kernel.initrd_addr_max,
+                room_mib: addr_top.saturating_sub(kernel.reserved_end) >> 20,
+            });
+        }
+        return Err(LoadError::InitrdTooBig {
+            path: path.display().to_string(),
+            size_mib,
+        });
+    };
+    let len = usize::try_from(size).map_err(|_| LoadError::InitrdTooBig {
+        path: path.display().to_string(),
+        size_mib,
+    })?;
+    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, len)
+        .map_err(|e| LoadError::InitrdRead {
+            path: path.display().to_string(),
+            detail: e.to_string(),
         })?;
     Ok((addr, size))
 }
@@ -381,5 +464,54 @@ mod tests {
             build_cmdline(&["abcdef", "ghijk"], 10),
             Err(LoadError::CmdlineTooLong { len: 12, max: 10 })
         ));
+    }
+
+    /// A one-segment ELF64 x86_64 file with `jmp $` at `paddr`.
+    fn elf_file(dir: &Path, paddr: u64, memsz: u64) -> std::path::PathBuf {
+        let mut f = vec![0u8; 64];
+        f[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+        f[16..18].copy_from_slice(&2u16.to_le_bytes());
+        f[18..20].copy_from_slice(&62u16.to_le_bytes());
+        f[20..24].copy_from_slice(&1u32.to_le_bytes());
+        f[24..32].copy_from_slice(&paddr.to_le_bytes());
+        f[32..40].copy_from_slice(&64u64.to_le_bytes());
+        f[52..54].copy_from_slice(&64u16.to_le_bytes());
+        f[54..56].copy_from_slice(&56u16.to_le_bytes());
+        f[56..58].copy_from_slice(&1u16.to_le_bytes());
+        let mut ph = vec![0u8; 56];
+        ph[0..4].copy_from_slice(&1u32.to_le_bytes());
+        ph[4..8].copy_from_slice(&5u32.to_le_bytes());
+        ph[8..16].copy_from_slice(&0x1000u64.to_le_bytes());
+        ph[16..24].copy_from_slice(&paddr.to_le_bytes());
+        ph[24..32].copy_from_slice(&paddr.to_le_bytes());
+        ph[32..40].copy_from_slice(&2u64.to_le_bytes());
+        ph[40..48].copy_from_slice(&memsz.to_le_bytes());
+        f.extend_from_slice(&ph);
+        f.resize(0x1000, 0);
+        f.extend_from_slice(&[0xeb, 0xfe]);
+        let p = dir.join(format!("k-{paddr:x}-{memsz:x}.elf"));
+        std::fs::write(&p, f).expect("write");
+        p
+    }
+
+    #[test]
+    fn elf_segments_are_checked_before_loading() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let end = |p: &Path| {
+            let mut f = std::fs::File::open(p).expect("open");
+            elf_segments_end(&mut f, p)
+        };
+        assert_eq!(
+            end(&elf_file(dir.path(), 0x20_0000, 2)).ok(),
+            Some(0x20_0002)
+        );
+        // e_memsz_huge: p_memsz near 2^64 wrapped the memory check.
+        let err = end(&elf_file(dir.path(), 0x20_0000, u64::MAX - 0x1000)).expect_err("wraps");
+        assert!(err.to_string().contains("wraps around 2^64"), "{err}");
+        let err = end(&elf_file(dir.path(), 0xffff_ffff_fff0_0000, 0x20_0000)).expect_err("wraps");
+        assert!(
+            err.to_string().contains("p_paddr 0xfffffffffff00000"),
+            "{err}"
+        );
     }
 }

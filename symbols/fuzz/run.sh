@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the cargo-fuzz targets of boottrace-symbols for a bounded time.
 #
-#   symbols/fuzz/run.sh SECONDS [TARGET...]   # TARGET: image decompress kallsyms orc btf (default: all)
+#   symbols/fuzz/run.sh SECONDS [TARGET...]   # TARGET: image headers decompress kallsyms orc btf (default: all)
 #
 # Each target runs SECONDS (wall clock, libFuzzer's -max_total_time), seeded
 # with inputs cut from the real test kernels (kernel/build.sh tiny-fp and
@@ -15,7 +15,7 @@ shift
 case "$secs" in *[!0-9]*|"") echo "run.sh: SECONDS must be a number" >&2; exit 2 ;; esac
 here=$(cd "$(dirname "$0")" && pwd)
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(image decompress kallsyms orc btf)
+[ ${#targets[@]} -gt 0 ] || targets=(image headers decompress kallsyms orc btf)
 
 # cargo-fuzz passes nightly-only flags: use the nightly toolchain when there
 # is one, else the default toolchain with RUSTC_BOOTSTRAP=1 (no toolchain can
@@ -34,10 +34,14 @@ fi
 
 # Seeds from the real kernels, written by an ignored test of this crate.
 seeds="$here/seeds"
-if [ ! -f "$seeds/.done" ]; then
+missing=0
+for t in "${targets[@]}"; do [ -d "$seeds/$t" ] || missing=1; done
+if [ ! -f "$seeds/.done" ] || [ $missing = 1 ]; then
     rm -rf "$seeds"
     (cd "$here/.." && BOOTTRACE_FUZZ_SEEDS="$seeds" \
         cargo test -q --test mutations write_fuzz_seeds -- --ignored >&2)
+    # Targets without seeds from the kernels (btf) start from an empty folder.
+    for t in "${targets[@]}"; do mkdir -p "$seeds/$t"; done
     touch "$seeds/.done"
 fi
 

@@ -15,6 +15,10 @@ pub const XLF_KERNEL_64: u16 = 1 << 0;
 pub const LOADED_HIGH: u8 = 1 << 0;
 /// The setup header ends before this offset in every protocol up to 2.15.
 const HEADER_END: usize = 0x26c;
+/// First physical address beyond what x86_64 can address (52-bit MAXPHYADDR).
+const PHYS_LIMIT: u64 = 1 << 52;
+/// Smallest alignment the decompressor places the kernel at (x86_64 `CONFIG_PHYSICAL_ALIGN` minimum).
+const MIN_KERNEL_ALIGN: u64 = 0x20_0000;
 
 /// Why a file is not a usable bzImage.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -53,6 +57,14 @@ pub enum BzImageError {
         length: u32,
         /// Bytes of protected-mode code present.
         available: usize,
+    },
+    /// the kernel would be decompressed beyond any physical address
+    #[error("pref_address 0x{pref_address:x} + init_size 0x{init_size:x} lies beyond any physical address")]
+    BootBeyondMemory {
+        /// Where the kernel asks to be decompressed.
+        pref_address: u64,
+        /// Memory it needs there.
+        init_size: u32,
     },
 }
 
@@ -185,6 +197,29 @@ impl SetupHeader {
             .unwrap_or(code))
     }
 
+    /// End of the memory the kernel uses while booting when its protected-mode
+    /// code is loaded at `load_addr`: the decompressor writes the kernel at
+    /// `pref_address` or at the load address rounded up to `kernel_alignment`
+    /// (whichever is higher, to be safe for both relocatable and fixed
+    /// kernels) and needs `init_size` bytes there. All three come from the
+    /// file, so an end that wraps or lies beyond 52 bits is refused.
+    pub fn boot_end(&self, load_addr: u64) -> Result<u64, BzImageError> {
+        let beyond = || BzImageError::BootBeyondMemory {
+            pref_address: self.pref_address,
+            init_size: self.init_size,
+        };
+        let align = u64::from(self.kernel_alignment).max(MIN_KERNEL_ALIGN);
+        let aligned = load_addr
+            .div_ceil(align)
+            .checked_mul(align)
+            .ok_or_else(beyond)?;
+        aligned
+            .max(self.pref_address)
+            .checked_add(u64::from(self.init_size))
+            .filter(|&end| end <= PHYS_LIMIT)
+            .ok_or_else(beyond)
+    }
+
     /// The compressed payload inside the protected-mode code.
     pub fn payload<'a>(&self, file: &'a [u8]) -> Result<&'a [u8], BzImageError> {
         let code = self.protected_mode_code(file)?;
@@ -262,5 +297,27 @@ mod tests {
             h.payload(&f),
             Err(BzImageError::PayloadOutOfBounds { .. })
         ));
+    }
+
+    #[test]
+    fn boot_end_that_wraps_is_refused() {
+        let mut bytes = vec![0u8; HEADER_END];
+        bytes[0x202..0x206].copy_from_slice(b"HdrS");
+        bytes[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        bytes[0x236..0x238].copy_from_slice(&XLF_KERNEL_64.to_le_bytes());
+        bytes[0x260..0x264].copy_from_slice(&0x80_0000u32.to_le_bytes());
+        let mut h = SetupHeader::parse(&bytes).expect("parses");
+        h.pref_address = 0x100_0000;
+        assert_eq!(h.boot_end(0x10_0000), Ok(0x180_0000));
+        h.kernel_alignment = 0x100_0000;
+        assert_eq!(h.boot_end(0x10_0000), Ok(0x180_0000));
+        h.pref_address = u64::MAX - 0xffff;
+        let err = h.boot_end(0x10_0000).expect_err("wraps");
+        assert!(
+            err.to_string().contains("beyond any physical address"),
+            "{err}"
+        );
+        h.pref_address = 1 << 60;
+        assert!(h.boot_end(0x10_0000).is_err());
     }
 }

@@ -11,32 +11,23 @@ use crate::bzimage::{BzImageError, SetupHeader};
 use crate::decompress::{self, Compression, DecompressError};
 use crate::elf::{ElfError, ElfLayout, Segment};
 use crate::identity::KernelIdentity;
+use crate::input::{open_regular, InputError};
 use crate::kallsyms::{self, KallsymsError};
 use crate::table::SymbolTable;
 
-/// Largest file accepted as a kernel image (distro vmlinux with DWARF is
-/// ~1 GiB at most; anything beyond is not a kernel).
-pub const MAX_FILE: u64 = 4 << 30;
+/// Largest file accepted as a kernel image (a distro vmlinux with DWARF is
+/// ~1 GiB at most; anything beyond is not a kernel). The whole file is read
+/// into memory, so this also caps what a hostile path can make us allocate.
+pub const MAX_FILE: u64 = 2 << 30;
+/// Bytes read first to recognise the format before reading the rest.
+const HEAD: usize = 0x1000;
 
 /// Why a file could not be opened as a kernel image.
 #[derive(Debug, Error)]
 pub enum ImageError {
-    /// the file could not be read
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// The path.
-        path: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// the file is larger than any kernel
-    #[error("{path} is {size} bytes, larger than any kernel image")]
-    TooLarge {
-        /// The path.
-        path: String,
-        /// Its size.
-        size: u64,
-    },
+    /// the file is not a regular file within [`MAX_FILE`], or could not be read
+    #[error(transparent)]
+    Input(#[from] InputError),
     /// neither an ELF nor a bzImage
     #[error("not a kernel image: neither an ELF file nor a bzImage (no \"HdrS\" boot header)")]
     NotAKernel,
@@ -95,19 +86,24 @@ impl std::fmt::Debug for KernelImage {
     }
 }
 
+/// True when `head` starts like an ELF file or carries the bzImage "HdrS" magic.
+fn looks_like_kernel(head: &[u8]) -> bool {
+    head.starts_with(b"\x7fELF") || head.get(0x202..0x206) == Some(b"HdrS")
+}
+
 impl KernelImage {
     /// Reads and parses a kernel image file (format detected by content).
     pub fn open(path: &Path) -> Result<KernelImage, ImageError> {
         let shown = path.display().to_string();
-        let io = |source| ImageError::Io {
-            path: shown.clone(),
-            source,
-        };
-        let size = std::fs::metadata(path).map_err(io)?.len();
-        if size > MAX_FILE {
-            return Err(ImageError::TooLarge { path: shown, size });
+        // Regular files only, size capped, and the format recognised from the
+        // first page before the rest is read: a big file that is not a kernel
+        // costs one page, not its size.
+        let mut input = open_regular(path, MAX_FILE, "kernel image")?;
+        let head = input.read_head(HEAD)?;
+        if !looks_like_kernel(&head) {
+            return Err(ImageError::NotAKernel);
         }
-        let bytes = std::fs::read(path).map_err(io)?;
+        let bytes = input.read_rest(head)?;
         Self::parse(bytes, Some(shown))
     }
 

@@ -13,6 +13,7 @@ pub mod elf;
 pub mod elfsyms;
 pub mod identity;
 pub mod image;
+pub mod input;
 pub mod kallsyms;
 pub mod layout;
 pub mod mapped;

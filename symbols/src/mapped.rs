@@ -4,23 +4,22 @@
 //! ELF symbol table and the DWARF sections be read in place, touching only the
 //! pages a lookup needs, instead of copying the whole file into memory.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memmap2::Mmap;
 
+use crate::input::{open_regular, InputError, InputFile};
+
+/// Largest file mapped (a distro vmlinux with DWARF is ~1 GiB at most).
+pub const MAX_MAPPED_FILE: u64 = 4 << 30;
+
 /// Errors opening or mapping an input file.
 #[derive(Debug, thiserror::Error)]
 pub enum MapError {
-    /// The file could not be opened or its size read.
-    #[error("cannot open {path}: {source}")]
-    Open {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
+    /// The file is not a non-empty regular file within the size cap, or could not be opened.
+    #[error(transparent)]
+    Input(#[from] InputError),
     /// mmap(2) refused the file.
     #[error("cannot map {path}: {source}")]
     Map {
@@ -28,12 +27,6 @@ pub enum MapError {
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
-    },
-    /// The file has no bytes (nothing to map, nothing to parse).
-    #[error("{path} is empty")]
-    Empty {
-        /// The file.
-        path: PathBuf,
     },
 }
 
@@ -48,22 +41,8 @@ pub struct MappedFile {
 impl MappedFile {
     /// Maps `path` read-only.
     pub fn open(path: &Path) -> Result<Self, MapError> {
-        let file = File::open(path).map_err(|source| MapError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-        let len = file
-            .metadata()
-            .map_err(|source| MapError::Open {
-                path: path.to_owned(),
-                source,
-            })?
-            .len();
-        if len == 0 {
-            return Err(MapError::Empty {
-                path: path.to_owned(),
-            });
-        }
+        // Regular files only: mapping a device or FIFO is refused before any read.
+        let InputFile { file, .. } = open_regular(path, MAX_MAPPED_FILE, "mapped ELF file")?;
         // SAFETY: the map is read-only and private to this process. Another
         // process truncating or rewriting the file while it is mapped would
         // change the bytes under us (or raise SIGBUS); the inputs are build

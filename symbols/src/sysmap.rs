@@ -7,9 +7,9 @@
 //! package`), and silently skipping lines would hide that. The error names the
 //! line number.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::input::{self, InputError};
 use crate::table::{Symbol, SymbolTable};
 
 /// Largest System.map accepted; allyesconfig kernels have ~15 MB ones.
@@ -18,25 +18,9 @@ pub const MAX_SYSTEM_MAP_BYTES: u64 = 256 << 20;
 /// Errors reading a System.map.
 #[derive(Debug, thiserror::Error)]
 pub enum SysmapError {
-    /// The file could not be read.
-    #[error("cannot read System.map {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is larger than any System.map should be.
-    #[error("{path} is {size} bytes, more than the {max} a System.map may have")]
-    TooLarge {
-        /// The file.
-        path: PathBuf,
-        /// Its size.
-        size: u64,
-        /// The limit.
-        max: u64,
-    },
+    /// The file is not a regular file within the size cap, or could not be read.
+    #[error("System.map: {0}")]
+    Input(#[from] InputError),
     /// The file is not UTF-8 text.
     #[error("System.map {path} is not text (invalid UTF-8)")]
     NotText {
@@ -60,24 +44,9 @@ pub enum SysmapError {
 
 /// Reads and parses the System.map at `path` (all symbols, data included).
 pub fn load(path: &Path) -> Result<SymbolTable, SysmapError> {
-    let io = |source| SysmapError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let size = file.metadata().map_err(io)?.len();
-    if size > MAX_SYSTEM_MAP_BYTES {
-        return Err(SysmapError::TooLarge {
-            path: path.to_owned(),
-            size,
-            max: MAX_SYSTEM_MAP_BYTES,
-        });
-    }
-    let mut bytes = Vec::with_capacity(size as usize);
-    // `take` bounds the read even if the file grows after the size check.
-    file.take(MAX_SYSTEM_MAP_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
+    // Regular files only, size checked before reading (a FIFO or /dev/zero
+    // would block or never end).
+    let bytes = input::read_regular(path, MAX_SYSTEM_MAP_BYTES, "System.map")?;
     let text = String::from_utf8(bytes).map_err(|_| SysmapError::NotText {
         path: path.to_owned(),
     })?;

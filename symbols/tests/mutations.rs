@@ -222,6 +222,14 @@ fn write_fuzz_seeds() {
         let image = KernelImage::from_bytes(bz.clone()).expect("parses");
         write("image", &format!("{kernel}-bzImage"), &bz);
         write("image", &format!("{kernel}-head"), &bz[..0x4000]);
+        // What a loader reads: the setup header, and the kernel ELF's headers.
+        write("headers", &format!("{kernel}-setup"), &bz[..0x1000]);
+        let elf = image.elf_bytes();
+        write(
+            "headers",
+            &format!("{kernel}-elf-head"),
+            &elf[..elf.len().min(0x1000)],
+        );
         let setup = image.setup_header().expect("header");
         let mut p = vec![5u8]; // LZ4 in the target's format table
         p.extend_from_slice(setup.payload(&bz).expect("payload"));

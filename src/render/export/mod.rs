@@ -51,13 +51,10 @@ pub struct ExportConfig {
 /// `boottrace export`: writes to `config.output`, or to `stdout` without one.
 pub fn run(c: &ExportConfig, stdout: &mut dyn Write) -> anyhow::Result<Vec<Message>> {
     let (p, runs, msgs) = open_for_output(&c.input, &c.symbols, c.run)?;
-    let mut file;
+    let mut file = None;
     let mut buffered;
     let out: &mut dyn Write = match &c.output {
-        Some(path) => {
-            file = super::create(path)?;
-            &mut file
-        }
+        Some(path) => file.insert(super::create(path)?),
         None => {
             // Exports are large and written in small pieces.
             buffered = std::io::BufWriter::new(stdout);
@@ -71,5 +68,8 @@ pub fn run(c: &ExportConfig, stdout: &mut dyn Write) -> anyhow::Result<Vec<Messa
     }
     .and_then(|()| out.flush())
     .context("writing the export")?;
+    if let Some(f) = file {
+        f.commit()?;
+    }
     Ok(msgs)
 }

@@ -58,7 +58,7 @@ fn walk<M: GuestPhys + ?Sized>(
             if ctx.user_regs(regs_at)? {
                 return Ok(());
             }
-            let ip = ctx.read(regs_at + ptregs::IP)?;
+            let ip = ctx.read_at(regs_at, ptregs::IP)?;
             if ip == 0 {
                 // A kernel thread's initial regs (copy_thread zeroes them): the root.
                 return Ok(());
@@ -67,7 +67,7 @@ fn walk<M: GuestPhys + ?Sized>(
                 return Err(Truncation::BadFrame);
             }
             ctx.push(ip)?;
-            bp = ctx.read(regs_at + ptregs::BP)?;
+            bp = ctx.read_at(regs_at, ptregs::BP)?;
             prev_bp = None;
             may_switch = true;
             continue;
@@ -79,14 +79,15 @@ fn walk<M: GuestPhys + ?Sized>(
             // A syscall's last frame sits right under the user pt_regs, whose
             // rbp is the user's: the kernel's is_last_task_frame().
             if let Some(p) = prev_bp {
-                if ctx.user_regs(p + FRAME).unwrap_or(false) {
+                let above = p.checked_add(FRAME);
+                if above.is_some_and(|a| ctx.user_regs(a).unwrap_or(false)) {
                     return Ok(());
                 }
             }
             return Err(t);
         }
         let next = ctx.read(bp)?;
-        let ret = ctx.read(bp + 8)?;
+        let ret = ctx.read_at(bp, 8)?;
         if !ctx.plausible_ip(ret) {
             return Err(Truncation::BadFrame);
         }
@@ -121,7 +122,7 @@ fn place<M: GuestPhys + ?Sized>(
     let Some(p) = prev_bp else {
         return Err(err);
     };
-    let Ok(link) = ctx.read(p + FRAME) else {
+    let Ok(link) = ctx.read_at(p, FRAME) else {
         return Err(err);
     };
     if link == 0 || link % 8 != 0 || addr < link || addr - link > 64 * 1024 {
@@ -420,5 +421,28 @@ mod tests {
                 StackEnd::Truncated(Truncation::NoUnwindInfo)
             )
         );
+    }
+
+    #[test]
+    fn rbp_at_the_top_of_the_address_space_is_a_bad_frame_not_a_wrap() {
+        // The guest maps the last page of the address space and points rbp at
+        // its last word: rbp + 8 wraps to 0 (a release build read address 0;
+        // a debug build panicked).
+        const TOP_VA: u64 = 0xffff_ffff_ffff_f000;
+        const TOP_PA: u64 = 0x60_0000;
+        let mut mem = FakePhys::new();
+        let mut pt = FakePageTables::new(&mut mem, 0x10_0000, 0x4_0000, false);
+        assert!(pt.map_region(&mut mem, TOP_VA, TOP_PA, 0x1000));
+        // Address 0 is backed and mapped too, so a wrapped read would succeed.
+        assert!(pt.map_region(&mut mem, 0, 0x70_0000, 0x1000));
+        assert!(mem.write_u64(0x70_0000, TEXT + 0x10));
+        assert!(mem.write_u64(TOP_PA + 0xff8, STACK_VA));
+        let g = Guest { mem, cr3: pt.cr3() };
+        let r = g.regs(TEXT + 0x500, TOP_VA + 0xf00, u64::MAX - 7);
+        for with_layout in [false, true] {
+            let (frames, end) = run(&g, &r, with_layout);
+            assert_eq!(end, StackEnd::Truncated(Truncation::BadFrame));
+            assert_eq!(frames, vec![TEXT + 0x500]);
+        }
     }
 }

@@ -332,6 +332,17 @@ impl<M: GuestPhys + ?Sized> WalkCtx<'_, '_, M> {
         self.walker.read_u64(va).ok_or(Truncation::UnreadableStack)
     }
 
+    /// Reads the stack word at `base + off`; an address that would wrap
+    /// around 2^64 is a broken frame (guest values are never trusted).
+    pub(crate) fn read_at(&mut self, base: u64, off: u64) -> Result<u64, Truncation> {
+        self.read(base.checked_add(off).ok_or(Truncation::BadFrame)?)
+    }
+
+    /// Reads the stack word at `base + off` (signed offset), checked as [`Self::read_at`].
+    pub(crate) fn read_rel(&mut self, base: u64, off: i64) -> Result<u64, Truncation> {
+        self.read(rel(base, off)?)
+    }
+
     /// True when `ip` may be kernel code: inside the image when the layout is
     /// known, else any non-zero address.
     pub(crate) fn plausible_ip(&self, ip: u64) -> bool {
@@ -352,9 +363,15 @@ impl<M: GuestPhys + ?Sized> WalkCtx<'_, '_, M> {
 
     /// True when the `pt_regs` at `regs` were saved from user mode.
     pub(crate) fn user_regs(&mut self, regs: u64) -> Result<bool, Truncation> {
-        let cs = self.read(regs.wrapping_add(ptregs::CS))?;
+        let cs = self.read_at(regs, ptregs::CS)?;
         Ok(cs & 3 == 3)
     }
+}
+
+/// `base + off` for a guest-supplied base and offset; wrapping around 2^64
+/// means the frame is broken.
+pub(crate) fn rel(base: u64, off: i64) -> Result<u64, Truncation> {
+    base.checked_add_signed(off).ok_or(Truncation::BadFrame)
 }
 
 /// The stacks a walk has visited, to keep it moving up and out of cycles.

@@ -11,7 +11,7 @@
 use boottrace_symbols::layout::KERNEL_HALF;
 use boottrace_symbols::orc::{OrcReg, OrcTable, OrcType};
 
-use super::{ptregs, StackEnd, Stacks, Truncation, UnwindRegs, WalkCtx};
+use super::{ptregs, rel, StackEnd, Stacks, Truncation, UnwindRegs, WalkCtx};
 use crate::sample::pagewalk::GuestPhys;
 
 /// Where the registers of the current frame's caller context can be found.
@@ -61,7 +61,7 @@ fn get_reg<M: GuestPhys + ?Sized>(
             ptregs::DX => Some(live.rdx),
             _ => None,
         }),
-        RegsAt::Full(at) => ctx.read(at.wrapping_add(off)).map(Some),
+        RegsAt::Full(at) => ctx.read_at(at, off).map(Some),
     }
 }
 
@@ -79,7 +79,11 @@ fn walk<M: GuestPhys + ?Sized>(
     stacks.up(sp, 8)?;
     // Every iteration pushes one frame or returns, so max_depth bounds the loop.
     loop {
-        let lookup = if signal { ip } else { ip.wrapping_sub(1) };
+        let lookup = if signal {
+            ip
+        } else {
+            ip.checked_sub(1).ok_or(Truncation::NoOrcEntry)?
+        };
         let link = link_ip(ctx, lookup).ok_or(Truncation::NoOrcEntry)?;
         let e = table.lookup(link).ok_or(Truncation::NoOrcEntry)?;
         match e.kind {
@@ -103,10 +107,10 @@ fn walk<M: GuestPhys + ?Sized>(
         let off = i64::from(e.sp_offset);
         // The previous frame's stack pointer (CFA), and whether it may be on another stack.
         let (cfa, may_switch) = match e.sp_reg {
-            OrcReg::Sp => (sp.wrapping_add_signed(off), false),
-            OrcReg::Bp => (bp.wrapping_add_signed(off), false),
-            OrcReg::SpIndirect => (ctx.read(sp)?.wrapping_add_signed(off), true),
-            OrcReg::BpIndirect => (ctx.read(bp.wrapping_add_signed(off))?, true),
+            OrcReg::Sp => (rel(sp, off)?, false),
+            OrcReg::Bp => (rel(bp, off)?, false),
+            OrcReg::SpIndirect => (rel(ctx.read(sp)?, off)?, true),
+            OrcReg::BpIndirect => (ctx.read_rel(bp, off)?, true),
             // The kernel ignores sp_offset for these.
             OrcReg::R10 | OrcReg::R13 | OrcReg::Di | OrcReg::Dx => {
                 let reg_off = match e.sp_reg {
@@ -122,30 +126,35 @@ fn walk<M: GuestPhys + ?Sized>(
         };
         let (new_ip, new_sp, new_regs, new_prev) = match e.kind {
             OrcType::Call => {
-                let ret = ctx.read(cfa.wrapping_sub(8))?;
+                let ret = ctx.read_rel(cfa, -8)?;
                 (ret, cfa, RegsAt::None, RegsAt::None)
             }
             OrcType::Regs => {
-                let ip = ctx.read(cfa.wrapping_add(ptregs::IP))?;
-                let sp = ctx.read(cfa.wrapping_add(ptregs::SP))?;
+                let ip = ctx.read_at(cfa, ptregs::IP)?;
+                let sp = ctx.read_at(cfa, ptregs::SP)?;
                 (ip, sp, RegsAt::Full(cfa), RegsAt::None)
             }
             _ => {
                 // REGS_PARTIAL: the iret frame is at the CFA.
                 let ip = ctx.read(cfa)?;
-                let sp = ctx.read(cfa.wrapping_add(ptregs::SP - ptregs::IP))?;
+                let sp = ctx.read_at(cfa, ptregs::SP - ptregs::IP)?;
                 let keep = match regs {
                     RegsAt::Full(_) | RegsAt::Live => regs,
                     _ => RegsAt::None,
                 };
-                (ip, sp, RegsAt::Iret(cfa.wrapping_sub(ptregs::IP)), keep)
+                (
+                    ip,
+                    sp,
+                    RegsAt::Iret(cfa.checked_sub(ptregs::IP).ok_or(Truncation::BadFrame)?),
+                    keep,
+                )
             }
         };
         let boff = i64::from(e.bp_offset);
         let new_bp = match e.bp_reg {
             OrcReg::Undefined => get_reg(ctx, live, new_regs, new_prev, ptregs::BP)?.unwrap_or(bp),
-            OrcReg::PrevSp => ctx.read(cfa.wrapping_add_signed(boff))?,
-            OrcReg::Bp => ctx.read(bp.wrapping_add_signed(boff))?,
+            OrcReg::PrevSp => ctx.read_rel(cfa, boff)?,
+            OrcReg::Bp => ctx.read_rel(bp, boff)?,
             _ => return Err(Truncation::BadOrcEntry),
         };
         let interrupt = matches!(e.kind, OrcType::Regs | OrcType::RegsPartial);
@@ -526,5 +535,14 @@ mod tests {
         g.w(sp0 + 16, sp0 - 24 + 8);
         let (f, e) = g.run(&g.regs(TEXT + 0x1000, sp0, 0));
         assert_eq!(e, StackEnd::Truncated(Truncation::Cycle), "{f:x?}");
+    }
+
+    #[test]
+    fn cfa_that_wraps_is_a_bad_frame() {
+        // rsp near 2^64 with an ORC entry "CFA = sp + 16": the sum wraps.
+        let g = guest();
+        let (frames, end) = g.run(&g.regs(TEXT + 0x1010, u64::MAX - 7, 0));
+        assert_eq!(end, StackEnd::Truncated(Truncation::BadFrame));
+        assert_eq!(frames, vec![TEXT + 0x1010]);
     }
 }
