@@ -95,6 +95,18 @@ pub struct RecordArgs {
     /// (KVM_GET_REGS + KVM_GET_SREGS); for measuring the difference.
     #[arg(long, value_enum, default_value = "sync")]
     pub capture: CaptureMode,
+    /// Raw disk image as a virtio-blk device, read-only unless `,rw`;
+    /// repeatable, the first is /dev/vda.
+    #[arg(long = "disk", value_name = "FILE[,rw]")]
+    pub disks: Vec<String>,
+    /// A virtio-net device: `--net` (link up, no backend: frames are counted
+    /// and dropped) or `--net tap=NAME` (an existing tap device); repeatable.
+    #[arg(long = "net", value_name = "tap=NAME", num_args = 0..=1, default_missing_value = "")]
+    pub nets: Vec<String>,
+    /// Root device to mount, e.g. /dev/vda: adds `root=DEV rootfstype=ext4`
+    /// and `ro`, or `rw` when that disk was given with `,rw`.
+    #[arg(long)]
+    pub root: Option<String>,
 }
 
 /// `--until` as parsed.
@@ -257,6 +269,13 @@ fn trace_meta(args: &RecordArgs, facts: &KernelFacts, compat: CompatMode, freq: 
                 .unwrap_or_default(),
         ),
         ("cmdline_extra", args.cmdline.clone()),
+        (
+            "virtio",
+            vmm::virtio::VirtioConfig::parse(&args.disks, &args.nets, args.root.as_deref())
+                .map(|v| v.describe())
+                .unwrap_or_default(),
+        ),
+        ("root", args.root.clone().unwrap_or_default()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -301,6 +320,8 @@ pub fn run(args: &RecordArgs, t_process: Instant) -> Result<()> {
             bail!("initrd {} does not exist", i.display());
         }
     }
+    let virtio = vmm::virtio::VirtioConfig::parse(&args.disks, &args.nets, args.root.as_deref())?;
+    virtio.check()?;
     let facts = kernel_facts(&args.kernel)?;
     // Reading the image (decompression, hashing, ORC, kallsyms) happens before
     // the VM exists; recorded as its own phase so VMM set-up time stays visible.
@@ -339,6 +360,7 @@ pub fn run(args: &RecordArgs, t_process: Instant) -> Result<()> {
         until: args.until.0.clone(),
         compat,
         user_return_link: facts.user_return_link,
+        virtio: virtio.clone(),
     };
     let meta = trace_meta(args, &facts, compat, freq);
     keep_old(&args.output)?;
@@ -521,6 +543,9 @@ fn print_summary(
             "  boot time (first guest instruction -> end): {:.3} ms",
             boot as f64 / 1e6
         );
+    }
+    for d in &outcome.devices {
+        println!("  {d}");
     }
     let n = totals.samples.load(Ordering::Relaxed);
     if n > 0 {

@@ -170,7 +170,7 @@ impl VcpuThread {
                     VcpuExit::IoOut(port, data) => event = self.devices.pio_write(port, data),
                     VcpuExit::IoIn(port, data) => self.devices.pio_read(port, data),
                     VcpuExit::MmioWrite(addr, data) => event = self.devices.mmio_write(addr, data),
-                    VcpuExit::MmioRead(_, data) => data.fill(0xff),
+                    VcpuExit::MmioRead(addr, data) => self.devices.mmio_read(addr, data),
                     VcpuExit::Hlt | VcpuExit::IrqWindowOpen | VcpuExit::Intr => {}
                     VcpuExit::Shutdown => self
                         .control
