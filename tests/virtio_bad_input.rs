@@ -153,9 +153,7 @@ fn tap_that_does_not_exist() {
 fn more_devices_than_the_layout_has_room_for() {
     let k = kernel();
     let mut args = vec![k.as_str()];
-    for _ in 0..20 {
-        args.push("--net");
-    }
+    args.extend(["--net"; 20]);
     let e = record_fails(&args);
     assert!(
         e.contains("20 virtio devices") && e.contains("at most 19"),
