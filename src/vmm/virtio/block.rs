@@ -3,7 +3,7 @@
 //! the chain's buffers against guest memory before any byte moves.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 
 use virtio_bindings::virtio_blk::{
@@ -53,7 +53,8 @@ impl Block {
     /// A device named `name` (e.g. "vda") over `file`; `writable` lets the
     /// guest write (the file must have been opened read-write).
     pub fn new(name: String, file: File, writable: bool) -> std::io::Result<Self> {
-        let len = file.metadata()?.len();
+        // Seeking (not metadata) also sizes a block device given as the image.
+        let len = (&file).seek(SeekFrom::End(0))?;
         Ok(Block {
             name,
             file,
@@ -92,8 +93,8 @@ impl Block {
         let (status, written) = match kind {
             VIRTIO_BLK_T_IN => match self.read_into(sector, data_len, &mut writer) {
                 Ok(n) => {
-                    self.counters.reads += 1;
-                    self.counters.read_bytes += n as u64;
+                    self.counters.reads = self.counters.reads.saturating_add(1);
+                    self.counters.read_bytes = self.counters.read_bytes.saturating_add(n as u64);
                     (VIRTIO_BLK_S_OK, n)
                 }
                 Err(()) => (VIRTIO_BLK_S_IOERR, 0),
@@ -102,15 +103,16 @@ impl Block {
                 let len = reader.available_bytes();
                 match self.write_from(sector, len, &mut reader) {
                     Ok(()) => {
-                        self.counters.writes += 1;
-                        self.counters.write_bytes += len as u64;
+                        self.counters.writes = self.counters.writes.saturating_add(1);
+                        self.counters.write_bytes =
+                            self.counters.write_bytes.saturating_add(len as u64);
                         (VIRTIO_BLK_S_OK, 0)
                     }
                     Err(()) => (VIRTIO_BLK_S_IOERR, 0),
                 }
             }
             VIRTIO_BLK_T_FLUSH => {
-                self.counters.flushes += 1;
+                self.counters.flushes = self.counters.flushes.saturating_add(1);
                 if !self.writable || self.file.sync_data().is_ok() {
                     (VIRTIO_BLK_S_OK, 0)
                 } else {
@@ -131,7 +133,7 @@ impl Block {
             _ => (VIRTIO_BLK_S_UNSUPP, 0),
         };
         if status != VIRTIO_BLK_S_OK {
-            self.counters.errors += 1;
+            self.counters.errors = self.counters.errors.saturating_add(1);
         }
         status_writer
             .write_all(&[status as u8])

@@ -284,12 +284,12 @@ struct DeviceNames {
 impl DeviceNames {
     fn next_disk(&mut self) -> String {
         let n = format!("vd{}", char::from(b'a' + self.disks % 26));
-        self.disks += 1;
+        self.disks = self.disks.saturating_add(1);
         n
     }
     fn next_net(&mut self) -> String {
         let n = format!("net{}", self.nets);
-        self.nets += 1;
+        self.nets = self.nets.saturating_add(1);
         n
     }
 }

@@ -86,18 +86,18 @@ impl Net {
             reader
                 .read_exact(&mut hdr)
                 .map_err(|e| format!("tx header: {e}"))?;
-            counters.tx_frames += 1;
-            counters.tx_bytes += frame_len as u64;
+            counters.tx_frames = counters.tx_frames.saturating_add(1);
+            counters.tx_bytes = counters.tx_bytes.saturating_add(frame_len as u64);
             match tap {
                 Some(tap) if frame_len <= buf.len() => {
                     reader
                         .read_exact(&mut buf[..frame_len])
                         .map_err(|e| format!("tx frame: {e}"))?;
                     if tap.send(&buf[..frame_len]).is_err() {
-                        counters.dropped += 1;
+                        counters.dropped = counters.dropped.saturating_add(1);
                     }
                 }
-                _ => counters.dropped += 1,
+                _ => counters.dropped = counters.dropped.saturating_add(1),
             }
             Ok(Handled::Used(0))
         })
@@ -119,7 +119,7 @@ impl Net {
             let mut writer = chain.writer(mem).map_err(|e| format!("rx buffers: {e}"))?;
             if writer.available_bytes() < NET_HDR_LEN + frame.len() {
                 // Too small for this frame: hand the buffer back empty.
-                counters.dropped += 1;
+                counters.dropped = counters.dropped.saturating_add(1);
                 return Ok(Handled::Used(0));
             }
             let mut hdr = [0u8; NET_HDR_LEN];
@@ -129,13 +129,13 @@ impl Net {
                 .write_all(&hdr)
                 .and_then(|()| writer.write_all(frame))
                 .map_err(|e| format!("rx write: {e}"))?;
-            counters.rx_frames += 1;
-            counters.rx_bytes += frame.len() as u64;
+            counters.rx_frames = counters.rx_frames.saturating_add(1);
+            counters.rx_bytes = counters.rx_bytes.saturating_add(frame.len() as u64);
             let len = (NET_HDR_LEN + frame.len()) as u32;
             Ok(Handled::Used(len))
         })?;
         if !delivered {
-            counters.dropped += 1;
+            counters.dropped = counters.dropped.saturating_add(1);
         }
         Ok(notify)
     }
@@ -194,7 +194,7 @@ impl VirtioDevice for Net {
                 Ok(None) | Err(_) => break,
             };
             if !active {
-                counters.dropped += 1;
+                counters.dropped = counters.dropped.saturating_add(1);
                 continue;
             }
             notify |= Self::receive(queues, mem, &buf[..n], counters)?;
