@@ -272,6 +272,8 @@ fn a_queue_outside_memory_breaks_the_device_at_driver_ok() {
     // A reset brings it back.
     set_up(&mut t, 1, [DESC, AVAIL, USED], u32::from(QSIZE));
     assert!(t.broken().is_none());
+    // The summary still tells that it broke once.
+    assert!(t.stats().to_string().contains("device broken: queue 0"));
 }
 
 /// One request through queue 0 of a freshly set-up block device: header,

@@ -90,6 +90,8 @@ pub struct MmioTransport {
     irq: EventFd,
     config_generation: u32,
     broken: Option<String>,
+    /// The first reason the device broke, kept across driver resets for the summary.
+    first_break: Option<String>,
 }
 
 impl MmioTransport {
@@ -117,6 +119,7 @@ impl MmioTransport {
             irq,
             config_generation: 0,
             broken: None,
+            first_break: None,
         })
     }
 
@@ -137,10 +140,10 @@ impl MmioTransport {
         self.broken.as_deref()
     }
 
-    /// What the device did, with the reason it broke (if it did).
+    /// What the device did, with the reason it broke (if it ever did).
     pub fn stats(&self) -> DeviceStats {
         let mut s = self.device.stats();
-        s.broken = self.broken.clone();
+        s.broken = self.first_break.clone();
         s
     }
 
@@ -345,6 +348,9 @@ impl MmioTransport {
     /// Stops the device for good (until the driver resets it) and tells the
     /// driver through DEVICE_NEEDS_RESET and a configuration interrupt.
     fn mark_broken(&mut self, why: String) {
+        if self.first_break.is_none() {
+            self.first_break = Some(why.clone());
+        }
         if self.broken.is_none() {
             self.broken = Some(why);
         }
