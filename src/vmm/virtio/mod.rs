@@ -335,8 +335,10 @@ pub enum IoCounters {
         rx_frames: u64,
         /// Their bytes.
         rx_bytes: u64,
-        /// Frames dropped (no backend, no rx buffer, tap full).
-        dropped: u64,
+        /// Frames from the guest not passed on (no backend, tap full).
+        tx_dropped: u64,
+        /// Frames for the guest not delivered (driver not up, no rx buffer).
+        rx_dropped: u64,
     },
 }
 
@@ -373,10 +375,11 @@ impl fmt::Display for DeviceStats {
                 tx_bytes,
                 rx_frames,
                 rx_bytes,
-                dropped,
+                tx_dropped,
+                rx_dropped,
             } => write!(
                 f,
-                "virtio-net {} ({}): tx {tx_frames} frames ({}), rx {rx_frames} frames ({}), {dropped} dropped",
+                "virtio-net {} ({}): tx {tx_frames} frames ({}) {tx_dropped} dropped, rx {rx_frames} frames ({}) {rx_dropped} dropped",
                 self.name,
                 self.backend,
                 bytes(tx_bytes),

@@ -46,7 +46,8 @@ struct NetCounters {
     tx_bytes: u64,
     rx_frames: u64,
     rx_bytes: u64,
-    dropped: u64,
+    tx_dropped: u64,
+    rx_dropped: u64,
 }
 
 impl Net {
@@ -94,10 +95,10 @@ impl Net {
                         .read_exact(&mut buf[..frame_len])
                         .map_err(|e| format!("tx frame: {e}"))?;
                     if tap.send(&buf[..frame_len]).is_err() {
-                        counters.dropped = counters.dropped.saturating_add(1);
+                        counters.tx_dropped = counters.tx_dropped.saturating_add(1);
                     }
                 }
-                _ => counters.dropped = counters.dropped.saturating_add(1),
+                _ => counters.tx_dropped = counters.tx_dropped.saturating_add(1),
             }
             Ok(Handled::Used(0))
         })
@@ -119,7 +120,7 @@ impl Net {
             let mut writer = chain.writer(mem).map_err(|e| format!("rx buffers: {e}"))?;
             if writer.available_bytes() < NET_HDR_LEN + frame.len() {
                 // Too small for this frame: hand the buffer back empty.
-                counters.dropped = counters.dropped.saturating_add(1);
+                counters.rx_dropped = counters.rx_dropped.saturating_add(1);
                 return Ok(Handled::Used(0));
             }
             let mut hdr = [0u8; NET_HDR_LEN];
@@ -135,7 +136,7 @@ impl Net {
             Ok(Handled::Used(len))
         })?;
         if !delivered {
-            counters.dropped = counters.dropped.saturating_add(1);
+            counters.rx_dropped = counters.rx_dropped.saturating_add(1);
         }
         Ok(notify)
     }
@@ -194,7 +195,7 @@ impl VirtioDevice for Net {
                 Ok(None) | Err(_) => break,
             };
             if !active {
-                counters.dropped = counters.dropped.saturating_add(1);
+                counters.rx_dropped = counters.rx_dropped.saturating_add(1);
                 continue;
             }
             notify |= Self::receive(queues, mem, &buf[..n], counters)?;
@@ -215,7 +216,8 @@ impl VirtioDevice for Net {
                 tx_bytes: c.tx_bytes,
                 rx_frames: c.rx_frames,
                 rx_bytes: c.rx_bytes,
-                dropped: c.dropped,
+                tx_dropped: c.tx_dropped,
+                rx_dropped: c.rx_dropped,
             },
             broken: None,
         }
