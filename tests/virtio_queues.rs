@@ -5,6 +5,8 @@
 //! notification must finish quickly, and a malformed queue must mark the
 //! device broken rather than be served.
 
+mod virtio_common;
+
 use std::time::{Duration, Instant};
 
 use boottrace::vmm::virtio::block::Block;
@@ -435,4 +437,62 @@ fn a_read_only_disk_refuses_writes() {
         on_disk[..512].iter().all(|&b| b == 0),
         "the file is unchanged"
     );
+}
+
+#[test]
+fn net_rx_puts_a_frame_from_the_tap_into_a_guest_buffer() {
+    use std::sync::atomic::AtomicBool;
+    use virtio_common::{inject_frames, TapGuard, TEST_ETHERTYPE};
+    let tap = TapGuard::create(&format!("btrx{}", std::process::id() % 100_000));
+    let opened = boottrace::vmm::virtio::tap::Tap::open(&tap.0).expect("open the tap");
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]).expect("memory");
+    let irq = EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");
+    let dev = Net::new("net0".into(), 0, Some(opened));
+    let mut t = MmioTransport::new(Box::new(dev), mem.clone(), irq).expect("transport");
+    set_up(&mut t, 2, [DESC, AVAIL, USED], u32::from(QSIZE));
+    // Eight rx buffers of 2 KiB.
+    for i in 0..8u16 {
+        write_desc(&mem, DESC, i, DATA + u64::from(i) * 0x800, 0x800, 2, 0);
+        mem.write_obj(i, GuestAddress(AVAIL + 4 + 2 * u64::from(i)))
+            .expect("write");
+    }
+    mem.write_obj(8u16, GuestAddress(AVAIL + 2)).expect("write");
+    w32(&mut t, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+    // Frames into the tap every 100 ms until the guest's buffer has one.
+    let stop = AtomicBool::new(false);
+    let found = std::thread::scope(|s| {
+        s.spawn(|| inject_frames(&tap.0, &stop));
+        let start = Instant::now();
+        let mut found = None;
+        while found.is_none() && start.elapsed() < Duration::from_secs(5) {
+            t.backend_event();
+            let used: u16 = mem.read_obj(GuestAddress(USED + 2)).expect("read");
+            for u in 0..used.min(8) {
+                let id: u32 = mem
+                    .read_obj(GuestAddress(USED + 4 + 8 * u64::from(u)))
+                    .expect("read");
+                let len: u32 = mem
+                    .read_obj(GuestAddress(USED + 8 + 8 * u64::from(u)))
+                    .expect("read");
+                let mut buf = vec![0u8; len.min(0x800) as usize];
+                mem.read_slice(&mut buf, GuestAddress(DATA + u64::from(id) * 0x800))
+                    .expect("read");
+                if buf.len() >= 12 + 14 && buf[12 + 12..12 + 14] == TEST_ETHERTYPE.to_be_bytes() {
+                    found = Some(buf);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        found
+    });
+    let buf = found.expect("the injected frame reached a guest rx buffer within 5 s");
+    assert_eq!(buf.len(), 12 + 60, "virtio-net header + the 60-byte frame");
+    assert_eq!(&buf[..10], &[0u8; 10], "no offloads in the header");
+    assert_eq!(u16::from_le_bytes([buf[10], buf[11]]), 1, "num_buffers = 1");
+    assert_eq!(&buf[12..18], &[0xff; 6], "broadcast destination");
+    assert_eq!(&buf[12 + 14..12 + 30], b"boottrace-tap-rx");
+    assert!(t.broken().is_none());
+    let stats = t.stats().to_string();
+    assert!(!stats.contains("rx 0 frames"), "{stats}");
 }
