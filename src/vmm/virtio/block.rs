@@ -239,6 +239,7 @@ impl VirtioDevice for Block {
                 flushes: c.flushes,
                 errors: c.errors,
             },
+            notify: "",
             broken: None,
         }
     }

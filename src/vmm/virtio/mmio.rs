@@ -92,6 +92,8 @@ pub struct MmioTransport {
     broken: Option<String>,
     /// The first reason the device broke, kept across driver resets for the summary.
     first_break: Option<String>,
+    /// How queue notifications reach the device.
+    notify_via: &'static str,
 }
 
 impl MmioTransport {
@@ -120,6 +122,7 @@ impl MmioTransport {
             config_generation: 0,
             broken: None,
             first_break: None,
+            notify_via: "mmio exit",
         })
     }
 
@@ -140,10 +143,16 @@ impl MmioTransport {
         self.broken.as_deref()
     }
 
+    /// Says that queue notifications come through ioeventfds (for the summary).
+    pub fn set_notified_by_ioeventfd(&mut self) {
+        self.notify_via = "ioeventfd";
+    }
+
     /// What the device did, with the reason it broke (if it ever did).
     pub fn stats(&self) -> DeviceStats {
         let mut s = self.device.stats();
         s.broken = self.first_break.clone();
+        s.notify = self.notify_via;
         s
     }
 

@@ -219,6 +219,7 @@ impl VirtioDevice for Net {
                 tx_dropped: c.tx_dropped,
                 rx_dropped: c.rx_dropped,
             },
+            notify: "",
             broken: None,
         }
     }
