@@ -194,7 +194,7 @@ fn tap_carries_frames_both_ways() {
     let (ok, out) = (out.status.success(), text(&out));
     assert_root_and_ip(ok, &out);
     assert!(
-        out.contains(&format!("virtio-net net0 (tap {})", tap.0)),
+        out.contains(&format!("virtio-net net0 (tap {};", tap.0)),
         "{out}"
     );
     let sent = count(&out, "virtio-net net0", "frames");
