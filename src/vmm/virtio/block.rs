@@ -15,7 +15,7 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
-use super::mmio::VirtioDevice;
+use super::mmio::{copy_config, VirtioDevice};
 use super::queue::{drain, Chain, Handled, QueueFault};
 use super::{DeviceStats, IoCounters};
 
@@ -242,16 +242,5 @@ impl VirtioDevice for Block {
             notify: "",
             broken: None,
         }
-    }
-}
-
-/// Copies the part of `config` at `offset` into `data` (the rest stays 0).
-pub(super) fn copy_config(config: &[u8], offset: u64, data: &mut [u8]) {
-    let Ok(start) = usize::try_from(offset) else {
-        return;
-    };
-    if let Some(src) = config.get(start..) {
-        let n = src.len().min(data.len());
-        data[..n].copy_from_slice(&src[..n]);
     }
 }

@@ -375,3 +375,14 @@ impl MmioTransport {
         let _ = self.irq.write(1);
     }
 }
+
+/// Copies the part of `config` at `offset` into `data` (the rest stays 0).
+pub(super) fn copy_config(config: &[u8], offset: u64, data: &mut [u8]) {
+    let Ok(start) = usize::try_from(offset) else {
+        return;
+    };
+    if let Some(src) = config.get(start..) {
+        let n = src.len().min(data.len());
+        data[..n].copy_from_slice(&src[..n]);
+    }
+}

@@ -10,8 +10,7 @@ use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
-use super::block::copy_config;
-use super::mmio::VirtioDevice;
+use super::mmio::{copy_config, VirtioDevice};
 use super::queue::{drain, Handled, QueueFault};
 use super::tap::Tap;
 use super::{DeviceStats, IoCounters};
