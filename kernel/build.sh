@@ -7,7 +7,8 @@
 # repository by a hash of (source version, config fragments, this script, the
 # init program), so a second call costs seconds. The last line printed is the
 # directory holding bzImage, vmlinux, System.map, decompressor.elf
-# (arch/x86/boot/compressed/vmlinux), config and initramfs.cpio.
+# (arch/x86/boot/compressed/vmlinux), config, initramfs.cpio and rootfs.ext4
+# (the same init in an ext4 image, for --disk rootfs.ext4 --root /dev/vda).
 set -euo pipefail
 
 name=${1:?usage: kernel/build.sh NAME (tiny-fp, tiny-orc)}
@@ -26,6 +27,7 @@ done
 [ -f /usr/include/libelf.h ] || need_pkgs+=(libelf-dev)
 [ -f /usr/include/openssl/ssl.h ] || need_pkgs+=(libssl-dev)
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need_pkgs+=(libc6-dev)
+command -v mke2fs >/dev/null || [ -x /usr/sbin/mke2fs ] || need_pkgs+=(e2fsprogs)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "kernel/build.sh: installing ${need_pkgs[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
@@ -34,7 +36,7 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 # Bump when the recipe below changes what ends up in the output directory.
-recipe=1
+recipe=2
 srcver=$(dpkg-query -W -f='${Version}' linux-source-6.12)
 key=$( { echo "$srcver recipe=$recipe"; cat "$here/configs/base.config" "$frag" "$repo/examples/init/init.c"; } | sha256sum | cut -c1-16)
 out="$cache/kernels/$name-$key"
@@ -95,6 +97,22 @@ nod /dev/mem 0600 0 0 c 1 1
 file /init $tmp/init 0755 0 0
 LIST
 "$build/usr/gen_init_cpio" "$tmp/initramfs.list" > "$tmp/initramfs.cpio"
+# The ext4 root: the same init, device nodes made with debugfs (no root
+# privileges, no mknod on the host). 8 MiB: room for init and a few writes.
+PATH="$PATH:/usr/sbin:/sbin"
+rootdir="$tmp/rootfs.d"
+mkdir -p "$rootdir/dev" "$rootdir/proc" "$rootdir/sys" "$rootdir/tmp"
+cp "$tmp/init" "$rootdir/init"
+mkdir -p "$rootdir/sbin" && cp "$tmp/init" "$rootdir/sbin/init"
+mke2fs -q -F -t ext4 -L boottrace-root -E root_owner=0:0 -d "$rootdir" "$tmp/rootfs.ext4" 8M >&2
+debugfs -w -f - "$tmp/rootfs.ext4" >&2 <<'DEBUGFS'
+cd /dev
+mknod console c 5 1
+sif console mode 020600
+mknod mem c 1 1
+sif mem mode 020600
+DEBUGFS
+rm -rf "$rootdir"
 echo "$srcver" > "$tmp/source-version"
 touch "$tmp/.done"
 rm -rf "$out" && mv "$tmp" "$out"

@@ -95,7 +95,7 @@ fn record(args: boottrace::cli::record::RecordArgs, t_process: Instant) -> anyho
         console: !args.quiet,
         detail: args.verbose,
     });
-    let cfg = args.into_config(std::env::args().collect(), t_process);
+    let cfg = args.into_config(std::env::args().collect(), t_process)?;
     boottrace::record::record(&cfg, &mut progress).map(|_| ())
 }
 

@@ -168,7 +168,7 @@ fn record_args(req: &RecordRequest<'_>) -> anyhow::Result<RecordArgs> {
 /// stdout holds only its table.
 pub fn record_side(req: &RecordRequest<'_>) -> anyhow::Result<()> {
     let ra = record_args(req)?;
-    let cfg = ra.into_config(std::env::args().collect(), Instant::now());
+    let cfg = ra.into_config(std::env::args().collect(), Instant::now())?;
     let mut progress = StderrProgress::new(Verbosity {
         console: false,
         detail: false,

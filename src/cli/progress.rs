@@ -109,6 +109,9 @@ pub fn summary_lines(prefix: &str, s: &RunSummary) -> Vec<String> {
             boot as f64 / 1e6
         ));
     }
+    for d in &s.devices {
+        out.push(format!("  {d}"));
+    }
     let c = &s.sampling;
     if c.samples > 0 {
         let per = |v: u64| v as f64 / c.samples as f64 / 1e3;
@@ -160,6 +163,7 @@ mod tests {
             sampling,
             layout: None,
             stopped_at,
+            devices: Vec::new(),
         }
     }
 

@@ -69,6 +69,18 @@ pub struct RecordArgs {
     /// (KVM_GET_REGS + KVM_GET_SREGS); for measuring the difference.
     #[arg(long, value_enum, default_value = "sync")]
     pub capture: CaptureArg,
+    /// Raw disk image as a virtio-blk device, read-only unless `,rw`;
+    /// repeatable, the first is /dev/vda.
+    #[arg(long = "disk", value_name = "FILE[,rw]")]
+    pub disks: Vec<String>,
+    /// A virtio-net device: `--net` (link up, no backend: frames are counted
+    /// and dropped) or `--net tap=NAME` (an existing tap device); repeatable.
+    #[arg(long = "net", value_name = "tap=NAME", num_args = 0..=1, default_missing_value = "")]
+    pub nets: Vec<String>,
+    /// Root device to mount, e.g. /dev/vda: adds `root=DEV rootfstype=ext4`
+    /// and `ro`, or `rw` when that disk was given with `,rw`.
+    #[arg(long)]
+    pub root: Option<String>,
 }
 
 /// `--compat`.
@@ -107,11 +119,18 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 
 impl RecordArgs {
     /// The recording these arguments ask for. `argv` is stored in the trace;
-    /// `started` is when the process started.
-    pub fn into_config(self, argv: Vec<String>, started: Instant) -> RecordConfig {
+    /// `started` is when the process started. Fails on `--disk`/`--net`/
+    /// `--root` values that do not fit together.
+    pub fn into_config(
+        self,
+        argv: Vec<String>,
+        started: Instant,
+    ) -> Result<RecordConfig, crate::vmm::virtio::VirtioError> {
         // Checked by the value parser; a failure here would be a clap bug.
         let until = parse_until(&self.until).unwrap_or(crate::vmm::Until::User);
-        RecordConfig {
+        let virtio =
+            crate::vmm::virtio::VirtioConfig::parse(&self.disks, &self.nets, self.root.as_deref())?;
+        Ok(RecordConfig {
             kernel: self.kernel,
             initrd: self.initrd,
             cmdline_extra: self.cmdline,
@@ -136,9 +155,10 @@ impl RecordArgs {
                 CaptureArg::Sync => CaptureMode::Sync,
                 CaptureArg::Ioctl => CaptureMode::Ioctl,
             },
+            virtio,
             argv,
             started,
-        }
+        })
     }
 }
 
@@ -164,7 +184,7 @@ mod tests {
         let args = parse(&["bzImage"]).expect("parses");
         assert!(!args.quiet && !args.verbose);
         let t = Instant::now();
-        let from_cli = args.into_config(Vec::new(), t);
+        let from_cli = args.into_config(Vec::new(), t).expect("config");
         let lib = RecordConfig::new("bzImage");
         assert_eq!(from_cli.kernel, lib.kernel);
         assert_eq!(from_cli.initrd, lib.initrd);
@@ -208,7 +228,9 @@ mod tests {
         ])
         .expect("parses");
         assert!(args.quiet && args.verbose);
-        let c = args.into_config(vec!["boottrace".into()], Instant::now());
+        let c = args
+            .into_config(vec!["boottrace".into()], Instant::now())
+            .expect("config");
         assert_eq!(c.mem, 256 << 20);
         assert_eq!(c.cpus, 2);
         assert_eq!(c.freq, Some(0));

@@ -66,6 +66,8 @@ pub struct RecordConfig {
     pub skip_decompressor: bool,
     /// How registers are read per sample.
     pub capture: CaptureMode,
+    /// virtio-mmio devices and the root device.
+    pub virtio: crate::vmm::virtio::VirtioConfig,
     /// The command line that asked for this recording, stored in the trace.
     pub argv: Vec<String>,
     /// When the process started: the first run's times count from here, so
@@ -95,6 +97,7 @@ impl RecordConfig {
             vmlinux: None,
             skip_decompressor: false,
             capture: CaptureMode::Sync,
+            virtio: crate::vmm::virtio::VirtioConfig::default(),
             argv: Vec::new(),
             started: Instant::now(),
         }

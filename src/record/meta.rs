@@ -41,6 +41,8 @@ pub fn record_options(cfg: &RecordConfig, freq: u32) -> RecordOptions {
         skip_decompressor: cfg.skip_decompressor,
         initrd: cfg.initrd.as_ref().map(|p| p.display().to_string()),
         cmdline_extra: cfg.cmdline_extra.clone(),
+        virtio: cfg.virtio.describe(),
+        root: cfg.virtio.root.clone(),
     }
 }
 

@@ -120,6 +120,8 @@ fn check_inputs(cfg: &RecordConfig) -> Result<()> {
     if cfg.runs == 0 {
         bail!("--runs must be at least 1");
     }
+    // Disks, taps and --root before the kernel is read or the trace written.
+    cfg.virtio.check()?;
     Ok(())
 }
 
@@ -139,6 +141,7 @@ fn boot_config(cfg: &RecordConfig, facts: &kernel::KernelFacts, compat: CompatMo
         until: cfg.until.clone(),
         compat,
         user_return_link: facts.user_return_link,
+        virtio: cfg.virtio.clone(),
     }
 }
 

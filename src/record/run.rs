@@ -153,6 +153,7 @@ impl RunContext<'_> {
             sampling,
             layout,
             stopped_at,
+            devices: outcome.devices,
         }
     }
 }

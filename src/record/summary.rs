@@ -90,6 +90,8 @@ pub struct RunSummary {
     /// Where the boot stopped, by symbol, when it stopped on a guest
     /// instruction the host could not run.
     pub stopped_at: Option<String>,
+    /// What each virtio device did (requests, bytes, frames, breaks).
+    pub devices: Vec<crate::vmm::virtio::DeviceStats>,
 }
 
 impl RunSummary {

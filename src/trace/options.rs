@@ -31,6 +31,10 @@ pub struct RecordOptions {
     pub initrd: Option<String>,
     /// Kernel command-line arguments added after boottrace's defaults.
     pub cmdline_extra: String,
+    /// virtio devices, as `record` describes them (empty: none).
+    pub virtio: String,
+    /// `--root` device, if given.
+    pub root: Option<String>,
 }
 
 impl RecordOptions {
@@ -71,6 +75,9 @@ impl RecordOptions {
             skip_decompressor: flag("skip_decompressor"),
             initrd: Some(get("initrd").to_string()).filter(|s| !s.is_empty()),
             cmdline_extra: get("cmdline_extra").to_string(),
+            // Format 1 had no virtio devices.
+            virtio: String::new(),
+            root: None,
         }
     }
 }

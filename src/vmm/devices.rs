@@ -1,6 +1,7 @@
 //! The microVM's few devices: a 16550 UART on COM1 (vm-superio), the i8042
-//! controller (guest reset), and a Firecracker-compatible boot-timer marker
-//! in MMIO space. Port and MMIO accesses arrive here from the vCPU loop.
+//! controller (guest reset), a Firecracker-compatible boot-timer marker in
+//! MMIO space, and the virtio-mmio devices (see [`super::virtio`]). Port and
+//! MMIO accesses arrive here from the vCPU loop.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +11,7 @@ use vm_superio::{I8042Device, Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::layout::{ports, BOOT_MARKER_ADDR, BOOT_MARKER_VALUE};
+use super::virtio::{DeviceStats, VirtioSet};
 
 /// Something the guest did through a device that matters to the boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +102,7 @@ pub struct Devices {
     serial: Mutex<Serial<IrqTrigger, vm_superio::serial::NoEvents, LineSink>>,
     i8042: Mutex<I8042Device<ResetFlag>>,
     reset: ResetFlag,
+    virtio: VirtioSet,
 }
 
 impl Devices {
@@ -110,7 +113,19 @@ impl Devices {
             serial: Mutex::new(Serial::new(IrqTrigger(serial_irq), sink)),
             i8042: Mutex::new(I8042Device::new(reset.clone())),
             reset,
+            virtio: VirtioSet::empty(),
         }
+    }
+
+    /// The same devices with the virtio-mmio devices of `set` added.
+    pub fn with_virtio(mut self, set: VirtioSet) -> Self {
+        self.virtio = set;
+        self
+    }
+
+    /// What each virtio device did so far.
+    pub fn virtio_stats(&self) -> Vec<DeviceStats> {
+        self.virtio.stats()
     }
 
     /// A port read; unknown ports read as all ones, like an empty ISA bus.
@@ -149,10 +164,21 @@ impl Devices {
         None
     }
 
-    /// An MMIO write; the only MMIO device is the boot marker.
+    /// An MMIO write: a virtio device's register, or the boot marker.
     pub fn mmio_write(&self, addr: u64, data: &[u8]) -> Option<DeviceEvent> {
+        if self.virtio.mmio_write(addr, data) {
+            return None;
+        }
         (addr == BOOT_MARKER_ADDR && data.first() == Some(&BOOT_MARKER_VALUE))
             .then_some(DeviceEvent::BootMarker)
+    }
+
+    /// An MMIO read: a virtio device's register; anything else reads as all
+    /// ones, like an empty bus.
+    pub fn mmio_read(&self, addr: u64, data: &mut [u8]) {
+        if !self.virtio.mmio_read(addr, data) {
+            data.fill(0xff);
+        }
     }
 
     /// Emits a console line left without its newline when the boot ended.

@@ -32,9 +32,8 @@ impl IoBus for Devices {
     fn pio_write(&self, port: u16, data: &[u8]) -> Option<DeviceEvent> {
         Devices::pio_write(self, port, data)
     }
-    fn mmio_read(&self, _addr: u64, data: &mut [u8]) {
-        // No MMIO device answers reads yet: reads of unbacked MMIO see all-ones.
-        data.fill(0xff);
+    fn mmio_read(&self, addr: u64, data: &mut [u8]) {
+        Devices::mmio_read(self, addr, data);
     }
     fn mmio_write(&self, addr: u64, data: &[u8]) -> Option<DeviceEvent> {
         Devices::mmio_write(self, addr, data)

@@ -46,6 +46,29 @@ pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
 pub const BOOT_MARKER_ADDR: u64 = MMIO_GAP_START;
 /// The value that marks boot completion at [`BOOT_MARKER_ADDR`].
 pub const BOOT_MARKER_VALUE: u8 = 123;
+/// First virtio-mmio device window: right after the boot marker's page, as
+/// Firecracker places its MMIO devices after the boot timer.
+pub const VIRTIO_MMIO_START: u64 = MMIO_GAP_START + VIRTIO_MMIO_SIZE;
+/// Size of one virtio-mmio device window (`virtio_mmio.device=4K@…`).
+pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
+/// IRQ (IO-APIC pin, GSI) of the first virtio-mmio device; the next devices
+/// take the following lines (Firecracker: 5 up to 23).
+pub const VIRTIO_IRQ_BASE: u32 = 5;
+/// Last IRQ line a virtio-mmio device may use (the IO-APIC has 24 pins).
+pub const VIRTIO_IRQ_MAX: u32 = 23;
+/// How many virtio-mmio devices the layout has room for (one IRQ line each).
+pub const VIRTIO_MAX_DEVICES: usize = (VIRTIO_IRQ_MAX - VIRTIO_IRQ_BASE + 1) as usize;
+
+/// Guest-physical window and IRQ of virtio-mmio device `index` (0-based),
+/// or `None` past [`VIRTIO_MAX_DEVICES`].
+pub fn virtio_mmio_slot(index: usize) -> Option<(u64, u32)> {
+    if index >= VIRTIO_MAX_DEVICES {
+        return None;
+    }
+    let addr = VIRTIO_MMIO_START + VIRTIO_MMIO_SIZE * index as u64;
+    Some((addr, VIRTIO_IRQ_BASE + index as u32))
+}
+
 /// KVM's TSS region (three pages), required on Intel before running a vCPU.
 pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
 /// Local APIC MMIO base, as announced in the MP table.
@@ -67,4 +90,22 @@ pub mod ports {
     pub const I8042_DATA: u16 = 0x60;
     /// i8042 command/status port; command 0xFE resets the machine.
     pub const I8042_COMMAND: u16 = 0x64;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtio_slots_stay_in_the_mmio_gap_and_off_the_legacy_irqs() {
+        let (first, irq) = virtio_mmio_slot(0).expect("slot 0");
+        assert!(first > BOOT_MARKER_ADDR);
+        assert_eq!(irq, VIRTIO_IRQ_BASE);
+        assert_ne!(irq, ports::COM1_IRQ);
+        let (last, last_irq) = virtio_mmio_slot(VIRTIO_MAX_DEVICES - 1).expect("last slot");
+        assert!(last + VIRTIO_MMIO_SIZE <= u64::from(IOAPIC_DEFAULT_PHYS_BASE));
+        assert!(last + VIRTIO_MMIO_SIZE <= KVM_TSS_ADDRESS);
+        assert_eq!(last_irq, VIRTIO_IRQ_MAX);
+        assert!(virtio_mmio_slot(VIRTIO_MAX_DEVICES).is_none());
+    }
 }

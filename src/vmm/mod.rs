@@ -15,6 +15,7 @@ pub mod loader;
 pub mod memory;
 pub mod mptable;
 pub mod vcpu;
+pub mod virtio;
 
 use std::os::unix::thread::JoinHandleExt;
 use std::path::PathBuf;
@@ -69,6 +70,8 @@ pub struct BootConfig {
     /// Link-time address of `swapgs_restore_regs_and_return_to_usermode`, to
     /// catch the first return to user mode exactly.
     pub user_return_link: Option<u64>,
+    /// virtio-mmio disks and network devices, and the root device.
+    pub virtio: virtio::VirtioConfig,
 }
 
 /// boottrace's default kernel command line: serial console, reboot through
@@ -158,6 +161,9 @@ pub enum VmmError {
     /// vCPU setup.
     #[error(transparent)]
     Cpu(#[from] cpu::CpuError),
+    /// virtio devices.
+    #[error(transparent)]
+    Virtio(#[from] virtio::VirtioError),
     /// Host resources (eventfd, threads, signals).
     #[error("host error: {0}")]
     Host(String),
@@ -178,6 +184,8 @@ pub struct BootOutcome {
     pub kernel: LoadedKernel,
     /// The full kernel command line.
     pub cmdline: String,
+    /// What each virtio device did.
+    pub devices: Vec<virtio::DeviceStats>,
 }
 
 /// Boots `cfg` once. Times are measured from `t0` (the run's start).
@@ -201,7 +209,12 @@ pub fn boot(
 
     let kernel = loader::load_kernel(&mem, &cfg.kernel, cfg.mem.size)?;
     let cmdline = loader::build_cmdline(
-        &[DEFAULT_CMDLINE, cfg.compat.cmdline(), &cfg.cmdline_extra],
+        &[
+            DEFAULT_CMDLINE,
+            cfg.compat.cmdline(),
+            &cfg.virtio.cmdline(),
+            &cfg.cmdline_extra,
+        ],
         kernel.cmdline_max,
     )?;
     loader::write_cmdline(&mem, layout::CMDLINE_START, &cmdline)?;
@@ -223,7 +236,11 @@ pub fn boot(
     cpu::write_boot_tables(&mem, kernel.mode)?;
     phase(VmmPhase::LoadKernel);
 
-    let devices = Arc::new(create_devices(&vm, &control, &cfg.until, observer.clone())?);
+    let devices =
+        Arc::new(
+            create_devices(&vm, &control, &cfg.until, observer.clone())?
+                .with_virtio(virtio::attach(&vm, &mem, &cfg.virtio)?),
+        );
     let base_cpuid = cpu::supported_cpuid(&kvm)?;
     let mut vcpus = Vec::with_capacity(cfg.cpus as usize);
     for id in 0..cfg.cpus {
@@ -298,6 +315,7 @@ pub fn boot(
         let _ = h.join();
     }
     devices.flush_console();
+    let device_stats = devices.virtio_stats();
     let (end, end_ns) = control.ended().unwrap_or((
         EndReason::VcpuError("boot ended without a reason".into()),
         control.now_ns(),
@@ -308,6 +326,7 @@ pub fn boot(
         end_ns,
         kernel,
         cmdline,
+        devices: device_stats,
     })
 }
 

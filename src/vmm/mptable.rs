@@ -116,4 +116,27 @@ mod tests {
         assert!(build(0).is_err());
         assert!(build(255).is_err());
     }
+
+    #[test]
+    fn every_virtio_irq_reaches_the_io_apic() {
+        use crate::vmm::layout::{virtio_mmio_slot, VIRTIO_MAX_DEVICES};
+        let cpus = 2u8;
+        let t = build(cpus).expect("table");
+        let entries = &t[16 + 44..];
+        // Entries: 20-byte processors, then 8-byte bus, IO-APIC, interrupts.
+        let ints = &entries[20 * usize::from(cpus) + 8 + 8..];
+        let routed: Vec<(u8, u8)> = ints
+            .chunks(8)
+            .filter(|e| e[0] == 3)
+            .map(|e| (e[5], e[7]))
+            .collect();
+        for i in 0..VIRTIO_MAX_DEVICES {
+            let (_, irq) = virtio_mmio_slot(i).expect("slot");
+            let irq = irq as u8;
+            assert!(
+                routed.contains(&(irq, irq)),
+                "IRQ {irq} of virtio device {i} is not routed to IO-APIC pin {irq}"
+            );
+        }
+    }
 }
