@@ -35,6 +35,8 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v lzop >/dev/null || need+=(lzop)
 command -v addr2line >/dev/null || need+=(binutils)
+# tap devices for the virtio-net tests.
+command -v ip >/dev/null || need+=(iproute2)
 # Independent readers of DWARF and BTF for symbols/tests/typeinfo.rs.
 command -v gdb >/dev/null || need+=(gdb)
 command -v bpftool >/dev/null || need+=(bpftool)

@@ -13,7 +13,7 @@ use boottrace_symbols::orc::{OrcTable, OrcVersion};
 
 /// The vmlinuz of Debian's newest cloud kernel of `series`, or None (with a
 /// printed reason) when it cannot be fetched.
-fn fetch(series: &str) -> Option<PathBuf> {
+fn fetch(series: &str) -> PathBuf {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../kernel/fetch-debian-cloud.sh");
     let out = match Command::new(&script).arg(series).output() {
         Ok(out) => out,
@@ -31,14 +31,15 @@ fn fetch(series: &str) -> Option<PathBuf> {
     }
     let path = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .last()?
+        .last()
+        .unwrap_or_else(|| panic!("fetch-debian-cloud.sh {series} printed no path"))
         .trim()
         .to_string();
-    Some(PathBuf::from(path))
+    PathBuf::from(path)
 }
 
 fn check(series: &str, order: TableOrder, orc_version: OrcVersion) {
-    let Some(path) = fetch(series) else { return };
+    let path = fetch(series);
     let image = KernelImage::open(&path).expect("vmlinuz opens");
     assert_eq!(image.format(), ImageFormat::BzImage);
     let version = image.identity().version.clone().expect("banner found");
