@@ -22,9 +22,10 @@
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use boottrace_symbols::input::kind_of;
 use tempfile::NamedTempFile;
 
 /// What to do with an existing regular file at the output path.
@@ -70,23 +71,6 @@ pub enum OutputError {
 enum Existing {
     Nothing,
     Regular,
-}
-
-/// Describes a non-regular file type.
-fn kind_of(ft: std::fs::FileType) -> &'static str {
-    if ft.is_dir() {
-        "directory"
-    } else if ft.is_fifo() {
-        "FIFO"
-    } else if ft.is_char_device() {
-        "character device"
-    } else if ft.is_block_device() {
-        "block device"
-    } else if ft.is_socket() {
-        "socket"
-    } else {
-        "special file"
-    }
 }
 
 /// Looks at the path without following a symlink there.

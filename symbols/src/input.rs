@@ -74,8 +74,8 @@ pub struct InputFile {
     pub path: PathBuf,
 }
 
-/// What a non-regular file is, in words.
-fn kind_of(ft: std::fs::FileType) -> &'static str {
+/// What a non-regular file is, in words ("directory", "FIFO", …).
+pub fn kind_of(ft: std::fs::FileType) -> &'static str {
     if ft.is_dir() {
         "directory"
     } else if ft.is_fifo() {
