@@ -255,7 +255,7 @@ pub fn create_in_place(path: &Path, backup: Backup) -> Result<File, OutputError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
+    use std::os::unix::fs::{symlink, FileTypeExt};
     use std::time::{Duration, Instant};
 
     fn write_all(path: &Path, backup: Backup, bytes: &[u8]) -> Result<(), OutputError> {
