@@ -16,10 +16,20 @@ pub struct Verbosity {
 }
 
 /// Writes `record`'s progress to stderr, each line prefixed `boottrace:`.
-#[derive(Debug)]
 pub struct StderrProgress {
     verbosity: Verbosity,
     prefix: &'static str,
+    /// The console echo (one thread for all runs), started on first use.
+    echo: Option<Arc<dyn ConsoleEcho>>,
+}
+
+impl std::fmt::Debug for StderrProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StderrProgress")
+            .field("verbosity", &self.verbosity)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
 }
 
 impl StderrProgress {
@@ -28,6 +38,7 @@ impl StderrProgress {
         StderrProgress {
             verbosity,
             prefix: "boottrace",
+            echo: None,
         }
     }
 
@@ -66,18 +77,96 @@ impl Progress for StderrProgress {
     }
 
     fn console(&mut self) -> Option<Arc<dyn ConsoleEcho>> {
-        self.verbosity
-            .console
-            .then(|| Arc::new(StderrConsole) as Arc<dyn ConsoleEcho>)
+        if !self.verbosity.console {
+            return None;
+        }
+        if self.echo.is_none() {
+            self.echo = StderrConsole::start().map(|c| Arc::new(c) as Arc<dyn ConsoleEcho>);
+        }
+        self.echo.clone()
     }
 }
 
-/// Echoes guest console lines to stderr with their time since the run's start.
-struct StderrConsole;
+/// Console lines waiting for the terminal; beyond this they are dropped and
+/// counted (a slow or stopped terminal must never hold up a vCPU).
+pub const ECHO_QUEUE: usize = 4096;
+
+/// How long [`ConsoleEcho::drain`] waits for the queue to empty.
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Echoes guest console lines to stderr with their time since the run's
+/// start, from its own thread: vCPU threads only `try_send` into a bounded
+/// queue. Control characters are escaped; a broken pipe ends echoing quietly.
+struct StderrConsole {
+    tx: std::sync::mpsc::SyncSender<String>,
+    state: Arc<EchoState>,
+}
+
+#[derive(Default)]
+struct EchoState {
+    /// Lines handed to the queue and not yet written.
+    queued: std::sync::atomic::AtomicU64,
+    /// Lines dropped because the queue was full (not yet reported).
+    dropped: std::sync::atomic::AtomicU64,
+    /// Set when stderr failed (EPIPE, …): nothing more is echoed.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl StderrConsole {
+    fn start() -> Option<StderrConsole> {
+        use std::sync::atomic::Ordering;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(ECHO_QUEUE);
+        let state = Arc::new(EchoState::default());
+        let st = state.clone();
+        std::thread::Builder::new()
+            .name("console-echo".into())
+            .spawn(move || {
+                for line in rx {
+                    let mut err = std::io::stderr().lock();
+                    if !st.closed.load(Ordering::Relaxed) && writeln!(err, "{line}").is_err() {
+                        st.closed.store(true, Ordering::Relaxed);
+                    }
+                    st.queued.fetch_sub(1, Ordering::Relaxed);
+                }
+            })
+            .ok()?;
+        Some(StderrConsole { tx, state })
+    }
+}
 
 impl ConsoleEcho for StderrConsole {
     fn line(&self, _run: u32, t_ns: u64, line: &str) {
-        emit(&[format!("[{:>10.6}] {line}", t_ns as f64 / 1e9)]);
+        use std::sync::atomic::Ordering;
+        if self.state.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let text = format!(
+            "[{:>10.6}] {}",
+            t_ns as f64 / 1e9,
+            crate::vmm::devices::escape_controls(line)
+        );
+        self.state.queued.fetch_add(1, Ordering::Relaxed);
+        if self.tx.try_send(text).is_err() {
+            self.state.queued.fetch_sub(1, Ordering::Relaxed);
+            self.state.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn drain(&self) {
+        use std::sync::atomic::Ordering;
+        let deadline = std::time::Instant::now() + DRAIN_WAIT;
+        while self.state.queued.load(Ordering::Relaxed) > 0
+            && !self.state.closed.load(Ordering::Relaxed)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let dropped = self.state.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 && !self.state.closed.load(Ordering::Relaxed) {
+            emit(&[format!(
+                "boottrace: warning: {dropped} console line(s) not echoed (the terminal was too slow); the trace has them"
+            )]);
+        }
     }
 }
 
@@ -164,6 +253,10 @@ mod tests {
             layout: None,
             stopped_at,
             devices: Vec::new(),
+            goal_reached: true,
+            dropped_lines: 0,
+            dropped_phases: 0,
+            unstopped_vcpus: 0,
         }
     }
 

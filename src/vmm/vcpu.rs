@@ -55,6 +55,9 @@ pub struct BootGoals {
     pub until: Until,
     /// Set once any vCPU ran user mode.
     pub user_seen: AtomicBool,
+    /// Set at the first boot-marker write: later writes add no phase (a guest
+    /// writing the marker in a loop must not grow the trace or our memory).
+    pub marker_seen: AtomicBool,
     /// Guest-virtual entry of /init, for a hardware breakpoint, when known.
     pub init_entry: Option<u64>,
     /// Link-time address of the kernel's return-to-user-mode path
@@ -299,6 +302,9 @@ impl VcpuThread {
         match action {
             ExitAction::Continue => {}
             ExitAction::BootMarker => {
+                if self.goals.marker_seen.swap(true, Ordering::SeqCst) {
+                    return;
+                }
                 self.observer
                     .phase(VmmPhase::BootMarker, self.control.now_ns());
                 if matches!(self.goals.until, Until::Marker) {
