@@ -102,6 +102,7 @@ fn exit_status(e: &anyhow::Error) -> u8 {
         EndReason::Timeout(_) => 4,
         EndReason::EmulationFailure { .. } => 5,
         EndReason::VcpuError(_) => 6,
+        EndReason::HostError(_) => 1,
         EndReason::Interrupted => 130,
         // A goal end that was not this boot's goal (e.g. the marker under --until user).
         EndReason::UserMode { .. } | EndReason::Marker | EndReason::SerialMatch(_) => 1,

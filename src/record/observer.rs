@@ -37,6 +37,7 @@ pub fn end_kind(e: &EndReason) -> EndKind {
         EndReason::EmulationFailure { .. } => EndKind::EmulationFailure,
         EndReason::VcpuError(_) => EndKind::VcpuError,
         EndReason::Interrupted => EndKind::Interrupted,
+        EndReason::HostError(_) => EndKind::HostError,
     }
 }
 
@@ -111,6 +112,12 @@ impl RunRecorder {
 }
 
 impl RunObserver for RunRecorder {
+    fn stop_reason(&self) -> Option<String> {
+        self.sink
+            .failure()
+            .map(|e| format!("cannot write the trace: {e}"))
+    }
+
     fn phase(&self, phase: VmmPhase, t_ns: u64) {
         self.record_phase(phase_name(phase), t_ns);
     }
@@ -157,6 +164,7 @@ mod tests {
             },
             EndReason::VcpuError(String::new()),
             EndReason::Interrupted,
+            EndReason::HostError(String::new()),
         ];
         for r in &reasons {
             let k = end_kind(r);

@@ -106,6 +106,11 @@ pub trait RunObserver: Send + Sync {
     fn phase(&self, phase: VmmPhase, t_ns: u64);
     /// A console line, timestamped on arrival.
     fn serial_line(&self, t_ns: u64, line: &str);
+    /// Something outside the VMM that must end the boot now (e.g. the trace
+    /// can no longer be written); polled by the thread that waits for the end.
+    fn stop_reason(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Finds the kernel's virtual KASLR slide from guest state.
@@ -311,6 +316,8 @@ pub fn boot(
         }
         if interrupted() {
             control.end(EndReason::Interrupted);
+        } else if let Some(why) = observer.stop_reason() {
+            control.end(EndReason::HostError(why));
         } else if Instant::now() >= deadline {
             control.end(EndReason::Timeout(cfg.timeout));
         }
