@@ -2,7 +2,9 @@
 //! console go to stderr, so stdout carries only a command's own output.
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use crate::record::{ConsoleEcho, Progress, RunSummary};
 
@@ -16,11 +18,12 @@ pub struct Verbosity {
 }
 
 /// Writes `record`'s progress to stderr, each line prefixed `boottrace:`.
+/// Everything goes through one [`StderrQueue`], so neither a vCPU nor the
+/// main thread waits on a slow terminal, and console and status keep their order.
 pub struct StderrProgress {
     verbosity: Verbosity,
     prefix: &'static str,
-    /// The console echo (one thread for all runs), started on first use.
-    echo: Option<Arc<dyn ConsoleEcho>>,
+    queue: Arc<StderrQueue>,
 }
 
 impl std::fmt::Debug for StderrProgress {
@@ -38,7 +41,7 @@ impl StderrProgress {
         StderrProgress {
             verbosity,
             prefix: "boottrace",
-            echo: None,
+            queue: Arc::new(StderrQueue::start()),
         }
     }
 
@@ -49,94 +52,134 @@ impl StderrProgress {
     }
 }
 
-/// Writes lines to stderr; a closed stderr is not worth failing a recording for.
-fn emit(lines: &[String]) {
-    let mut err = std::io::stderr().lock();
-    for l in lines {
-        let _ = writeln!(err, "{l}");
+impl Drop for StderrProgress {
+    fn drop(&mut self) {
+        // What is still queued goes out before the command's last words,
+        // unless the terminal does not take it in time.
+        self.queue.wait_empty(FINAL_DRAIN_WAIT);
     }
 }
 
 impl Progress for StderrProgress {
     fn status(&mut self, msg: &str) {
-        emit(&[format!("{}: {msg}", self.prefix)]);
+        self.queue.status(vec![format!("{}: {msg}", self.prefix)]);
     }
 
     fn detail(&mut self, msg: &str) {
         if self.verbosity.detail {
-            emit(&[format!("{}: {msg}", self.prefix)]);
+            self.queue.status(vec![format!("{}: {msg}", self.prefix)]);
         }
     }
 
     fn warning(&mut self, msg: &str) {
-        emit(&[format!("{}: warning: {msg}", self.prefix)]);
+        self.queue
+            .status(vec![format!("{}: warning: {msg}", self.prefix)]);
     }
 
     fn run_finished(&mut self, s: &RunSummary) {
-        emit(&summary_lines(self.prefix, s));
+        self.queue.status(summary_lines(self.prefix, s));
     }
 
     fn console(&mut self) -> Option<Arc<dyn ConsoleEcho>> {
-        if !self.verbosity.console {
-            return None;
-        }
-        if self.echo.is_none() {
-            self.echo = StderrConsole::start().map(|c| Arc::new(c) as Arc<dyn ConsoleEcho>);
-        }
-        self.echo.clone()
+        self.verbosity
+            .console
+            .then(|| self.queue.clone() as Arc<dyn ConsoleEcho>)
     }
 }
 
-/// Console lines waiting for the terminal; beyond this they are dropped and
+/// Lines waiting for the terminal; console lines beyond this are dropped and
 /// counted (a slow or stopped terminal must never hold up a vCPU).
 pub const ECHO_QUEUE: usize = 4096;
 
-/// How long [`ConsoleEcho::drain`] waits for the queue to empty.
-const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long a status line may wait for room in the queue before it is dropped.
+const STATUS_WAIT: Duration = Duration::from_secs(1);
 
-/// Echoes guest console lines to stderr with their time since the run's
-/// start, from its own thread: vCPU threads only `try_send` into a bounded
-/// queue. Control characters are escaped; a broken pipe ends echoing quietly.
-struct StderrConsole {
-    tx: std::sync::mpsc::SyncSender<String>,
-    state: Arc<EchoState>,
+/// How long [`ConsoleEcho::drain`] waits after each run.
+const RUN_DRAIN_WAIT: Duration = Duration::from_millis(500);
+
+/// How long the reporter waits for its queue when it goes away.
+const FINAL_DRAIN_WAIT: Duration = Duration::from_secs(2);
+
+/// stderr written from a thread of its own through a bounded queue. Guest
+/// console lines are `try_send`: dropped and counted when the queue is full;
+/// their control characters are escaped. Status lines wait up to
+/// [`STATUS_WAIT`]. A broken pipe (EPIPE) ends all writing quietly.
+pub struct StderrQueue {
+    tx: Option<mpsc::SyncSender<Vec<String>>>,
+    state: Arc<QueueState>,
 }
 
 #[derive(Default)]
-struct EchoState {
-    /// Lines handed to the queue and not yet written.
-    queued: std::sync::atomic::AtomicU64,
-    /// Lines dropped because the queue was full (not yet reported).
-    dropped: std::sync::atomic::AtomicU64,
-    /// Set when stderr failed (EPIPE, …): nothing more is echoed.
-    closed: std::sync::atomic::AtomicBool,
+struct QueueState {
+    /// Batches handed to the queue and not yet written.
+    queued: AtomicU64,
+    /// Console lines dropped because the queue was full (not yet reported).
+    dropped: AtomicU64,
+    /// Set when stderr failed (EPIPE, …): nothing more is written.
+    closed: AtomicBool,
 }
 
-impl StderrConsole {
-    fn start() -> Option<StderrConsole> {
-        use std::sync::atomic::Ordering;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(ECHO_QUEUE);
-        let state = Arc::new(EchoState::default());
+impl StderrQueue {
+    /// Starts the writer thread (without one, lines are written directly).
+    fn start() -> StderrQueue {
+        let (tx, rx) = mpsc::sync_channel::<Vec<String>>(ECHO_QUEUE);
+        let state = Arc::new(QueueState::default());
         let st = state.clone();
-        std::thread::Builder::new()
-            .name("console-echo".into())
+        let spawned = std::thread::Builder::new()
+            .name("stderr".into())
             .spawn(move || {
-                for line in rx {
-                    let mut err = std::io::stderr().lock();
-                    if !st.closed.load(Ordering::Relaxed) && writeln!(err, "{line}").is_err() {
+                for lines in rx {
+                    if !st.closed.load(Ordering::Relaxed) && !write_lines(&lines) {
                         st.closed.store(true, Ordering::Relaxed);
                     }
                     st.queued.fetch_sub(1, Ordering::Relaxed);
                 }
             })
-            .ok()?;
-        Some(StderrConsole { tx, state })
+            .is_ok();
+        StderrQueue {
+            tx: spawned.then_some(tx),
+            state,
+        }
+    }
+
+    fn status(&self, lines: Vec<String>) {
+        let Some(tx) = &self.tx else {
+            write_lines(&lines);
+            return;
+        };
+        let deadline = Instant::now() + STATUS_WAIT;
+        let mut batch = lines;
+        self.state.queued.fetch_add(1, Ordering::Relaxed);
+        loop {
+            match tx.try_send(batch) {
+                Ok(()) => return,
+                Err(mpsc::TrySendError::Full(b))
+                    if Instant::now() < deadline && !self.state.closed.load(Ordering::Relaxed) =>
+                {
+                    batch = b;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => {
+                    self.state.queued.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn wait_empty(&self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        while self.state.queued.load(Ordering::Relaxed) > 0
+            && !self.state.closed.load(Ordering::Relaxed)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 
-impl ConsoleEcho for StderrConsole {
+impl ConsoleEcho for StderrQueue {
     fn line(&self, _run: u32, t_ns: u64, line: &str) {
-        use std::sync::atomic::Ordering;
         if self.state.closed.load(Ordering::Relaxed) {
             return;
         }
@@ -145,29 +188,33 @@ impl ConsoleEcho for StderrConsole {
             t_ns as f64 / 1e9,
             crate::vmm::devices::escape_controls(line)
         );
+        let Some(tx) = &self.tx else {
+            write_lines(&[text]);
+            return;
+        };
         self.state.queued.fetch_add(1, Ordering::Relaxed);
-        if self.tx.try_send(text).is_err() {
+        if tx.try_send(vec![text]).is_err() {
             self.state.queued.fetch_sub(1, Ordering::Relaxed);
             self.state.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     fn drain(&self) {
-        use std::sync::atomic::Ordering;
-        let deadline = std::time::Instant::now() + DRAIN_WAIT;
-        while self.state.queued.load(Ordering::Relaxed) > 0
-            && !self.state.closed.load(Ordering::Relaxed)
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        self.wait_empty(RUN_DRAIN_WAIT);
         let dropped = self.state.dropped.swap(0, Ordering::Relaxed);
-        if dropped > 0 && !self.state.closed.load(Ordering::Relaxed) {
-            emit(&[format!(
+        if dropped > 0 {
+            self.status(vec![format!(
                 "boottrace: warning: {dropped} console line(s) not echoed (the terminal was too slow); the trace has them"
             )]);
         }
     }
+}
+
+/// Writes lines to stderr; false when stderr failed (a closed stderr is not
+/// worth failing a recording for, and is not written to again).
+fn write_lines(lines: &[String]) -> bool {
+    let mut err = std::io::stderr().lock();
+    lines.iter().all(|l| writeln!(err, "{l}").is_ok())
 }
 
 /// A run's summary as text: the end, the phase table, boot time and sampling cost.
