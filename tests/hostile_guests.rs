@@ -649,3 +649,71 @@ fn a_full_disk_ends_the_recording_promptly() {
         t.runs[0].samples.len()
     );
 }
+
+/// A vCPU thread that dies (here: its sampler panics on the vCPU thread)
+/// ends the boot at once as "vCPU … thread died", not as a timeout later.
+#[test]
+fn a_dead_vcpu_thread_is_reported_as_such() {
+    use std::sync::Arc;
+
+    use boottrace::vmm::compat::{CompatChoice, CompatMode};
+    use boottrace::vmm::control::EndReason;
+    use boottrace::vmm::memory::MemoryOptions;
+    use boottrace::vmm::{self, BootConfig, RunObserver, SamplerFactory, Until, VmmPhase};
+
+    struct Quiet;
+    impl RunObserver for Quiet {
+        fn phase(&self, _: VmmPhase, _: u64) {}
+        fn serial_line(&self, _: u64, _: &str) {}
+    }
+    struct Panicking;
+    impl SamplerFactory for Panicking {
+        fn frequency(&self) -> u32 {
+            1000
+        }
+        fn create(
+            &self,
+            _: u32,
+            _: &kvm_ioctls::VcpuFd,
+            _: &vm_memory::GuestMemoryMmap,
+        ) -> Box<dyn vmm::VcpuSampler> {
+            panic!("sampler exploded")
+        }
+    }
+    let cfg = BootConfig {
+        kernel: flat_kernel("spin-panic.elf", SPIN),
+        initrd: None,
+        cmdline_extra: String::new(),
+        mem: MemoryOptions {
+            size: 64 << 20,
+            ..MemoryOptions::default()
+        },
+        cpus: 1,
+        timeout: Duration::from_secs(60),
+        until: Until::User,
+        compat: CompatMode::resolve(CompatChoice::Auto),
+        user_return_link: None,
+        virtio: Default::default(),
+    };
+    let start = Instant::now();
+    let out = vmm::boot(
+        &cfg,
+        start,
+        Arc::new(Quiet),
+        Some(Arc::new(Panicking)),
+        None,
+    )
+    .expect("boot starts");
+    match &out.end {
+        EndReason::VcpuError(m) => {
+            assert!(m.contains("vCPU 0 thread died: sampler exploded"), "{m}")
+        }
+        other => panic!("ended as {other:?}"),
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(out.unstopped_vcpus, 0);
+}
