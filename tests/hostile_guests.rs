@@ -717,3 +717,96 @@ fn a_dead_vcpu_thread_is_reported_as_such() {
     );
     assert_eq!(out.unstopped_vcpus, 0);
 }
+
+/// The vCPU threads run under a seccomp filter: a socket opened from the
+/// vCPU loop (here by a sampler, which runs there) is refused with EPERM,
+/// while the boot itself goes on to its timeout.
+#[test]
+fn the_vcpu_loop_cannot_open_a_socket() {
+    use std::sync::{Arc, Mutex};
+
+    use boottrace::vmm::compat::{CompatChoice, CompatMode};
+    use boottrace::vmm::control::EndReason;
+    use boottrace::vmm::memory::MemoryOptions;
+    use boottrace::vmm::{
+        self, BootConfig, RunObserver, SampleInfo, SamplerFactory, Until, VcpuSampler, VmmPhase,
+    };
+
+    /// socket(2)'s result and errno at each try.
+    type Tries = Arc<Mutex<Vec<(i32, Option<i32>)>>>;
+    struct Quiet;
+    impl RunObserver for Quiet {
+        fn phase(&self, _: VmmPhase, _: u64) {}
+        fn serial_line(&self, _: u64, _: &str) {}
+    }
+    /// Tries socket(2) at every sample after the first.
+    struct Prober(Tries);
+    impl VcpuSampler for Prober {
+        fn sample(
+            &mut self,
+            _: &mut kvm_ioctls::VcpuFd,
+            _: u64,
+            _: u64,
+            fresh: bool,
+        ) -> Option<SampleInfo> {
+            if fresh {
+                // SAFETY: socket(2) with constant arguments; closed if it opened.
+                let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+                let errno = std::io::Error::last_os_error().raw_os_error();
+                if fd >= 0 {
+                    // SAFETY: closing the descriptor just opened.
+                    unsafe { libc::close(fd) };
+                }
+                if let Ok(mut v) = self.0.lock() {
+                    v.push((fd, errno));
+                }
+            }
+            None
+        }
+    }
+    struct Factory(Tries);
+    impl SamplerFactory for Factory {
+        fn frequency(&self) -> u32 {
+            100
+        }
+        fn create(
+            &self,
+            _: u32,
+            _: &kvm_ioctls::VcpuFd,
+            _: &vm_memory::GuestMemoryMmap,
+        ) -> Box<dyn VcpuSampler> {
+            Box::new(Prober(self.0.clone()))
+        }
+    }
+    let tries = Arc::new(Mutex::new(Vec::new()));
+    let cfg = BootConfig {
+        kernel: flat_kernel("spin-seccomp.elf", SPIN),
+        initrd: None,
+        cmdline_extra: String::new(),
+        mem: MemoryOptions {
+            size: 64 << 20,
+            ..MemoryOptions::default()
+        },
+        cpus: 1,
+        timeout: Duration::from_secs(2),
+        until: Until::User,
+        compat: CompatMode::resolve(CompatChoice::Auto),
+        user_return_link: None,
+        virtio: Default::default(),
+    };
+    let out = vmm::boot(
+        &cfg,
+        Instant::now(),
+        Arc::new(Quiet),
+        Some(Arc::new(Factory(tries.clone()))),
+        None,
+    )
+    .expect("boot starts");
+    assert!(matches!(out.end, EndReason::Timeout(_)), "{:?}", out.end);
+    let tries = tries.lock().expect("lock");
+    assert!(!tries.is_empty(), "no sample ran");
+    assert!(
+        tries.iter().all(|&t| t == (-1, Some(libc::EPERM))),
+        "{tries:?}"
+    );
+}

@@ -14,6 +14,7 @@ pub mod layout;
 pub mod loader;
 pub mod memory;
 pub mod mptable;
+pub mod seccomp;
 pub mod vcpu;
 pub mod virtio;
 

@@ -163,6 +163,11 @@ impl VcpuThread {
         } else {
             0
         };
+        // Set up is done: from here on the guest drives this thread, which
+        // may make only the calls its loop needs.
+        if let Err(e) = super::seccomp::confine_current_thread() {
+            self.control.end(EndReason::VcpuError(e.to_string()));
+        }
         let mut fixes = FixCounter::default();
         while !self.control.should_stop() {
             let result = self.vcpu.run();
