@@ -260,6 +260,8 @@ fn a_second_sigint_exits_at_once() {
     wait_until_running(&trace);
     let sent = Instant::now();
     signal(&child, libc::SIGINT);
+    // Not at the same instant: two pending SIGINTs would merge into one.
+    std::thread::sleep(Duration::from_millis(20));
     signal(&child, libc::SIGINT);
     let ended = reap(&child, sent, Duration::from_secs(20));
     assert_eq!(ended.code, Some(130));
