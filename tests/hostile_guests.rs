@@ -243,7 +243,7 @@ fn sigint_and_sigterm_end_a_boot_within_a_second() {
 fn a_second_sigint_exits_at_once() {
     let k = flat_kernel("spin-sig2.elf", SPIN);
     let trace = scratch().join("sig2.data");
-    let child = spawn(
+    let mut child = spawn(
         &[
             "record",
             s(&k),
@@ -255,8 +255,14 @@ fn a_second_sigint_exits_at_once() {
             "-o",
             s(&trace),
         ],
-        Stdio::null(),
+        Stdio::piped(),
     );
+    let mut err = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut e = String::new();
+        let _ = err.read_to_string(&mut e);
+        e
+    });
     wait_until_running(&trace);
     let sent = Instant::now();
     signal(&child, libc::SIGINT);
@@ -264,7 +270,9 @@ fn a_second_sigint_exits_at_once() {
     std::thread::sleep(Duration::from_millis(20));
     signal(&child, libc::SIGINT);
     let ended = reap(&child, sent, Duration::from_secs(20));
-    assert_eq!(ended.code, Some(130));
+    let text = reader.join().expect("reader");
+    assert_eq!(ended.code, Some(130), "{text}");
+    assert!(text.contains("interrupted again: exiting now"), "{text}");
     assert!(
         ended.elapsed < Duration::from_secs(1),
         "{:?}",
