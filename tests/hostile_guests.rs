@@ -481,6 +481,11 @@ fn a_stalled_terminal_does_not_hold_up_the_boot() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let took = start.elapsed();
+    // The boot's 4 s, start-up, and at most one wait for the stopped terminal.
+    assert!(
+        took < Duration::from_secs(8),
+        "trace finished after {took:?}"
+    );
     let reader = std::thread::spawn(move || {
         let mut e = err;
         let mut v = Vec::new();

@@ -117,6 +117,10 @@ struct QueueState {
     dropped: AtomicU64,
     /// Set when stderr failed (EPIPE, …): nothing more is written.
     closed: AtomicBool,
+    /// Set when a status line found no room for [`STATUS_WAIT`]: later ones
+    /// do not wait again until one gets through (a stopped terminal costs
+    /// one wait, not one per line).
+    stalled: AtomicBool,
 }
 
 impl StderrQueue {
@@ -147,12 +151,20 @@ impl StderrQueue {
             write_lines(&lines);
             return;
         };
-        let deadline = Instant::now() + STATUS_WAIT;
+        let wait = if self.state.stalled.load(Ordering::Relaxed) {
+            Duration::ZERO
+        } else {
+            STATUS_WAIT
+        };
+        let deadline = Instant::now() + wait;
         let mut batch = lines;
         self.state.queued.fetch_add(1, Ordering::Relaxed);
         loop {
             match tx.try_send(batch) {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.state.stalled.store(false, Ordering::Relaxed);
+                    return;
+                }
                 Err(mpsc::TrySendError::Full(b))
                     if Instant::now() < deadline && !self.state.closed.load(Ordering::Relaxed) =>
                 {
@@ -161,6 +173,7 @@ impl StderrQueue {
                 }
                 Err(_) => {
                     self.state.queued.fetch_sub(1, Ordering::Relaxed);
+                    self.state.stalled.store(true, Ordering::Relaxed);
                     return;
                 }
             }
