@@ -52,10 +52,10 @@ fn main() -> ExitCode {
                 .filter(|l| !l.is_empty())
                 .collect();
             let msg = msg.join(" ");
-            eprintln!(
+            say(&format!(
                 "boottrace: error: {} (see --help)",
                 msg.trim_start_matches("error: ")
-            );
+            ));
             return ExitCode::from(2);
         }
     };
@@ -82,10 +82,37 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("boottrace: error: {}", one_line(&e));
-            ExitCode::FAILURE
+            say(&format!("boottrace: error: {}", one_line(&e)));
+            ExitCode::from(exit_status(&e))
         }
     }
+}
+
+/// Exit status of a failed command (documented in the README):
+/// 1 any other error, 2 usage, 3 guest crash (kernel panic, triple fault,
+/// shutdown or reset that was not the goal), 4 timeout, 5 the host could not
+/// run a guest instruction, 6 a vCPU error, 130 interrupted.
+fn exit_status(e: &anyhow::Error) -> u8 {
+    use boottrace::vmm::control::EndReason;
+    let Some(missed) = e.downcast_ref::<boottrace::record::GoalMissed>() else {
+        return 1;
+    };
+    match missed.end {
+        EndReason::Panic(_) | EndReason::Shutdown(_) | EndReason::Reset => 3,
+        EndReason::Timeout(_) => 4,
+        EndReason::EmulationFailure { .. } => 5,
+        EndReason::VcpuError(_) => 6,
+        EndReason::HostError(_) => 1,
+        EndReason::Interrupted => 130,
+        // A goal end that was not this boot's goal (e.g. the marker under --until user).
+        EndReason::UserMode { .. } | EndReason::Marker | EndReason::SerialMatch(_) => 1,
+    }
+}
+
+/// One line to stderr; a closed or broken stderr is not worth a panic.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// `boottrace record`: status on stderr (via the CLI's reporter), nothing on stdout.
@@ -104,9 +131,9 @@ fn print_messages(msgs: &[boottrace::render::Message]) {
     use boottrace::render::Level;
     for m in msgs {
         match m.level {
-            Level::Warning => eprintln!("boottrace: warning: {}", m.text),
-            Level::Note => eprintln!("boottrace: note: {}", m.text),
-            Level::Info => eprintln!("boottrace: {}", m.text),
+            Level::Warning => say(&format!("boottrace: warning: {}", m.text)),
+            Level::Note => say(&format!("boottrace: note: {}", m.text)),
+            Level::Info => say(&format!("boottrace: {}", m.text)),
         }
     }
 }

@@ -2,7 +2,9 @@
 //! console go to stderr, so stdout carries only a command's own output.
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use crate::record::{ConsoleEcho, Progress, RunSummary};
 
@@ -16,10 +18,21 @@ pub struct Verbosity {
 }
 
 /// Writes `record`'s progress to stderr, each line prefixed `boottrace:`.
-#[derive(Debug)]
+/// Everything goes through one [`StderrQueue`], so neither a vCPU nor the
+/// main thread waits on a slow terminal, and console and status keep their order.
 pub struct StderrProgress {
     verbosity: Verbosity,
     prefix: &'static str,
+    queue: Arc<StderrQueue>,
+}
+
+impl std::fmt::Debug for StderrProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StderrProgress")
+            .field("verbosity", &self.verbosity)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
 }
 
 impl StderrProgress {
@@ -28,6 +41,7 @@ impl StderrProgress {
         StderrProgress {
             verbosity,
             prefix: "boottrace",
+            queue: Arc::new(StderrQueue::start()),
         }
     }
 
@@ -38,47 +52,182 @@ impl StderrProgress {
     }
 }
 
-/// Writes lines to stderr; a closed stderr is not worth failing a recording for.
-fn emit(lines: &[String]) {
-    let mut err = std::io::stderr().lock();
-    for l in lines {
-        let _ = writeln!(err, "{l}");
+impl Drop for StderrProgress {
+    fn drop(&mut self) {
+        // What is still queued goes out before the command's last words,
+        // unless the terminal does not take it in time.
+        self.queue.wait_empty(FINAL_DRAIN_WAIT);
     }
 }
 
 impl Progress for StderrProgress {
     fn status(&mut self, msg: &str) {
-        emit(&[format!("{}: {msg}", self.prefix)]);
+        self.queue.status(vec![format!("{}: {msg}", self.prefix)]);
     }
 
     fn detail(&mut self, msg: &str) {
         if self.verbosity.detail {
-            emit(&[format!("{}: {msg}", self.prefix)]);
+            self.queue.status(vec![format!("{}: {msg}", self.prefix)]);
         }
     }
 
     fn warning(&mut self, msg: &str) {
-        emit(&[format!("{}: warning: {msg}", self.prefix)]);
+        self.queue
+            .status(vec![format!("{}: warning: {msg}", self.prefix)]);
     }
 
     fn run_finished(&mut self, s: &RunSummary) {
-        emit(&summary_lines(self.prefix, s));
+        self.queue.status(summary_lines(self.prefix, s));
     }
 
     fn console(&mut self) -> Option<Arc<dyn ConsoleEcho>> {
         self.verbosity
             .console
-            .then(|| Arc::new(StderrConsole) as Arc<dyn ConsoleEcho>)
+            .then(|| self.queue.clone() as Arc<dyn ConsoleEcho>)
     }
 }
 
-/// Echoes guest console lines to stderr with their time since the run's start.
-struct StderrConsole;
+/// Lines waiting for the terminal; console lines beyond this are dropped and
+/// counted (a slow or stopped terminal must never hold up a vCPU).
+pub const ECHO_QUEUE: usize = 4096;
 
-impl ConsoleEcho for StderrConsole {
-    fn line(&self, _run: u32, t_ns: u64, line: &str) {
-        emit(&[format!("[{:>10.6}] {line}", t_ns as f64 / 1e9)]);
+/// How long a status line may wait for room in the queue before it is dropped.
+const STATUS_WAIT: Duration = Duration::from_secs(1);
+
+/// How long [`ConsoleEcho::drain`] waits after each run.
+const RUN_DRAIN_WAIT: Duration = Duration::from_millis(500);
+
+/// How long the reporter waits for its queue when it goes away.
+const FINAL_DRAIN_WAIT: Duration = Duration::from_secs(2);
+
+/// stderr written from a thread of its own through a bounded queue. Guest
+/// console lines are `try_send`: dropped and counted when the queue is full;
+/// their control characters are escaped. Status lines wait up to
+/// [`STATUS_WAIT`]. A broken pipe (EPIPE) ends all writing quietly.
+pub struct StderrQueue {
+    tx: Option<mpsc::SyncSender<Vec<String>>>,
+    state: Arc<QueueState>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    /// Batches handed to the queue and not yet written.
+    queued: AtomicU64,
+    /// Console lines dropped because the queue was full (not yet reported).
+    dropped: AtomicU64,
+    /// Set when stderr failed (EPIPE, …): nothing more is written.
+    closed: AtomicBool,
+    /// Set when a status line found no room for [`STATUS_WAIT`]: later ones
+    /// do not wait again until one gets through (a stopped terminal costs
+    /// one wait, not one per line).
+    stalled: AtomicBool,
+}
+
+impl StderrQueue {
+    /// Starts the writer thread (without one, lines are written directly).
+    fn start() -> StderrQueue {
+        let (tx, rx) = mpsc::sync_channel::<Vec<String>>(ECHO_QUEUE);
+        let state = Arc::new(QueueState::default());
+        let st = state.clone();
+        let spawned = std::thread::Builder::new()
+            .name("stderr".into())
+            .spawn(move || {
+                for lines in rx {
+                    if !st.closed.load(Ordering::Relaxed) && !write_lines(&lines) {
+                        st.closed.store(true, Ordering::Relaxed);
+                    }
+                    st.queued.fetch_sub(1, Ordering::Relaxed);
+                }
+            })
+            .is_ok();
+        StderrQueue {
+            tx: spawned.then_some(tx),
+            state,
+        }
     }
+
+    fn status(&self, lines: Vec<String>) {
+        let Some(tx) = &self.tx else {
+            write_lines(&lines);
+            return;
+        };
+        let wait = if self.state.stalled.load(Ordering::Relaxed) {
+            Duration::ZERO
+        } else {
+            STATUS_WAIT
+        };
+        let deadline = Instant::now() + wait;
+        let mut batch = lines;
+        self.state.queued.fetch_add(1, Ordering::Relaxed);
+        loop {
+            match tx.try_send(batch) {
+                Ok(()) => {
+                    self.state.stalled.store(false, Ordering::Relaxed);
+                    return;
+                }
+                Err(mpsc::TrySendError::Full(b))
+                    if Instant::now() < deadline && !self.state.closed.load(Ordering::Relaxed) =>
+                {
+                    batch = b;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => {
+                    self.state.queued.fetch_sub(1, Ordering::Relaxed);
+                    self.state.stalled.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn wait_empty(&self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        while self.state.queued.load(Ordering::Relaxed) > 0
+            && !self.state.closed.load(Ordering::Relaxed)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl ConsoleEcho for StderrQueue {
+    fn line(&self, _run: u32, t_ns: u64, line: &str) {
+        if self.state.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let text = format!(
+            "[{:>10.6}] {}",
+            t_ns as f64 / 1e9,
+            crate::vmm::devices::escape_controls(line)
+        );
+        let Some(tx) = &self.tx else {
+            write_lines(&[text]);
+            return;
+        };
+        self.state.queued.fetch_add(1, Ordering::Relaxed);
+        if tx.try_send(vec![text]).is_err() {
+            self.state.queued.fetch_sub(1, Ordering::Relaxed);
+            self.state.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn drain(&self) {
+        self.wait_empty(RUN_DRAIN_WAIT);
+        let dropped = self.state.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            self.status(vec![format!(
+                "boottrace: warning: {dropped} console line(s) not echoed (the terminal was too slow); the trace has them"
+            )]);
+        }
+    }
+}
+
+/// Writes lines to stderr; false when stderr failed (a closed stderr is not
+/// worth failing a recording for, and is not written to again).
+fn write_lines(lines: &[String]) -> bool {
+    let mut err = std::io::stderr().lock();
+    lines.iter().all(|l| writeln!(err, "{l}").is_ok())
 }
 
 /// A run's summary as text: the end, the phase table, boot time and sampling cost.
@@ -164,6 +313,10 @@ mod tests {
             layout: None,
             stopped_at,
             devices: Vec::new(),
+            goal_reached: true,
+            dropped_lines: 0,
+            dropped_phases: 0,
+            unstopped_vcpus: 0,
         }
     }
 

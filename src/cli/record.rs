@@ -42,7 +42,7 @@ pub struct RecordArgs {
     pub compat: CompatArg,
     /// Samples per second per vCPU; 0 records without sampling (the overhead
     /// baseline). Default: 10000, or 1000 on a PVM host.
-    #[arg(short = 'F', long = "freq")]
+    #[arg(short = 'F', long = "freq", value_parser = parse_freq)]
     pub freq: Option<u32>,
     /// Boot this many times into one trace.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -111,10 +111,35 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
     let t: f64 = s
         .parse()
         .map_err(|_| format!("not a number of seconds: {s:?}"))?;
-    if !t.is_finite() || !(0.0..=1e9).contains(&t) {
-        return Err(format!("timeout out of range: {s:?}"));
+    if !t.is_finite() || !(MIN_TIMEOUT_S..=MAX_TIMEOUT_S).contains(&t) {
+        return Err(format!(
+            "--timeout must be between {MIN_TIMEOUT_S} and {MAX_TIMEOUT_S} seconds, not {s:?}"
+        ));
     }
     Ok(t)
+}
+
+/// Shortest `--timeout` (seconds): a boot's set-up alone takes longer.
+pub const MIN_TIMEOUT_S: f64 = 0.001;
+
+/// Longest `--timeout` (seconds): one week.
+pub const MAX_TIMEOUT_S: f64 = 604_800.0;
+
+/// Highest `-F`: a sample costs at least a few microseconds of exit, capture
+/// and unwind even on bare-metal KVM, so faster timers would only livelock
+/// the vCPU in its signal handler.
+pub const MAX_FREQ: u32 = 50_000;
+
+fn parse_freq(s: &str) -> Result<u32, String> {
+    let f: u32 = s
+        .parse()
+        .map_err(|_| format!("-F takes a whole number of samples per second, not {s:?}"))?;
+    if f > MAX_FREQ {
+        return Err(format!(
+            "-F {f} is more than this host can deliver: at most {MAX_FREQ} samples per second per vCPU"
+        ));
+    }
+    Ok(f)
 }
 
 impl RecordArgs {
@@ -250,5 +275,16 @@ mod tests {
         assert!(parse(&["k", "--timeout", "inf"]).is_err());
         assert!(parse(&["k", "--mem", "12Q"]).is_err());
         assert!(parse(&["k", "--cpus", "0"]).is_err());
+        for t in ["nan", "1e20", "1e19", "0", "1e-9", "-0"] {
+            assert!(parse(&["k", "--timeout", t]).is_err(), "--timeout {t}");
+        }
+        for f in ["200000", "1e9", "4294967295", "-1", "50001"] {
+            assert!(parse(&["k", "-F", f]).is_err(), "-F {f}");
+        }
+        assert_eq!(
+            parse(&["k", "-F", "50000"]).expect("max").freq,
+            Some(50_000)
+        );
+        assert!(parse(&["k", "--timeout", "604800"]).is_ok());
     }
 }

@@ -70,7 +70,7 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
     for i in 0..cfg.runs {
         let sink = writer.sink();
         let echo = progress.console();
-        let summary = match ctx.record_run(i, &sink, echo) {
+        let summary = match ctx.record_run(i, &sink, echo.clone()) {
             Ok(s) => s,
             Err(e) => {
                 // Keep what earlier runs recorded: the file stays readable.
@@ -79,9 +79,15 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
                 return Err(e);
             }
         };
+        if let Some(e) = &echo {
+            // Console lines still queued for the terminal go out before the summary.
+            e.drain();
+        }
         report_run(progress, &summary, &meta.unwinder, freq);
+        let stuck = summary.unstopped_vcpus > 0;
         runs.push(summary);
-        if vmm::was_interrupted() {
+        if vmm::was_interrupted() || stuck {
+            // A stuck vCPU thread keeps running: no further boot beside it.
             break;
         }
     }
@@ -94,10 +100,15 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
     ));
     let failed = runs.iter().filter(|r| !r.reached_goal()).count();
     if failed == runs.len() {
-        bail!(
-            "no boot reached its end condition ({failed} of {} ended otherwise; the trace keeps what they did)",
-            runs.len()
-        );
+        let end = runs
+            .last()
+            .map_or(vmm::control::EndReason::Interrupted, |r| r.end.clone());
+        return Err(GoalMissed {
+            failed,
+            runs: runs.len(),
+            end,
+        }
+        .into());
     }
     Ok(RecordSummary {
         output: cfg.output.clone(),
@@ -105,6 +116,19 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
         freq,
         runs,
     })
+}
+
+/// No boot of a recording reached its `--until` goal; `end` is how the last
+/// one ended (the command line maps it to an exit status).
+#[derive(Debug, thiserror::Error)]
+#[error("no boot reached its end condition ({failed} of {runs} ended otherwise; the trace keeps what they did)")]
+pub struct GoalMissed {
+    /// Boots that missed the goal.
+    pub failed: usize,
+    /// Boots done.
+    pub runs: usize,
+    /// How the last boot ended.
+    pub end: vmm::control::EndReason,
 }
 
 /// Missing inputs are a one-line error before anything is written.
@@ -185,6 +209,23 @@ fn report_run(
             l.virt_slide_method,
             l.kernel_phys_start
                 .map_or_else(|| "unknown".to_string(), |p| format!("{p:#x}"))
+        ));
+    }
+    if s.dropped_lines > 0 || s.dropped_phases > 0 {
+        progress.warning(&format!(
+            "run {}: the guest printed {} console line(s) and reached {} phase(s) beyond the per-run caps ({} lines, {} phases); counted, not kept",
+            s.run + 1,
+            s.dropped_lines,
+            s.dropped_phases,
+            observer::MAX_CONSOLE_LINES,
+            observer::MAX_PHASES
+        ));
+    }
+    if s.unstopped_vcpus > 0 {
+        progress.warning(&format!(
+            "run {}: {} vCPU thread(s) did not stop; no further runs",
+            s.run + 1,
+            s.unstopped_vcpus
         ));
     }
     if s.sampling.samples > 0 {

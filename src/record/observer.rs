@@ -1,6 +1,7 @@
 //! The VMM's observer for one run: phases and console lines go to the trace
 //! (and the console, live, to the caller's echo).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::trace::{EndKind, Phase, PhaseName, Record, Serial, TraceSink};
@@ -36,16 +37,26 @@ pub fn end_kind(e: &EndReason) -> EndKind {
         EndReason::EmulationFailure { .. } => EndKind::EmulationFailure,
         EndReason::VcpuError(_) => EndKind::VcpuError,
         EndReason::Interrupted => EndKind::Interrupted,
+        EndReason::HostError(_) => EndKind::HostError,
     }
 }
 
+/// Console lines kept per run (in the trace and echoed); later lines are
+/// only counted, so a guest printing in a loop cannot fill the disk.
+pub const MAX_CONSOLE_LINES: u64 = 200_000;
+
+/// Phases kept per run (a boot has about ten); later ones are counted.
+pub const MAX_PHASES: usize = 256;
+
 /// Writes a run's phases and console lines to the trace and keeps the
-/// phases for the summary.
+/// phases for the summary, within [`MAX_PHASES`] and [`MAX_CONSOLE_LINES`].
 pub struct RunRecorder {
     run: u32,
     sink: TraceSink,
     echo: Option<Arc<dyn ConsoleEcho>>,
     phases: Mutex<Vec<(PhaseName, u64)>>,
+    lines: AtomicU64,
+    dropped_phases: AtomicU64,
 }
 
 impl RunRecorder {
@@ -56,19 +67,42 @@ impl RunRecorder {
             sink,
             echo,
             phases: Mutex::new(Vec::new()),
+            lines: AtomicU64::new(0),
+            dropped_phases: AtomicU64::new(0),
         }
     }
 
     /// Records a phase (VMM phases arrive through [`RunObserver::phase`]).
     pub fn record_phase(&self, name: PhaseName, t_ns: u64) {
-        if let Ok(mut p) = self.phases.lock() {
-            p.push((name.clone(), t_ns));
+        // The end phase is always kept; others only within the cap.
+        let keep = match self.phases.lock() {
+            Ok(mut p) if p.len() < MAX_PHASES || name == PhaseName::End => {
+                p.push((name.clone(), t_ns));
+                true
+            }
+            _ => false,
+        };
+        if !keep {
+            self.dropped_phases.fetch_add(1, Ordering::Relaxed);
+            return;
         }
         let _ = self.sink.append(Record::Phase(Phase {
             run: self.run,
             name,
             t_ns,
         }));
+    }
+
+    /// Console lines the guest printed beyond [`MAX_CONSOLE_LINES`] (not kept).
+    pub fn dropped_lines(&self) -> u64 {
+        self.lines
+            .load(Ordering::Relaxed)
+            .saturating_sub(MAX_CONSOLE_LINES)
+    }
+
+    /// Phases beyond [`MAX_PHASES`] (not kept).
+    pub fn dropped_phases(&self) -> u64 {
+        self.dropped_phases.load(Ordering::Relaxed)
     }
 
     /// The phases so far, in arrival order.
@@ -78,11 +112,20 @@ impl RunRecorder {
 }
 
 impl RunObserver for RunRecorder {
+    fn stop_reason(&self) -> Option<String> {
+        self.sink
+            .failure()
+            .map(|e| format!("cannot write the trace: {e}"))
+    }
+
     fn phase(&self, phase: VmmPhase, t_ns: u64) {
         self.record_phase(phase_name(phase), t_ns);
     }
 
     fn serial_line(&self, t_ns: u64, line: &str) {
+        if self.lines.fetch_add(1, Ordering::Relaxed) >= MAX_CONSOLE_LINES {
+            return;
+        }
         if let Some(echo) = &self.echo {
             echo.line(self.run, t_ns, line);
         }
@@ -121,6 +164,7 @@ mod tests {
             },
             EndReason::VcpuError(String::new()),
             EndReason::Interrupted,
+            EndReason::HostError(String::new()),
         ];
         for r in &reasons {
             let k = end_kind(r);

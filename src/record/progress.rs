@@ -26,6 +26,9 @@ pub trait Progress {
 pub trait ConsoleEcho: Send + Sync {
     /// One console line of run `run`, `t_ns` after the run's start.
     fn line(&self, run: u32, t_ns: u64, line: &str);
+    /// Called on the main thread after each run: a queued echo may catch up
+    /// (briefly) and say what it dropped.
+    fn drain(&self) {}
 }
 
 /// A [`Progress`] that drops everything (for callers that only want the

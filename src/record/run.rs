@@ -141,7 +141,9 @@ impl RunContext<'_> {
             }
             _ => None,
         };
+        let goal_reached = super::summary::goal_reached(&outcome.end, &self.cfg.until);
         RunSummary {
+            goal_reached,
             run,
             runs: self.cfg.runs,
             end_kind: end_kind(&outcome.end),
@@ -154,6 +156,9 @@ impl RunContext<'_> {
             layout,
             stopped_at,
             devices: outcome.devices,
+            dropped_lines: recorder.dropped_lines(),
+            dropped_phases: recorder.dropped_phases(),
+            unstopped_vcpus: outcome.unstopped_vcpus,
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::sample::sampler::CostTotals;
 use crate::trace::{EndKind, PhaseName};
 use crate::vmm::control::EndReason;
 use crate::vmm::loader::LoadedKernel;
+use crate::vmm::Until;
 
 /// Sampling that takes more than this share of a boot's host time earns a warning.
 pub const SAMPLING_SHARE_WARN_PCT: u64 = 30;
@@ -92,6 +93,14 @@ pub struct RunSummary {
     pub stopped_at: Option<String>,
     /// What each virtio device did (requests, bytes, frames, breaks).
     pub devices: Vec<crate::vmm::virtio::DeviceStats>,
+    /// True when the boot ended the way `--until` asked for.
+    pub goal_reached: bool,
+    /// Guest console lines beyond the per-run cap (counted, not kept).
+    pub dropped_lines: u64,
+    /// Phases beyond the per-run cap (counted, not kept).
+    pub dropped_phases: u64,
+    /// vCPU threads that did not stop when the boot ended.
+    pub unstopped_vcpus: u32,
 }
 
 impl RunSummary {
@@ -106,9 +115,22 @@ impl RunSummary {
             .map(|f| self.end_ns.saturating_sub(f))
     }
 
-    /// True when the boot reached its goal (see [`EndKind::is_goal`]).
+    /// True when the boot reached its `--until` goal (see [`goal_reached`]).
     pub fn reached_goal(&self) -> bool {
-        self.end_kind.is_goal()
+        self.goal_reached
+    }
+}
+
+/// Whether a boot that ended with `end` reached the goal `until`: the
+/// first user-mode instruction for `user`, the marker for `marker`, a
+/// matching line for `serial:`, a shutdown or reset for `shutdown`. Anything
+/// else (a triple fault under `--until user`, a timeout, …) is a failed boot.
+pub fn goal_reached(end: &EndReason, until: &Until) -> bool {
+    match until {
+        Until::User => matches!(end, EndReason::UserMode { .. }),
+        Until::Marker => matches!(end, EndReason::Marker),
+        Until::Serial(_) => matches!(end, EndReason::SerialMatch(_)),
+        Until::Shutdown => matches!(end, EndReason::Shutdown(_) | EndReason::Reset),
     }
 }
 

@@ -43,7 +43,7 @@ pub use frame::MAX_RECORD_LEN;
 pub use layout::TraceLayout;
 pub use names::{EndKind, PhaseName, UnwinderKind};
 pub use options::RecordOptions;
-pub use reader::{RunData, Trace};
+pub use reader::{RunData, Trace, MAX_RUNS, MAX_STACK_DEPTH};
 pub use record::{
     Finish, HostFacts, KernelInfo, Layout, Phase, Record, RecordType, RunEnd, RunStart, Sample,
     SampleCost, SamplerCost, Serial, StackEnd, StatNames, TraceMeta,

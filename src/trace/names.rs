@@ -130,6 +130,8 @@ named_enum! {
         VcpuError => "vcpu-error",
         /// The user interrupted the recording.
         Interrupted => "interrupted",
+        /// The host could not go on recording (e.g. the trace's disk is full).
+        HostError => "host-error",
     }
 }
 

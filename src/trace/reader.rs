@@ -142,7 +142,13 @@ impl Trace {
                 Next::Record(rec) => b.add(rec),
                 Next::Skipped(m) => {
                     b.records += 1;
-                    b.warnings.push(m);
+                    // Listed up to the cap (a file of skipped records must
+                    // not become as many warning strings); counted beyond.
+                    if b.warnings.len() <= MAX_WARNINGS {
+                        b.warnings.push(m);
+                    } else {
+                        b.capped.skipped += 1;
+                    }
                 }
                 Next::Damaged(m) => {
                     b.warnings
@@ -172,6 +178,37 @@ impl Trace {
     }
 }
 
+/// Deepest stack kept per sample: the writer's limit (the unwinders stop at
+/// 128 frames); deeper stacks in a file are cut here, so a hand-made trace
+/// cannot make every later analysis pay for millions of frames.
+pub const MAX_STACK_DEPTH: usize = 128;
+
+/// Most runs read from one file (`record --runs` allows 10 000).
+pub const MAX_RUNS: usize = 10_000;
+
+/// Most records read from one file (about an hour of sampling one vCPU at
+/// 10 kHz, ×5); the rest is skipped with a warning.
+pub const MAX_RECORDS: u64 = 200_000_000;
+
+/// Most phases and console lines kept per run (the recorder keeps fewer).
+pub const MAX_PHASES_PER_RUN: usize = 1024;
+/// See [`MAX_PHASES_PER_RUN`].
+pub const MAX_SERIAL_PER_RUN: usize = 1_000_000;
+
+/// Most warnings listed one by one; the rest are counted in one line.
+pub const MAX_WARNINGS: usize = 100;
+
+/// What the reader's caps left out, counted.
+#[derive(Default)]
+struct Capped {
+    stacks: u64,
+    runs: u64,
+    records: u64,
+    phases: u64,
+    serial: u64,
+    skipped: u64,
+}
+
 /// Collects records into runs.
 #[derive(Default)]
 struct Builder {
@@ -183,11 +220,17 @@ struct Builder {
     after_finish: u64,
     /// Records added so far (the metadata record excluded).
     records: u64,
+    capped: Capped,
 }
 
 impl Builder {
-    fn run(&mut self, run: u32) -> &mut RunData {
-        self.runs.entry(run).or_insert_with(|| RunData::new(run))
+    /// The run with index `run`, created unless [`MAX_RUNS`] runs exist already.
+    fn run(&mut self, run: u32) -> Option<&mut RunData> {
+        if !self.runs.contains_key(&run) && self.runs.len() >= MAX_RUNS {
+            self.capped.runs += 1;
+            return None;
+        }
+        Some(self.runs.entry(run).or_insert_with(|| RunData::new(run)))
     }
 
     fn add(&mut self, rec: Record) {
@@ -195,33 +238,62 @@ impl Builder {
             self.after_finish += 1;
         }
         let finish = matches!(rec, Record::Finish(_));
+        if !finish && self.records >= MAX_RECORDS {
+            self.capped.records += 1;
+            return;
+        }
         match rec {
             Record::Meta(_) => self.extra_meta = true,
-            Record::RunStart(r) => self.run(r.run).wall_time_unix_ns = r.wall_time_unix_ns,
+            Record::RunStart(r) => {
+                if let Some(d) = self.run(r.run) {
+                    d.wall_time_unix_ns = r.wall_time_unix_ns;
+                }
+            }
             Record::Phase(p) => {
-                let run = p.run;
-                self.run(run).phases.push(p);
+                let mut capped = false;
+                if let Some(d) = self.run(p.run) {
+                    capped = d.phases.len() >= MAX_PHASES_PER_RUN;
+                    if !capped {
+                        d.phases.push(p);
+                    }
+                }
+                self.capped.phases += u64::from(capped);
             }
             Record::Serial(s) => {
-                let run = s.run;
-                self.run(run).serial.push(s);
+                let mut capped = false;
+                if let Some(d) = self.run(s.run) {
+                    capped = d.serial.len() >= MAX_SERIAL_PER_RUN;
+                    if !capped {
+                        d.serial.push(s);
+                    }
+                }
+                self.capped.serial += u64::from(capped);
             }
             Record::Layout(l) => {
-                let run = l.run;
-                self.run(run).layout = Some(l.layout.into());
+                if let Some(d) = self.run(l.run) {
+                    d.layout = Some(l.layout.into());
+                }
             }
             Record::StatNames(s) => self.stat_names = s.names,
-            Record::Sample(s) => {
-                let run = s.run;
-                self.run(run).samples.push(s);
+            Record::Sample(mut s) => {
+                if s.stack.len() > MAX_STACK_DEPTH {
+                    s.stack.truncate(MAX_STACK_DEPTH);
+                    s.stack.shrink_to_fit();
+                    self.capped.stacks += 1;
+                }
+                if let Some(d) = self.run(s.run) {
+                    d.samples.push(s);
+                }
             }
             Record::RunEnd(e) => {
-                let run = e.run;
-                self.run(run).end = Some(e);
+                if let Some(d) = self.run(e.run) {
+                    d.end = Some(e);
+                }
             }
             Record::SamplerCost(c) => {
-                let run = c.run;
-                self.run(run).cost = Some(c);
+                if let Some(d) = self.run(c.run) {
+                    d.cost = Some(c);
+                }
             }
             Record::Finish(f) => {
                 // Meta (read separately) + everything before this record.
@@ -256,15 +328,61 @@ impl Builder {
                 self.after_finish
             ));
         }
+        let c = &self.capped;
+        for (n, what) in [
+            (
+                c.stacks,
+                format!("stack(s) deeper than {MAX_STACK_DEPTH} frames cut to {MAX_STACK_DEPTH}"),
+            ),
+            (
+                c.runs,
+                format!("record(s) of runs beyond the first {MAX_RUNS} skipped"),
+            ),
+            (
+                c.records,
+                format!("record(s) beyond the first {MAX_RECORDS} skipped"),
+            ),
+            (
+                c.phases,
+                format!("phase(s) beyond {MAX_PHASES_PER_RUN} per run skipped"),
+            ),
+            (
+                c.serial,
+                format!("console line(s) beyond {MAX_SERIAL_PER_RUN} per run skipped"),
+            ),
+            (
+                c.skipped,
+                "more record(s) skipped (unknown or damaged)".to_string(),
+            ),
+        ] {
+            if n > 0 {
+                self.warnings.push(format!("{n} {what}"));
+            }
+        }
         let mut runs: Vec<RunData> = self.runs.into_values().collect();
+        let mut unended = Vec::new();
         for r in &mut runs {
             // vCPU threads hand samples over concurrently: file order is only
             // roughly time order. Stable sort keeps equal timestamps in file order.
             r.samples.sort_by_key(|s| (s.t_ns, s.vcpu));
             if r.end.is_none() {
-                self.warnings
-                    .push(format!("run {} has no end record (interrupted)", r.run));
+                unended.push(r.run);
             }
+        }
+        match unended.as_slice() {
+            [] => {}
+            [one] => self
+                .warnings
+                .push(format!("run {one} has no end record (interrupted)")),
+            [first, ..] => self.warnings.push(format!(
+                "{} runs have no end record (interrupted), the first is run {first}",
+                unended.len()
+            )),
+        }
+        if self.warnings.len() > MAX_WARNINGS {
+            let more = self.warnings.len() - MAX_WARNINGS;
+            self.warnings.truncate(MAX_WARNINGS);
+            self.warnings.push(format!("{more} more warnings"));
         }
         Trace {
             meta,

@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -127,13 +128,23 @@ impl TraceWriter {
     pub fn spawn(self) -> Result<TraceWriterThread, TraceError> {
         let (tx, rx) = mpsc::sync_channel(SINK_QUEUE);
         let path = self.path.clone();
+        let failure = Arc::new(Mutex::new(None));
+        let failed = failure.clone();
         let handle = std::thread::Builder::new()
             .name("trace-writer".into())
-            .spawn(move || writer_loop(self, rx))
+            .spawn(move || {
+                let result = writer_loop(self, rx);
+                if let (Err(e), Ok(mut f)) = (&result, failed.lock()) {
+                    // Sinks see this at once (e.g. disk full ends the boot).
+                    *f = Some(e.to_string());
+                }
+                result
+            })
             .map_err(|source| TraceError::Io { path, source })?;
         Ok(TraceWriterThread {
             tx: Some(tx),
             handle: Some(handle),
+            failure,
         })
     }
 
@@ -194,9 +205,16 @@ fn writer_loop(mut w: TraceWriter, rx: mpsc::Receiver<Msg>) -> Result<u64, Trace
 #[derive(Clone)]
 pub struct TraceSink {
     tx: mpsc::SyncSender<Msg>,
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl TraceSink {
+    /// Why the writer thread stopped, once an I/O error stopped it (e.g. the
+    /// disk is full): records appended from then on are lost.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok()?.clone()
+    }
+
     /// Queues a record for the writer thread. Blocks only when the queue is
     /// full; fails once the writer has stopped.
     pub fn append(&self, rec: Record) -> Result<(), TraceError> {
@@ -231,6 +249,7 @@ impl TraceSink {
 pub struct TraceWriterThread {
     tx: Option<mpsc::SyncSender<Msg>>,
     handle: Option<JoinHandle<Result<u64, TraceError>>>,
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl TraceWriterThread {
@@ -239,6 +258,7 @@ impl TraceWriterThread {
         // `tx` is only taken by `finish`, which consumes self.
         TraceSink {
             tx: self.tx.clone().expect("sender present until finish"),
+            failure: self.failure.clone(),
         }
     }
 

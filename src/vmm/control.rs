@@ -47,6 +47,8 @@ pub enum EndReason {
     VcpuError(String),
     /// The user interrupted the recording (Ctrl-C / SIGTERM).
     Interrupted,
+    /// The host could not go on recording (e.g. the trace's disk is full).
+    HostError(String),
 }
 
 impl EndReason {
@@ -63,6 +65,7 @@ impl EndReason {
             EndReason::EmulationFailure { .. } => "emulation-failure",
             EndReason::VcpuError(_) => "vcpu-error",
             EndReason::Interrupted => "interrupted",
+            EndReason::HostError(_) => "host-error",
         }
     }
 }
@@ -98,6 +101,7 @@ impl fmt::Display for EndReason {
             }
             EndReason::VcpuError(s) => write!(f, "vCPU error: {s}"),
             EndReason::Interrupted => write!(f, "interrupted by the user"),
+            EndReason::HostError(s) => write!(f, "recording stopped: {s}"),
         }
     }
 }

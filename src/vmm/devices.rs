@@ -48,6 +48,30 @@ impl Trigger for ResetFlag {
 /// prints a newline must not grow our memory without bound).
 pub const MAX_LINE: usize = 4096;
 
+/// A console line made safe for a terminal: control characters (ESC, so
+/// also CSI/OSC sequences, BEL, backspace, C1 controls, …) become `\xNN` /
+/// `\u{NNNN}` escapes; tabs stay. Guest output must not retitle, clear or
+/// write the clipboard of the operator's terminal.
+pub fn escape_controls(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len() + 8);
+    for c in line.chars() {
+        if c.is_control() && c != '\t' {
+            let n = u32::from(c);
+            if n < 0x100 {
+                out.push_str(&format!("\\x{n:02x}"));
+            } else {
+                out.push_str(&format!("\\u{{{n:04x}}}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Collects UART output into lines and hands each complete line to `on_line`.
 pub struct LineSink {
     buf: Vec<u8>,
@@ -230,6 +254,18 @@ mod tests {
         let mut buf = [0u8; 1];
         d.pio_read(0x1234, &mut buf);
         assert_eq!(buf, [0xff]);
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("plain\ttext"), "plain\ttext");
+        assert_eq!(
+            escape_controls("\x1b]52;c;aGk=\x07\x1b[2J\u{9b}x"),
+            "\\x1b]52;c;aGk=\\x07\\x1b[2J\\x9bx"
+        );
+        assert!(!escape_controls("\x1b\r\x08\x7f")
+            .chars()
+            .any(char::is_control));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod layout;
 pub mod loader;
 pub mod memory;
 pub mod mptable;
+pub mod seccomp;
 pub mod vcpu;
 pub mod virtio;
 
@@ -106,6 +107,11 @@ pub trait RunObserver: Send + Sync {
     fn phase(&self, phase: VmmPhase, t_ns: u64);
     /// A console line, timestamped on arrival.
     fn serial_line(&self, t_ns: u64, line: &str);
+    /// Something outside the VMM that must end the boot now (e.g. the trace
+    /// can no longer be written); polled by the thread that waits for the end.
+    fn stop_reason(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Finds the kernel's virtual KASLR slide from guest state.
@@ -186,6 +192,8 @@ pub struct BootOutcome {
     pub cmdline: String,
     /// What each virtio device did.
     pub devices: Vec<virtio::DeviceStats>,
+    /// vCPU threads that had not stopped [`STOP_GRACE`] after the end (left running).
+    pub unstopped_vcpus: u32,
 }
 
 /// Boots `cfg` once. Times are measured from `t0` (the run's start).
@@ -262,6 +270,7 @@ pub fn boot(
     let goals = Arc::new(vcpu::BootGoals {
         until: cfg.until.clone(),
         user_seen: AtomicBool::new(false),
+        marker_seen: AtomicBool::new(false),
         init_entry: cfg.initrd.as_deref().and_then(initrd::init_entry),
         user_return_link: cfg.user_return_link,
         locator,
@@ -279,9 +288,20 @@ pub fn boot(
             cfg.compat,
             sampler.clone(),
         );
+        let ctl = control.clone();
         let handle = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
-            .spawn(move || thread.run())
+            .spawn(move || {
+                // A vCPU thread that dies ends the boot at once, as what it is
+                // (not as a timeout seen much later by the main thread).
+                let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| thread.run()));
+                if let Err(payload) = died {
+                    ctl.end(EndReason::VcpuError(format!(
+                        "vCPU {index} thread died: {}",
+                        panic_text(payload.as_ref())
+                    )));
+                }
+            })
             .map_err(|e| VmmError::Host(format!("cannot start vCPU thread: {e}")))?;
         handles.push(handle);
     }
@@ -297,22 +317,20 @@ pub fn boot(
         }
         if interrupted() {
             control.end(EndReason::Interrupted);
+        } else if let Some(why) = observer.stop_reason() {
+            control.end(EndReason::HostError(why));
         } else if Instant::now() >= deadline {
             control.end(EndReason::Timeout(cfg.timeout));
         }
     }
-    // Kick every vCPU out of KVM_RUN until it notices the stop.
-    for h in &handles {
-        let t = h.as_pthread_t();
-        let mut tries = 0;
-        while !h.is_finished() && tries < 1000 {
-            kick::kick(t);
-            std::thread::sleep(Duration::from_millis(1));
-            tries += 1;
-        }
-    }
-    for h in handles {
-        let _ = h.join();
+    let unstopped = stop_vcpus(handles);
+    if unstopped > 0 {
+        // Their threads are left behind (they own clones of everything they
+        // touch); the boot's end is reported now rather than never.
+        control.end(EndReason::VcpuError(format!(
+            "{unstopped} vCPU thread(s) did not stop within {} ms",
+            STOP_GRACE.as_millis()
+        )));
     }
     devices.flush_console();
     let device_stats = devices.virtio_stats();
@@ -327,7 +345,45 @@ pub fn boot(
         kernel,
         cmdline,
         devices: device_stats,
+        unstopped_vcpus: unstopped,
     })
+}
+
+/// How long the vCPU threads get to leave KVM_RUN once the boot has ended.
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Kicks every vCPU out of KVM_RUN until its thread ends, for at most
+/// [`STOP_GRACE`] in all; joins those that ended and returns how many did not
+/// (a thread stuck outside KVM_RUN is not waited for).
+fn stop_vcpus(handles: Vec<std::thread::JoinHandle<()>>) -> u32 {
+    let deadline = Instant::now() + STOP_GRACE;
+    while Instant::now() < deadline && handles.iter().any(|h| !h.is_finished()) {
+        for h in handles.iter().filter(|h| !h.is_finished()) {
+            kick::kick(h.as_pthread_t());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut unstopped = 0;
+    for h in handles {
+        if h.is_finished() {
+            // A panic was caught inside the thread and reported as its end.
+            let _ = h.join();
+        } else {
+            unstopped += 1;
+        }
+    }
+    unstopped
+}
+
+/// The message of a panic payload.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
 }
 
 /// Opens /dev/kvm, or the device named by `BOOTTRACE_KVM_DEVICE` (for
@@ -388,11 +444,15 @@ fn create_devices(
         let t = control.now_ns();
         observer.serial_line(t, line);
         if line.contains("Kernel panic - not syncing") && !matches!(until, Until::Shutdown) {
-            control.end(EndReason::Panic(line.trim().to_string()));
+            control.end(EndReason::Panic(
+                devices::escape_controls(line.trim()).into_owned(),
+            ));
         }
         if let Until::Serial(re) = &until {
             if re.is_match(line) {
-                control.end(EndReason::SerialMatch(line.to_string()));
+                control.end(EndReason::SerialMatch(
+                    devices::escape_controls(line).into_owned(),
+                ));
             }
         }
     }));
@@ -402,8 +462,22 @@ fn create_devices(
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static SIGNALS: Mutex<bool> = Mutex::new(false);
 
-extern "C" fn on_interrupt(_sig: libc::c_int) {
-    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+/// Exit status of a second Ctrl-C (128 + SIGINT, like a shell).
+pub const EXIT_SECOND_INTERRUPT: i32 = 130;
+
+extern "C" fn on_interrupt(sig: libc::c_int) {
+    let again = INTERRUPTED.swap(true, std::sync::atomic::Ordering::SeqCst);
+    if again && sig == libc::SIGINT {
+        // A second Ctrl-C: the user does not want to wait for the clean end.
+        // The trace is framed and flushed as it goes, so what reached the file
+        // stays readable.
+        const MSG: &[u8] = b"\nboottrace: interrupted again: exiting now\n";
+        // SAFETY: write(2) and _exit(2) are async-signal-safe; MSG is static.
+        unsafe {
+            libc::write(2, MSG.as_ptr().cast(), MSG.len());
+            libc::_exit(EXIT_SECOND_INTERRUPT);
+        }
+    }
 }
 
 fn interrupted() -> bool {
@@ -421,7 +495,7 @@ fn timer_setup() -> Result<(), VmmError> {
     }
     kick::install_handler().map_err(|e| VmmError::Host(format!("sigaction: {e}")))?;
     for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic.
+        // SAFETY: the handler only swaps an atomic, or writes and _exits.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_interrupt as *const () as usize;

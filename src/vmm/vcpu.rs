@@ -55,6 +55,9 @@ pub struct BootGoals {
     pub until: Until,
     /// Set once any vCPU ran user mode.
     pub user_seen: AtomicBool,
+    /// Set at the first boot-marker write: later writes add no phase (a guest
+    /// writing the marker in a loop must not grow the trace or our memory).
+    pub marker_seen: AtomicBool,
     /// Guest-virtual entry of /init, for a hardware breakpoint, when known.
     pub init_entry: Option<u64>,
     /// Link-time address of the kernel's return-to-user-mode path
@@ -160,6 +163,11 @@ impl VcpuThread {
         } else {
             0
         };
+        // Set up is done: from here on the guest drives this thread, which
+        // may make only the calls its loop needs.
+        if let Err(e) = super::seccomp::confine_current_thread() {
+            self.control.end(EndReason::VcpuError(e.to_string()));
+        }
         let mut fixes = FixCounter::default();
         while !self.control.should_stop() {
             let result = self.vcpu.run();
@@ -299,6 +307,9 @@ impl VcpuThread {
         match action {
             ExitAction::Continue => {}
             ExitAction::BootMarker => {
+                if self.goals.marker_seen.swap(true, Ordering::SeqCst) {
+                    return;
+                }
                 self.observer
                     .phase(VmmPhase::BootMarker, self.control.now_ns());
                 if matches!(self.goals.until, Until::Marker) {
