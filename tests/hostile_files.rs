@@ -6,6 +6,7 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -493,4 +494,128 @@ fn initrd_above_the_kernels_address_limit_says_so() {
         20,
     )
     .rss_below(300);
+}
+
+// Rows 2 and 3: outputs never clobber what is not a regular file, and never
+// write through a symlink.
+
+/// A synthetic trace and its System.map in `dir` (for the rendering commands).
+fn trace_and_map(dir: &Path) -> (PathBuf, PathBuf) {
+    let trace = synthetic_trace(dir, |_| {});
+    let map = dir.join("System.map");
+    std::fs::write(&map, synth::system_map()).expect("write map");
+    (trace, map)
+}
+
+#[test]
+fn record_refuses_a_directory_a_fifo_and_a_symlink_as_its_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kernel = fp_dir().join("bzImage");
+    let out_dir = dir.path().join("a-directory");
+    std::fs::create_dir(&out_dir).expect("mkdir");
+    let fifo = dir.path().join("a-fifo");
+    mkfifo(&fifo);
+    let target = dir.path().join("target.data");
+    let link = dir.path().join("link.data");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    for (out, needle) in [
+        (&out_dir, "is a directory, not a regular file"),
+        (&fifo, "is a FIFO, not a regular file"),
+        (&link, "is a symbolic link; not following it"),
+    ] {
+        let r = run(
+            &[
+                "record",
+                s(&kernel),
+                "-F",
+                "0",
+                "-q",
+                "--timeout",
+                "10",
+                "-o",
+                s(out),
+            ],
+            Duration::from_secs(60),
+        );
+        r.refused(&[needle], 30);
+        // Nothing was moved aside or created in its place.
+        assert!(
+            !output_old(out).exists(),
+            "{} was moved to .old",
+            out.display()
+        );
+    }
+    assert!(out_dir.is_dir());
+    assert!(std::fs::symlink_metadata(&fifo)
+        .expect("fifo")
+        .file_type()
+        .is_fifo());
+    assert!(
+        !target.exists(),
+        "the dangling symlink's target was created"
+    );
+}
+
+/// `PATH.old`.
+fn output_old(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".old");
+    PathBuf::from(s)
+}
+
+#[test]
+fn flame_export_and_diff_do_not_write_through_a_symlink() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (trace, map) = trace_and_map(dir.path());
+    let target = dir.path().join("precious.txt");
+    std::fs::write(&target, b"keep me").expect("write");
+    let link = dir.path().join("out.svg");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let t = s(&trace);
+    let m = s(&map);
+    let l = s(&link);
+    let cases: [Vec<&str>; 3] = [
+        vec!["flame", l, "-i", t, "--system-map", m],
+        vec![
+            "export",
+            "--format",
+            "folded",
+            "-o",
+            l,
+            "-i",
+            t,
+            "--system-map",
+            m,
+        ],
+        vec![
+            "diff",
+            t,
+            t,
+            "-o",
+            l,
+            "--system-map-a",
+            m,
+            "--system-map-b",
+            m,
+        ],
+    ];
+    for args in &cases {
+        run(args, Duration::from_secs(60)).refused(&["is a symbolic link; not following it"], 30);
+        assert_eq!(
+            std::fs::read(&target).expect("read"),
+            b"keep me",
+            "{args:?}"
+        );
+    }
+    // The same commands write a regular output (replacing an old one).
+    let plain = dir.path().join("plain.svg");
+    std::fs::write(&plain, b"old").expect("write");
+    let ok = run(
+        &["flame", s(&plain), "-i", t, "--system-map", m],
+        Duration::from_secs(60),
+    );
+    assert_eq!(ok.code, Some(0), "{}", ok.text);
+    assert!(std::fs::read_to_string(&plain)
+        .expect("read")
+        .contains("<svg"));
 }
