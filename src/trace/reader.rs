@@ -9,7 +9,7 @@ use boottrace_symbols::layout::RunLayout;
 
 use super::frame::{read_header, FrameReader, HeaderProblem, Next, VERSION_MAJOR, VERSION_MINOR};
 use super::names::PhaseName;
-use super::record::{Phase, Record, RunEnd, Sample, SamplerCost, Serial, TraceMeta};
+use super::record::{Phase, Record, RunEnd, Sample, SamplerCost, Serial, Task, TraceMeta};
 use super::TraceError;
 
 /// Everything recorded about one run (one boot).
@@ -31,7 +31,13 @@ pub struct RunData {
     pub end: Option<RunEnd>,
     /// The sampler's total cost, if recorded.
     pub cost: Option<SamplerCost>,
+    /// Guest tasks by id (format 2.1; empty without task awareness);
+    /// `Sample::task` refers to them.
+    pub tasks: BTreeMap<u32, Task>,
 }
+
+/// Most tasks kept per run (the recorder writes at most as many).
+pub const MAX_TASKS_PER_RUN: usize = 65_536;
 
 impl RunData {
     fn new(run: u32) -> RunData {
@@ -183,6 +189,8 @@ struct Builder {
     after_finish: u64,
     /// Records added so far (the metadata record excluded).
     records: u64,
+    /// The task each (run, vCPU) runs now, from its latest `TaskSwitch`.
+    running: BTreeMap<(u32, u32), u32>,
 }
 
 impl Builder {
@@ -211,10 +219,25 @@ impl Builder {
                 self.run(run).layout = Some(l.layout.into());
             }
             Record::StatNames(s) => self.stat_names = s.names,
-            Record::Sample(s) => {
+            Record::Sample(mut s) => {
                 let run = s.run;
+                s.task = self.running.get(&(run, s.vcpu)).copied();
                 self.run(run).samples.push(s);
             }
+            Record::Task(t) => {
+                let tasks = &mut self.run(t.run).tasks;
+                if tasks.len() < MAX_TASKS_PER_RUN || tasks.contains_key(&t.id) {
+                    tasks.insert(t.id, t);
+                }
+            }
+            Record::TaskSwitch(w) => match w.task {
+                Some(id) => {
+                    self.running.insert((w.run, w.vcpu), id);
+                }
+                None => {
+                    self.running.remove(&(w.run, w.vcpu));
+                }
+            },
             Record::RunEnd(e) => {
                 let run = e.run;
                 self.run(run).end = Some(e);
