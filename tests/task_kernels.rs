@@ -101,3 +101,34 @@ fn debian_cloud_kernel_gets_task_awareness_from_btf_and_kallsyms() {
     assert_eq!(loc.symbols.current.addressing, PerCpuAddressing::GsRelative);
     assert!(loc.symbols.init_task >= 0xffff_ffff_8000_0000, "{loc:?}");
 }
+
+#[test]
+fn an_unusable_vmlinux_is_named_in_the_note() {
+    let dir = common::kernel_dir("tiny-fp");
+    let facts = read_kernel(
+        &dir.join("bzImage"),
+        Some(std::path::Path::new("/dev/zero")),
+        false,
+    )
+    .expect("read kernel");
+    assert!(facts.tasks.is_none());
+    assert!(
+        facts.tasks_note.contains("/dev/zero") && facts.tasks_note.contains("not a regular file"),
+        "{}",
+        facts.tasks_note
+    );
+}
+
+#[test]
+fn a_vmlinux_of_another_kernel_is_refused_for_type_info() {
+    let fp = common::kernel_dir("tiny-fp");
+    let orc = common::kernel_dir("tiny-orc");
+    let facts =
+        read_kernel(&fp.join("bzImage"), Some(&orc.join("vmlinux")), false).expect("read kernel");
+    assert!(facts.tasks.is_none(), "{}", facts.tasks_note);
+    assert!(
+        facts.tasks_note.contains("banners differ"),
+        "{}",
+        facts.tasks_note
+    );
+}

@@ -112,15 +112,16 @@ fn task_locator(
     path: &Path,
     vmlinux: Option<&Path>,
 ) -> (Option<TaskLocator>, String) {
-    let vmlinux_file = vmlinux_for_types(image, path, vmlinux);
+    let (vmlinux_file, open_note) = match vmlinux_for_types(image, path, vmlinux) {
+        Ok(f) => (f, None),
+        Err(e) => (None, Some(e)),
+    };
     let lookup = typeinfo::load(vmlinux_file.as_ref(), Some(image));
     let Some(types) = lookup.info else {
+        let notes: Vec<String> = open_note.into_iter().chain(lookup.notes).collect();
         return (
             None,
-            format!(
-                "no type info: task awareness off ({})",
-                lookup.notes.join("; ")
-            ),
+            format!("no type info: task awareness off ({})", notes.join("; ")),
         );
     };
     // The image's kallsyms first (KALLSYMS_ALL keeps data symbols), then the
@@ -155,23 +156,39 @@ fn task_locator(
 
 /// The vmlinux whose DWARF describes the image: the one given, the image
 /// itself when it is an ELF, or a `vmlinux` beside the image carrying the
-/// same `Linux version` banner (a stale one beside it is not used).
+/// same `Linux version` banner (a stale one beside it is not used). An
+/// error says why a vmlinux the user named cannot be used.
 fn vmlinux_for_types(
     image: &KernelImage,
     path: &Path,
     vmlinux: Option<&Path>,
-) -> Option<MappedFile> {
+) -> std::result::Result<Option<MappedFile>, String> {
+    let banner = image.identity().version.as_ref();
     if let Some(v) = vmlinux {
-        return MappedFile::open(v).ok();
+        let file = MappedFile::open(v).map_err(|e| e.to_string())?;
+        // Offsets from another kernel's DWARF would read garbage.
+        return match (banner, find_banner(file.bytes())) {
+            (Some(a), Some(b)) if *a != b => Err(format!(
+                "{} is another kernel than the image (version banners differ)",
+                v.display()
+            )),
+            _ => Ok(Some(file)),
+        };
     }
     if image.format() != ImageFormat::BzImage {
-        return MappedFile::open(path).ok();
+        return Ok(MappedFile::open(path).ok());
     }
-    let sibling = path.parent()?.join("vmlinux");
+    let Some(sibling) = path.parent().map(|d| d.join("vmlinux")) else {
+        return Ok(None);
+    };
     if !sibling.is_file() {
-        return None;
+        return Ok(None);
     }
-    let file = MappedFile::open(&sibling).ok()?;
-    let banner = image.identity().version.as_ref()?;
-    (find_banner(file.bytes()).as_ref() == Some(banner)).then_some(file)
+    let Ok(file) = MappedFile::open(&sibling) else {
+        return Ok(None);
+    };
+    let Some(banner) = banner else {
+        return Ok(None);
+    };
+    Ok((find_banner(file.bytes()).as_ref() == Some(banner)).then_some(file))
 }
