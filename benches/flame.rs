@@ -61,6 +61,7 @@ fn main() -> anyhow::Result<()> {
             weight: Weight::Samples,
             chart: false,
             width: 1200,
+            by_task: false,
         },
         &mut svg,
     )?;

@@ -79,6 +79,7 @@ fn svg_renders_and_search_finds_start_kernel() {
         chart: false,
         run: None,
         width: 1200,
+        by_task: false,
         symbols: SymbolConfig {
             system_map: Some(map),
             ..SymbolConfig::default()

@@ -38,6 +38,7 @@ fn args(f: &Fixture) -> FlameConfig {
         chart: false,
         run: None,
         width: 1200,
+        by_task: false,
         symbols: SymbolConfig {
             system_map: Some(f.map.clone()),
             ..SymbolConfig::default()

@@ -13,11 +13,11 @@ use std::path::Path;
 use boottrace::analysis::diffnorm::Normalize;
 use boottrace::analysis::difftable::SortBy;
 use boottrace::analysis::doc;
-use boottrace::analysis::fold::{RunSelect, Weight};
+use boottrace::analysis::fold::{self, RunSelect, Weight};
 use boottrace::profile::interval::intervals;
 use boottrace::profile::{
     ConsoleLine, CostTotals, EndMark, FrameKind, FrameName, InputInfo, PhaseMark, Profile, Run,
-    Sample, StackId, Unresolved,
+    Sample, StackId, TaskInfo, Unresolved,
 };
 use boottrace::render::diff::{DiffOptions, DiffView};
 use boottrace::render::export::{chrome, folded, speedscope};
@@ -95,24 +95,27 @@ fn hand_built(extra_memmap: usize) -> Profile {
         &[(FrameName::Unknown(Unresolved::User), false)],
     );
 
-    let mut script: Vec<(FrameKind, Option<StackId>, bool)> = Vec::new();
-    let mut push = |n: usize, kind, stack, truncated| {
-        script.extend(std::iter::repeat((kind, stack, truncated)).take(n));
+    // Tasks: none known in the decompressor and user mode; the boot task
+    // (pid 0) until the initcalls, which pid 1 runs, then idle in pid 0.
+    let (boot, init) = (Some(0), Some(1));
+    let mut script: Vec<(FrameKind, Option<StackId>, bool, Option<u32>)> = Vec::new();
+    let mut push = |n: usize, kind, stack, truncated, task| {
+        script.extend(std::iter::repeat((kind, stack, truncated, task)).take(n));
     };
-    push(3, FrameKind::Decompressor, decomp, false);
-    push(2, FrameKind::Kernel, head, false);
-    push(3, FrameKind::Kernel, setup, false);
-    push(4 + extra_memmap, FrameKind::Kernel, memmap, false);
-    push(3, FrameKind::Kernel, foo_stack, false);
-    push(2, FrameKind::Kernel, bar_stack, false);
-    push(1, FrameKind::Kernel, cut, true);
-    push(2, FrameKind::Kernel, idle, false);
-    push(2, FrameKind::User, user, false);
+    push(3, FrameKind::Decompressor, decomp, false, None);
+    push(2, FrameKind::Kernel, head, false, boot);
+    push(3, FrameKind::Kernel, setup, false, boot);
+    push(4 + extra_memmap, FrameKind::Kernel, memmap, false, boot);
+    push(3, FrameKind::Kernel, foo_stack, false, init);
+    push(2, FrameKind::Kernel, bar_stack, false, init);
+    push(1, FrameKind::Kernel, cut, true, init);
+    push(2, FrameKind::Kernel, idle, false, boot);
+    push(2, FrameKind::User, user, false, None);
 
     let mut samples: Vec<Sample> = script
         .iter()
         .enumerate()
-        .map(|(i, &(kind, stack, truncated))| Sample {
+        .map(|(i, &(kind, stack, truncated, task))| Sample {
             vcpu: 0,
             t_ns: T0 + i as u64 * MS,
             interval_ns: 0,
@@ -122,6 +125,7 @@ fn hand_built(extra_memmap: usize) -> Profile {
             faults: if i % 3 == 0 { 4 } else { 0 },
             exits: 1 + (i as u64 % 2),
             cost_ns: 20_000,
+            task,
         })
         .collect();
     let n = samples.len() as u64;
@@ -159,6 +163,18 @@ fn hand_built(extra_memmap: usize) -> Profile {
             detail: Some("first user-mode instruction".into()),
         }),
         samples,
+        tasks: vec![
+            TaskInfo {
+                pid: 0,
+                tgid: 0,
+                comm: "swapper/0".into(),
+            },
+            TaskInfo {
+                pid: 1,
+                tgid: 1,
+                comm: "swapper/0".into(),
+            },
+        ],
         cost: Some(CostTotals {
             samples: n,
             kick_ns: n * 10_000,
@@ -194,13 +210,36 @@ fn every_renderer_matches_its_golden_file() {
     );
     g.check("hand.folded", &folded_text);
 
-    for (chart, name) in [(false, "hand-flame.svg"), (true, "hand-chart.svg")] {
+    // Split by task: every stack under its task's root frame.
+    let by_task = fold::fold_split(&p, RunSelect::All, Weight::Samples, true);
+    let by_task_text: String = by_task.lines().map(|l| l + "\n").collect();
+    assert!(
+        by_task_text.contains("[pid 1 swapper/0];ret_from_fork_asm;ret_from_fork;kernel_init;"),
+        "{by_task_text}"
+    );
+    assert!(
+        by_task_text.starts_with("[pid 0 swapper/0];"),
+        "{by_task_text}"
+    );
+    assert!(by_task_text.contains("[unknown task];[decompressor] 3\n"));
+    assert_eq!(
+        by_task.total(),
+        fold::fold(&p, RunSelect::All, Weight::Samples).total()
+    );
+    g.check("hand-by-task.folded", &by_task_text);
+
+    for (chart, by_task, name) in [
+        (false, false, "hand-flame.svg"),
+        (true, false, "hand-chart.svg"),
+        (false, true, "hand-flame-by-task.svg"),
+    ] {
         let mut svg = Vec::new();
         let o = FlameOptions {
             runs: RunSelect::All,
             weight: Weight::Samples,
             chart,
             width: 800,
+            by_task,
         };
         flame::render(&p, &o, &mut svg).expect("flame");
         let svg = utf8(svg);
@@ -225,6 +264,21 @@ fn every_renderer_matches_its_golden_file() {
     g.check("hand-report.json", &json_text);
     let report_text = text::render(&d, 30);
     assert!(report_text.contains("bar_init"), "{report_text}");
+    // Tasks: 3 decompressor + 2 user samples unknown, pid 1 ran 6, pid 0 the rest.
+    let tasks: Vec<(&str, u64)> = d.runs[0]
+        .tasks
+        .iter()
+        .map(|t| (t.name.as_str(), t.samples))
+        .collect();
+    assert_eq!(
+        tasks,
+        [
+            ("[pid 0 swapper/0]", 11),
+            ("[pid 1 swapper/0]", 6),
+            ("[unknown task]", 5),
+        ]
+    );
+    assert!(report_text.contains("\nTasks ("), "{report_text}");
     g.check("hand-report.txt", &report_text);
 
     let mut out = Vec::new();

@@ -76,6 +76,7 @@ fn two_million_frame_stack() {
         faults: 1,
         exits: 1,
         cost_ns: 0,
+        task: None,
     };
     p.runs.push(Run {
         samples: vec![sample(0, deep), sample(1_000, shallow), sample(2_000, deep)],

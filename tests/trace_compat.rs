@@ -136,3 +136,78 @@ fn format1_trace_rewritten_as_format2_reads_the_same() {
         new.warnings
     );
 }
+
+/// Format 2.1 adds `Task` and `TaskSwitch`: each sample gets the task of its
+/// vCPU's latest switch before it in file order (unknown before any, and
+/// after a switch to `None`), whatever the other vCPUs do in between.
+#[test]
+fn task_switches_attribute_samples_per_vcpu() {
+    use boottrace::trace::{Sample, Task, TaskSwitch};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tasks.data");
+    let mut w =
+        TraceWriter::create(&path, &boottrace::trace::TraceMeta::default()).expect("create");
+    let sample = |vcpu, t_ns| {
+        Record::Sample(Sample {
+            vcpu,
+            t_ns,
+            ..Sample::default()
+        })
+    };
+    let task = |id, pid, comm: &str| {
+        Record::Task(Task {
+            run: 0,
+            id,
+            pid,
+            tgid: pid,
+            comm: comm.into(),
+            addr: 0xffff_8880_0100_0000 + u64::from(id) * 0x1000,
+        })
+    };
+    let switch = |vcpu, task| Record::TaskSwitch(TaskSwitch { run: 0, vcpu, task });
+    for r in [
+        sample(0, 1),
+        task(0, 0, "swapper/0"),
+        switch(0, Some(0)),
+        sample(0, 2),
+        // vCPU 1 names a task whose record comes later in the file.
+        switch(1, Some(1)),
+        sample(1, 3),
+        sample(0, 4),
+        task(1, 1, "swapper/0"),
+        switch(0, Some(1)),
+        sample(0, 5),
+        switch(1, None),
+        sample(1, 6),
+        task(2, 1, "init"),
+        switch(0, Some(2)),
+        sample(0, 7),
+    ] {
+        w.append(&r).expect("append");
+    }
+    w.finish().expect("finish");
+    let t = Trace::open(&path).expect("read");
+    assert_eq!((t.format_major, t.format_minor), (2, 1));
+    assert!(
+        t.warnings.iter().all(|w| w.contains("no end record")),
+        "{:?}",
+        t.warnings
+    );
+    let run = &t.runs[0];
+    let got: Vec<(u64, Option<u32>)> = run.samples.iter().map(|s| (s.t_ns, s.task)).collect();
+    assert_eq!(
+        got,
+        [
+            (1, None),
+            (2, Some(0)),
+            (3, Some(1)),
+            (4, Some(0)),
+            (5, Some(1)),
+            (6, None),
+            (7, Some(2)),
+        ]
+    );
+    assert_eq!(run.tasks.len(), 3);
+    assert_eq!(run.tasks[&2].comm, "init");
+    assert_eq!(run.tasks[&2].pid, 1);
+}

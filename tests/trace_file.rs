@@ -152,8 +152,11 @@ fn flipped_bytes_are_detected() {
                     )
                 }
                 Ok(t) => {
+                    // An older minor version (2.1 → 2.0) is a valid file:
+                    // it only lacks record types.
+                    let older_minor = pos == 10 && b[10] < bytes[10] && b[11] == 0;
                     assert!(
-                        !t.warnings.is_empty(),
+                        !t.warnings.is_empty() || older_minor,
                         "flip at {pos} ({mask:#x}) went unnoticed"
                     );
                     // Only the minor version may change without cutting the read short.
@@ -177,7 +180,7 @@ fn bad_magic_and_version_are_errors() {
     let mut v9 = bytes;
     v9[8] = 9;
     let e = read(&v9).expect_err("version");
-    assert!(e.to_string().contains("version 9.0"), "{e}");
+    assert!(e.to_string().contains("version 9."), "{e}");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let e = Trace::open(dir.path().join("missing.data")).expect_err("missing file");

@@ -27,7 +27,11 @@
 //!   `exits`} —, `unwind` {`considered`, `rooted`, `percent`, `truncated`,
 //!   `bad_roots[]` as `[name, count]`}, `sampler` {`samples`, `kick_ns`,
 //!   `capture_ns`, `unwind_ns`, `write_ns`, `total_ns`, `per_sample_ns`,
-//!   `percent_of_boot`}.
+//!   `percent_of_boot`}, `tasks[]` (added in version 1, boottrace trace
+//!   format 2.1: empty for older traces or without type info) {`name`
+//!   (`[pid 1 init]`, or `[unknown task]` for samples whose task is not
+//!   known), `pid`, `tgid`, `comm` (null for the unknown row), `samples`,
+//!   `time_ns`, `share` (of the run's sampled time, 0–1)}, longest first.
 //! - `summary`: `runs` (count), and each as a *summary* {`n`, `min`,
 //!   `median`, `max`, `mean`, `stddev` (null with one run)} over runs:
 //!   `boot_ns`, `until_init_ns`, `vmm_phases[]` {`name`, `at_ns`,
@@ -36,7 +40,8 @@
 //!   `top_self[]`, `top_total[]`, `faults_by_function[]`,
 //!   `exits_by_function[]` {`name`, `value`, `share`: mean per-run fraction
 //!   of the run's total (0–1)}, `unwind` (all runs added up), `sampler`
-//!   {`per_sample_ns`, `percent_of_boot`}.
+//!   {`per_sample_ns`, `percent_of_boot`}, `tasks[]` {`name`, `time_ns`
+//!   (summary), `share` (mean per-run fraction), `runs_seen`}.
 //!
 //! A name missing from a run counts as 0 in that run's value (it took less
 //! than one sample); `runs_seen` says in how many runs it was sampled.
@@ -50,6 +55,7 @@ use super::functions::{self, by_function_name, Cost, FunctionCost};
 use super::phases::{kernel_phases, KernelPhase, Milestones, Span};
 use super::quality::{unwind_quality, UnwindQuality};
 use super::stats::Summary;
+use super::tasks::{self, TaskCost, TaskSummary};
 use crate::profile::{CostTotals, InputInfo, PhaseName, Profile, Run};
 
 /// The `format` value of the JSON document.
@@ -139,6 +145,8 @@ pub struct RunReport {
     pub unwind: UnwindQuality,
     /// Sampler cost.
     pub sampler: SamplerReport,
+    /// Time per guest task (empty without task awareness).
+    pub tasks: Vec<TaskCost>,
 }
 
 /// A named time summarized over runs.
@@ -214,6 +222,8 @@ pub struct SummaryReport {
     pub unwind: UnwindQuality,
     /// Sampler overhead.
     pub sampler: SamplerSummary,
+    /// Time per guest task over runs (empty without task awareness).
+    pub tasks: Vec<TaskSummary>,
 }
 
 fn vmm_phases(run: &Run) -> Vec<VmmPhaseReport> {
@@ -290,6 +300,12 @@ fn run_report(p: &Profile, run: &Run) -> RunReport {
         start_kernel_stages: kp.stages,
         initcalls: kp.initcalls,
         sampler: sampler(run),
+        // Without task info every sample would be one "unknown" row: none.
+        tasks: if run.tasks.is_empty() {
+            Vec::new()
+        } else {
+            tasks::run_tasks(run)
+        },
     }
 }
 
@@ -467,6 +483,7 @@ pub fn build(profile: &Profile, top: usize) -> ReportDoc {
             per_sample_ns: opt_summary(&per_sample),
             percent_of_boot: opt_summary(&pct),
         },
+        tasks: tasks::summarize(&runs.iter().map(|r| r.tasks.clone()).collect::<Vec<_>>()),
     };
     ReportDoc {
         format: FORMAT,

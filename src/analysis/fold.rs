@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 
-use crate::profile::{FrameName, Profile, Run, Sample, StackId};
+use crate::profile::{FrameName, Profile, Run, Sample, StackId, UNKNOWN_TASK};
 
 /// What a stack's width measures.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
@@ -229,16 +229,48 @@ pub fn by_node<'a, T: Default>(
 
 /// Folds the selected runs of `p` by `weight`.
 pub fn fold(p: &Profile, runs: RunSelect, weight: Weight) -> Folded {
+    fold_split(p, runs, weight, false)
+}
+
+/// The root frame a sample gets when stacks are split by task:
+/// `[pid 1 init]`, or [`UNKNOWN_TASK`].
+pub fn task_root(run: &Run, s: &Sample) -> String {
+    run.task(s)
+        .map_or_else(|| UNKNOWN_TASK.to_string(), |t| t.label())
+}
+
+/// Folds like [`fold`]; with `by_task`, each stack gets its task as a root
+/// frame (`[pid 1 init];start_kernel;…`), so each task is its own tower.
+pub fn fold_split(p: &Profile, runs: RunSelect, weight: Weight, by_task: bool) -> Folded {
     let tree = NameTree::new(p);
-    let samples = runs.runs(p).flat_map(|r| r.samples.iter());
-    let m = by_node(&tree, samples, |acc: &mut u64, s| {
-        *acc = acc.saturating_add(weight.of(s));
-    });
     let mut by_text: BTreeMap<String, u64> = BTreeMap::new();
-    for (node, w) in m {
-        if w > 0 {
-            let e = by_text.entry(tree.text(p, node)).or_default();
-            *e = e.saturating_add(w);
+    for run in runs.runs(p) {
+        // Per (task, stack) node: the folding loop, per run (task indices
+        // are per run).
+        let mut m: HashMap<(Option<u32>, Option<NameNode>), (u64, String)> = HashMap::new();
+        for s in &run.samples {
+            let task = if by_task { s.task } else { None };
+            let e = m.entry((task, tree.of(s.stack))).or_insert_with(|| {
+                let root = if by_task {
+                    task_root(run, s)
+                } else {
+                    String::new()
+                };
+                (0, root)
+            });
+            e.0 = e.0.saturating_add(weight.of(s));
+        }
+        for ((_, node), (w, root)) in m {
+            if w > 0 {
+                let text = tree.text(p, node);
+                let text = if by_task {
+                    format!("{root};{text}")
+                } else {
+                    text
+                };
+                let e = by_text.entry(text).or_default();
+                *e = e.saturating_add(w);
+            }
         }
     }
     Folded {
@@ -251,14 +283,31 @@ pub fn fold(p: &Profile, runs: RunSelect, weight: Weight) -> Folded {
 /// When there is more than one (run, vCPU) timeline, each gets a root frame
 /// `run K cpu N` and the timelines follow each other.
 pub fn chart(p: &Profile, runs: RunSelect, weight: Weight) -> Vec<(String, u64)> {
+    chart_split(p, runs, weight, false)
+}
+
+/// Like [`chart`]; with `by_task`, each stack's root (below the timeline
+/// label) is its task, as in [`fold_split`].
+pub fn chart_split(
+    p: &Profile,
+    runs: RunSelect,
+    weight: Weight,
+    by_task: bool,
+) -> Vec<(String, u64)> {
     let tree = NameTree::new(p);
     let tls = timelines(p, runs);
     let labelled = tls.len() > 1;
     let mut out: Vec<(String, u64)> = Vec::new();
     for tl in tls {
-        let mut cur: Option<(Option<NameNode>, u64)> = None;
-        let emit = |node: Option<NameNode>, w: u64, out: &mut Vec<(String, u64)>| {
+        let run = p.runs.iter().find(|r| r.run == tl.run);
+        let mut cur: Option<(Option<NameNode>, Option<u32>, u64, &Sample)> = None;
+        let emit = |node: Option<NameNode>, s: &Sample, w: u64, out: &mut Vec<(String, u64)>| {
             let text = tree.text(p, node);
+            let text = match (by_task, run) {
+                (true, Some(run)) => format!("{};{text}", task_root(run, s)),
+                (true, None) => format!("{UNKNOWN_TASK};{text}"),
+                _ => text,
+            };
             let text = if labelled {
                 format!("run {} cpu {};{text}", tl.run, tl.vcpu)
             } else {
@@ -272,17 +321,20 @@ pub fn chart(p: &Profile, runs: RunSelect, weight: Weight) -> Vec<(String, u64)>
                 continue;
             }
             let node = tree.of(s.stack);
+            let task = if by_task { s.task } else { None };
             cur = match cur {
-                Some((n, acc)) if n == node => Some((n, acc.saturating_add(w))),
-                Some((n, acc)) => {
-                    emit(n, acc, &mut out);
-                    Some((node, w))
+                Some((n, t, acc, first)) if n == node && t == task => {
+                    Some((n, t, acc.saturating_add(w), first))
                 }
-                None => Some((node, w)),
+                Some((n, _, acc, first)) => {
+                    emit(n, first, acc, &mut out);
+                    Some((node, task, w, s))
+                }
+                None => Some((node, task, w, s)),
             };
         }
-        if let Some((n, acc)) = cur {
-            emit(n, acc, &mut out);
+        if let Some((n, _, acc, first)) = cur {
+            emit(n, first, acc, &mut out);
         }
     }
     out
@@ -332,6 +384,7 @@ mod tests {
             faults: faults + 1,
             exits: 2,
             cost_ns: 0,
+            task: None,
         }
     }
 
@@ -377,6 +430,62 @@ mod tests {
                 ("run 0 cpu 0;a;c".to_string(), 1),
                 ("run 0 cpu 0;a;b".to_string(), 1),
                 ("run 0 cpu 1;a".to_string(), 1),
+            ]
+        );
+    }
+
+    fn with_tasks(mut p: Profile) -> Profile {
+        let r = &mut p.runs[0];
+        r.tasks = vec![
+            crate::profile::TaskInfo {
+                pid: 0,
+                tgid: 0,
+                comm: "swapper/0".into(),
+            },
+            crate::profile::TaskInfo {
+                pid: 1,
+                tgid: 1,
+                comm: "init".into(),
+            },
+        ];
+        // a;b at t=1,2 in pid 1; a;c in pid 0; a;b at t=4 unknown; cpu 1 in pid 1.
+        for (s, t) in r
+            .samples
+            .iter_mut()
+            .zip([Some(1), Some(1), Some(0), None, Some(1)])
+        {
+            s.task = t;
+        }
+        p
+    }
+
+    #[test]
+    fn by_task_puts_the_task_at_the_root() {
+        let p = with_tasks(profile());
+        let f = fold_split(&p, RunSelect::All, Weight::Samples, true);
+        assert_eq!(
+            f.lines().collect::<Vec<_>>(),
+            [
+                "[pid 0 swapper/0];a;c 1",
+                "[pid 1 init];a 1",
+                "[pid 1 init];a;b 2",
+                "[unknown task];a;b 1"
+            ]
+        );
+        // Without the split the same profile folds as before.
+        assert_eq!(
+            fold_split(&p, RunSelect::All, Weight::Samples, false),
+            fold(&p, RunSelect::All, Weight::Samples)
+        );
+        // The chart splits neighbours with the same stack in different tasks.
+        let c = chart_split(&p, RunSelect::All, Weight::Samples, true);
+        assert_eq!(
+            c,
+            [
+                ("run 0 cpu 0;[pid 1 init];a;b".to_string(), 2),
+                ("run 0 cpu 0;[pid 0 swapper/0];a;c".to_string(), 1),
+                ("run 0 cpu 0;[unknown task];a;b".to_string(), 1),
+                ("run 0 cpu 1;[pid 1 init];a".to_string(), 1),
             ]
         );
     }

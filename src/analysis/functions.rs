@@ -148,6 +148,7 @@ mod tests {
             faults,
             exits: 1,
             cost_ns: 0,
+            task: None,
         }
     }
 

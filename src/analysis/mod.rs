@@ -9,6 +9,7 @@
 //! - [`phases`]: kernel boot phases, `start_kernel` stages, initcalls.
 //! - [`quality`]: unwind quality.
 //! - [`stats`]: summaries over runs, Welch's test.
+//! - [`tasks`]: time per guest task.
 //! - [`headline`]: the one-line summary in every title.
 //! - [`doc`]: the report as data (and its JSON schema).
 //! - [`diffnorm`], [`difftable`]: diff normalization and per-function deltas.
@@ -22,3 +23,4 @@ pub mod headline;
 pub mod phases;
 pub mod quality;
 pub mod stats;
+pub mod tasks;

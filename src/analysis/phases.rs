@@ -419,6 +419,7 @@ mod tests {
                     faults: 2,
                     exits: 1,
                     cost_ns: 0,
+                    task: None,
                 });
                 self.t += 1_000_000;
             }
@@ -583,6 +584,7 @@ mod tests {
             faults: 0,
             exits: 0,
             cost_ns: 0,
+            task: None,
         };
         let run = Run {
             samples: vec![mk(0, id), mk(10, id2)],

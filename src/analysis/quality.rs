@@ -174,6 +174,7 @@ mod tests {
             faults: 0,
             exits: 0,
             cost_ns: 0,
+            task: None,
         };
         let run = Run {
             samples: vec![

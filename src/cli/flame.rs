@@ -20,6 +20,10 @@ pub struct FlameArgs {
     /// Time-ordered flame chart instead of a flamegraph (phases appear left to right).
     #[arg(long)]
     pub chart: bool,
+    /// Split stacks by guest task: each gets its task (`[pid 1 init]`) as
+    /// root frame (needs a trace recorded with type info).
+    #[arg(long)]
+    pub by_task: bool,
     /// Only this run (default: all runs merged).
     #[arg(long, value_name = "K")]
     pub run: Option<u32>,
@@ -41,6 +45,7 @@ impl FlameArgs {
             weight: self.weight.for_samples(),
             chart: self.chart,
             width: self.width,
+            by_task: self.by_task,
             symbols: self.symbols.into_config(),
         }
     }
@@ -67,8 +72,8 @@ mod tests {
         assert_eq!(c.output, PathBuf::from("boottrace.svg"));
         assert_eq!(c.input, PathBuf::from("boottrace.data"));
         assert_eq!(
-            (c.weight, c.chart, c.width, c.run),
-            (Weight::Samples, false, 1200, None)
+            (c.weight, c.chart, c.width, c.run, c.by_task),
+            (Weight::Samples, false, 1200, None, false)
         );
     }
 }

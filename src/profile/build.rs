@@ -22,7 +22,7 @@ use super::interval::intervals;
 use super::symbols::{setup, SymbolConfig, SymbolError, SymbolSetup};
 use super::{
     ConsoleLine, CostTotals, EndMark, Frame, FrameId, FrameKind, FrameName, InputInfo, PhaseMark,
-    PhaseName, Profile, Run, Sample, StackId, Unresolved,
+    PhaseName, Profile, Run, Sample, StackId, TaskInfo, Unresolved,
 };
 use crate::trace::{RunData, StackEnd, Trace, TraceError};
 
@@ -251,6 +251,7 @@ impl<'a> Builder<'a> {
         let t0 = first_instruction_ns
             .or_else(|| raw.samples.first().map(|s| s.t_ns))
             .unwrap_or(0);
+        let (tasks, task_index) = run_tasks(raw);
         let mut samples: Vec<Sample> = Vec::with_capacity(raw.samples.len());
         for s in &raw.samples {
             let end = StackEnd::from_u8(s.stack_end);
@@ -269,6 +270,7 @@ impl<'a> Builder<'a> {
                     + u64::from(c.capture_ns)
                     + u64::from(c.unwind_ns)
                     + u64::from(c.write_ns),
+                task: s.task.and_then(|id| task_index.get(&id).copied()),
             });
         }
         // Intervals on the report clock (since t0), as reports always measured them.
@@ -308,6 +310,7 @@ impl<'a> Builder<'a> {
                 detail: e.detail.clone(),
             }),
             samples,
+            tasks,
             cost: raw.cost.as_ref().map(|c| CostTotals {
                 samples: c.samples,
                 kick_ns: c.total_kick_ns,
@@ -317,6 +320,28 @@ impl<'a> Builder<'a> {
             }),
         }
     }
+}
+
+/// The run's tasks, one per distinct (pid, tgid, comm) — the recorder's
+/// ids also differ by `task_struct` address, which no view shows — and the
+/// map from trace task id to index in that list.
+fn run_tasks(raw: &RunData) -> (Vec<TaskInfo>, HashMap<u32, u32>) {
+    let mut tasks: Vec<TaskInfo> = Vec::new();
+    let mut by_identity: HashMap<TaskInfo, u32> = HashMap::new();
+    let mut index = HashMap::new();
+    for (&id, t) in &raw.tasks {
+        let info = TaskInfo {
+            pid: t.pid,
+            tgid: t.tgid,
+            comm: t.comm.clone(),
+        };
+        let i = *by_identity.entry(info.clone()).or_insert_with(|| {
+            tasks.push(info);
+            (tasks.len() - 1) as u32
+        });
+        index.insert(id, i);
+    }
+    (tasks, index)
 }
 
 /// Builds the profile of `trace` with `symbols` (`info.path` is left empty;

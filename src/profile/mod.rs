@@ -130,7 +130,31 @@ pub struct Sample {
     pub exits: u64,
     /// The sampler's own cost for this sample, ns (kick + capture + unwind + write).
     pub cost_ns: u64,
+    /// The guest task running, an index into [`Run::tasks`]; `None`:
+    /// unknown (no task awareness, not in the kernel proper, a failed read).
+    pub task: Option<u32>,
 }
+
+/// A guest task samples ran in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct TaskInfo {
+    /// `pid` (thread id; 0: the boot CPU's idle task).
+    pub pid: u32,
+    /// `tgid` (process id).
+    pub tgid: u32,
+    /// `comm` (the name; changes at exec).
+    pub comm: String,
+}
+
+impl TaskInfo {
+    /// The label flamegraphs use as a root frame: `[pid 1 init]`.
+    pub fn label(&self) -> String {
+        format!("[pid {} {}]", self.pid, self.comm)
+    }
+}
+
+/// Root-frame label of samples whose task is unknown.
+pub const UNKNOWN_TASK: &str = "[unknown task]";
 
 /// A VMM phase boundary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,6 +231,8 @@ pub struct Run {
     pub end: Option<EndMark>,
     /// Samples in trace order.
     pub samples: Vec<Sample>,
+    /// Guest tasks that `Sample::task` refers to (empty without task awareness).
+    pub tasks: Vec<TaskInfo>,
     /// Sampler totals, when the trace has them.
     pub cost: Option<CostTotals>,
 }
@@ -215,6 +241,11 @@ impl Run {
     /// Time of a VMM phase boundary.
     pub fn phase(&self, name: &PhaseName) -> Option<u64> {
         self.phases.iter().find(|p| &p.name == name).map(|p| p.t_ns)
+    }
+
+    /// The task a sample ran in, if known.
+    pub fn task(&self, s: &Sample) -> Option<&TaskInfo> {
+        self.tasks.get(s.task? as usize)
     }
 
     /// A sample's time since [`Run::t0_ns`].
@@ -435,6 +466,7 @@ mod tests {
             faults: 0,
             exits: 0,
             cost_ns: 0,
+            task: None,
         }
     }
 

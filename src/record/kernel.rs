@@ -4,10 +4,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use boottrace_symbols::identity::find_banner;
 use boottrace_symbols::image::{ImageFormat, KernelImage};
+use boottrace_symbols::mapped::MappedFile;
 use boottrace_symbols::orc::OrcTable;
+use boottrace_symbols::typeinfo;
 
 use crate::sample::kaslr::BootImage;
+use crate::sample::task::TaskLocator;
 use crate::sample::unwind::{Method, Unwinder};
 use crate::trace::UnwinderKind;
 use crate::vmm;
@@ -26,13 +30,23 @@ pub struct KernelFacts {
     pub boot_path: PathBuf,
     /// How the booted file is placed in guest memory (for layout detection).
     pub boot_image: BootImage,
+    /// How samples find the running guest task (`None`: task awareness off).
+    pub tasks: Option<TaskLocator>,
+    /// One line on where task awareness came from, or why it is off.
+    pub tasks_note: String,
     /// Keeps an extracted payload alive for every run.
     _payload: Option<tempfile::NamedTempFile>,
 }
 
 /// Reads the kernel image. With `skip_decompressor`, extracts a bzImage's
 /// ELF payload to a temporary file that is booted instead.
-pub fn read_kernel(path: &Path, skip_decompressor: bool) -> Result<KernelFacts> {
+/// `vmlinux` (or, without one, a vmlinux with the same banner next to the
+/// image) gives DWARF for task awareness; else the image's `.BTF`.
+pub fn read_kernel(
+    path: &Path,
+    vmlinux: Option<&Path>,
+    skip_decompressor: bool,
+) -> Result<KernelFacts> {
     let image = KernelImage::open(path)
         .with_context(|| format!("cannot use {} as a kernel", path.display()))?;
     // ORC when the image carries it (distro kernels, UNWINDER_ORC), else frame pointers.
@@ -69,7 +83,10 @@ pub fn read_kernel(path: &Path, skip_decompressor: bool) -> Result<KernelFacts> 
             phys_start: image.phys_load_start(),
         },
     };
+    let (tasks, tasks_note) = task_locator(&image, path, vmlinux);
     Ok(KernelFacts {
+        tasks,
+        tasks_note,
         image: Arc::new(image),
         unwinder,
         unwinder_kind,
@@ -86,4 +103,92 @@ fn extract_payload(image: &KernelImage) -> Result<tempfile::NamedTempFile> {
     std::io::Write::write_all(&mut f, image.elf_bytes())
         .context("cannot write the kernel payload")?;
     Ok(f)
+}
+
+/// Type info and symbols for task awareness, read once per recording: the
+/// locator, or `None` with the reason, in one line for the reporter.
+fn task_locator(
+    image: &KernelImage,
+    path: &Path,
+    vmlinux: Option<&Path>,
+) -> (Option<TaskLocator>, String) {
+    let (vmlinux_file, open_note) = match vmlinux_for_types(image, path, vmlinux) {
+        Ok(f) => (f, None),
+        Err(e) => (None, Some(e)),
+    };
+    let lookup = typeinfo::load(vmlinux_file.as_ref(), Some(image));
+    let Some(types) = lookup.info else {
+        let notes: Vec<String> = open_note.into_iter().chain(lookup.notes).collect();
+        return (
+            None,
+            format!("no type info: task awareness off ({})", notes.join("; ")),
+        );
+    };
+    // The image's kallsyms first (KALLSYMS_ALL keeps data symbols), then the
+    // vmlinux's ELF symbol table.
+    let from_kallsyms = image
+        .kallsyms_ref()
+        .map_err(|e| e.to_string())
+        .and_then(|t| types.resolve_symbols(t).map_err(|e| e.to_string()));
+    let symbols = match (from_kallsyms, &vmlinux_file) {
+        (Ok(s), _) => Ok(s),
+        (Err(first), Some(file)) => typeinfo::elf_symbols(file.bytes(), &types.needed_symbols())
+            .and_then(|t| types.resolve_symbols(&t))
+            .map_err(|e| format!("kallsyms: {first}; vmlinux: {e}")),
+        (Err(first), None) => Err(format!("kallsyms: {first}")),
+    };
+    match symbols {
+        Ok(symbols) => {
+            let note = format!(
+                "task awareness on: types from {}, current at {} ({:?})",
+                types.source,
+                types.current.symbol(),
+                symbols.current.addressing
+            );
+            (Some(TaskLocator { types, symbols }), note)
+        }
+        Err(e) => (
+            None,
+            format!("no symbols for current: task awareness off ({e})"),
+        ),
+    }
+}
+
+/// The vmlinux whose DWARF describes the image: the one given, the image
+/// itself when it is an ELF, or a `vmlinux` beside the image carrying the
+/// same `Linux version` banner (a stale one beside it is not used). An
+/// error says why a vmlinux the user named cannot be used.
+fn vmlinux_for_types(
+    image: &KernelImage,
+    path: &Path,
+    vmlinux: Option<&Path>,
+) -> std::result::Result<Option<MappedFile>, String> {
+    let banner = image.identity().version.as_ref();
+    if let Some(v) = vmlinux {
+        let file = MappedFile::open(v).map_err(|e| e.to_string())?;
+        // Offsets from another kernel's DWARF would read garbage.
+        return match (banner, find_banner(file.bytes())) {
+            (Some(a), Some(b)) if *a != b => Err(format!(
+                "{} is another kernel than the image (version banners differ)",
+                v.display()
+            )),
+            _ => Ok(Some(file)),
+        };
+    }
+    if image.format() != ImageFormat::BzImage {
+        return Ok(MappedFile::open(path).ok());
+    }
+    let Some(sibling) = path.parent().map(|d| d.join("vmlinux")) else {
+        return Ok(None);
+    };
+    if !sibling.is_file() {
+        return Ok(None);
+    }
+    let Ok(file) = MappedFile::open(&sibling) else {
+        return Ok(None);
+    };
+    let Some(banner) = banner else {
+        return Ok(None);
+    };
+    Ok((find_banner(file.bytes()).as_ref() == Some(banner)).then_some(file))
 }

@@ -47,7 +47,8 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
         ));
     }
     check_inputs(cfg)?;
-    let facts = kernel::read_kernel(&cfg.kernel, cfg.skip_decompressor)?;
+    let facts = kernel::read_kernel(&cfg.kernel, cfg.vmlinux.as_deref(), cfg.skip_decompressor)?;
+    progress.status(&facts.tasks_note);
     // Reading the image (decompression, hashing, ORC, kallsyms) happens before
     // the VM exists; recorded as its own phase so VMM set-up time stays visible.
     let analysis_ns = u64::try_from(cfg.started.elapsed().as_nanos()).unwrap_or(u64::MAX);

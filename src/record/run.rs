@@ -9,6 +9,7 @@ use anyhow::Result;
 
 use crate::sample::kaslr::LayoutDetector;
 use crate::sample::sampler::{CostTotals, RecordSampler, SharedLayout};
+use crate::sample::task::RunTasks;
 use crate::trace::{PhaseName, Record, RunEnd, RunStart, SamplerCost, TraceSink};
 use crate::vmm::control::EndReason;
 use crate::vmm::{self, BootConfig, BootOutcome};
@@ -123,6 +124,8 @@ impl RunContext<'_> {
                 layout: layout.clone(),
                 totals: totals.clone(),
                 stat_names_written: self.stat_names_written.clone(),
+                tasks: self.facts.tasks,
+                run_tasks: Arc::new(RunTasks::default()),
             }) as Arc<dyn vmm::SamplerFactory>
         })
     }

@@ -25,6 +25,8 @@ pub struct FlameOptions {
     pub chart: bool,
     /// Image width in pixels (clamped to 200..=20000).
     pub width: usize,
+    /// Each stack's root is its guest task (`[pid 1 init]`).
+    pub by_task: bool,
 }
 
 /// What `boottrace flame` does.
@@ -42,6 +44,8 @@ pub struct FlameConfig {
     pub chart: bool,
     /// Image width in pixels.
     pub width: usize,
+    /// Split stacks by guest task (a root frame per task).
+    pub by_task: bool,
     /// Symbol sources.
     pub symbols: SymbolConfig,
 }
@@ -66,13 +70,15 @@ pub fn render(p: &Profile, o: &FlameOptions, out: impl Write) -> anyhow::Result<
     let headline = Headline::new(p, o.runs);
     let lines: Vec<String> = if o.chart {
         // inferno lays a flame chart out from its last line to its first.
-        fold::chart(p, o.runs, o.weight)
+        fold::chart_split(p, o.runs, o.weight, o.by_task)
             .into_iter()
             .rev()
             .map(|(s, w)| format!("{s} {w}"))
             .collect()
     } else {
-        fold::fold(p, o.runs, o.weight).lines().collect()
+        fold::fold_split(p, o.runs, o.weight, o.by_task)
+            .lines()
+            .collect()
     };
     if lines.is_empty() {
         anyhow::bail!(
@@ -87,8 +93,9 @@ pub fn render(p: &Profile, o: &FlameOptions, out: impl Write) -> anyhow::Result<
         RunSelect::Run(k) => format!("run {k}"),
     };
     opts.subtitle = Some(format!(
-        "{} by {}; {runs_text}; symbols: {}; unwinder: {}",
+        "{}{} by {}; {runs_text}; symbols: {}; unwinder: {}",
         if o.chart { "Flame chart" } else { "Flamegraph" },
+        if o.by_task { " per guest task" } else { "" },
         match o.weight {
             Weight::Samples => "samples (time)",
             Weight::Time => "host time",
@@ -126,7 +133,13 @@ pub fn run(c: &FlameConfig) -> anyhow::Result<Vec<Message>> {
         weight: c.weight,
         chart: c.chart,
         width: c.width,
+        by_task: c.by_task,
     };
+    if c.by_task && !crate::analysis::tasks::has_tasks(&p) {
+        msgs.push(Message::warning(
+            "--by-task: the trace has no task information (recorded without type info or before format 2.1); every stack is [unknown task]",
+        ));
+    }
     render(&p, &o, &mut out)?;
     out.commit()?;
     msgs.push(Message::info(format!(

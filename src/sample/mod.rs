@@ -5,4 +5,5 @@ pub mod counters;
 pub mod kaslr;
 pub mod pagewalk;
 pub mod sampler;
+pub mod task;
 pub mod unwind;

@@ -14,8 +14,9 @@ use vm_memory::GuestMemoryMmap;
 
 use super::counters::VcpuCounters;
 use super::kaslr::LayoutDetector;
+use super::task::{RunTasks, TaskLocator, TaskTracker};
 use super::unwind::{StackEnd as UnwindEnd, Truncation, UnwindRegs, Unwinder};
-use crate::trace::{Record, Sample, SampleCost, StackEnd, StatNames, TraceSink};
+use crate::trace::{Record, Sample, SampleCost, StackEnd, StatNames, Task, TaskSwitch, TraceSink};
 use crate::vmm::{KernelLocator, SampleInfo, SamplerFactory, VcpuSampler};
 
 /// How registers are read at a sample.
@@ -116,6 +117,10 @@ pub struct RecordSampler {
     pub totals: Arc<CostTotals>,
     /// Set once the KVM stat names were written (once per file).
     pub stat_names_written: Arc<AtomicBool>,
+    /// How to find the running task (`None`: task awareness off).
+    pub tasks: Option<TaskLocator>,
+    /// The run's task table, shared by its vCPUs.
+    pub run_tasks: Arc<RunTasks>,
 }
 
 impl SamplerFactory for RecordSampler {
@@ -148,6 +153,10 @@ impl SamplerFactory for RecordSampler {
             last_write_ns: 0,
             batch: Vec::with_capacity(BATCH),
             batch_since: None,
+            tracker: self.tasks.map(TaskTracker::new),
+            run_tasks: self.run_tasks.clone(),
+            last_task: None,
+            slide: None,
         })
     }
 }
@@ -169,6 +178,13 @@ pub struct VcpuSamplerImpl {
     last_write_ns: u32,
     batch: Vec<Record>,
     batch_since: Option<Instant>,
+    tracker: Option<TaskTracker>,
+    run_tasks: Arc<RunTasks>,
+    /// The task this vCPU's latest `TaskSwitch` named (`None`: unknown, the
+    /// reader's default before any switch).
+    last_task: Option<u32>,
+    /// The run's KASLR slide once known (for `current` on UP kernels).
+    slide: Option<i64>,
 }
 
 /// Samples handed to the writer thread at once. Sending one by one wakes the
@@ -212,6 +228,7 @@ impl VcpuSamplerImpl {
         if !det.is_complete() {
             det.observe(&self.mem, regs);
         }
+        self.slide = det.slide();
         if self.current_layout.as_ref() != Some(det.layout()) {
             let l = det.layout().clone();
             if let Some(u) = self.unwinder.as_mut() {
@@ -227,6 +244,34 @@ impl VcpuSamplerImpl {
 }
 
 impl VcpuSamplerImpl {
+    /// Reads the running task and, when it differs from the previous
+    /// sample's, queues a `TaskSwitch` (and a `Task` for a task new to the
+    /// run) ahead of the sample, in this vCPU's own record order.
+    fn track_task(&mut self, regs: &UnwindRegs, gs_base: u64) {
+        let Some(tracker) = self.tracker.as_mut() else {
+            return;
+        };
+        let (task, new) = tracker.sample(&self.mem, regs, gs_base, self.slide, &self.run_tasks);
+        if let Some((id, t)) = new {
+            self.batch.push(Record::Task(Task {
+                run: self.run,
+                id,
+                pid: t.pid,
+                tgid: t.tgid,
+                comm: t.comm,
+                addr: t.addr,
+            }));
+        }
+        if task != self.last_task {
+            self.last_task = task;
+            self.batch.push(Record::TaskSwitch(TaskSwitch {
+                run: self.run,
+                vcpu: self.vcpu,
+                task,
+            }));
+        }
+    }
+
     fn send_batch(&mut self) {
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
         self.batch_since = None;
@@ -259,6 +304,7 @@ impl VcpuSampler for VcpuSamplerImpl {
                 UnwindEnd::Truncated(Truncation::NoUnwindInfo)
             }
         };
+        self.track_task(&uregs, sregs.gs.base);
         let deltas = self.counters.sample();
         let unwind_ns = t_unwind.elapsed().as_nanos() as u32;
         let attempted = !matches!(
@@ -300,6 +346,7 @@ impl VcpuSampler for VcpuSamplerImpl {
             perf_faults: deltas.perf_faults.unwrap_or(0),
             kvm: deltas.kvm.to_vec(),
             cost,
+            task: None,
         };
         let t_write = Instant::now();
         self.batch.push(Record::Sample(sample));

@@ -24,7 +24,7 @@ pub const VERSION_MAJOR: u16 = 2;
 /// The oldest major format version this build still reads.
 pub const OLDEST_READABLE_MAJOR: u16 = 1;
 /// Minor format version: new minor versions only add record types.
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 /// Size of the file header in bytes.
 pub const HEADER_LEN: usize = 16;
 /// Size of a record's frame header (length + CRC) in bytes.
@@ -310,7 +310,7 @@ mod tests {
         let mut h = Vec::new();
         write_header(&mut h).expect("header");
         assert_eq!(h.len(), HEADER_LEN);
-        assert!(matches!(read_header(&mut &h[..]), Ok((2, 0))));
+        assert!(matches!(read_header(&mut &h[..]), Ok((2, 1))));
         assert!(matches!(
             read_header(&mut &b"ELF\x7f-not-a-trace"[..]),
             Err(HeaderProblem::BadMagic)
@@ -328,13 +328,14 @@ mod tests {
         // Format 1 is still read (and converted); 0 and 3 are not.
         let mut v1 = h.clone();
         v1[8] = 1;
+        v1[10] = 0;
         assert!(matches!(read_header(&mut &v1[..]), Ok((1, 0))));
         for major in [0u8, 3] {
             let mut other = h.clone();
             other[8] = major;
             assert!(matches!(
                 read_header(&mut &other[..]),
-                Err(HeaderProblem::Version(m, 0)) if m == u16::from(major)
+                Err(HeaderProblem::Version(m, VERSION_MINOR)) if m == u16::from(major)
             ));
         }
     }

@@ -6,7 +6,8 @@
 //! first record is [`TraceMeta`]; the last, written by `finish`, is
 //! [`Finish`]. Everything in between is appended as it happens: runs, VMM
 //! phases, serial lines, layouts, samples with raw addresses (symbols are
-//! resolved at report time), run ends and sampler costs. A reader stops at
+//! resolved at report time), the guest tasks they ran (2.1: `Task` and
+//! `TaskSwitch`), run ends and sampler costs. A reader stops at
 //! the first truncated or corrupted frame and keeps everything before it.
 //!
 //! The format owns its types: the layout record is [`TraceLayout`] (not the
@@ -46,6 +47,6 @@ pub use options::RecordOptions;
 pub use reader::{RunData, Trace, MAX_RUNS, MAX_STACK_DEPTH};
 pub use record::{
     Finish, HostFacts, KernelInfo, Layout, Phase, Record, RecordType, RunEnd, RunStart, Sample,
-    SampleCost, SamplerCost, Serial, StackEnd, StatNames, TraceMeta,
+    SampleCost, SamplerCost, Serial, StackEnd, StatNames, Task, TaskSwitch, TraceMeta,
 };
 pub use writer::{TraceSink, TraceWriter, TraceWriterThread, FLUSH_BYTES, FLUSH_INTERVAL};

@@ -9,7 +9,7 @@ use boottrace_symbols::layout::RunLayout;
 
 use super::frame::{read_header, FrameReader, HeaderProblem, Next, VERSION_MAJOR, VERSION_MINOR};
 use super::names::PhaseName;
-use super::record::{Phase, Record, RunEnd, Sample, SamplerCost, Serial, TraceMeta};
+use super::record::{Phase, Record, RunEnd, Sample, SamplerCost, Serial, Task, TraceMeta};
 use super::TraceError;
 
 /// Everything recorded about one run (one boot).
@@ -31,7 +31,13 @@ pub struct RunData {
     pub end: Option<RunEnd>,
     /// The sampler's total cost, if recorded.
     pub cost: Option<SamplerCost>,
+    /// Guest tasks by id (format 2.1; empty without task awareness);
+    /// `Sample::task` refers to them.
+    pub tasks: BTreeMap<u32, Task>,
 }
+
+/// Most tasks kept per run (the recorder writes at most as many).
+pub const MAX_TASKS_PER_RUN: usize = 65_536;
 
 impl RunData {
     fn new(run: u32) -> RunData {
@@ -185,6 +191,8 @@ pub const MAX_STACK_DEPTH: usize = 128;
 
 /// Most runs read from one file (`record --runs` allows 10 000).
 pub const MAX_RUNS: usize = 10_000;
+/// Most vCPUs a run can have (`record --cpus` takes at most 254).
+const MAX_VCPUS: u32 = 256;
 
 /// Most records read from one file (about an hour of sampling one vCPU at
 /// 10 kHz, ×5); the rest is skipped with a warning.
@@ -221,6 +229,8 @@ struct Builder {
     /// Records added so far (the metadata record excluded).
     records: u64,
     capped: Capped,
+    /// The task each (run, vCPU) runs now, from its latest `TaskSwitch`.
+    running: BTreeMap<(u32, u32), u32>,
 }
 
 impl Builder {
@@ -281,10 +291,32 @@ impl Builder {
                     s.stack.shrink_to_fit();
                     self.capped.stacks += 1;
                 }
+                s.task = self.running.get(&(s.run, s.vcpu)).copied();
                 if let Some(d) = self.run(s.run) {
                     d.samples.push(s);
                 }
             }
+            Record::Task(t) => {
+                if let Some(d) = self.run(t.run) {
+                    let tasks = &mut d.tasks;
+                    if tasks.len() < MAX_TASKS_PER_RUN || tasks.contains_key(&t.id) {
+                        tasks.insert(t.id, t);
+                    }
+                }
+            }
+            // Only for runs that are kept and vCPUs `record` can create, so a
+            // hostile file cannot grow the map past runs x vCPUs.
+            Record::TaskSwitch(w) if w.vcpu < MAX_VCPUS && self.run(w.run).is_some() => {
+                match w.task {
+                    Some(id) => {
+                        self.running.insert((w.run, w.vcpu), id);
+                    }
+                    None => {
+                        self.running.remove(&(w.run, w.vcpu));
+                    }
+                }
+            }
+            Record::TaskSwitch(_) => {}
             Record::RunEnd(e) => {
                 if let Some(d) = self.run(e.run) {
                     d.end = Some(e);

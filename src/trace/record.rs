@@ -229,6 +229,12 @@ pub struct Sample {
     pub kvm: Vec<(u16, u64)>,
     /// The sampler's cost for this sample.
     pub cost: SampleCost,
+    /// The run's task id ([`Task::id`]) this sample ran, from the vCPU's
+    /// latest [`TaskSwitch`] before it; `None`: unknown. Not stored in the
+    /// `Sample` body (that would be a major format change): the reader fills
+    /// it in.
+    #[serde(skip)]
+    pub task: Option<u32>,
 }
 
 impl Sample {
@@ -239,6 +245,38 @@ impl Sample {
             .find(|(i, _)| *i == index)
             .map_or(0, |(_, v)| *v)
     }
+}
+
+/// A guest task, written once per run when a sample first meets it
+/// (format 2.1). A task whose `comm` changes (exec) gets a new id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// Run index.
+    pub run: u32,
+    /// Id within the run, referred to by [`TaskSwitch::task`].
+    pub id: u32,
+    /// `pid` (thread id; 0 for the idle/boot task).
+    pub pid: u32,
+    /// `tgid` (process id).
+    pub tgid: u32,
+    /// `comm`.
+    pub comm: String,
+    /// Guest virtual address of the `task_struct`.
+    pub addr: u64,
+}
+
+/// From the next sample of `vcpu` on, that vCPU runs this task (format 2.1).
+/// Written into the vCPU's own record stream just before the first sample
+/// of a different task, so file order within one vCPU gives the attribution.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSwitch {
+    /// Run index.
+    pub run: u32,
+    /// vCPU index.
+    pub vcpu: u32,
+    /// The task ([`Task::id`]); `None`: unknown (not in the kernel proper,
+    /// or `current` could not be read).
+    pub task: Option<u32>,
 }
 
 /// A run ended.
@@ -301,6 +339,10 @@ pub enum Record {
     SamplerCost(SamplerCost),
     /// End of the file.
     Finish(Finish),
+    /// A guest task (format 2.1).
+    Task(Task),
+    /// The task a vCPU runs from its next sample on (format 2.1).
+    TaskSwitch(TaskSwitch),
 }
 
 /// The type byte of each record in the file. Values are part of the format.
@@ -327,6 +369,10 @@ pub enum RecordType {
     SamplerCost = 9,
     /// [`Record::Finish`].
     Finish = 10,
+    /// [`Record::Task`] (format 2.1).
+    Task = 11,
+    /// [`Record::TaskSwitch`] (format 2.1).
+    TaskSwitch = 12,
 }
 
 impl RecordType {
@@ -343,6 +389,8 @@ impl RecordType {
             8 => RecordType::RunEnd,
             9 => RecordType::SamplerCost,
             10 => RecordType::Finish,
+            11 => RecordType::Task,
+            12 => RecordType::TaskSwitch,
             _ => return None,
         })
     }
@@ -362,6 +410,8 @@ impl Record {
             Record::RunEnd(_) => RecordType::RunEnd,
             Record::SamplerCost(_) => RecordType::SamplerCost,
             Record::Finish(_) => RecordType::Finish,
+            Record::Task(_) => RecordType::Task,
+            Record::TaskSwitch(_) => RecordType::TaskSwitch,
         }
     }
 
@@ -380,6 +430,8 @@ impl Record {
             Record::RunEnd(r) => postcard::to_extend(r, out),
             Record::SamplerCost(r) => postcard::to_extend(r, out),
             Record::Finish(r) => postcard::to_extend(r, out),
+            Record::Task(r) => postcard::to_extend(r, out),
+            Record::TaskSwitch(r) => postcard::to_extend(r, out),
         }
     }
 
@@ -411,6 +463,8 @@ impl Record {
             RecordType::RunEnd => Record::RunEnd(de(body)?),
             RecordType::SamplerCost => Record::SamplerCost(de(body)?),
             RecordType::Finish => Record::Finish(de(body)?),
+            RecordType::Task => Record::Task(de(body)?),
+            RecordType::TaskSwitch => Record::TaskSwitch(de(body)?),
         })
     }
 }

@@ -307,6 +307,7 @@ fn sample(run: u32, vcpu: u32, t_ns: u64, path: &[u64], rng: &mut Rng) -> Sample
             unwind_ns: 2_000,
             write_ns: 500,
         },
+        task: None,
     }
 }
 

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use crate::analysis::doc::{FunctionSummary, NamedSummary, ReportDoc};
 use crate::analysis::stats::Summary;
+use crate::analysis::tasks::TaskSummary;
 
 /// Formats nanoseconds with a unit that keeps 3–4 significant digits.
 pub fn fmt_ns(ns: f64) -> String {
@@ -166,6 +167,33 @@ fn function_table(
     t.render(out);
 }
 
+fn tasks_table(out: &mut String, rows: &[TaskSummary], multi: bool, runs: usize) {
+    if rows.is_empty() {
+        // No task awareness in this trace: no section (record said why).
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nTasks (sampled host time per guest task, all vCPUs; unknown: no readable `current`)"
+    );
+    let mut extra = vec!["share"];
+    if multi {
+        extra.push("runs");
+    }
+    let h = header_with("task", multi, &extra);
+    let mut t = Table::new(&h.iter().map(String::as_str).collect::<Vec<_>>());
+    for r in rows {
+        let mut cells = vec![r.name.clone()];
+        cells.extend(summary_cells(&r.time_ns, multi, fmt_ns));
+        cells.push(fmt_pct(100.0 * r.share));
+        if multi {
+            cells.push(format!("{}/{runs}", r.runs_seen));
+        }
+        t.row(cells);
+    }
+    t.render(out);
+}
+
 fn opt_ns(v: Option<u64>) -> String {
     v.map_or_else(|| "-".to_string(), |x| fmt_ns(x as f64))
 }
@@ -283,6 +311,8 @@ pub fn render(d: &ReportDoc, initcalls: usize) -> String {
         format!("Initcalls ({} sampled, in boot order)", s.initcalls.len())
     };
     named_table(&mut out, &title, &shown, multi, s.runs);
+
+    tasks_table(&mut out, &s.tasks, multi, s.runs);
 
     function_table(
         &mut out,
