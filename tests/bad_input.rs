@@ -41,44 +41,9 @@ fn write_file(name: &str, bytes: &[u8]) -> PathBuf {
     p
 }
 
-/// A minimal x86_64 ELF "kernel" whose entry is `jmp $` at 2 MiB.
-fn spinning_kernel(dir: &Path) -> PathBuf {
-    let mut elf = Vec::new();
-    elf.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
-    for (v, n) in [
-        (2u64, 2),
-        (62, 2),
-        (1, 4),
-        (0x20_0000, 8),
-        (64, 8),
-        (0, 8),
-        (0, 4),
-        (64, 2),
-        (56, 2),
-        (1, 2),
-        (0, 2),
-        (0, 2),
-        (0, 2),
-    ] {
-        elf.extend_from_slice(&v.to_le_bytes()[..n]);
-    }
-    for (v, n) in [
-        (1u64, 4),
-        (5, 4),
-        (0x1000, 8),
-        (0x20_0000, 8),
-        (0x20_0000, 8),
-        (2, 8),
-        (2, 8),
-        (0x1000, 8),
-    ] {
-        elf.extend_from_slice(&v.to_le_bytes()[..n]);
-    }
-    elf.resize(0x1000, 0);
-    elf.extend_from_slice(&[0xeb, 0xfe]);
-    let p = dir.join("spin.elf");
-    std::fs::write(&p, elf).expect("write spin.elf");
-    p
+/// A flat "kernel" whose entry is `jmp $`, as `dir/name`.
+fn spinning_kernel(dir: &Path, name: &str) -> PathBuf {
+    common::flat_kernel(dir, name, &[0xeb, 0xfe])
 }
 
 fn fp_bzimage() -> PathBuf {
@@ -133,7 +98,7 @@ fn no_permission_on_dev_kvm() {
     std::fs::create_dir_all(&dir).expect("mkdir");
     std::fs::set_permissions(scratch(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let k = spinning_kernel(&dir);
+    let k = spinning_kernel(&dir, "spin-perm.elf");
     let meta = std::fs::metadata("/dev/kvm").expect("/dev/kvm");
     // A test that cannot run fails with its reason instead of passing.
     assert!(
@@ -223,7 +188,7 @@ fn hugepages_without_reservation() {
 
 #[test]
 fn guest_that_spins_forever_times_out_with_a_summary() {
-    let k = spinning_kernel(scratch());
+    let k = spinning_kernel(scratch(), "spin-timeout.elf");
     let trace = scratch().join("spin.data");
     let out = boottrace(&[
         "record",
@@ -261,7 +226,7 @@ fn guest_that_spins_forever_times_out_with_a_summary() {
 /// `-v` adds each run's kernel layout to the status; without it there is none.
 #[test]
 fn verbose_record_shows_the_layout_on_stderr() {
-    let k = spinning_kernel(scratch());
+    let k = spinning_kernel(scratch(), "spin-verbose.elf");
     let trace = scratch().join("verbose.data");
     let run = |extra: &[&str]| {
         let mut args = vec![
@@ -294,7 +259,7 @@ fn verbose_record_shows_the_layout_on_stderr() {
 
 #[test]
 fn an_existing_trace_is_kept_as_old() {
-    let k = spinning_kernel(scratch());
+    let k = spinning_kernel(scratch(), "spin-keep-old.elf");
     let trace = scratch().join("keep.data");
     std::fs::write(&trace, b"previous recording").expect("write");
     let out = boottrace(&[

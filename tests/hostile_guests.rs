@@ -18,46 +18,9 @@ use std::time::{Duration, Instant};
 use boottrace::trace::{EndKind, PhaseName, Trace};
 use common::scratch;
 
-/// A minimal x86_64 ELF whose one PT_LOAD puts `code` at 2 MiB, the entry.
-/// No PVH note: boottrace enters it in 64-bit mode with identity paging.
+/// `common::flat_kernel` in the shared scratch directory.
 fn flat_kernel(name: &str, code: &[u8]) -> PathBuf {
-    let mut elf = Vec::new();
-    elf.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
-    for (v, n) in [
-        (2u64, 2),
-        (62, 2),
-        (1, 4),
-        (0x20_0000, 8),
-        (64, 8),
-        (0, 8),
-        (0, 4),
-        (64, 2),
-        (56, 2),
-        (1, 2),
-        (0, 2),
-        (0, 2),
-        (0, 2),
-    ] {
-        elf.extend_from_slice(&v.to_le_bytes()[..n]);
-    }
-    let len = code.len() as u64;
-    for (v, n) in [
-        (1u64, 4),
-        (7, 4),
-        (0x1000, 8),
-        (0x20_0000, 8),
-        (0x20_0000, 8),
-        (len, 8),
-        (len, 8),
-        (0x1000, 8),
-    ] {
-        elf.extend_from_slice(&v.to_le_bytes()[..n]);
-    }
-    elf.resize(0x1000, 0);
-    elf.extend_from_slice(code);
-    let p = scratch().join(name);
-    std::fs::write(&p, elf).expect("write test kernel");
-    p
+    common::flat_kernel(scratch(), name, code)
 }
 
 /// `jmp $`.

@@ -69,3 +69,46 @@ pub fn report_json(trace: &Path) -> serde_json::Value {
     assert!(out.status.success(), "report failed: {}", text(&out));
     serde_json::from_slice(&out.stdout).expect("report --json is JSON")
 }
+
+/// A minimal x86_64 ELF "kernel" whose one PT_LOAD puts `code` at 2 MiB, the
+/// entry, written to `dir/name` (one file per test: parallel tests never share
+/// it). No PVH note: boottrace enters it in 64-bit mode with identity paging.
+pub fn flat_kernel(dir: &Path, name: &str, code: &[u8]) -> PathBuf {
+    let mut elf = Vec::new();
+    elf.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    for (v, n) in [
+        (2u64, 2),
+        (62, 2),
+        (1, 4),
+        (0x20_0000, 8),
+        (64, 8),
+        (0, 8),
+        (0, 4),
+        (64, 2),
+        (56, 2),
+        (1, 2),
+        (0, 2),
+        (0, 2),
+        (0, 2),
+    ] {
+        elf.extend_from_slice(&v.to_le_bytes()[..n]);
+    }
+    let len = code.len() as u64;
+    for (v, n) in [
+        (1u64, 4),
+        (7, 4),
+        (0x1000, 8),
+        (0x20_0000, 8),
+        (0x20_0000, 8),
+        (len, 8),
+        (len, 8),
+        (0x1000, 8),
+    ] {
+        elf.extend_from_slice(&v.to_le_bytes()[..n]);
+    }
+    elf.resize(0x1000, 0);
+    elf.extend_from_slice(code);
+    let p = dir.join(name);
+    std::fs::write(&p, elf).expect("write test kernel");
+    p
+}
