@@ -102,6 +102,26 @@ fn extent(segments: &[Segment]) -> Result<(u64, u64), ElfError> {
 /// the same checks as [`ElfLayout::parse`]: ends that wrap or lie beyond 52
 /// bits, `p_filesz > p_memsz`, a span larger than any kernel.
 pub fn load_extent<'data, R: ReadRef<'data>>(data: R) -> Result<(u64, u64), ElfError> {
+    let (_, endian, phdrs) = x86_64_headers(data)?;
+    let mut segments = Vec::new();
+    for ph in phdrs.iter().filter(|ph| ph.p_type(endian) == elf::PT_LOAD) {
+        let seg = Segment::of(ph, endian);
+        seg.check()?;
+        segments.push(seg);
+    }
+    extent(&segments)
+}
+
+/// An x86_64 ELF's file header, its endianness and its program headers.
+type Headers<'data> = (
+    &'data elf::FileHeader64<LE>,
+    LE,
+    &'data [elf::ProgramHeader64<LE>],
+);
+
+/// The ELF header and program headers of an x86_64 ELF, with the checks
+/// every reader of a kernel ELF makes first (machine, header count).
+fn x86_64_headers<'data, R: ReadRef<'data>>(data: R) -> Result<Headers<'data>, ElfError> {
     let header = elf::FileHeader64::<LE>::parse(data)?;
     let endian = header.endian()?;
     let machine = header.e_machine(endian);
@@ -112,23 +132,22 @@ pub fn load_extent<'data, R: ReadRef<'data>>(data: R) -> Result<(u64, u64), ElfE
     if phdrs.len() > MAX_HEADERS {
         return Err(ElfError::TooManyHeaders(phdrs.len()));
     }
-    let mut segments = Vec::new();
-    for ph in phdrs.iter().filter(|ph| ph.p_type(endian) == elf::PT_LOAD) {
-        let seg = Segment {
+    Ok((header, endian, phdrs))
+}
+
+impl Segment {
+    /// The segment a program header describes (unchecked: see [`Segment::check`]).
+    fn of(ph: &elf::ProgramHeader64<LE>, endian: LE) -> Segment {
+        Segment {
             vaddr: ph.p_vaddr(endian),
             paddr: ph.p_paddr(endian),
             offset: ph.p_offset(endian),
             filesz: ph.p_filesz(endian),
             memsz: ph.p_memsz(endian),
             flags: ph.p_flags(endian),
-        };
-        seg.check()?;
-        segments.push(seg);
+        }
     }
-    extent(&segments)
-}
 
-impl Segment {
     /// Refuses addresses and sizes no kernel has: ends that wrap around
     /// 2^64, physical ends beyond 52 bits, file bytes beyond the memory size.
     fn check(&self) -> Result<(), ElfError> {
@@ -185,16 +204,7 @@ pub struct ElfLayout {
 impl ElfLayout {
     /// Parses an x86_64 ELF (vmlinux or a bzImage's decompressed payload).
     pub fn parse(data: &[u8]) -> Result<ElfLayout, ElfError> {
-        let header = elf::FileHeader64::<LE>::parse(data)?;
-        let endian = header.endian()?;
-        let machine = header.e_machine(endian);
-        if machine != elf::EM_X86_64 {
-            return Err(ElfError::WrongMachine(machine));
-        }
-        let phdrs = header.program_headers(endian, data)?;
-        if phdrs.len() > MAX_HEADERS {
-            return Err(ElfError::TooManyHeaders(phdrs.len()));
-        }
+        let (header, endian, phdrs) = x86_64_headers(data)?;
         let mut layout = ElfLayout {
             entry: header.e_entry(endian),
             segments: Vec::new(),
@@ -205,14 +215,7 @@ impl ElfLayout {
         for ph in phdrs {
             match ph.p_type(endian) {
                 elf::PT_LOAD => {
-                    let seg = Segment {
-                        vaddr: ph.p_vaddr(endian),
-                        paddr: ph.p_paddr(endian),
-                        offset: ph.p_offset(endian),
-                        filesz: ph.p_filesz(endian),
-                        memsz: ph.p_memsz(endian),
-                        flags: ph.p_flags(endian),
-                    };
+                    let seg = Segment::of(ph, endian);
                     // The file bytes must exist; reject rather than read past the end later.
                     ph.data(endian, data)
                         .map_err(|()| ElfError::SegmentOutsideFile(seg.vaddr))?;
