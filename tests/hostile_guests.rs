@@ -148,6 +148,33 @@ fn signal(child: &Child, sig: libc::c_int) {
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
 }
 
+/// Starts `record` of `kernel` into `trace` with a long timeout, its stderr
+/// read on a thread; returns once the boot is running.
+fn record_until_signalled(kernel: &Path, trace: &Path) -> (Child, std::thread::JoinHandle<String>) {
+    let mut child = spawn(
+        &[
+            "record",
+            s(kernel),
+            "--timeout",
+            "600",
+            "-F",
+            "1000",
+            "-q",
+            "-o",
+            s(trace),
+        ],
+        Stdio::piped(),
+    );
+    let mut err = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut e = String::new();
+        let _ = err.read_to_string(&mut e);
+        e
+    });
+    wait_until_running(trace);
+    (child, reader)
+}
+
 /// SIGINT and SIGTERM end a spinning boot within about a second (the
 /// trace is finished), whatever the vCPU is doing; the status is 130.
 #[test]
@@ -155,27 +182,7 @@ fn sigint_and_sigterm_end_a_boot_within_a_second() {
     let k = flat_kernel("spin-sig.elf", SPIN);
     for (name, sig) in [("int", libc::SIGINT), ("term", libc::SIGTERM)] {
         let trace = scratch().join(format!("sig-{name}.data"));
-        let mut child = spawn(
-            &[
-                "record",
-                s(&k),
-                "--timeout",
-                "600",
-                "-F",
-                "1000",
-                "-q",
-                "-o",
-                s(&trace),
-            ],
-            Stdio::piped(),
-        );
-        let mut err = child.stderr.take().expect("stderr");
-        let reader = std::thread::spawn(move || {
-            let mut e = String::new();
-            let _ = err.read_to_string(&mut e);
-            e
-        });
-        wait_until_running(&trace);
+        let (child, reader) = record_until_signalled(&k, &trace);
         std::thread::sleep(Duration::from_millis(300));
         let sent = Instant::now();
         signal(&child, sig);
@@ -206,27 +213,7 @@ fn sigint_and_sigterm_end_a_boot_within_a_second() {
 fn a_second_sigint_exits_at_once() {
     let k = flat_kernel("spin-sig2.elf", SPIN);
     let trace = scratch().join("sig2.data");
-    let mut child = spawn(
-        &[
-            "record",
-            s(&k),
-            "--timeout",
-            "600",
-            "-F",
-            "1000",
-            "-q",
-            "-o",
-            s(&trace),
-        ],
-        Stdio::piped(),
-    );
-    let mut err = child.stderr.take().expect("stderr");
-    let reader = std::thread::spawn(move || {
-        let mut e = String::new();
-        let _ = err.read_to_string(&mut e);
-        e
-    });
-    wait_until_running(&trace);
+    let (child, reader) = record_until_signalled(&k, &trace);
     let sent = Instant::now();
     signal(&child, libc::SIGINT);
     // Not at the same instant: two pending SIGINTs would merge into one.
