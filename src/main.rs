@@ -105,7 +105,10 @@ fn exit_status(e: &anyhow::Error) -> u8 {
         EndReason::HostError(_) => 1,
         EndReason::Interrupted => 130,
         // A goal end that was not this boot's goal (e.g. the marker under --until user).
-        EndReason::UserMode { .. } | EndReason::Marker | EndReason::SerialMatch(_) => 1,
+        EndReason::UserMode { .. }
+        | EndReason::Marker
+        | EndReason::SerialMatch(_)
+        | EndReason::FirstInstruction => 1,
     }
 }
 

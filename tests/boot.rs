@@ -261,3 +261,40 @@ fn report_names_start_kernel_stages_and_initcalls() {
         .count();
     assert!(timed >= 10, "only {timed} initcalls with times");
 }
+
+/// `--until first-instruction` ends each run before the guest runs anything:
+/// every run ends there (a goal, exit 0), holds the VMM's phases up to the
+/// first instruction and one sample, the entry state itself.
+#[test]
+fn until_first_instruction_stops_before_the_guest_runs() {
+    let d = kernel_dir("tiny-fp");
+    let (k, i) = (d.join("bzImage"), d.join("initramfs.cpio"));
+    let r = record(
+        "fp-first",
+        &[
+            k.to_str().unwrap_or_default(),
+            "--initrd",
+            i.to_str().unwrap_or_default(),
+            "-F",
+            "1000",
+            "--runs",
+            "3",
+            "--until",
+            "first-instruction",
+        ],
+    );
+    assert!(r.ok, "record failed:\n{}", r.output);
+    let trace = Trace::open(&r.trace).expect("trace");
+    assert_eq!(trace.runs.len(), 3, "{}", r.output);
+    for run in &trace.runs {
+        let end = run.end.as_ref().expect("run end");
+        assert_eq!(end.reason, EndKind::FirstInstruction, "{}", r.output);
+        let first = run
+            .phase(PhaseName::FirstInstruction)
+            .expect("first_instruction phase");
+        assert!(run.phase(PhaseName::UserMode).is_none());
+        assert!(end.t_ns >= first, "ended before the first instruction");
+        assert_eq!(run.samples.len(), 1, "only the entry state is sampled");
+        assert_eq!(run.samples[0].rip, 0x10_0200, "bzImage 64-bit entry");
+    }
+}

@@ -34,7 +34,8 @@ pub struct RecordArgs {
     /// Give up on a boot after this many seconds.
     #[arg(long, default_value_t = 600.0, value_parser = parse_seconds)]
     pub timeout: f64,
-    /// When a boot ends: user (first user-mode instruction), shutdown, marker, serial:REGEX.
+    /// When a boot ends: user (first user-mode instruction), first-instruction
+    /// (VMM start-up only: the guest runs nothing), shutdown, marker, serial:REGEX.
     #[arg(long, default_value = "user", value_parser = check_until)]
     pub until: String,
     /// Host workarounds: auto-detect, none, or pvm.

@@ -118,11 +118,12 @@ pub fn parse_until(s: &str) -> Result<Until, String> {
         "user" => Until::User,
         "shutdown" => Until::Shutdown,
         "marker" => Until::Marker,
+        "first-instruction" => Until::FirstInstruction,
         _ => match s.strip_prefix("serial:") {
             Some(re) => {
                 Until::Serial(regex::Regex::new(re).map_err(|e| format!("bad regex: {e}"))?)
             }
-            None => return Err("expected user, shutdown, marker or serial:REGEX".into()),
+            None => return Err("expected user, first-instruction, shutdown, marker or serial:REGEX".into()),
         },
     })
 }

@@ -32,6 +32,7 @@ pub fn end_kind(e: &EndReason) -> EndKind {
         EndReason::Shutdown(_) => EndKind::Shutdown,
         EndReason::Panic(_) => EndKind::Panic,
         EndReason::Marker => EndKind::Marker,
+        EndReason::FirstInstruction => EndKind::FirstInstruction,
         EndReason::SerialMatch(_) => EndKind::Serial,
         EndReason::Timeout(_) => EndKind::Timeout,
         EndReason::EmulationFailure { .. } => EndKind::EmulationFailure,
@@ -153,6 +154,7 @@ mod tests {
             EndReason::Shutdown(String::new()),
             EndReason::Panic(String::new()),
             EndReason::Marker,
+            EndReason::FirstInstruction,
             EndReason::SerialMatch(String::new()),
             EndReason::Timeout(std::time::Duration::ZERO),
             EndReason::EmulationFailure {

@@ -129,6 +129,7 @@ pub fn goal_reached(end: &EndReason, until: &Until) -> bool {
     match until {
         Until::User => matches!(end, EndReason::UserMode { .. }),
         Until::Marker => matches!(end, EndReason::Marker),
+        Until::FirstInstruction => matches!(end, EndReason::FirstInstruction),
         Until::Serial(_) => matches!(end, EndReason::SerialMatch(_)),
         Until::Shutdown => matches!(end, EndReason::Shutdown(_) | EndReason::Reset),
     }

@@ -120,6 +120,8 @@ named_enum! {
         Panic => "panic",
         /// The guest wrote the boot marker.
         Marker => "marker",
+        /// Stopped at the guest's first instruction (`--until first-instruction`).
+        FirstInstruction => "first-instruction",
         /// A console line matched `--until serial:REGEX`.
         Serial => "serial",
         /// `--timeout` passed.
@@ -141,7 +143,12 @@ impl EndKind {
     pub fn is_goal(&self) -> bool {
         matches!(
             self,
-            EndKind::User | EndKind::Marker | EndKind::Serial | EndKind::Shutdown | EndKind::Reset
+            EndKind::User
+                | EndKind::Marker
+                | EndKind::Serial
+                | EndKind::Shutdown
+                | EndKind::Reset
+                | EndKind::FirstInstruction
         )
     }
 }

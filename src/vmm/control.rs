@@ -26,6 +26,8 @@ pub enum EndReason {
     Panic(String),
     /// The guest wrote the boot marker.
     Marker,
+    /// The guest was about to run its first instruction (`--until first-instruction`).
+    FirstInstruction,
     /// A console line matched `--until serial:REGEX`.
     SerialMatch(String),
     /// `--timeout` passed.
@@ -60,6 +62,7 @@ impl EndReason {
             EndReason::Shutdown(_) => "shutdown",
             EndReason::Panic(_) => "panic",
             EndReason::Marker => "marker",
+            EndReason::FirstInstruction => "first-instruction",
             EndReason::SerialMatch(_) => "serial",
             EndReason::Timeout(_) => "timeout",
             EndReason::EmulationFailure { .. } => "emulation-failure",
@@ -83,6 +86,9 @@ impl fmt::Display for EndReason {
             EndReason::Shutdown(s) => write!(f, "guest shut down: {s}"),
             EndReason::Panic(line) => write!(f, "kernel panic: {line}"),
             EndReason::Marker => write!(f, "guest wrote the boot marker (MMIO 0xd0000000 = 123)"),
+            EndReason::FirstInstruction => {
+                write!(f, "stopped before the guest's first instruction")
+            }
             EndReason::SerialMatch(line) => write!(f, "console matched: {line}"),
             EndReason::Timeout(d) => write!(f, "timeout after {:.1} s", d.as_secs_f64()),
             EndReason::EmulationFailure {

@@ -41,6 +41,9 @@ pub use vcpu::{SampleInfo, VcpuSampler};
 pub enum Until {
     /// The first user-mode instruction (init started). The default.
     User,
+    /// The first guest instruction: the VMM's own set-up and nothing of the
+    /// guest (the guest runs no instruction), for timing VMM start-up.
+    FirstInstruction,
     /// Guest reset, shutdown or triple fault.
     Shutdown,
     /// The boot marker write (MMIO 0xd0000000 = 123).

@@ -157,6 +157,10 @@ impl VcpuThread {
                 .phase(VmmPhase::FirstInstruction, self.control.now_ns());
             // The first sample is the first guest instruction itself (t = entry).
             self.take_sample(sampler.as_deref_mut(), &mut started, None, false);
+            if matches!(self.goals.until, Until::FirstInstruction) {
+                // Nothing of the guest ran: the recording measured VMM start-up.
+                self.control.end(EndReason::FirstInstruction);
+            }
         }
         let period_ns = if self.freq > 0 {
             1_000_000_000 / u64::from(self.freq)

@@ -112,3 +112,74 @@ pub fn flat_kernel(dir: &Path, name: &str, code: &[u8]) -> PathBuf {
     std::fs::write(&p, elf).expect("write test kernel");
     p
 }
+
+/// A recording shared by every test (in any test binary) that asks for the
+/// same `boottrace record` arguments, so the suite boots each configuration
+/// once: CI time stays flat as checks are added.
+///
+/// `args` are `record`'s arguments without `-o`; the trace goes to
+/// `$CARGO_TARGET_TMPDIR/shared-recordings/<hash>.data`, where the hash covers
+/// the arguments, the boottrace binary (size and mtime) and each argument that
+/// names an existing file (size and mtime), so a rebuilt binary or kernel
+/// records afresh. A file lock makes parallel tests wait for the one
+/// recording. Returns the trace and what `record` printed (kept beside it).
+/// Panics, failing the test, when `record` fails.
+pub fn shared_recording(args: &[&str]) -> (PathBuf, String) {
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
+
+    fn stamp(h: &mut Sha256, p: &Path) {
+        if let Ok(m) = std::fs::metadata(p) {
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            h.update(format!("{}:{}:{mtime};", p.display(), m.len()).as_bytes());
+        }
+    }
+    let bin = Path::new(env!("CARGO_BIN_EXE_boottrace"));
+    let mut h = Sha256::new();
+    stamp(&mut h, bin);
+    for a in args {
+        h.update(a.as_bytes());
+        h.update([0u8]);
+        stamp(&mut h, Path::new(a));
+    }
+    let key: String = h.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shared-recordings");
+    std::fs::create_dir_all(&dir).expect("create shared-recordings");
+    let trace = dir.join(format!("{key}.data"));
+    let log = dir.join(format!("{key}.out"));
+    let done = dir.join(format!("{key}.ok"));
+    let lock = std::fs::File::create(dir.join(format!("{key}.lock"))).expect("lock file");
+    lock.lock().expect("lock shared recording");
+    if !done.exists() {
+        let mut full = vec!["record", "-o", trace.to_str().expect("utf-8 path")];
+        full.extend_from_slice(args);
+        let out = boottrace(&full);
+        let shown = text(&out);
+        std::fs::write(&log, &shown).expect("write record output");
+        assert!(
+            out.status.success(),
+            "shared recording `boottrace {}` failed:\n{shown}",
+            full.join(" ")
+        );
+        let mut f = std::fs::File::create(&done).expect("mark recording done");
+        f.write_all(args.join(" ").as_bytes())
+            .expect("mark recording done");
+    }
+    let shown = std::fs::read_to_string(&log).expect("read record output");
+    (trace, shown)
+}
+
+/// Whether /dev/kvm is the nested "PVM" kind, where guest kernel code is
+/// emulated (~1000x slower than bare metal); expectations that hold only
+/// there are kept behind this.
+pub fn host_is_pvm() -> bool {
+    boottrace::vmm::compat::host_is_pvm()
+}
