@@ -14,21 +14,31 @@ cargo build --release -q
 bt=target/release/boottrace
 out=$(mktemp -d)
 configs=("F0:-F 0" "F1k:-F 1000" "F1k-ioctl:-F 1000 --capture ioctl" "F10k:-F 10000")
+# A boot that did not reach init (record's status is not 0) is listed in
+# $out/failed and left out of the medians: a panic or timeout is not a boot time.
+: > "$out/failed"
 for r in $(seq 1 "$rounds"); do
     for c in "${configs[@]}"; do
         name=${c%%:*}; opts=${c#*:}
+        st=0
         # shellcheck disable=SC2086
-        "$bt" record "$kernel" --initrd "$dir/initramfs.cpio" $opts -q -o "$out/$name-$r.data" > "$out/$name-$r.log" 2>&1 || true
+        "$bt" record "$kernel" --initrd "$dir/initramfs.cpio" $opts -q -o "$out/$name-$r.data" > "$out/$name-$r.log" 2>&1 || st=$?
+        if [ "$st" -ne 0 ]; then
+            echo "$name-$r $st" >> "$out/failed"
+        fi
     done
 done
 python3 - "$out" "$rounds" <<'PY'
 import json, subprocess, sys, statistics
 out, rounds = sys.argv[1], int(sys.argv[2])
 names = ["F0", "F1k", "F1k-ioctl", "F10k"]
+failed = dict(l.split() for l in open(f"{out}/failed") if l.strip())
 rows = {}
 for n in names:
     boots, per, parts = [], [], []
     for r in range(1, rounds + 1):
+        if f"{n}-{r}" in failed:
+            continue
         rep = json.loads(subprocess.run(["target/release/boottrace", "report", "--json", "-i", f"{out}/{n}-{r}.data"],
                                         capture_output=True, text=True, check=True).stdout)
         run = rep["runs"][0]
@@ -37,15 +47,22 @@ for n in names:
         if s and s["samples"]:
             k = s["samples"]
             parts.append((s["kick_ns"] / k / 1e3, s["capture_ns"] / k / 1e3, s["unwind_ns"] / k / 1e3, s["write_ns"] / k / 1e3, k))
-    rows[n] = (statistics.median(boots), parts)
+    rows[n] = (statistics.median(boots) if boots else None, parts, len(boots))
 base = rows["F0"][0]
-print("config        boot (s, median)  ratio vs -F 0  samples  kick/exit us  capture us  unwind+counters us  write us")
+print("config        boot (s, median)  ratio vs -F 0  samples  kick/exit us  capture us  unwind+counters us  write us  boots")
 for n in names:
-    b, parts = rows[n]
-    if parts:
+    b, parts, ok = rows[n]
+    if b is None:
+        print(f"{n:<12} no boot reached init (see below)")
+    elif base is None:
+        print(f"{n:<12} {b:>16.2f} {'n/a':>14}")
+    elif parts:
         m = [statistics.median(p[i] for p in parts) for i in range(5)]
-        print(f"{n:<12} {b:>16.2f} {b/base:>14.3f} {m[4]:>8.0f} {m[0]:>13.1f} {m[1]:>11.2f} {m[2]:>19.2f} {m[3]:>9.2f}")
+        print(f"{n:<12} {b:>16.2f} {b/base:>14.3f} {m[4]:>8.0f} {m[0]:>13.1f} {m[1]:>11.2f} {m[2]:>19.2f} {m[3]:>9.2f} {ok:>5}/{rounds}")
     else:
-        print(f"{n:<12} {b:>16.2f} {b/base:>14.3f}")
+        print(f"{n:<12} {b:>16.2f} {b/base:>14.3f} {'':>64} {ok:>5}/{rounds}")
 print(f"(traces in {out}; times on this host are what its KVM gives: emulated-KVM times on a PVM host)")
+for name, status in failed.items():
+    print(f"FAILED boot {name}: record exited with status {status} (log: {out}/{name}.log)", file=sys.stderr)
+sys.exit(1 if failed else 0)
 PY

@@ -10,9 +10,19 @@ orc=$(kernel/build.sh tiny-orc | tail -n 1)
 cargo build --release -q
 bt=target/release/boottrace
 out=$(mktemp -d)
+failed=0
+# One boot per kernel; a boot that did not reach init is reported as failed
+# (with its status and log), never printed as a boot time.
 run() {
     local name=$1; shift
-    "$bt" record "$@" -F 0 -q -o "$out/$name.data" > "$out/$name.log" 2>&1 || true
+    local st=0
+    "$bt" record "$@" -F 0 -q -o "$out/$name.data" > "$out/$name.log" 2>&1 || st=$?
+    if [ "$st" -ne 0 ]; then
+        printf '%-22s FAILED: record exited with status %s (%s)\n' "$name" "$st" \
+            "$(tail -n 1 "$out/$name.log")"
+        failed=$((failed + 1))
+        return 0
+    fi
     python3 - "$name" "$out/$name.data" <<'PY'
 import json, subprocess, sys
 name, path = sys.argv[1], sys.argv[2]
@@ -30,3 +40,7 @@ run tiny-fp-bzImage "$fp/bzImage" --initrd "$fp/initramfs.cpio"
 run tiny-fp-vmlinux "$fp/vmlinux" --initrd "$fp/initramfs.cpio"
 run tiny-orc-bzImage-2cpu "$orc/bzImage" --initrd "$orc/initramfs.cpio" --cpus 2
 echo "(logs and traces in $out; on a PVM host these are emulated-KVM times)"
+if [ "$failed" -gt 0 ]; then
+    echo "boot-times: $failed boot(s) failed" >&2
+    exit 1
+fi

@@ -12,7 +12,16 @@ use common::{boottrace, kernel_dir, scratch, text};
 /// Runs `record` with `args` and returns the error line, asserting failure
 /// without a panic and a single `boottrace: error:` line.
 fn record_fails(args: &[&str], envs: &[(&str, &str)]) -> String {
-    let out_file = scratch().join("bad.data");
+    record_fails_with_status(args, envs).1
+}
+
+/// Runs a `record` that must fail; returns its exit status and its one
+/// error line. Each call writes its own trace path (parallel tests never
+/// share one).
+fn record_fails_with_status(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out_file = scratch().join(format!("bad-{n}.data"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_boottrace"));
     cmd.arg("record")
         .args(args)
@@ -32,7 +41,7 @@ fn record_fails(args: &[&str], envs: &[(&str, &str)]) -> String {
         .filter(|l| l.starts_with("boottrace: error:"))
         .collect();
     assert_eq!(errors.len(), 1, "expected exactly one error line:\n{all}");
-    errors[0].to_string()
+    (out.status.code().unwrap_or(-1), errors[0].to_string())
 }
 
 fn write_file(name: &str, bytes: &[u8]) -> PathBuf {
@@ -67,7 +76,9 @@ fn truncated_bzimage() {
 
 #[test]
 fn missing_file() {
-    let e = record_fails(&["/nonexistent/bzImage"], &[]);
+    // A missing input is "any other error": status 1.
+    let (status, e) = record_fails_with_status(&["/nonexistent/bzImage"], &[]);
+    assert_eq!(status, 1, "{e}");
     assert!(e.contains("does not exist"), "{e}");
     let k = fp_bzimage();
     let e = record_fails(

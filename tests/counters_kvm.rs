@@ -175,7 +175,7 @@ impl Guest {
     }
 }
 
-/// Whether /dev/kvm is the nested "PVM" kind (see ENVIRONMENT.md).
+/// Whether /dev/kvm is the nested "PVM" kind (see docs/ENVIRONMENT.md).
 fn is_pvm_host() -> bool {
     std::path::Path::new("/sys/module/kvm_pvm").exists()
 }

@@ -60,6 +60,25 @@ fn count(output: &str, device: &str, what: &str) -> u64 {
         .unwrap_or_else(|_| panic!("no number before {what} in {line:?}"))
 }
 
+/// `e_entry` of an x86_64 ELF file.
+fn elf_entry(path: &Path) -> u64 {
+    let b = std::fs::read(path).expect("read ELF");
+    assert_eq!(&b[..4], b"\x7fELF", "{} is not ELF", path.display());
+    u64::from_le_bytes(b[24..32].try_into().expect("8 bytes"))
+}
+
+/// With no initrd boottrace cannot know init's entry up front: the boot ends
+/// at the hardware breakpoint on the kernel's return to user mode, and the
+/// RIP it reports is init's entry point (the root's /sbin/init is the same
+/// static binary kernel/build.sh leaves beside the kernel as `init`).
+fn assert_ended_on_return_to_user(kernel: &str, out: &str) {
+    let entry = elf_entry(&kernel_dir(kernel).join("init"));
+    let want = format!(
+        "first user-mode instruction at {entry:#x} on vCPU 0 (hw-breakpoint on the kernel's return to user mode)"
+    );
+    assert!(out.contains(&want), "want {want:?} in:\n{out}");
+}
+
 fn assert_root_and_ip(ok: bool, out: &str) {
     assert!(ok, "boot failed:\n{out}");
     assert!(out.contains("boot ended: init started"), "{out}");
@@ -110,6 +129,7 @@ fn tiny_fp_mounts_an_ext4_root_and_configures_ip() {
         ],
     );
     assert_root_and_ip(ok, &out);
+    assert_ended_on_return_to_user("tiny-fp", &out);
     assert!(out.contains("root=/dev/vda rootfstype=ext4 ro"), "{out}");
     assert_eq!(count(&out, "virtio-blk vda", "writes"), 0, "{out}");
     assert_eq!(
@@ -140,6 +160,7 @@ fn tiny_orc_on_two_cpus_writes_to_a_rw_root() {
         ],
     );
     assert_root_and_ip(ok, &out);
+    assert_ended_on_return_to_user("tiny-orc", &out);
     assert!(out.contains("root=/dev/vda rootfstype=ext4 rw"), "{out}");
     assert!(out.contains("smp: Brought up 1 node, 2 CPUs"), "{out}");
     // Mounting ext4 read-write updates its superblock: those writes reach the file.

@@ -48,7 +48,10 @@ fn one_error(out: &std::process::Output) -> String {
 }
 
 fn record_fails(args: &[&str]) -> String {
-    let out_file = open_dir().join("bad.data");
+    // One trace path per call: parallel tests never share one.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out_file = open_dir().join(format!("bad-{n}.data"));
     let out = Command::new(env!("CARGO_BIN_EXE_boottrace"))
         .arg("record")
         .args(args)

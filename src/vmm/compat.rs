@@ -1,6 +1,6 @@
 //! Workarounds for hosts whose KVM cannot run some guest instructions — all
 //! of them, in one place. Today that is the "PVM" nested KVM described in
-//! shared/ENVIRONMENT.md: it emulates guest kernel code and fails on a few
+//! docs/ENVIRONMENT.md: it emulates guest kernel code and fails on a few
 //! instructions. Nothing here applies on a normal KVM host.
 
 use std::path::Path;

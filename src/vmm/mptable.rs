@@ -1,6 +1,6 @@
 //! The Intel MultiProcessor table (MP spec 1.4), written for every boot —
 //! also with one CPU: without one, the kernel scans memory for it, which
-//! costs seconds under emulation (see shared/ENVIRONMENT.md).
+//! costs seconds under emulation (see docs/ENVIRONMENT.md).
 //!
 //! Written byte by byte rather than with bindgen structs: the format is five
 //! fixed little-endian records and two checksums.

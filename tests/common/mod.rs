@@ -183,3 +183,29 @@ pub fn shared_recording(args: &[&str]) -> (PathBuf, String) {
 pub fn host_is_pvm() -> bool {
     boottrace::vmm::compat::host_is_pvm()
 }
+
+/// The standard record arguments of a test kernel (without `-o`), shared by
+/// every test that can use them so the suite boots each once: tiny-fp's
+/// bzImage at 1 kHz, tiny-orc's on two vCPUs at 1 kHz.
+pub fn standard_args(kernel: &str) -> Vec<String> {
+    let d = kernel_dir(kernel);
+    let s = |p: PathBuf| p.to_str().expect("utf-8 path").to_string();
+    let mut a = vec![
+        s(d.join("bzImage")),
+        "--initrd".into(),
+        s(d.join("initramfs.cpio")),
+    ];
+    if kernel == "tiny-orc" {
+        a.extend(["--cpus".into(), "2".into()]);
+    }
+    a.extend(["-F", "1000", "--timeout", "900"].map(String::from));
+    a
+}
+
+/// The standard recording of a test kernel ([`standard_args`]), made once
+/// for the whole suite by [`shared_recording`].
+pub fn standard_recording(kernel: &str) -> (PathBuf, String) {
+    let args = standard_args(kernel);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    shared_recording(&refs)
+}

@@ -10,7 +10,7 @@
 //! [`PerfScope::UserAndKernel`], kernel-mode faults on user addresses such as a
 //! `copy_to_user` into a fresh buffer.
 //!
-//! Measured on a PVM host (ENVIRONMENT.md), where CPL-0 guest code is emulated:
+//! Measured on a PVM host (docs/ENVIRONMENT.md), where CPL-0 guest code is emulated:
 //! a guest writing 512 fresh pages gave 513 minor faults in getrusage, 1 here
 //! with [`PerfScope::UserOnly`] and 513 with [`PerfScope::UserAndKernel`] — the
 //! emulator writes guest memory with `copy_to_user`, a kernel-mode fault that
