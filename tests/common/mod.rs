@@ -157,7 +157,14 @@ pub fn shared_recording(args: &[&str]) -> (PathBuf, String) {
     let log = dir.join(format!("{key}.out"));
     let done = dir.join(format!("{key}.ok"));
     let lock = std::fs::File::create(dir.join(format!("{key}.lock"))).expect("lock file");
-    lock.lock().expect("lock shared recording");
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns for its whole
+        // lifetime; the lock is released when `lock` is dropped (closed).
+        // (std's File::lock needs Rust 1.89, above the crate's MSRV.)
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
+    }
     if !done.exists() {
         let mut full = vec!["record", "-o", trace.to_str().expect("utf-8 path")];
         full.extend_from_slice(args);
