@@ -128,7 +128,9 @@ fn assert_booted_to_init(r: &Recording) -> Trace {
 /// at the recorded rate: the measured boot length times the frequency.
 fn expected_samples_after_start_kernel(report: &serde_json::Value) -> f64 {
     let run = &report["runs"][0];
-    let freq = report["input"]["sample_freq_hz"].as_f64().expect("sample_freq_hz");
+    let freq = report["input"]["sample_freq_hz"]
+        .as_f64()
+        .expect("sample_freq_hz");
     let boot = run["boot_ns"].as_f64().expect("boot_ns");
     let sk = run["milestones"]["start_kernel_ns"]
         .as_f64()

@@ -122,7 +122,11 @@ fn until_shutdown_ends_at_the_guest_reset_with_the_guests_kaslr_offset() {
     // KASLR: "Kernel Offset: 0x… from 0xffffffff81000000" (the panic
     // notifier) is the slide boottrace found from outside the guest.
     let offset_line = line("Kernel Offset: 0x").expect("the panic prints the kernel offset");
-    let hex = offset_line.line.split("Kernel Offset: 0x").nth(1).expect("hex");
+    let hex = offset_line
+        .line
+        .split("Kernel Offset: 0x")
+        .nth(1)
+        .expect("hex");
     let hex: String = hex.chars().take_while(char::is_ascii_hexdigit).collect();
     let guest_offset = i64::from_str_radix(&hex, 16).expect("hex offset");
     let layout = run.layout.as_ref().expect("layout record");
@@ -213,16 +217,22 @@ fn a_kernel_panic_ends_the_boot_with_status_3() {
     );
     let t = Trace::open(&trace).expect("the trace of a panicked boot reads");
     assert!(!t.meta.host.pvm_workarounds.is_empty());
-    assert!(t.meta.kernel_cmdline.contains("clearcpuid="), "{}", t.meta.kernel_cmdline);
+    assert!(
+        t.meta.kernel_cmdline.contains("clearcpuid="),
+        "{}",
+        t.meta.kernel_cmdline
+    );
     assert!(t.meta.kernel_cmdline.contains(" rdinit=/nonexistent"));
     let run = &t.runs[0];
     assert_eq!(run.end.as_ref().map(|e| &e.reason), Some(&EndKind::Panic));
     // The guest got the argument (its own echo of the command line) and
     // acted on it: /init never ran.
-    assert!(run
-        .serial
-        .iter()
-        .any(|l| l.line.contains("Kernel command line:") && l.line.contains("rdinit=/nonexistent")));
+    assert!(
+        run.serial
+            .iter()
+            .any(|l| l.line.contains("Kernel command line:")
+                && l.line.contains("rdinit=/nonexistent"))
+    );
     assert!(!run
         .serial
         .iter()

@@ -44,7 +44,9 @@ fn is_test(src: &str, name: &str) -> Result<(), String> {
         return Err(format!("fn {name} is not a #[test]"));
     }
     if attrs.iter().any(|a| a.starts_with("#[ignore")) {
-        return Err(format!("fn {name} is #[ignore]d: a skipped test proves nothing"));
+        return Err(format!(
+            "fn {name} is #[ignore]d: a skipped test proves nothing"
+        ));
     }
     Ok(())
 }
@@ -55,7 +57,10 @@ fn every_test_named_in_the_claims_map_exists() {
     let mut errors = Vec::new();
     let mut rows = 0;
     let mut named = BTreeSet::new();
-    for line in claims.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| ---")) {
+    for line in claims
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| ---"))
+    {
         let cells: Vec<&str> = line.split(" | ").collect();
         let Some(proof) = cells.last() else { continue };
         if cells[0] == "| README claim" {
@@ -117,7 +122,9 @@ fn every_record_option_in_the_readme_is_in_the_claims_map() {
         .filter(|o| !claims.contains(o.as_str()))
         .collect();
     assert!(missing.is_empty(), "not in docs/claims.md: {missing:?}");
-    for sub in ["`flame`", "`report`", "`diff`", "`export", "`-F`", "`-q`", "`-v`"] {
+    for sub in [
+        "`flame`", "`report`", "`diff`", "`export", "`-F`", "`-q`", "`-v`",
+    ] {
         assert!(claims.contains(sub), "{sub} not in docs/claims.md");
     }
 }

@@ -104,7 +104,11 @@ fn diff_of_two_images_records_them_interleaved() {
         );
         let end = run.end.as_ref().map_or(0, |e| e.t_ns);
         last_end = run.wall_time_unix_ns + end;
-        let want = if name.starts_with('a') { "tiny-fp" } else { "tiny-orc" };
+        let want = if name.starts_with('a') {
+            "tiny-fp"
+        } else {
+            "tiny-orc"
+        };
         let kernel = &t.meta.kernel.path;
         assert!(
             (want == "tiny-fp" && kernel.contains("image-a")) || kernel.contains(want),

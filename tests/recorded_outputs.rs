@@ -357,14 +357,22 @@ fn report_json_matches_its_documentation_field_by_field() {
     let mut errors = Vec::new();
     let mut filled = BTreeSet::new();
     check(&report, &schema, "$", &doc, &mut errors, &mut filled);
-    assert!(errors.is_empty(), "report --json vs doc.rs:\n{}", errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "report --json vs doc.rs:\n{}",
+        errors.join("\n")
+    );
     assert_eq!(report["format"], "boottrace-report");
     assert_eq!(report["version"], 1);
     // Workarounds are applied (and recorded) on a PVM host only.
     let workarounds = report["input"]["pvm_workarounds"]
         .as_array()
         .expect("pvm_workarounds");
-    assert_eq!(!workarounds.is_empty(), common::host_is_pvm(), "{workarounds:?}");
+    assert_eq!(
+        !workarounds.is_empty(),
+        common::host_is_pvm(),
+        "{workarounds:?}"
+    );
     // The arrays whose element types were checked above held something.
     for path in [
         "$.runs",
@@ -382,7 +390,10 @@ fn report_json_matches_its_documentation_field_by_field() {
         "$.summary.exits_by_function",
         "$.summary.tasks",
     ] {
-        assert!(filled.contains(path), "{path} is empty: its type went unchecked");
+        assert!(
+            filled.contains(path),
+            "{path} is empty: its type went unchecked"
+        );
     }
 }
 
@@ -413,22 +424,34 @@ fn exports_through_the_cli_agree_with_the_report() {
     let folded = String::from_utf8(ok(&["export", "--format", "folded", "-i", s(&t)]))
         .expect("utf-8 folded");
     assert_eq!(folded_total(&folded), samples);
-    assert!(folded.contains("start_kernel"), "no start_kernel in folded stacks");
+    assert!(
+        folded.contains("start_kernel"),
+        "no start_kernel in folded stacks"
+    );
     let file = scratch().join("outputs-folded.txt");
     ok(&["export", "--format", "folded", "-i", s(&t), "-o", s(&file)]);
     assert_eq!(std::fs::read_to_string(&file).expect("folded file"), folded);
     for (weight, field) in [("faults", "faults"), ("exits", "exits")] {
         let w = String::from_utf8(ok(&[
-            "export", "--format", "folded", "--weight", weight, "-i", s(&t),
+            "export",
+            "--format",
+            "folded",
+            "--weight",
+            weight,
+            "-i",
+            s(&t),
         ]))
         .expect("utf-8");
-        assert_eq!(folded_total(&w), run[field].as_u64().expect(field), "{weight}");
+        assert_eq!(
+            folded_total(&w),
+            run[field].as_u64().expect(field),
+            "{weight}"
+        );
     }
 
     // speedscope: a sampled profile whose weights are the sampled time.
-    let ss: Value =
-        serde_json::from_slice(&ok(&["export", "--format", "speedscope", "-i", s(&t)]))
-            .expect("speedscope JSON");
+    let ss: Value = serde_json::from_slice(&ok(&["export", "--format", "speedscope", "-i", s(&t)]))
+        .expect("speedscope JSON");
     assert_eq!(
         ss["$schema"],
         "https://www.speedscope.app/file-format-schema.json"
@@ -445,7 +468,10 @@ fn exports_through_the_cli_agree_with_the_report() {
                 assert!((f.as_u64().expect("frame index") as usize) < frames.len());
             }
         }
-        weight_sum += weights.iter().map(|w| w.as_u64().expect("weight")).sum::<u64>();
+        weight_sum += weights
+            .iter()
+            .map(|w| w.as_u64().expect("weight"))
+            .sum::<u64>();
     }
     assert_eq!(weight_sum, run["sampled_ns"].as_u64().expect("sampled_ns"));
 
@@ -472,7 +498,10 @@ fn exports_through_the_cli_agree_with_the_report() {
     let top = report["summary"]["top_self"][0]["name"]
         .as_str()
         .expect("top function");
-    assert!(txt.contains(top), "text report lacks the top function {top}");
+    assert!(
+        txt.contains(top),
+        "text report lacks the top function {top}"
+    );
 }
 
 #[test]
@@ -498,7 +527,10 @@ fn flamegraphs_through_the_cli() {
     assert!(chart.contains("start_kernel"));
     assert_ne!(plain, chart, "--chart orders by time: a different picture");
     let tasks = svg("by-task", &["--by-task"]);
-    assert!(tasks.contains("[pid 1 "), "no pid 1 root frame with --by-task");
+    assert!(
+        tasks.contains("[pid 1 "),
+        "no pid 1 root frame with --by-task"
+    );
     for w in ["faults", "exits"] {
         let g = svg(w, &["--weight", w]);
         assert_ne!(g, plain, "--weight {w} draws the same graph as samples");
@@ -530,7 +562,9 @@ fn elf_entry(path: &Path) -> u64 {
 fn boot_ends_at_the_hardware_breakpoint_on_init_entry() {
     let (t, output) = standard_recording("tiny-fp");
     let entry = elf_entry(&kernel_dir("tiny-fp").join("init"));
-    let want = format!("first user-mode instruction at {entry:#x} on vCPU 0 (hw-breakpoint at /init's entry)");
+    let want = format!(
+        "first user-mode instruction at {entry:#x} on vCPU 0 (hw-breakpoint at /init's entry)"
+    );
     assert!(output.contains(&want), "want {want:?} in:\n{output}");
     let trace = Trace::open(&t).expect("trace");
     let end = trace.runs[0].end.as_ref().expect("end");
@@ -552,7 +586,9 @@ fn console_lines_are_timestamped_on_arrival() {
     assert!(output.contains("] Command line: "), "{output}");
     let trace = Trace::open(&t).expect("trace");
     let run = &trace.runs[0];
-    let first = run.phase(PhaseName::FirstInstruction).expect("first_instruction");
+    let first = run
+        .phase(PhaseName::FirstInstruction)
+        .expect("first_instruction");
     let user = run.phase(PhaseName::UserMode).expect("user_mode");
     let end = run.end.as_ref().expect("end").t_ns;
     assert!(run.serial.len() > 10, "{} console lines", run.serial.len());

@@ -122,7 +122,10 @@ fn flame_and_export_pick_a_run() {
     assert_eq!(r.out.status.code(), Some(0), "{}", text(&r.out));
     let report = common::report_json(&r.trace);
     let n = |k: usize| report["runs"][k]["samples"].as_u64().expect("samples");
-    let (r0, r1) = (total(&folded(&r.trace, Some("0"))), total(&folded(&r.trace, Some("1"))));
+    let (r0, r1) = (
+        total(&folded(&r.trace, Some("0"))),
+        total(&folded(&r.trace, Some("1"))),
+    );
     assert_eq!((r0, r1), (n(0), n(1)));
     assert_eq!(total(&folded(&r.trace, None)), r0 + r1);
 
@@ -134,7 +137,15 @@ fn flame_and_export_pick_a_run() {
     };
     assert_ne!(svg("0"), svg("1"));
     for cmd in [
-        vec!["export", "--format", "folded", "-i", s(&r.trace), "--run", "2"],
+        vec![
+            "export",
+            "--format",
+            "folded",
+            "-i",
+            s(&r.trace),
+            "--run",
+            "2",
+        ],
         vec!["flame", "/dev/null/x.svg", "-i", s(&r.trace), "--run", "2"],
     ] {
         let o = boottrace(&cmd);
