@@ -90,7 +90,7 @@ fn diff_of_two_images_records_them_interleaved() {
     let order = ["a-000", "b-000", "a-001", "b-001"];
     let mut last_end = 0u64;
     for name in order {
-        let t = Trace::open(&d.rec_dir.join(format!("{name}.data"))).expect("diff's trace");
+        let t = Trace::open(d.rec_dir.join(format!("{name}.data"))).expect("diff's trace");
         assert_eq!(t.runs.len(), 1, "{name}: one boot per file");
         let run = &t.runs[0];
         assert_eq!(
