@@ -148,11 +148,12 @@ fn unwind_percent(trace: &std::path::Path) -> f64 {
         .unwrap_or(0);
     // As many as the boot's length allows (not a count tuned to one host: a
     // bare-metal boot after start_kernel lasts milliseconds): at least a
-    // quarter of what the timer would deliver from start_kernel to the end
-    // (kicks coalesce on a loaded host), and at least one.
+    // tenth of what the timer would deliver from start_kernel to the end
+    // (kicks coalesce when the host is loaded: 32% of them arrived in one
+    // boot on a 2-core host running five boots at once), and at least one.
     let expected = expected_samples_after_start_kernel(&report);
     assert!(
-        considered >= 1 && considered as f64 >= expected / 4.0,
+        considered >= 1 && considered as f64 >= expected / 10.0,
         "too few kernel-mode samples after start_kernel: {considered} (timer: ~{expected:.0})"
     );
     println!("unwind quality: {pct:.2}% of {considered} kernel-mode samples after start_kernel reach a known root");
