@@ -37,6 +37,16 @@ fn side(dir: &Path, name: &str, extra: &[u64]) -> PathBuf {
     write_trace(&d, "boottrace.data", &scripts)
 }
 
+/// `check` with the scripted kernel's System.map for both sides.
+fn check(dir: &Path, args: &[&str]) -> Output {
+    let map = dir.join("System.map");
+    std::fs::write(&map, system_map()).expect("System.map");
+    let mut all = vec!["check"];
+    all.extend_from_slice(args);
+    all.extend(["--system-map-a", s(&map), "--system-map-b", s(&map)]);
+    boottrace(&all)
+}
+
 fn json(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
 }
@@ -62,7 +72,7 @@ fn check_flags_a_slower_candidate_and_names_what_grew() {
     let base = side(dir.path(), "base", &[0, 1, 2]);
     // 20 more samples (ms) in memmap_init_range's leaf: +20 ms on a ~45 ms boot.
     let slow = side(dir.path(), "slow", &[20, 21, 22]);
-    let out = boottrace(&["check", s(&base), "-c", s(&slow)]);
+    let out = check(dir.path(), &[s(&base), "-c", s(&slow)]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("REGRESSED"), "{t}");
@@ -70,7 +80,7 @@ fn check_flags_a_slower_candidate_and_names_what_grew() {
         assert!(t.contains(name), "{name} not named:\n{t}");
     }
 
-    let out = boottrace(&["check", s(&base), "-c", s(&slow), "--json"]);
+    let out = check(dir.path(), &[s(&base), "-c", s(&slow), "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let doc = json(&out);
     assert_eq!(doc["format"], "boottrace-check");
@@ -104,7 +114,7 @@ fn check_passes_an_unchanged_pair_and_respects_thresholds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = side(dir.path(), "base", &[0, 1, 2]);
     let same = side(dir.path(), "same", &[2, 0, 1]);
-    let out = boottrace(&["check", s(&base), "-c", s(&same)]);
+    let out = check(dir.path(), &[s(&base), "-c", s(&same)]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
     assert!(t.contains("PASS"), "{t}");
@@ -138,7 +148,7 @@ fn check_says_too_few_runs_with_one_run_each_and_how_many_would_do() {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = side(dir.path(), "a", &[0]);
     let b = side(dir.path(), "b", &[20]);
-    let out = boottrace(&["check", s(&a), "-c", s(&b)]);
+    let out = check(dir.path(), &[s(&a), "-c", s(&b)]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(2), "{t}");
     assert!(t.contains("TOO FEW RUNS"), "{t}");
@@ -174,7 +184,9 @@ fn check_says_too_few_runs_with_one_run_each_and_how_many_would_do() {
 fn check_reads_a_stored_report_as_baseline_and_several_files_per_side() {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = side(dir.path(), "base", &[0, 1, 2]);
-    let stored = boottrace(&["report", "--json", "-i", s(&base)]);
+    let map = dir.path().join("System.map");
+    std::fs::write(&map, system_map()).expect("System.map");
+    let stored = boottrace(&["report", "--json", "-i", s(&base), "--system-map", s(&map)]);
     assert!(stored.status.success(), "{}", text(&stored));
     let json_path = dir.path().join("baseline.json");
     std::fs::write(&json_path, &stored.stdout).expect("write");
@@ -184,10 +196,10 @@ fn check_reads_a_stored_report_as_baseline_and_several_files_per_side() {
         .iter()
         .map(|&e| side(dir.path(), &format!("part{e}"), &[e]))
         .collect();
-    let mut args = vec!["check", s(&json_path), "-c"];
+    let mut args = vec![s(&json_path), "-c"];
     args.extend(parts.iter().map(|p| s(p)));
     args.push("--json");
-    let out = boottrace(&args);
+    let out = check(dir.path(), &args);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let doc = json(&out);
     assert_eq!(doc["candidate"]["runs"], 3);
@@ -285,7 +297,12 @@ fn diff_json_lists_what_got_slower_with_the_boot_change() {
     let base = side(dir.path(), "base", &[0, 1, 2]);
     let slow = side(dir.path(), "slow", &[20, 21, 22]);
     let svg = dir.path().join("d.svg");
-    let out = boottrace(&["diff", s(&base), s(&slow), "-o", s(&svg), "--json"]);
+    let map = dir.path().join("System.map");
+    std::fs::write(&map, system_map()).expect("System.map");
+    let maps = ["--system-map-a", s(&map), "--system-map-b", s(&map)];
+    let mut args = vec!["diff", s(&base), s(&slow), "-o", s(&svg), "--json"];
+    args.extend(maps);
+    let out = boottrace(&args);
     assert!(out.status.success(), "{}", text(&out));
     let doc = json(&out);
     assert_eq!((doc["format"].as_str(), doc["version"].as_u64()), (Some("boottrace-diff"), Some(1)));
@@ -299,14 +316,16 @@ fn diff_json_lists_what_got_slower_with_the_boot_change() {
     assert!(bc["p"].as_f64().expect("p") < 0.05, "{bc}");
     assert!(svg.is_file(), "the SVG is still written");
     // The directory form of a side.
-    let out = boottrace(&[
+    let mut args = vec![
         "diff",
         s(base.parent().expect("dir")),
         s(slow.parent().expect("dir")),
         "-o",
         s(&svg),
         "--json",
-    ]);
+    ];
+    args.extend(maps);
+    let out = boottrace(&args);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(json(&out)["slower"][0]["name"], "__init_single_page");
 }

@@ -53,6 +53,12 @@ pub struct CheckArgs {
     /// vmlinux for the candidate's symbols.
     #[arg(long, value_name = "FILE")]
     pub vmlinux_b: Option<PathBuf>,
+    /// System.map for the baseline's symbols (when no vmlinux is found).
+    #[arg(long, value_name = "FILE")]
+    pub system_map_a: Option<PathBuf>,
+    /// System.map for the candidate's symbols.
+    #[arg(long, value_name = "FILE")]
+    pub system_map_b: Option<PathBuf>,
     /// Use a vmlinux even if its identity does not match the recorded kernel.
     #[arg(long)]
     pub force: bool,
@@ -61,14 +67,15 @@ pub struct CheckArgs {
 impl CheckArgs {
     /// The library's configuration.
     pub fn into_config(self) -> CheckConfig {
-        let sym = |vmlinux: Option<PathBuf>| SymbolConfig {
+        let sym = |vmlinux: Option<PathBuf>, system_map: Option<PathBuf>| SymbolConfig {
             vmlinux,
+            system_map,
             force: self.force,
             ..SymbolConfig::default()
         };
         CheckConfig {
-            symbols_a: sym(self.vmlinux_a.clone()),
-            symbols_b: sym(self.vmlinux_b.clone()),
+            symbols_a: sym(self.vmlinux_a.clone(), self.system_map_a.clone()),
+            symbols_b: sym(self.vmlinux_b.clone(), self.system_map_b.clone()),
             baseline: self.baseline,
             candidate: self.candidate,
             allow_mixed: self.allow_mixed,

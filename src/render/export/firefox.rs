@@ -597,11 +597,20 @@ mod tests {
         for want in ["VMM phase", "Kernel phase", "start_kernel stage", "Initcall", "Console", "End"] {
             assert!(mnames.iter().any(|m| m == want), "{want} not in {mnames:?}");
         }
-        let data = col(&th["markers"], "data");
+        // String fields are indices into the thread's string array.
+        let texts: Vec<&str> = col(&th["markers"], "data")
+            .iter()
+            .map(|d| {
+                let i = d["text"].as_u64().expect("string index") as usize;
+                strings[i].as_str().expect("string")
+            })
+            .collect();
         assert!(
-            data.iter().any(|d| d["text"] == "Run /init as init process"),
-            "console text: {data:?}"
+            texts.contains(&"Run /init as init process"),
+            "console text: {texts:?}"
         );
+        assert!(texts.contains(&"foo_init"), "initcall marker: {texts:?}");
+        assert!(texts.contains(&"first_instruction"), "VMM marker: {texts:?}");
         let schema = col(&v["meta"], "markerSchema");
         assert!(schema.iter().any(|s| s["name"] == "boottrace"), "{schema:?}");
 
