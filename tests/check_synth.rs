@@ -84,7 +84,10 @@ fn check_flags_a_slower_candidate_and_names_what_grew() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let doc = json(&out);
     assert_eq!(doc["format"], "boottrace-check");
-    assert_eq!((doc["verdict"].as_str(), doc["exit_status"].as_u64()), (Some("regressed"), Some(1)));
+    assert_eq!(
+        (doc["verdict"].as_str(), doc["exit_status"].as_u64()),
+        (Some("regressed"), Some(1))
+    );
     let r = regressed(&doc);
     for want in [
         ("boot", "boot"),
@@ -106,7 +109,10 @@ fn check_flags_a_slower_candidate_and_names_what_grew() {
         .find(|x| x["name"] == "boot")
         .expect("boot row");
     // Scripted: boot = samples × 1 ms, 44+{0,1,2} vs 44+{20,21,22}.
-    assert!((boot["delta_ns"].as_f64().expect("delta") - 20e6).abs() < 1.0, "{boot}");
+    assert!(
+        (boot["delta_ns"].as_f64().expect("delta") - 20e6).abs() < 1.0,
+        "{boot}"
+    );
 }
 
 #[test]
@@ -205,7 +211,10 @@ fn check_reads_a_stored_report_as_baseline_and_several_files_per_side() {
     assert_eq!(doc["candidate"]["runs"], 3);
     assert_eq!(doc["baseline"]["runs"], 3);
     let r = regressed(&doc);
-    assert!(r.contains(&("function".into(), "__init_single_page".into())), "{r:?}");
+    assert!(
+        r.contains(&("function".into(), "__init_single_page".into())),
+        "{r:?}"
+    );
 
     // A report cannot be mixed with traces on one side.
     let out = boottrace(&["check", s(&json_path), s(&base), "-c", s(&parts[0])]);
@@ -216,7 +225,11 @@ fn check_reads_a_stored_report_as_baseline_and_several_files_per_side() {
     std::fs::write(&junk, b"{\"format\": 3}").expect("write");
     let out = boottrace(&["check", s(&junk), "-c", s(&base)]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("neither a trace nor a report"), "{}", text(&out));
+    assert!(
+        text(&out).contains("neither a trace nor a report"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -227,7 +240,13 @@ fn report_on_three_files_equals_report_on_one_file_with_the_same_runs() {
     let parts: Vec<PathBuf> = scripts
         .iter()
         .enumerate()
-        .map(|(i, sc)| write_trace(dir.path(), &format!("part{i}.data"), std::slice::from_ref(sc)))
+        .map(|(i, sc)| {
+            write_trace(
+                dir.path(),
+                &format!("part{i}.data"),
+                std::slice::from_ref(sc),
+            )
+        })
         .collect();
     let report = |inputs: &[&Path]| -> Value {
         let mut args = vec!["report", "--json"];
@@ -259,14 +278,7 @@ fn report_on_three_files_equals_report_on_one_file_with_the_same_runs() {
 
     // The text report and the flamegraph take several files too.
     let svg = dir.path().join("f.svg");
-    let out = boottrace(&[
-        "flame",
-        s(&svg),
-        "-i",
-        s(&parts[0]),
-        "-i",
-        s(&parts[1]),
-    ]);
+    let out = boottrace(&["flame", s(&svg), "-i", s(&parts[0]), "-i", s(&parts[1])]);
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -284,7 +296,10 @@ fn traces_of_different_kernels_are_refused_unless_allowed() {
     let out = boottrace(&["report", "-i", s(&a), "-i", s(&b)]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let t = text(&out);
-    assert!(t.contains("different kernels") && t.contains("--allow-mixed"), "{t}");
+    assert!(
+        t.contains("different kernels") && t.contains("--allow-mixed"),
+        "{t}"
+    );
     let out = boottrace(&["report", "-i", s(&a), "-i", s(&b), "--allow-mixed"]);
     assert!(out.status.success(), "{}", text(&out));
     let out = boottrace(&["check", s(&a), s(&b), "-c", s(&a)]);
@@ -305,14 +320,23 @@ fn diff_json_lists_what_got_slower_with_the_boot_change() {
     let out = boottrace(&args);
     assert!(out.status.success(), "{}", text(&out));
     let doc = json(&out);
-    assert_eq!((doc["format"].as_str(), doc["version"].as_u64()), (Some("boottrace-diff"), Some(1)));
-    assert_eq!((doc["a"]["runs"].as_u64(), doc["b"]["runs"].as_u64()), (Some(3), Some(3)));
+    assert_eq!(
+        (doc["format"].as_str(), doc["version"].as_u64()),
+        (Some("boottrace-diff"), Some(1))
+    );
+    assert_eq!(
+        (doc["a"]["runs"].as_u64(), doc["b"]["runs"].as_u64()),
+        (Some(3), Some(3))
+    );
     assert_eq!(doc["slower"][0]["name"], "__init_single_page", "{doc}");
     let m = &doc["slower"][0]["self_metric"];
     let grew = m["b_per_boot"].as_f64().expect("b") - m["a_per_boot"].as_f64().expect("a");
     assert!((grew - 20.0).abs() < 1e-6, "{m}");
     let bc = &doc["boot_change"];
-    assert!((bc["delta_ns"].as_f64().expect("delta") - 20e6).abs() < 1.0, "{bc}");
+    assert!(
+        (bc["delta_ns"].as_f64().expect("delta") - 20e6).abs() < 1.0,
+        "{bc}"
+    );
     assert!(bc["p"].as_f64().expect("p") < 0.05, "{bc}");
     assert!(svg.is_file(), "the SVG is still written");
     // The directory form of a side.

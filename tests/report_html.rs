@@ -149,7 +149,10 @@ fn html_report_renders_searches_and_has_no_script_errors() {
         dom.contains(r#"<tr data-name="start_kernel" class="hit">"#),
         "start_kernel row not marked"
     );
-    assert!(dom.contains("rgb(230,0,230)"), "no frame in the search colour");
+    assert!(
+        dom.contains("rgb(230,0,230)"),
+        "no frame in the search colour"
+    );
     let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
     assert!(size > 20_000, "screenshot of {size} bytes");
 }

@@ -543,10 +543,7 @@ pub fn runs_needed(sd: f64, effect: f64, alpha: f64, power: f64) -> Option<usize
 fn test(a: &Moments, b: &Moments) -> Option<(f64, Test)> {
     let var = |m: &Moments| m.stddev.map(|s| s * s);
     if a.n >= 2 && b.n >= 2 {
-        let w = welch_from_moments(
-            (a.n as f64, a.mean, var(a)?),
-            (b.n as f64, b.mean, var(b)?),
-        )?;
+        let w = welch_from_moments((a.n as f64, a.mean, var(a)?), (b.n as f64, b.mean, var(b)?))?;
         return Some((w.p / 2.0, Test::Welch));
     }
     // One run on one side: is it outside the other side's spread?
@@ -643,9 +640,8 @@ pub fn compare(a: &CheckSide, b: &CheckSide, o: &CheckOptions) -> CheckResult {
             .then_with(|| x.name.cmp(&y.name))
     });
     let runs_needed_for_boot = match (a.values.get(&boot_key), b.values.get(&boot_key)) {
-        (Some(ma), Some(mb)) => noise(ma, mb).and_then(|s| {
-            runs_needed(s, o.boot.bound(ma.mean, Some(ma.mean)), o.alpha, o.power)
-        }),
+        (Some(ma), Some(mb)) => noise(ma, mb)
+            .and_then(|s| runs_needed(s, o.boot.bound(ma.mean, Some(ma.mean)), o.alpha, o.power)),
         _ => None,
     };
     let verdict = if rows.iter().any(|r| r.status == Status::Regressed) {
@@ -698,7 +694,10 @@ mod tests {
         assert_eq!(t.bound(50.0 * MS, Some(1000.0 * MS)), 10.0 * MS);
         assert_eq!(t.bound(5.0 * MS, None), 2.0 * MS);
         assert_eq!("1.5s".parse::<Threshold>().expect("s").0, [Term::Ns(1.5e9)]);
-        assert_eq!("250us".parse::<Threshold>().expect("us").0, [Term::Ns(2.5e5)]);
+        assert_eq!(
+            "250us".parse::<Threshold>().expect("us").0,
+            [Term::Ns(2.5e5)]
+        );
         for bad in ["", "5", "x%", "-1%", "5%,", "inf%", "3 parsecs"] {
             assert!(bad.parse::<Threshold>().is_err(), "{bad:?} parsed");
         }
@@ -710,7 +709,11 @@ mod tests {
             3,
             &[
                 (Kind::Boot, BOOT, &[1000.0 * MS, 1010.0 * MS, 990.0 * MS]),
-                (Kind::Function, "memmap_init_range", &[100.0 * MS, 102.0 * MS, 98.0 * MS]),
+                (
+                    Kind::Function,
+                    "memmap_init_range",
+                    &[100.0 * MS, 102.0 * MS, 98.0 * MS],
+                ),
                 (Kind::Function, "noise", &[20.0 * MS, 40.0 * MS, 5.0 * MS]),
             ],
         );
@@ -718,9 +721,17 @@ mod tests {
             3,
             &[
                 (Kind::Boot, BOOT, &[1300.0 * MS, 1310.0 * MS, 1290.0 * MS]),
-                (Kind::Function, "memmap_init_range", &[400.0 * MS, 405.0 * MS, 395.0 * MS]),
+                (
+                    Kind::Function,
+                    "memmap_init_range",
+                    &[400.0 * MS, 405.0 * MS, 395.0 * MS],
+                ),
                 (Kind::Function, "noise", &[45.0 * MS, 10.0 * MS, 50.0 * MS]),
-                (Kind::Function, "new_thing", &[30.0 * MS, 31.0 * MS, 29.0 * MS]),
+                (
+                    Kind::Function,
+                    "new_thing",
+                    &[30.0 * MS, 31.0 * MS, 29.0 * MS],
+                ),
             ],
         );
         let r = compare(&a, &b, &CheckOptions::default());
@@ -779,7 +790,17 @@ mod tests {
 
         let many = side(
             5,
-            &[(Kind::Boot, BOOT, &[1000.0 * MS, 1010.0 * MS, 990.0 * MS, 1005.0 * MS, 995.0 * MS])],
+            &[(
+                Kind::Boot,
+                BOOT,
+                &[
+                    1000.0 * MS,
+                    1010.0 * MS,
+                    990.0 * MS,
+                    1005.0 * MS,
+                    995.0 * MS,
+                ],
+            )],
         );
         let r = compare(&many, &slow, &CheckOptions::default());
         assert_eq!(r.rows[0].test, Some(Test::Prediction));

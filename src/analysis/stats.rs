@@ -144,10 +144,7 @@ pub fn welch_t_test(a: &[f64], b: &[f64]) -> Option<WelchTest> {
     }
     let (ma, va) = mean_var(a)?;
     let (mb, vb) = mean_var(b)?;
-    welch_from_moments(
-        (a.len() as f64, ma, va),
-        (b.len() as f64, mb, vb),
-    )
+    welch_from_moments((a.len() as f64, ma, va), (b.len() as f64, mb, vb))
 }
 
 /// Welch's test from each side's (count, mean, sample variance), for inputs

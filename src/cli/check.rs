@@ -7,7 +7,8 @@ use crate::profile::symbols::SymbolConfig;
 use crate::render::check::CheckConfig;
 
 fn threshold(s: &str) -> Result<Threshold, String> {
-    s.parse().map_err(|e: crate::analysis::check::CheckError| e.to_string())
+    s.parse()
+        .map_err(|e: crate::analysis::check::CheckError| e.to_string())
 }
 
 fn alpha(s: &str) -> Result<f64, String> {
@@ -108,7 +109,10 @@ mod tests {
             .expect("parse")
             .args
             .into_config();
-        assert_eq!(c.baseline, [PathBuf::from("a1.data"), PathBuf::from("a2.data")]);
+        assert_eq!(
+            c.baseline,
+            [PathBuf::from("a1.data"), PathBuf::from("a2.data")]
+        );
         assert_eq!(c.candidate, [PathBuf::from("b.data"), PathBuf::from("dir")]);
         assert_eq!(c.options, CheckOptions::default());
         assert!(!c.json && !c.allow_mixed);

@@ -170,7 +170,9 @@ pub fn describe(inputs: &[PathBuf]) -> String {
         [one] => one.display().to_string(),
         many => format!(
             "{} (+{} more)",
-            many.first().map_or(Path::new(""), |p| p.as_path()).display(),
+            many.first()
+                .map_or(Path::new(""), |p| p.as_path())
+                .display(),
             many.len().saturating_sub(1)
         ),
     }

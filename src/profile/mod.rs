@@ -26,8 +26,8 @@ use serde::Serialize;
 pub use crate::trace::{EndKind, PhaseName, UnwinderKind};
 
 pub use build::{build, open, BuildError};
-pub use many::{open_many, ManyError};
 pub use frames::FrameTable;
+pub use many::{open_many, ManyError};
 pub use stacks::{StackId, StackNode, StackTable};
 pub use strings::{StrId, StringTable};
 

@@ -483,7 +483,12 @@ pub fn json_doc(v: &DiffView<'_>, o: &DiffOptions) -> JsonDiff {
             p: welch_t_test(&times(v.a), &times(v.b)).map(|t| t.p),
         }
     });
-    let deltas = function_deltas(&SideRuns::of(v.a), &SideRuns::of(v.b), o.weight, o.normalize);
+    let deltas = function_deltas(
+        &SideRuns::of(v.a),
+        &SideRuns::of(v.b),
+        o.weight,
+        o.normalize,
+    );
     let (slower, faster) = slower_faster(&deltas, o.normalize, o.sort, o.top);
     JsonDiff {
         format: JSON_FORMAT,

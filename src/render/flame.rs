@@ -130,7 +130,8 @@ pub fn render(p: &Profile, o: &FlameOptions, out: impl Write) -> anyhow::Result<
 
 /// `boottrace flame`: reads the trace, writes the SVG.
 pub fn run(c: &FlameConfig) -> anyhow::Result<Vec<Message>> {
-    let (p, runs, mut msgs) = open_for_output(&c.input, &c.extra_inputs, c.allow_mixed, &c.symbols, c.run)?;
+    let (p, runs, mut msgs) =
+        open_for_output(&c.input, &c.extra_inputs, c.allow_mixed, &c.symbols, c.run)?;
     let mut out = create(&c.output)?;
     let o = FlameOptions {
         runs,

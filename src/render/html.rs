@@ -182,7 +182,12 @@ fn function_rows(out: &mut String, title: &str, rows: &[FunctionSummary], time: 
 fn headline(out: &mut String, d: &ReportDoc) {
     let s = &d.summary;
     let fig = |out: &mut String, label: &str, value: String| {
-        let _ = writeln!(out, "<div class=fig>{}<b>{}</b></div>", esc(label), esc(&value));
+        let _ = writeln!(
+            out,
+            "<div class=fig>{}<b>{}</b></div>",
+            esc(label),
+            esc(&value)
+        );
     };
     let _ = writeln!(out, "<div class=headline>");
     if let Some(b) = &s.boot_ns {
@@ -245,7 +250,11 @@ fn layout_table(out: &mut String, d: &ReportDoc) {
         "<table><tr><th>run</th><th>KASLR slide</th><th>how found</th><th>kernel _text at physical</th><th>decompressor at</th></tr>"
     );
     for (run, l) in rows.iter().take(100) {
-        let bases: Vec<String> = l.decompressor_bases.iter().map(|a| format!("{a:#x}")).collect();
+        let bases: Vec<String> = l
+            .decompressor_bases
+            .iter()
+            .map(|a| format!("{a:#x}"))
+            .collect();
         let _ = writeln!(
             out,
             "<tr><td>{run}</td><td>{}{:#x}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -374,7 +383,12 @@ pub fn render(p: &Profile, d: &ReportDoc) -> anyhow::Result<String> {
         );
     }
     vmm_table(&mut out, d);
-    named_rows(&mut out, "Kernel phases", &d.summary.kernel_phases, d.summary.runs);
+    named_rows(
+        &mut out,
+        "Kernel phases",
+        &d.summary.kernel_phases,
+        d.summary.runs,
+    );
     named_rows(
         &mut out,
         "start_kernel stages",
@@ -382,15 +396,30 @@ pub fn render(p: &Profile, d: &ReportDoc) -> anyhow::Result<String> {
         d.summary.runs,
     );
     named_rows(&mut out, "Initcalls", &d.summary.initcalls, d.summary.runs);
-    function_rows(&mut out, "Top functions by self time", &d.summary.top_self, true);
-    function_rows(&mut out, "Top functions by total time", &d.summary.top_total, true);
+    function_rows(
+        &mut out,
+        "Top functions by self time",
+        &d.summary.top_self,
+        true,
+    );
+    function_rows(
+        &mut out,
+        "Top functions by total time",
+        &d.summary.top_total,
+        true,
+    );
     function_rows(
         &mut out,
         "Host page faults by function",
         &d.summary.faults_by_function,
         false,
     );
-    function_rows(&mut out, "KVM exits by function", &d.summary.exits_by_function, false);
+    function_rows(
+        &mut out,
+        "KVM exits by function",
+        &d.summary.exits_by_function,
+        false,
+    );
     if let Some(ps) = &d.summary.sampler.per_sample_ns {
         let _ = writeln!(
             out,
@@ -421,7 +450,10 @@ mod tests {
 
     #[test]
     fn escaping_and_base64() {
-        assert_eq!(esc("<a href=\"x\">&'\u{1b}"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;\\x1b");
+        assert_eq!(
+            esc("<a href=\"x\">&'\u{1b}"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;\\x1b"
+        );
         assert_eq!(base64(b""), "");
         assert_eq!(base64(b"f"), "Zg==");
         assert_eq!(base64(b"fo"), "Zm8=");

@@ -258,7 +258,13 @@ pub fn write_trace(dir: &Path, name: &str, scripts: &[Vec<Step>]) -> PathBuf {
 
 /// Like [`write_trace`], sampling every `period_ns`.
 pub fn write_trace_with(dir: &Path, name: &str, scripts: &[Vec<Step>], period_ns: u64) -> PathBuf {
-    write_trace_of(dir, name, scripts, period_ns, "Linux version 6.12.0-scripted")
+    write_trace_of(
+        dir,
+        name,
+        scripts,
+        period_ns,
+        "Linux version 6.12.0-scripted",
+    )
 }
 
 /// Like [`write_trace_with`], for a kernel whose version banner is `version`.

@@ -169,10 +169,13 @@ impl Categories {
 
     fn of(&self, ph: Phase) -> (CategoryHandle, CategoryPairHandle, CategoryPairHandle) {
         // Every phase was added in `add`.
-        self.pairs
-            .get(&ph)
-            .copied()
-            .unwrap_or_else(|| (CategoryHandle::OTHER, CategoryHandle::OTHER.into(), CategoryHandle::OTHER.into()))
+        self.pairs.get(&ph).copied().unwrap_or_else(|| {
+            (
+                CategoryHandle::OTHER,
+                CategoryHandle::OTHER.into(),
+                CategoryHandle::OTHER.into(),
+            )
+        })
     }
 }
 
@@ -252,7 +255,12 @@ fn add_run(
     marks: &Marks,
 ) -> ThreadHandle {
     let process = fx.add_process(&format!("boot run {}", run.run), run.run + 1, ts(0));
-    let vcpus = run.samples.iter().map(|s| s.vcpu).max().map_or(1, |m| m + 1);
+    let vcpus = run
+        .samples
+        .iter()
+        .map(|s| s.vcpu)
+        .max()
+        .map_or(1, |m| m + 1);
     let threads: Vec<ThreadHandle> = (0..vcpus)
         .map(|v| {
             // Not "main": the crate names a main thread after its process,
@@ -373,7 +381,13 @@ fn add_markers(fx: &mut FxProfile, p: &Profile, run: &Run, cats: &Categories, t:
             Some(d) => format!("{} ({d})", end.reason),
             None => end.reason.to_string(),
         };
-        marker(fx, MarkerTiming::Instant(ts(end.t_ns)), "End", &text, cats.vmm);
+        marker(
+            fx,
+            MarkerTiming::Instant(ts(end.t_ns)),
+            "End",
+            &text,
+            cats.vmm,
+        );
     }
 }
 
@@ -537,7 +551,14 @@ mod tests {
             .iter()
             .map(|c| c["name"].as_str().expect("name").to_string())
             .collect();
-        for want in ["decompressor", "head", "start_kernel", "initcalls", "idle", "waiting"] {
+        for want in [
+            "decompressor",
+            "head",
+            "start_kernel",
+            "initcalls",
+            "idle",
+            "waiting",
+        ] {
             assert!(cats.iter().any(|c| c == want), "{want} not in {cats:?}");
         }
         assert!(v["meta"]["preprocessedProfileVersion"].as_u64().is_some());
@@ -592,9 +613,21 @@ mod tests {
         // Markers: VMM phases, kernel phases, the console line, the end.
         let mnames: Vec<String> = col(&th["markers"], "name")
             .iter()
-            .map(|s| strings[s.as_u64().expect("i") as usize].as_str().expect("s").to_string())
+            .map(|s| {
+                strings[s.as_u64().expect("i") as usize]
+                    .as_str()
+                    .expect("s")
+                    .to_string()
+            })
             .collect();
-        for want in ["VMM phase", "Kernel phase", "start_kernel stage", "Initcall", "Console", "End"] {
+        for want in [
+            "VMM phase",
+            "Kernel phase",
+            "start_kernel stage",
+            "Initcall",
+            "Console",
+            "End",
+        ] {
             assert!(mnames.iter().any(|m| m == want), "{want} not in {mnames:?}");
         }
         // String fields are indices into the thread's string array.
@@ -610,9 +643,15 @@ mod tests {
             "console text: {texts:?}"
         );
         assert!(texts.contains(&"foo_init"), "initcall marker: {texts:?}");
-        assert!(texts.contains(&"first_instruction"), "VMM marker: {texts:?}");
+        assert!(
+            texts.contains(&"first_instruction"),
+            "VMM marker: {texts:?}"
+        );
         let schema = col(&v["meta"], "markerSchema");
-        assert!(schema.iter().any(|s| s["name"] == "boottrace"), "{schema:?}");
+        assert!(
+            schema.iter().any(|s| s["name"] == "boottrace"),
+            "{schema:?}"
+        );
 
         // One run only.
         let mut out = Vec::new();

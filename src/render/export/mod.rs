@@ -58,7 +58,8 @@ pub struct ExportConfig {
 
 /// `boottrace export`: writes to `config.output`, or to `stdout` without one.
 pub fn run(c: &ExportConfig, stdout: &mut dyn Write) -> anyhow::Result<Vec<Message>> {
-    let (p, runs, msgs) = open_for_output(&c.input, &c.extra_inputs, c.allow_mixed, &c.symbols, c.run)?;
+    let (p, runs, msgs) =
+        open_for_output(&c.input, &c.extra_inputs, c.allow_mixed, &c.symbols, c.run)?;
     let mut file = None;
     let mut buffered;
     let out: &mut dyn Write = match &c.output {

@@ -243,11 +243,21 @@ fn layout_lines(out: &mut String, runs: &[crate::analysis::doc::RunReport]) {
                 .iter()
                 .map(|a| format!("{a:#x}"))
                 .collect();
-            let _ = writeln!(out, "  {:width$}  decompressor ran at physical {}", "", b.join(", "), width = who.len());
+            let _ = writeln!(
+                out,
+                "  {:width$}  decompressor ran at physical {}",
+                "",
+                b.join(", "),
+                width = who.len()
+            );
         }
     }
     if seen.len() > 32 {
-        let _ = writeln!(out, "  ({} more distinct layouts in the JSON report)", seen.len() - 32);
+        let _ = writeln!(
+            out,
+            "  ({} more distinct layouts in the JSON report)",
+            seen.len() - 32
+        );
     }
 }
 
