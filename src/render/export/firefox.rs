@@ -211,6 +211,9 @@ impl Marks {
     }
 }
 
+/// A stack's frame names (root first), and each with its inline flag.
+type StackNames = (Vec<FrameName>, Vec<(FrameName, bool)>);
+
 fn ts(ns: u64) -> Timestamp {
     Timestamp::from_nanos_since_reference(ns)
 }
@@ -272,8 +275,7 @@ fn add_run(
         .collect();
     let start_kernel_at = kernel_phases(p, run).milestones.start_kernel_ns;
     // Per (stack, phase): the frames once, not once per sample.
-    let mut frame_memo: HashMap<Option<StackId>, (Vec<FrameName>, Vec<(FrameName, bool)>)> =
-        HashMap::new();
+    let mut frame_memo: HashMap<Option<StackId>, StackNames> = HashMap::new();
     let mut last_t: Vec<u64> = vec![0; vcpus as usize];
     for s in &run.samples {
         let Some(&thread) = threads.get(s.vcpu as usize) else {
