@@ -123,7 +123,7 @@ impl Moments {
 pub struct CheckSide {
     /// Runs on this side.
     pub runs: usize,
-    /// Kernel identity (build-id or version banner), when known.
+    /// The kernel's version banner (else its build-id), when known.
     pub kernel: Option<String>,
     /// Per measure.
     pub values: BTreeMap<(Kind, String), Moments>,
@@ -165,9 +165,9 @@ impl CheckSide {
             runs: s.runs,
             kernel: doc
                 .input
-                .build_id
+                .kernel_version
                 .clone()
-                .or_else(|| doc.input.kernel_version.clone()),
+                .or_else(|| doc.input.build_id.clone()),
             values,
             all_functions: true,
         }
@@ -214,7 +214,7 @@ impl CheckSide {
         }
         Ok(CheckSide {
             runs: s.runs,
-            kernel: doc.input.build_id.or(doc.input.kernel_version),
+            kernel: doc.input.kernel_version.or(doc.input.build_id),
             values,
             all_functions: false,
         })
@@ -604,8 +604,11 @@ fn row(
         p: tested.map(|(p, _)| p),
         test: tested.map(|(_, t)| t),
         status,
+        // At least one more run than now: these runs did not decide it.
         runs_needed: if status == Status::Undecided {
-            noise(&a, &b).and_then(|s| runs_needed(s, delta.abs(), o.alpha, o.power))
+            noise(&a, &b)
+                .and_then(|s| runs_needed(s, delta.abs(), o.alpha, o.power))
+                .map(|n| n.max(a.n.min(b.n) + 1))
         } else {
             None
         },
