@@ -62,6 +62,8 @@ echo "make.sh: rendering" >&2
 "$BT" report -i "$data/tiny-fp.data" > "$gal/tiny-fp-report.txt"
 "$BT" export --format speedscope -i "$data/tiny-fp.data" -o "$gal/tiny-fp.speedscope.json"
 "$BT" export --format chrome -i "$data/tiny-fp.data" -o "$gal/tiny-fp.chrome.json"
+"$BT" export --format firefox -i "$data/tiny-fp.data" -o "$gal/tiny-fp.firefox.json"
+"$BT" report -i "$data/tiny-fp.data" --html "$gal/tiny-fp-report.html"
 "$BT" flame "$gal/tiny-orc.svg" -i "$data/tiny-orc.data"
 "$BT" report -i "$data/tiny-orc.data" > "$gal/tiny-orc-report.txt"
 "$BT" flame "$gal/debian-cloud-no-vmlinux.svg" -i "$data/debian-cloud.data"
@@ -125,6 +127,8 @@ repository. Debian kernel: `{debpkg}` (pinned in make.sh).
 | `tiny-fp-chart.svg` | the same recording as a time-ordered flame chart |
 | `tiny-fp-report.txt` | `report` of it |
 | `tiny-fp.speedscope.json`, `tiny-fp.chrome.json` | speedscope and Chrome trace-event (Perfetto) exports of it |
+| `tiny-fp.firefox.json` | its Firefox Profiler export (a track per vCPU, boot phases as categories, markers) |
+| `tiny-fp-report.html` | its report as one self-contained page (`report --html`) |
 | `tiny-orc.svg`, `tiny-orc-report.txt` | tiny-orc bzImage (ORC, SMP, KASLR) on 2 vCPUs |
 | `debian-cloud-no-vmlinux.svg`, `debian-cloud-report.txt` | Debian's stock cloud kernel with no vmlinux: symbols from the image's own kallsyms; booted with `--skip-decompressor` |
 | `debian-cloud-bzimage-stop.txt` | what `record` prints for the Debian bzImage as shipped |

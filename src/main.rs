@@ -21,6 +21,9 @@ enum Command {
     Flame(boottrace::cli::flame::FlameArgs),
     /// Compare two recordings (or two kernels): differential flamegraph + table.
     Diff(boottrace::cli::diff::DiffArgs),
+    /// CI gate: is the candidate's boot slower than the baseline's, beyond a
+    /// threshold and beyond noise? Exit 0 pass, 1 regressed, 2 could not compare.
+    Check(boottrace::cli::check::CheckArgs),
     /// Text (or JSON) report: phases, initcalls, top functions, faults, overhead.
     Report(boottrace::cli::report::ReportArgs),
     /// Export for other tools: folded stacks, speedscope, Chrome/Perfetto trace.
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Check(args) => return check(args),
         Command::Record(args) => record(args, t_process),
         Command::Flame(args) => {
             boottrace::render::flame::run(&args.into_config()).map(|m| print_messages(&m))
@@ -127,6 +131,22 @@ fn record(args: boottrace::cli::record::RecordArgs, t_process: Instant) -> anyho
     });
     let cfg = args.into_config(std::env::args().collect(), t_process)?;
     boottrace::record::record(&cfg, &mut progress).map(|_| ())
+}
+
+/// `boottrace check`: its own exit statuses (0 pass, 1 regressed, 2 could
+/// not compare: any error, including too few runs to decide).
+fn check(args: boottrace::cli::check::CheckArgs) -> ExitCode {
+    use boottrace::render::check::{exit_status, run};
+    match run(&args.into_config(), &mut std::io::stdout().lock()) {
+        Ok((verdict, msgs)) => {
+            print_messages(&msgs);
+            ExitCode::from(exit_status(verdict))
+        }
+        Err(e) => {
+            say(&format!("boottrace: error: {}", one_line(&e)));
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Status lines of the reading commands, on stderr (stdout is the output).

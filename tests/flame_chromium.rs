@@ -80,6 +80,8 @@ fn svg_renders_and_search_finds_start_kernel() {
         run: None,
         width: 1200,
         by_task: false,
+        extra_inputs: Vec::new(),
+        allow_mixed: false,
         symbols: SymbolConfig {
             system_map: Some(map),
             ..SymbolConfig::default()

@@ -39,6 +39,8 @@ fn args(f: &Fixture) -> FlameConfig {
         run: None,
         width: 1200,
         by_task: false,
+        extra_inputs: Vec::new(),
+        allow_mixed: false,
         symbols: SymbolConfig {
             system_map: Some(f.map.clone()),
             ..SymbolConfig::default()

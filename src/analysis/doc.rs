@@ -31,7 +31,12 @@
 //!   format 2.1: empty for older traces or without type info) {`name`
 //!   (`[pid 1 init]`, or `[unknown task]` for samples whose task is not
 //!   known), `pid`, `tgid`, `comm` (null for the unknown row), `samples`,
-//!   `time_ns`, `share` (of the run's sampled time, 0–1)}, longest first.
+//!   `time_ns`, `share` (of the run's sampled time, 0–1)}, longest first;
+//!   `layout` (added in version 1; absent when the trace has no layout
+//!   record) {`kaslr_slide` (runtime − link-time virtual address),
+//!   `slide_method` (how it was found), `kernel_phys_start` (physical load
+//!   address of `_text`, or null), `kernel_link_start`, `kernel_size`,
+//!   `decompressor_bases[]` (physical addresses the decompressor ran at)}.
 //! - `summary`: `runs` (count), and each as a *summary* {`n`, `min`,
 //!   `median`, `max`, `mean`, `stddev` (null with one run)} over runs:
 //!   `boot_ns`, `until_init_ns`, `vmm_phases[]` {`name`, `at_ns`,
@@ -147,6 +152,40 @@ pub struct RunReport {
     pub sampler: SamplerReport,
     /// Time per guest task (empty without task awareness).
     pub tasks: Vec<TaskCost>,
+    /// Where the kernel ran, when the trace recorded it (left out of the
+    /// JSON otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<LayoutReport>,
+}
+
+/// Where one run's kernel and decompressor ran, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LayoutReport {
+    /// KASLR: runtime minus link-time virtual address of the kernel text.
+    pub kaslr_slide: i64,
+    /// How the slide was found.
+    pub slide_method: String,
+    /// Physical address the kernel was loaded at (its `_text`), when known.
+    pub kernel_phys_start: Option<u64>,
+    /// Link-time virtual address of `_text`.
+    pub kernel_link_start: u64,
+    /// Kernel image size in memory, bytes.
+    pub kernel_size: u64,
+    /// Physical addresses the decompressor ran at (loaded, relocated).
+    pub decompressor_bases: Vec<u64>,
+}
+
+impl LayoutReport {
+    fn of(l: &boottrace_symbols::layout::RunLayout) -> LayoutReport {
+        LayoutReport {
+            kaslr_slide: l.kernel_virt_slide,
+            slide_method: l.virt_slide_method.clone(),
+            kernel_phys_start: l.kernel_phys_start,
+            kernel_link_start: l.kernel_link_start,
+            kernel_size: l.kernel_size,
+            decompressor_bases: l.decompressor_bases.clone(),
+        }
+    }
 }
 
 /// A named time summarized over runs.
@@ -306,6 +345,7 @@ fn run_report(p: &Profile, run: &Run) -> RunReport {
         } else {
             tasks::run_tasks(run)
         },
+        layout: run.layout.as_ref().map(LayoutReport::of),
     }
 }
 

@@ -13,7 +13,9 @@
 //! - [`headline`]: the one-line summary in every title.
 //! - [`doc`]: the report as data (and its JSON schema).
 //! - [`diffnorm`], [`difftable`]: diff normalization and per-function deltas.
+//! - [`check`]: baseline vs candidate, thresholds and significance (`check`).
 
+pub mod check;
 pub mod diffnorm;
 pub mod difftable;
 pub mod doc;

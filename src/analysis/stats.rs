@@ -144,8 +144,18 @@ pub fn welch_t_test(a: &[f64], b: &[f64]) -> Option<WelchTest> {
     }
     let (ma, va) = mean_var(a)?;
     let (mb, vb) = mean_var(b)?;
-    let (na, nb) = (a.len() as f64, b.len() as f64);
-    let (sa, sb) = (va / na, vb / nb);
+    welch_from_moments((a.len() as f64, ma, va), (b.len() as f64, mb, vb))
+}
+
+/// Welch's test from each side's (count, mean, sample variance), for inputs
+/// that keep only summaries (a stored `report --json`). Same definitions as
+/// [`welch_t_test`]; `None` when a count is below 2 or a value is not finite.
+pub fn welch_from_moments(a: (f64, f64, f64), b: (f64, f64, f64)) -> Option<WelchTest> {
+    let ((na, ma, va), (nb, mb, vb)) = (a, b);
+    if na < 2.0 || nb < 2.0 || [ma, va, mb, vb].iter().any(|x| !x.is_finite()) {
+        return None;
+    }
+    let (sa, sb) = (va.max(0.0) / na, vb.max(0.0) / nb);
     let se2 = sa + sb;
     if se2 <= 0.0 {
         let differ = ma != mb;

@@ -39,10 +39,11 @@ pub enum SortArg {
 /// Arguments of `boottrace diff`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DiffArgs {
-    /// Baseline: a trace file or a kernel image (recognised by content).
+    /// Baseline: a trace file, a directory of `*.data` traces (their runs as
+    /// one set), or a kernel image (recognised by content).
     #[arg(value_name = "A")]
     pub a: PathBuf,
-    /// Compared with A: a trace file or a kernel image.
+    /// Compared with A: a trace file, a directory of traces, or a kernel image.
     #[arg(value_name = "B")]
     pub b: PathBuf,
     /// Output SVG of the differential flamegraph (widths: B; red: grew, blue: shrank).
@@ -95,6 +96,12 @@ pub struct DiffArgs {
         allow_hyphen_values = true
     )]
     pub record_b: String,
+    /// Print the comparison as JSON on stdout instead of the table (the SVG is still written).
+    #[arg(long)]
+    pub json: bool,
+    /// Combine traces of different kernels within a side (a directory).
+    #[arg(long)]
+    pub allow_mixed: bool,
     /// Kernel images only: keep the recorded traces in this directory (default: a temporary one).
     #[arg(long, value_name = "DIR")]
     pub record_dir: Option<PathBuf>,
@@ -129,6 +136,8 @@ impl DiffArgs {
             record_a: self.record_a,
             record_b: self.record_b,
             record_dir: self.record_dir,
+            json: self.json,
+            allow_mixed: self.allow_mixed,
         }
     }
 }

@@ -14,6 +14,8 @@ pub enum FormatArg {
     Speedscope,
     /// Chrome trace-event JSON (Perfetto UI, chrome://tracing).
     Chrome,
+    /// Firefox Profiler JSON (profiler.firefox.com): a track per vCPU, phases as categories.
+    Firefox,
 }
 
 /// Options of `boottrace export`.
@@ -25,9 +27,13 @@ pub struct ExportArgs {
     /// Output file (default: standard output).
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Trace file to read.
+    /// Trace file to read; repeat (`-i a.data -i b.data`) or give a
+    /// directory (its `*.data` files) to read several as one set of runs.
     #[arg(short, long, value_name = "FILE", default_value = "boottrace.data")]
-    pub input: PathBuf,
+    pub input: Vec<PathBuf>,
+    /// Combine traces of different kernels.
+    #[arg(long)]
+    pub allow_mixed: bool,
     /// What stacks are weighed by (folded, speedscope).
     #[arg(long, value_enum, default_value_t = WeightArg::Samples)]
     pub weight: WeightArg,
@@ -47,8 +53,11 @@ impl ExportArgs {
                 FormatArg::Folded => ExportFormat::Folded,
                 FormatArg::Speedscope => ExportFormat::Speedscope,
                 FormatArg::Chrome => ExportFormat::Chrome,
+                FormatArg::Firefox => ExportFormat::Firefox,
             },
-            input: self.input,
+            input: self.input.first().cloned().unwrap_or_default(),
+            extra_inputs: self.input.get(1..).unwrap_or_default().to_vec(),
+            allow_mixed: self.allow_mixed,
             output: self.output,
             weight: self.weight.for_samples(),
             run: self.run,

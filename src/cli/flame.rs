@@ -11,9 +11,13 @@ pub struct FlameArgs {
     /// Output SVG file.
     #[arg(value_name = "OUT.svg", default_value = "boottrace.svg")]
     pub output: PathBuf,
-    /// Trace file to read.
+    /// Trace file to read; repeat (`-i a.data -i b.data`) or give a
+    /// directory (its `*.data` files) to read several as one set of runs.
     #[arg(short, long, value_name = "FILE", default_value = "boottrace.data")]
-    pub input: PathBuf,
+    pub input: Vec<PathBuf>,
+    /// Combine traces of different kernels.
+    #[arg(long)]
+    pub allow_mixed: bool,
     /// What frame widths measure.
     #[arg(long, value_enum, default_value_t = WeightArg::Samples)]
     pub weight: WeightArg,
@@ -39,7 +43,9 @@ impl FlameArgs {
     /// The library's configuration.
     pub fn into_config(self) -> FlameConfig {
         FlameConfig {
-            input: self.input,
+            input: self.input.first().cloned().unwrap_or_default(),
+            extra_inputs: self.input.get(1..).unwrap_or_default().to_vec(),
+            allow_mixed: self.allow_mixed,
             output: self.output,
             run: self.run,
             weight: self.weight.for_samples(),

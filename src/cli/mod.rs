@@ -1,6 +1,7 @@
 //! The command line's types: clap stays here, out of the library. Each
 //! command's arguments turn into a plain configuration with `into_config()`.
 
+pub mod check;
 pub mod diff;
 pub mod export;
 pub mod flame;

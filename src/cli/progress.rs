@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use crate::record::live::{LiveState, LiveStatus};
 use crate::record::{ConsoleEcho, Progress, RunSummary};
 
 /// How much the reporter shows.
@@ -85,6 +86,26 @@ impl Progress for StderrProgress {
             .console
             .then(|| self.queue.clone() as Arc<dyn ConsoleEcho>)
     }
+
+    fn live(&mut self) -> Option<Arc<dyn LiveStatus>> {
+        use std::io::IsTerminal;
+        // A line redrawn in place belongs on a terminal only: not in a log,
+        // not under -q, not for `diff`'s own recordings.
+        let on_terminal = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+        (self.verbosity.console && on_terminal && self.queue.tx.is_some())
+            .then(|| self.queue.clone() as Arc<dyn LiveStatus>)
+    }
+}
+
+impl LiveStatus for StderrQueue {
+    fn update(&self, s: &LiveState) {
+        let line = format!("{}: {}", "boottrace", s.line());
+        self.send_live(Some(line));
+    }
+
+    fn clear(&self) {
+        self.send_live(None);
+    }
 }
 
 /// Lines waiting for the terminal; console lines beyond this are dropped and
@@ -105,8 +126,15 @@ const FINAL_DRAIN_WAIT: Duration = Duration::from_secs(2);
 /// their control characters are escaped. Status lines wait up to
 /// [`STATUS_WAIT`]. A broken pipe (EPIPE) ends all writing quietly.
 pub struct StderrQueue {
-    tx: Option<mpsc::SyncSender<Vec<String>>>,
+    tx: Option<mpsc::SyncSender<Out>>,
     state: Arc<QueueState>,
+}
+
+/// What the stderr thread writes: lines, or the live line (drawn in place
+/// below them; `None` takes it away).
+enum Out {
+    Lines(Vec<String>),
+    Live(Option<String>),
 }
 
 #[derive(Default)]
@@ -126,17 +154,29 @@ struct QueueState {
 impl StderrQueue {
     /// Starts the writer thread (without one, lines are written directly).
     fn start() -> StderrQueue {
-        let (tx, rx) = mpsc::sync_channel::<Vec<String>>(ECHO_QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<Out>(ECHO_QUEUE);
         let state = Arc::new(QueueState::default());
         let st = state.clone();
         let spawned = std::thread::Builder::new()
             .name("stderr".into())
             .spawn(move || {
-                for lines in rx {
-                    if !st.closed.load(Ordering::Relaxed) && !write_lines(&lines) {
-                        st.closed.store(true, Ordering::Relaxed);
+                let mut live: Option<String> = None;
+                for out in rx {
+                    let closed = st.closed.load(Ordering::Relaxed);
+                    match out {
+                        Out::Lines(lines) => {
+                            if !closed && !write_around_live(&lines, live.as_deref()) {
+                                st.closed.store(true, Ordering::Relaxed);
+                            }
+                            st.queued.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        Out::Live(line) => {
+                            if !closed && !draw_live(line.as_deref()) {
+                                st.closed.store(true, Ordering::Relaxed);
+                            }
+                            live = line;
+                        }
                     }
-                    st.queued.fetch_sub(1, Ordering::Relaxed);
                 }
             })
             .is_ok();
@@ -160,12 +200,12 @@ impl StderrQueue {
         let mut batch = lines;
         self.state.queued.fetch_add(1, Ordering::Relaxed);
         loop {
-            match tx.try_send(batch) {
+            match tx.try_send(Out::Lines(batch)) {
                 Ok(()) => {
                     self.state.stalled.store(false, Ordering::Relaxed);
                     return;
                 }
-                Err(mpsc::TrySendError::Full(b))
+                Err(mpsc::TrySendError::Full(Out::Lines(b)))
                     if Instant::now() < deadline && !self.state.closed.load(Ordering::Relaxed) =>
                 {
                     batch = b;
@@ -176,6 +216,25 @@ impl StderrQueue {
                     self.state.stalled.store(true, Ordering::Relaxed);
                     return;
                 }
+            }
+        }
+    }
+
+    /// Hands the live line to the writer; a full queue skips this update
+    /// (the next tick brings a newer one), except the final clear, which waits.
+    fn send_live(&self, line: Option<String>) {
+        let Some(tx) = &self.tx else { return };
+        if line.is_some() {
+            let _ = tx.try_send(Out::Live(line));
+        } else {
+            let deadline = Instant::now() + STATUS_WAIT;
+            let mut msg = Out::Live(None);
+            while let Err(mpsc::TrySendError::Full(m)) = tx.try_send(msg) {
+                if Instant::now() >= deadline || self.state.closed.load(Ordering::Relaxed) {
+                    return;
+                }
+                msg = m;
+                std::thread::sleep(Duration::from_millis(5));
             }
         }
     }
@@ -206,7 +265,7 @@ impl ConsoleEcho for StderrQueue {
             return;
         };
         self.state.queued.fetch_add(1, Ordering::Relaxed);
-        if tx.try_send(vec![text]).is_err() {
+        if tx.try_send(Out::Lines(vec![text])).is_err() {
             self.state.queued.fetch_sub(1, Ordering::Relaxed);
             self.state.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -228,6 +287,27 @@ impl ConsoleEcho for StderrQueue {
 fn write_lines(lines: &[String]) -> bool {
     let mut err = std::io::stderr().lock();
     lines.iter().all(|l| writeln!(err, "{l}").is_ok())
+}
+
+/// Carriage return and erase-line: the live line's start.
+const ERASE: &str = "\r\x1b[K";
+
+/// Writes lines above the live line: erase it, write, draw it again.
+fn write_around_live(lines: &[String], live: Option<&str>) -> bool {
+    let Some(l) = live else {
+        return write_lines(lines);
+    };
+    let mut err = std::io::stderr().lock();
+    write!(err, "{ERASE}").is_ok()
+        && lines.iter().all(|x| writeln!(err, "{x}").is_ok())
+        && write!(err, "{l}").is_ok()
+        && err.flush().is_ok()
+}
+
+/// Draws (or with `None` erases) the live line in place.
+fn draw_live(line: Option<&str>) -> bool {
+    let mut err = std::io::stderr().lock();
+    write!(err, "{ERASE}{}", line.unwrap_or("")).is_ok() && err.flush().is_ok()
 }
 
 /// A run's summary as text: the end, the phase table, boot time and sampling cost.

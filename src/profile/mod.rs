@@ -13,6 +13,7 @@
 pub mod build;
 pub mod frames;
 pub mod interval;
+pub mod many;
 pub mod stacks;
 pub mod strings;
 pub mod symbols;
@@ -26,6 +27,7 @@ pub use crate::trace::{EndKind, PhaseName, UnwinderKind};
 
 pub use build::{build, open, BuildError};
 pub use frames::FrameTable;
+pub use many::{open_many, ManyError};
 pub use stacks::{StackId, StackNode, StackTable};
 pub use strings::{StrId, StringTable};
 
@@ -235,6 +237,9 @@ pub struct Run {
     pub tasks: Vec<TaskInfo>,
     /// Sampler totals, when the trace has them.
     pub cost: Option<CostTotals>,
+    /// Where the kernel and decompressor ran, as recorded (`None`: the
+    /// trace has no layout record for this run).
+    pub layout: Option<boottrace_symbols::layout::RunLayout>,
 }
 
 impl Run {

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod kernel;
+pub mod live;
 pub mod meta;
 pub mod observer;
 pub mod progress;
@@ -66,6 +67,7 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
         freq,
         analysis_ns,
         stat_names_written: Arc::new(AtomicBool::new(false)),
+        live: progress.live(),
     };
     let mut runs = Vec::new();
     for i in 0..cfg.runs {

@@ -20,6 +20,11 @@ pub trait Progress {
     /// Where guest console lines go as they arrive, if anywhere. Called once
     /// per run; the echo is used from vCPU threads.
     fn console(&mut self) -> Option<Arc<dyn ConsoleEcho>>;
+    /// Where the live progress line goes while a boot runs, if anywhere
+    /// (asked once per recording; used from a ticker thread).
+    fn live(&mut self) -> Option<Arc<dyn super::live::LiveStatus>> {
+        None
+    }
 }
 
 /// Shows guest console lines live (from the vCPU threads).

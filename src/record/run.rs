@@ -35,6 +35,8 @@ pub struct RunContext<'a> {
     pub analysis_ns: u64,
     /// Set once the KVM stat names were written (once per file).
     pub stat_names_written: Arc<AtomicBool>,
+    /// Where the live progress line goes, if anywhere.
+    pub live: Option<Arc<dyn super::live::LiveStatus>>,
 }
 
 /// A boot that could not start (no trace of it beyond its start record).
@@ -64,6 +66,17 @@ impl RunContext<'_> {
         )));
         let totals = Arc::new(CostTotals::default());
         let sampler = self.sampler(run, sink, &layout, &totals);
+        let ticker = self.live.clone().map(|live| {
+            let rec = recorder.clone();
+            super::live::Ticker::start(
+                live,
+                run,
+                self.cfg.runs,
+                t0,
+                totals.clone(),
+                Box::new(move || rec.phases().last().map(|(p, _)| p.to_string())),
+            )
+        });
         let outcome = vmm::boot(
             &self.boot,
             t0,
@@ -76,7 +89,11 @@ impl RunContext<'_> {
                 run: run + 1,
                 runs: self.cfg.runs,
             })
-        })?;
+        });
+        if let Some(t) = ticker {
+            t.stop();
+        }
+        let outcome = outcome?;
         let sampling = SamplingCost::from_totals(&totals);
         end_run(run, sink, &outcome, &sampling);
         Ok(self.summarize(run, outcome, &recorder, sampling, layout.current()))

@@ -64,6 +64,10 @@ pub struct DiffConfig {
     pub record_b: String,
     /// Kernel images only: where the traces go (default: a temporary directory).
     pub record_dir: Option<PathBuf>,
+    /// JSON on stdout instead of the table ([`json_doc`]).
+    pub json: bool,
+    /// Traces of different kernels may be combined within a side.
+    pub allow_mixed: bool,
 }
 
 /// One boot for a [`Recorder`] to record.
@@ -156,18 +160,19 @@ fn record_interleaved(
     Ok((ta, tb))
 }
 
-/// Loads several trace files as one profile (their runs in order).
-pub fn load_many(paths: &[PathBuf], sym: &SymbolConfig) -> anyhow::Result<Profile> {
-    let mut out: Option<Profile> = None;
-    for p in paths {
-        let prof =
-            crate::profile::open(p, sym).with_context(|| format!("cannot read {}", p.display()))?;
-        match &mut out {
-            None => out = Some(prof),
-            Some(acc) => acc.absorb(prof),
-        }
-    }
-    out.context("no trace to read")
+/// Loads several trace files (or directories of them) as one profile
+/// (their runs in order); see [`crate::profile::many`].
+pub fn load_many(
+    paths: &[PathBuf],
+    sym: &SymbolConfig,
+    allow_mixed: bool,
+) -> anyhow::Result<Profile> {
+    Ok(crate::profile::open_many(paths, sym, allow_mixed)?)
+}
+
+/// True when `path` is a trace input: a trace file, or a directory (of traces).
+fn is_trace_input(path: &Path) -> anyhow::Result<bool> {
+    Ok(path.is_dir() || is_trace_file(path)?)
 }
 
 /// The differential flamegraph of A → B, as SVG into `out`.
@@ -333,12 +338,12 @@ pub fn run(
     out: &mut dyn Write,
     status: &mut dyn FnMut(Message),
 ) -> anyhow::Result<()> {
-    let (a_trace, b_trace) = (is_trace_file(&c.a)?, is_trace_file(&c.b)?);
+    let (a_trace, b_trace) = (is_trace_input(&c.a)?, is_trace_input(&c.b)?);
     let _tmp;
     let (pa, pb) = match (a_trace, b_trace) {
         (true, true) => (
-            load_many(std::slice::from_ref(&c.a), &c.symbols_a)?,
-            load_many(std::slice::from_ref(&c.b), &c.symbols_b)?,
+            load_many(std::slice::from_ref(&c.a), &c.symbols_a, c.allow_mixed)?,
+            load_many(std::slice::from_ref(&c.b), &c.symbols_b, c.allow_mixed)?,
         ),
         (false, false) => {
             let dir = match &c.record_dir {
@@ -355,7 +360,11 @@ pub fn run(
                 }
             };
             let (ta, tb) = record_interleaved(c, &dir, record, status)?;
-            (load_many(&ta, &c.symbols_a)?, load_many(&tb, &c.symbols_b)?)
+            // Each side's boots are of one image: nothing to refuse.
+            (
+                load_many(&ta, &c.symbols_a, true)?,
+                load_many(&tb, &c.symbols_b, true)?,
+            )
         }
         _ => bail!(
             "give two trace files or two kernel images ({} is a {}, {} is a {})",
@@ -374,13 +383,131 @@ pub fn run(
         b_label: side_label(&c.b, &c.record_b, b_trace),
     };
     let mut w = super::create(&c.output)?;
-    let text = render(&view, &DiffOptions::of(c), &mut w)?;
+    let opts = DiffOptions::of(c);
+    let text = render(&view, &opts, &mut w)?;
     w.commit()?;
-    out.write_all(text.as_bytes())
-        .context("writing the table")?;
+    if c.json {
+        serde_json::to_writer_pretty(&mut *out, &json_doc(&view, &opts))
+            .context("cannot encode the diff")?;
+        out.write_all(b"\n").context("writing the diff")?;
+    } else {
+        out.write_all(text.as_bytes())
+            .context("writing the table")?;
+    }
     out.flush().context("writing the table")?;
     status(Message::info(format!("wrote {}", c.output.display())));
     Ok(())
+}
+
+/// The `format` of `diff --json`.
+pub const JSON_FORMAT: &str = "boottrace-diff";
+/// The `version` of `diff --json` (fields are only added within a version).
+pub const JSON_VERSION: u32 = 1;
+
+/// One side in `diff --json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JsonDiffSide {
+    /// The input as given.
+    pub input: String,
+    /// Runs.
+    pub runs: usize,
+    /// The kernel's version banner, when known.
+    pub kernel_version: Option<String>,
+    /// Boot time over runs, ns.
+    pub boot_ns: Option<Summary>,
+}
+
+/// The boot-time change in `diff --json`.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct JsonBootChange {
+    /// B's mean − A's mean, ns.
+    pub delta_ns: f64,
+    /// The same in percent of A's mean.
+    pub delta_percent: f64,
+    /// Two-sided p-value of Welch's test over runs (`None`: one run on a side).
+    pub p: Option<f64>,
+}
+
+/// `diff --json` (format [`JSON_FORMAT`], version [`JSON_VERSION`]):
+/// `a`, `b` {`input`, `runs`, `kernel_version`, `boot_ns` (summary)},
+/// `boot_change` {`delta_ns`, `delta_percent`, `p`}, `weight`, `normalize`,
+/// `sort`, `unit` (of `*_per_boot`: ms of host time, or counts), and
+/// `slower[]`/`faster[]` (the table's rows) {`name`, `self_metric`,
+/// `total_metric`: {`a_share`, `b_share`, `a_per_boot`, `b_per_boot`, `p`}}.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JsonDiff {
+    /// Always [`JSON_FORMAT`].
+    pub format: &'static str,
+    /// Always [`JSON_VERSION`].
+    pub version: u32,
+    /// Baseline.
+    pub a: JsonDiffSide,
+    /// Compared with A.
+    pub b: JsonDiffSide,
+    /// Boot time A → B.
+    pub boot_change: Option<JsonBootChange>,
+    /// What is compared.
+    pub weight: Weight,
+    /// How runs are made comparable.
+    pub normalize: Normalize,
+    /// What ranks the rows.
+    pub sort: SortBy,
+    /// Unit of the per-boot values.
+    pub unit: &'static str,
+    /// Functions that grew, most first.
+    pub slower: Vec<FunctionDelta>,
+    /// Functions that shrank, most first.
+    pub faster: Vec<FunctionDelta>,
+}
+
+/// The data of `diff --json`.
+pub fn json_doc(v: &DiffView<'_>, o: &DiffOptions) -> JsonDiff {
+    let side = |path: &Path, p: &Profile| JsonDiffSide {
+        input: path.display().to_string(),
+        runs: p.runs.len(),
+        kernel_version: p.info.kernel_version.clone(),
+        boot_ns: Summary::of_u64(&p.runs.iter().filter_map(|r| r.boot_ns).collect::<Vec<_>>()),
+    };
+    let (a, b) = (side(v.a_path, v.a), side(v.b_path, v.b));
+    let boot_change = a.boot_ns.zip(b.boot_ns).map(|(sa, sb)| {
+        let times = |p: &Profile| -> Vec<f64> {
+            p.runs
+                .iter()
+                .filter_map(|r| r.boot_ns)
+                .map(|v| v as f64)
+                .collect()
+        };
+        JsonBootChange {
+            delta_ns: sb.mean - sa.mean,
+            delta_percent: 100.0 * (sb.mean - sa.mean) / sa.mean.max(1.0),
+            p: welch_t_test(&times(v.a), &times(v.b)).map(|t| t.p),
+        }
+    });
+    let deltas = function_deltas(
+        &SideRuns::of(v.a),
+        &SideRuns::of(v.b),
+        o.weight,
+        o.normalize,
+    );
+    let (slower, faster) = slower_faster(&deltas, o.normalize, o.sort, o.top);
+    JsonDiff {
+        format: JSON_FORMAT,
+        version: JSON_VERSION,
+        a,
+        b,
+        boot_change,
+        weight: o.weight,
+        normalize: o.normalize,
+        sort: o.sort,
+        unit: match o.weight {
+            Weight::Time => "ms",
+            Weight::Samples => "samples",
+            Weight::Faults => "faults",
+            Weight::Exits => "exits",
+        },
+        slower: slower.into_iter().cloned().collect(),
+        faster: faster.into_iter().cloned().collect(),
+    }
 }
 
 /// Formats a p-value: `n/a` without a test, `*` when significant.

@@ -32,8 +32,12 @@ pub struct FlameOptions {
 /// What `boottrace flame` does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlameConfig {
-    /// Trace file to read.
+    /// Trace file (or directory of traces) to read.
     pub input: PathBuf,
+    /// More traces whose runs join `input`'s.
+    pub extra_inputs: Vec<PathBuf>,
+    /// Combine traces of different kernels.
+    pub allow_mixed: bool,
     /// SVG to write.
     pub output: PathBuf,
     /// Only this run (default: all).
@@ -126,7 +130,8 @@ pub fn render(p: &Profile, o: &FlameOptions, out: impl Write) -> anyhow::Result<
 
 /// `boottrace flame`: reads the trace, writes the SVG.
 pub fn run(c: &FlameConfig) -> anyhow::Result<Vec<Message>> {
-    let (p, runs, mut msgs) = open_for_output(&c.input, &c.symbols, c.run)?;
+    let (p, runs, mut msgs) =
+        open_for_output(&c.input, &c.extra_inputs, c.allow_mixed, &c.symbols, c.run)?;
     let mut out = create(&c.output)?;
     let o = FlameOptions {
         runs,

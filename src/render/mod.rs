@@ -5,16 +5,20 @@
 //! as [`Message`]s for the caller (the binary writes them to stderr).
 //!
 //! - [`flame`]: flamegraph and flame chart SVGs (inferno).
+//! - [`check`]: the CI check's table and JSON.
 //! - [`diff`]: differential flamegraph and the slower/faster table.
 //! - [`report`]: the report as text or JSON.
+//! - [`html`]: the report as one self-contained HTML page.
 //! - [`export`]: folded stacks, speedscope, Chrome trace events.
 
+pub mod check;
 pub mod diff;
 pub mod export;
 pub mod flame;
+pub mod html;
 pub mod report;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::analysis::fold::RunSelect;
 use crate::profile::symbols::SymbolConfig;
@@ -66,18 +70,37 @@ impl Message {
     }
 }
 
-/// Opens `input` for a command that renders it: the trace's warnings and
-/// the symbolizer's notes as messages, and a check that the chosen run exists.
+/// Opens `input` (and `extra` inputs: their runs follow, as one set; a
+/// directory stands for its `*.data` traces) for a command that renders it:
+/// the trace's warnings and the symbolizer's notes as messages, and a check
+/// that the chosen run exists. Traces of different kernels are refused
+/// unless `allow_mixed`.
 pub fn open_for_output(
     input: &Path,
+    extra: &[PathBuf],
+    allow_mixed: bool,
     symbols: &SymbolConfig,
     run: Option<u32>,
 ) -> anyhow::Result<(Profile, RunSelect, Vec<Message>)> {
-    let p = crate::profile::open(input, symbols)?;
+    let several = !extra.is_empty() || input.is_dir();
+    let p = if several {
+        let mut all = vec![input.to_path_buf()];
+        all.extend_from_slice(extra);
+        crate::profile::open_many(&all, symbols, allow_mixed)?
+    } else {
+        crate::profile::open(input, symbols)?
+    };
     let mut msgs: Vec<Message> = p
         .trace_warnings
         .iter()
-        .map(|w| Message::warning(format!("{}: {w}", input.display())))
+        .map(|w| {
+            // open_many already names the file of each warning.
+            Message::warning(if several {
+                w.clone()
+            } else {
+                format!("{}: {w}", input.display())
+            })
+        })
         .collect();
     msgs.extend(p.notes.iter().map(|n| Message::note(n.clone())));
     let runs = RunSelect::from_option(run);

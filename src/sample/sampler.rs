@@ -3,7 +3,7 @@
 //! record to the trace writer — timing each step so the sampler's own cost
 //! is in the trace too.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -38,11 +38,38 @@ impl CaptureMode {
     }
 }
 
+/// [`CostTotals::reached`]: real-mode setup code.
+pub const REGION_SETUP: u8 = 1;
+/// [`CostTotals::reached`]: the bzImage decompressor.
+pub const REGION_DECOMPRESSOR: u8 = 2;
+/// [`CostTotals::reached`]: the kernel proper.
+pub const REGION_KERNEL: u8 = 3;
+/// [`CostTotals::reached`]: guest user mode.
+pub const REGION_USER: u8 = 4;
+
+/// The region code of a sampled RIP (0: not known yet).
+fn region_of(layout: Option<&RunLayout>, rip: u64, cpl: u8) -> u8 {
+    use boottrace_symbols::layout::AddrSpace;
+    if cpl == 3 {
+        return REGION_USER;
+    }
+    match layout.map(|l| l.classify(rip, cpl)) {
+        Some(AddrSpace::User) => REGION_USER,
+        Some(AddrSpace::Kernel(_)) => REGION_KERNEL,
+        Some(AddrSpace::Decompressor(_)) => REGION_DECOMPRESSOR,
+        Some(AddrSpace::Setup(_)) => REGION_SETUP,
+        Some(AddrSpace::Unknown(_)) | None => 0,
+    }
+}
+
 /// Sampler totals over a run, summed over vCPUs.
 #[derive(Debug, Default)]
 pub struct CostTotals {
     /// Samples taken.
     pub samples: AtomicU64,
+    /// The furthest code region sampled so far ([`REGION_SETUP`] … [`REGION_USER`];
+    /// 0: none), for the live progress line.
+    pub reached: AtomicU8,
     /// Sum of kick latencies, ns.
     pub kick_ns: AtomicU64,
     /// Sum of capture times, ns.
@@ -305,6 +332,8 @@ impl VcpuSampler for VcpuSamplerImpl {
             }
         };
         self.track_task(&uregs, sregs.gs.base);
+        let region = region_of(self.current_layout.as_ref(), regs.rip, uregs.cpl);
+        self.totals.reached.fetch_max(region, Ordering::Relaxed);
         let deltas = self.counters.sample();
         let unwind_ns = t_unwind.elapsed().as_nanos() as u32;
         let attempted = !matches!(

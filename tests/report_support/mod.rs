@@ -258,6 +258,23 @@ pub fn write_trace(dir: &Path, name: &str, scripts: &[Vec<Step>]) -> PathBuf {
 
 /// Like [`write_trace`], sampling every `period_ns`.
 pub fn write_trace_with(dir: &Path, name: &str, scripts: &[Vec<Step>], period_ns: u64) -> PathBuf {
+    write_trace_of(
+        dir,
+        name,
+        scripts,
+        period_ns,
+        "Linux version 6.12.0-scripted",
+    )
+}
+
+/// Like [`write_trace_with`], for a kernel whose version banner is `version`.
+pub fn write_trace_of(
+    dir: &Path,
+    name: &str,
+    scripts: &[Vec<Step>],
+    period_ns: u64,
+    version: &str,
+) -> PathBuf {
     let path = dir.join(name);
     let meta = TraceMeta {
         boottrace_version: "test".into(),
@@ -267,7 +284,7 @@ pub fn write_trace_with(dir: &Path, name: &str, scripts: &[Vec<Step>], period_ns
             size: 0,
             sha256: String::new(),
             build_id: None,
-            version: Some("Linux version 6.12.0-scripted".into()),
+            version: Some(version.into()),
         },
         kernel_cmdline: "console=ttyS0".into(),
         options: Default::default(),

@@ -3,11 +3,13 @@
 //! - [`folded`]: collapsed stacks (`root;…;leaf weight`), for FlameGraph and inferno.
 //! - [`speedscope`]: speedscope's JSON file format.
 //! - [`chrome`]: Chrome trace-event JSON (Perfetto UI, chrome://tracing).
+//! - [`firefox`]: the Firefox Profiler's processed profile JSON.
 //!
 //! Time-based exports use each sample's interval, the one definition in
 //! [`crate::profile::interval`].
 
 pub mod chrome;
+pub mod firefox;
 pub mod folded;
 pub mod speedscope;
 
@@ -29,6 +31,8 @@ pub enum ExportFormat {
     Speedscope,
     /// Chrome trace-event JSON (Perfetto UI, chrome://tracing).
     Chrome,
+    /// Firefox Profiler JSON (profiler.firefox.com).
+    Firefox,
 }
 
 /// What `boottrace export` does.
@@ -36,8 +40,12 @@ pub enum ExportFormat {
 pub struct ExportConfig {
     /// Output format.
     pub format: ExportFormat,
-    /// Trace file to read.
+    /// Trace file (or directory of traces) to read.
     pub input: PathBuf,
+    /// More traces whose runs join `input`'s.
+    pub extra_inputs: Vec<PathBuf>,
+    /// Combine traces of different kernels.
+    pub allow_mixed: bool,
     /// Output file; `None` = the writer the caller passes.
     pub output: Option<PathBuf>,
     /// What stacks are weighed by (folded, speedscope).
@@ -50,7 +58,8 @@ pub struct ExportConfig {
 
 /// `boottrace export`: writes to `config.output`, or to `stdout` without one.
 pub fn run(c: &ExportConfig, stdout: &mut dyn Write) -> anyhow::Result<Vec<Message>> {
-    let (p, runs, msgs) = open_for_output(&c.input, &c.symbols, c.run)?;
+    let (p, runs, msgs) =
+        open_for_output(&c.input, &c.extra_inputs, c.allow_mixed, &c.symbols, c.run)?;
     let mut file = None;
     let mut buffered;
     let out: &mut dyn Write = match &c.output {
@@ -65,6 +74,7 @@ pub fn run(c: &ExportConfig, stdout: &mut dyn Write) -> anyhow::Result<Vec<Messa
         ExportFormat::Folded => folded::write(&p, runs, c.weight, &mut *out),
         ExportFormat::Speedscope => speedscope::write(&p, runs, c.weight, &mut *out),
         ExportFormat::Chrome => chrome::write(&p, runs, &mut *out),
+        ExportFormat::Firefox => firefox::write(&p, runs, &mut *out),
     }
     .and_then(|()| out.flush())
     .context("writing the export")?;

@@ -198,6 +198,69 @@ fn opt_ns(v: Option<u64>) -> String {
     v.map_or_else(|| "-".to_string(), |x| fmt_ns(x as f64))
 }
 
+/// The recorded layout: one line per distinct layout, naming its runs
+/// (KASLR gives each boot its own). Nothing when no run has one.
+fn layout_lines(out: &mut String, runs: &[crate::analysis::doc::RunReport]) {
+    let mut seen: Vec<(&crate::analysis::doc::LayoutReport, Vec<u32>)> = Vec::new();
+    for r in runs {
+        let Some(l) = &r.layout else { continue };
+        match seen.iter_mut().find(|(x, _)| *x == l) {
+            Some((_, v)) => v.push(r.run),
+            None => seen.push((l, vec![r.run])),
+        }
+    }
+    if seen.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nLayout (where the kernel ran, as recorded)");
+    for (l, which) in seen.iter().take(32) {
+        let who = if which.len() == runs.len() {
+            "all runs".to_string()
+        } else {
+            let v: Vec<String> = which.iter().take(16).map(u32::to_string).collect();
+            format!(
+                "run{} {}{}",
+                if which.len() == 1 { "" } else { "s" },
+                v.join(", "),
+                if which.len() > 16 { ", …" } else { "" }
+            )
+        };
+        let sign = if l.kaslr_slide < 0 { "-" } else { "+" };
+        let phys = l
+            .kernel_phys_start
+            .map_or_else(|| "unknown".to_string(), |p| format!("{p:#x}"));
+        let _ = writeln!(
+            out,
+            "  {who}: KASLR slide {sign}{:#x} ({}); kernel _text {:#x} at physical {phys}, {} KiB",
+            l.kaslr_slide.unsigned_abs(),
+            l.slide_method,
+            l.kernel_link_start,
+            l.kernel_size / 1024
+        );
+        if !l.decompressor_bases.is_empty() {
+            let b: Vec<String> = l
+                .decompressor_bases
+                .iter()
+                .map(|a| format!("{a:#x}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {:width$}  decompressor ran at physical {}",
+                "",
+                b.join(", "),
+                width = who.len()
+            );
+        }
+    }
+    if seen.len() > 32 {
+        let _ = writeln!(
+            out,
+            "  ({} more distinct layouts in the JSON report)",
+            seen.len() - 32
+        );
+    }
+}
+
 /// Renders the text report; `initcalls` bounds the initcall rows.
 pub fn render(d: &ReportDoc, initcalls: usize) -> String {
     let mut out = String::new();
@@ -274,6 +337,8 @@ pub fn render(d: &ReportDoc, initcalls: usize) -> String {
         }
         t.render(&mut out);
     }
+
+    layout_lines(&mut out, &d.runs);
 
     let phases: Vec<&NamedSummary> = s.kernel_phases.iter().collect();
     named_table(
