@@ -31,7 +31,15 @@
 //!   format 2.1: empty for older traces or without type info) {`name`
 //!   (`[pid 1 init]`, or `[unknown task]` for samples whose task is not
 //!   known), `pid`, `tgid`, `comm` (null for the unknown row), `samples`,
-//!   `time_ns`, `share` (of the run's sampled time, 0–1)}, longest first.
+//!   `time_ns`, `share` (of the run's sampled time, 0–1)}, longest first;
+//!   `devices[]` (added in version 1, trace format 2.2; absent when the
+//!   trace has no device records: older traces, or no `--disk`/`--net`)
+//!   {`name` (`vda`, `net0`), `kind` (`virtio-blk`, `virtio-net`),
+//!   `backend`, `notify` (`ioeventfd` or `mmio exit`), `counters` {name:
+//!   value — disks: `reads`, `read_bytes`, `writes`, `write_bytes`,
+//!   `flushes`, `errors`; network: `tx_frames`, `tx_bytes`, `tx_dropped`,
+//!   `rx_frames`, `rx_bytes`, `rx_dropped`}, `broken` (why the device
+//!   stopped working, or null)}.
 //! - `summary`: `runs` (count), and each as a *summary* {`n`, `min`,
 //!   `median`, `max`, `mean`, `stddev` (null with one run)} over runs:
 //!   `boot_ns`, `until_init_ns`, `vmm_phases[]` {`name`, `at_ns`,
@@ -41,7 +49,10 @@
 //!   `exits_by_function[]` {`name`, `value`, `share`: mean per-run fraction
 //!   of the run's total (0–1)}, `unwind` (all runs added up), `sampler`
 //!   {`per_sample_ns`, `percent_of_boot`}, `tasks[]` {`name`, `time_ns`
-//!   (summary), `share` (mean per-run fraction), `runs_seen`}.
+//!   (summary), `share` (mean per-run fraction), `runs_seen`}, `devices[]`
+//!   (absent without device records) {`name`, `kind`, `backend`, `notify`,
+//!   `counters[]` {`name`, `value` (summary over the runs that have the
+//!   device)}, `runs_seen`, `broken_runs`}.
 //!
 //! A name missing from a run counts as 0 in that run's value (it took less
 //! than one sample); `runs_seen` says in how many runs it was sampled.
@@ -50,6 +61,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use super::devices::{self, DeviceReport, DeviceSummary};
 use super::fold::{NameTree, Weight};
 use super::functions::{self, by_function_name, Cost, FunctionCost};
 use super::phases::{kernel_phases, KernelPhase, Milestones, Span};
@@ -147,6 +159,9 @@ pub struct RunReport {
     pub sampler: SamplerReport,
     /// Time per guest task (empty without task awareness).
     pub tasks: Vec<TaskCost>,
+    /// What each virtio device did (trace format 2.2; left out when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceReport>,
 }
 
 /// A named time summarized over runs.
@@ -224,6 +239,9 @@ pub struct SummaryReport {
     pub sampler: SamplerSummary,
     /// Time per guest task over runs (empty without task awareness).
     pub tasks: Vec<TaskSummary>,
+    /// Each virtio device's counters over runs (left out when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceSummary>,
 }
 
 fn vmm_phases(run: &Run) -> Vec<VmmPhaseReport> {
@@ -306,6 +324,7 @@ fn run_report(p: &Profile, run: &Run) -> RunReport {
         } else {
             tasks::run_tasks(run)
         },
+        devices: devices::run_devices(run),
     }
 }
 
@@ -484,6 +503,7 @@ pub fn build(profile: &Profile, top: usize) -> ReportDoc {
             percent_of_boot: opt_summary(&pct),
         },
         tasks: tasks::summarize(&runs.iter().map(|r| r.tasks.clone()).collect::<Vec<_>>()),
+        devices: devices::summarize(&profile.runs.iter().collect::<Vec<_>>()),
     };
     ReportDoc {
         format: FORMAT,

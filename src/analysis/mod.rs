@@ -14,6 +14,7 @@
 //! - [`doc`]: the report as data (and its JSON schema).
 //! - [`diffnorm`], [`difftable`]: diff normalization and per-function deltas.
 
+pub mod devices;
 pub mod diffnorm;
 pub mod difftable;
 pub mod doc;
@@ -23,4 +24,5 @@ pub mod headline;
 pub mod phases;
 pub mod quality;
 pub mod stats;
+pub mod sweep;
 pub mod tasks;

@@ -318,6 +318,7 @@ impl<'a> Builder<'a> {
                 unwind_ns: c.total_unwind_ns,
                 write_ns: c.total_write_ns,
             }),
+            devices: raw.devices.clone(),
         }
     }
 }

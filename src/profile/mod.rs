@@ -235,6 +235,8 @@ pub struct Run {
     pub tasks: Vec<TaskInfo>,
     /// Sampler totals, when the trace has them.
     pub cost: Option<CostTotals>,
+    /// What each virtio device did (trace format 2.2; empty before).
+    pub devices: Vec<crate::trace::DeviceStats>,
 }
 
 impl Run {

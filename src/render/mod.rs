@@ -8,11 +8,13 @@
 //! - [`diff`]: differential flamegraph and the slower/faster table.
 //! - [`report`]: the report as text or JSON.
 //! - [`export`]: folded stacks, speedscope, Chrome trace events.
+//! - [`sweep`]: the sweep's chart, table and differential flamegraph.
 
 pub mod diff;
 pub mod export;
 pub mod flame;
 pub mod report;
+pub mod sweep;
 
 use std::path::Path;
 
