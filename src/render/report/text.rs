@@ -233,7 +233,7 @@ fn devices_table(out: &mut String, rows: &[DeviceSummary], multi: bool, runs: us
             if multi {
                 let s = &c.value;
                 cells.extend([f(s.median), f(s.min), f(s.max)]);
-                cells.push(s.stddev.map_or_else(|| "-".to_string(), |v| f(v)));
+                cells.push(s.stddev.map_or_else(|| "-".to_string(), &f));
             } else {
                 cells.push(f(c.value.median));
             }
