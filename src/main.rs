@@ -28,6 +28,8 @@ enum Command {
     Report(boottrace::cli::report::ReportArgs),
     /// Export for other tools: folded stacks, speedscope, Chrome/Perfetto trace.
     Export(boottrace::cli::export::ExportArgs),
+    /// Boot over a range of settings (--vary cpus=1,2,4 …, or several kernels): chart + table.
+    Sweep(boottrace::cli::sweep::SweepArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
             boottrace::render::report::run(&args.into_config(), &mut std::io::stdout().lock())
                 .map(|m| print_messages(&m))
         }
+        Command::Sweep(args) => boottrace::cli::sweep::run(args, t_process),
         Command::Export(args) => {
             boottrace::render::export::run(&args.into_config(), &mut std::io::stdout().lock())
                 .map(|m| print_messages(&m))
@@ -98,6 +101,11 @@ fn main() -> ExitCode {
 /// run a guest instruction, 6 a vCPU error, 130 interrupted.
 fn exit_status(e: &anyhow::Error) -> u8 {
     use boottrace::vmm::control::EndReason;
+    if e.downcast_ref::<boottrace::cli::sweep::SweepUsage>()
+        .is_some()
+    {
+        return 2;
+    }
     let Some(missed) = e.downcast_ref::<boottrace::record::GoalMissed>() else {
         return 1;
     };

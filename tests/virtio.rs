@@ -137,6 +137,37 @@ fn tiny_fp_mounts_an_ext4_root_and_configures_ip() {
         std::fs::read(&disk).expect("read"),
         "a read-only disk changed"
     );
+    assert_devices_in_trace(&scratch().join("fp-virtio.data"), &out);
+}
+
+/// The trace keeps what `record` said each device did (format 2.2
+/// `DeviceStats`), and `report --json` shows it.
+fn assert_devices_in_trace(trace: &Path, out: &str) {
+    let json = common::report_json(trace);
+    let devices = json["runs"][0]["devices"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no devices in the report: {}", json["runs"][0]));
+    let vda = devices
+        .iter()
+        .find(|d| d["name"] == "vda")
+        .expect("vda in the report");
+    assert_eq!(vda["kind"], "virtio-blk");
+    assert_eq!(
+        vda["counters"]["reads"].as_u64(),
+        Some(count(out, "virtio-blk vda", "reads")),
+        "report and record disagree: {vda}"
+    );
+    let net = devices
+        .iter()
+        .find(|d| d["name"] == "net0")
+        .expect("net0 in the report");
+    assert_eq!(net["kind"], "virtio-net");
+    // The summary line reads "tx N frames (…) …": the first "frames" is tx.
+    assert_eq!(
+        net["counters"]["tx_frames"].as_u64(),
+        Some(count(out, "virtio-net net0", "frames")),
+        "{net}"
+    );
 }
 
 #[test]

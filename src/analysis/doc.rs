@@ -37,6 +37,14 @@
 //!   `slide_method` (how it was found), `kernel_phys_start` (physical load
 //!   address of `_text`, or null), `kernel_link_start`, `kernel_size`,
 //!   `decompressor_bases[]` (physical addresses the decompressor ran at)}.
+//!   `devices[]` (added in version 1, trace format 2.2; absent when the
+//!   trace has no device records: older traces, or no `--disk`/`--net`)
+//!   {`name` (`vda`, `net0`), `kind` (`virtio-blk`, `virtio-net`),
+//!   `backend`, `notify` (`ioeventfd` or `mmio exit`), `counters` {name:
+//!   value — disks: `reads`, `read_bytes`, `writes`, `write_bytes`,
+//!   `flushes`, `errors`; network: `tx_frames`, `tx_bytes`, `tx_dropped`,
+//!   `rx_frames`, `rx_bytes`, `rx_dropped`}, `broken` (why the device
+//!   stopped working, or null)}.
 //! - `summary`: `runs` (count), and each as a *summary* {`n`, `min`,
 //!   `median`, `max`, `mean`, `stddev` (null with one run)} over runs:
 //!   `boot_ns`, `until_init_ns`, `vmm_phases[]` {`name`, `at_ns`,
@@ -46,7 +54,10 @@
 //!   `exits_by_function[]` {`name`, `value`, `share`: mean per-run fraction
 //!   of the run's total (0–1)}, `unwind` (all runs added up), `sampler`
 //!   {`per_sample_ns`, `percent_of_boot`}, `tasks[]` {`name`, `time_ns`
-//!   (summary), `share` (mean per-run fraction), `runs_seen`}.
+//!   (summary), `share` (mean per-run fraction), `runs_seen`}, `devices[]`
+//!   (absent without device records) {`name`, `kind`, `backend`, `notify`,
+//!   `counters[]` {`name`, `value` (summary over the runs that have the
+//!   device)}, `runs_seen`, `broken_runs`}.
 //!
 //! A name missing from a run counts as 0 in that run's value (it took less
 //! than one sample); `runs_seen` says in how many runs it was sampled.
@@ -55,6 +66,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use super::devices::{self, DeviceReport, DeviceSummary};
 use super::fold::{NameTree, Weight};
 use super::functions::{self, by_function_name, Cost, FunctionCost};
 use super::phases::{kernel_phases, KernelPhase, Milestones, Span};
@@ -156,6 +168,9 @@ pub struct RunReport {
     /// JSON otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layout: Option<LayoutReport>,
+    /// What each virtio device did (trace format 2.2; left out when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceReport>,
 }
 
 /// Where one run's kernel and decompressor ran, as recorded.
@@ -263,6 +278,9 @@ pub struct SummaryReport {
     pub sampler: SamplerSummary,
     /// Time per guest task over runs (empty without task awareness).
     pub tasks: Vec<TaskSummary>,
+    /// Each virtio device's counters over runs (left out when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceSummary>,
 }
 
 fn vmm_phases(run: &Run) -> Vec<VmmPhaseReport> {
@@ -346,6 +364,7 @@ fn run_report(p: &Profile, run: &Run) -> RunReport {
             tasks::run_tasks(run)
         },
         layout: run.layout.as_ref().map(LayoutReport::of),
+        devices: devices::run_devices(run),
     }
 }
 
@@ -524,6 +543,7 @@ pub fn build(profile: &Profile, top: usize) -> ReportDoc {
             percent_of_boot: opt_summary(&pct),
         },
         tasks: tasks::summarize(&runs.iter().map(|r| r.tasks.clone()).collect::<Vec<_>>()),
+        devices: devices::summarize(&profile.runs.iter().collect::<Vec<_>>()),
     };
     ReportDoc {
         format: FORMAT,

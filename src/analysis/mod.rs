@@ -16,6 +16,7 @@
 //! - [`check`]: baseline vs candidate, thresholds and significance (`check`).
 
 pub mod check;
+pub mod devices;
 pub mod diffnorm;
 pub mod difftable;
 pub mod doc;
@@ -25,4 +26,5 @@ pub mod headline;
 pub mod phases;
 pub mod quality;
 pub mod stats;
+pub mod sweep;
 pub mod tasks;

@@ -8,4 +8,5 @@ pub mod flame;
 pub mod progress;
 pub mod record;
 pub mod report;
+pub mod sweep;
 pub mod symbols;

@@ -319,6 +319,7 @@ impl<'a> Builder<'a> {
                 write_ns: c.total_write_ns,
             }),
             layout: raw.layout.clone(),
+            devices: raw.devices.clone(),
         }
     }
 }

@@ -240,6 +240,8 @@ pub struct Run {
     /// Where the kernel and decompressor ran, as recorded (`None`: the
     /// trace has no layout record for this run).
     pub layout: Option<boottrace_symbols::layout::RunLayout>,
+    /// What each virtio device did (trace format 2.2; empty before).
+    pub devices: Vec<crate::trace::DeviceStats>,
 }
 
 impl Run {

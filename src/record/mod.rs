@@ -8,9 +8,12 @@
 //! - [`run`]: one boot, in named steps.
 //! - [`observer`]: phases and console lines of a run, into the trace.
 //! - [`summary`]: what each boot and the recording report back.
+//! - [`devices`]: each virtio device's counters, into the trace.
+//! - [`sweep`]: `boottrace sweep`, boots over a range of settings.
 //! - [`progress`]: the reporter trait.
 
 pub mod config;
+pub mod devices;
 pub mod kernel;
 pub mod live;
 pub mod meta;
@@ -18,6 +21,7 @@ pub mod observer;
 pub mod progress;
 pub mod run;
 pub mod summary;
+pub mod sweep;
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;

@@ -191,6 +191,8 @@ fn end_run(run: u32, sink: &TraceSink, outcome: &BootOutcome, s: &SamplingCost) 
         reason: end_kind(&outcome.end),
         detail: Some(outcome.end.to_string()),
     }));
+    // After the run's end: counters are final only once the devices stopped.
+    let _ = sink.append_batch(super::devices::device_records(run, &outcome.devices));
     let _ = sink.append(Record::SamplerCost(SamplerCost {
         run,
         samples: s.samples,

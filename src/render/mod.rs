@@ -10,6 +10,7 @@
 //! - [`report`]: the report as text or JSON.
 //! - [`html`]: the report as one self-contained HTML page.
 //! - [`export`]: folded stacks, speedscope, Chrome trace events.
+//! - [`sweep`]: the sweep's chart, table and differential flamegraph.
 
 pub mod check;
 pub mod diff;
@@ -17,6 +18,7 @@ pub mod export;
 pub mod flame;
 pub mod html;
 pub mod report;
+pub mod sweep;
 
 use std::path::{Path, PathBuf};
 

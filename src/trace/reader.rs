@@ -9,7 +9,9 @@ use boottrace_symbols::layout::RunLayout;
 
 use super::frame::{read_header, FrameReader, HeaderProblem, Next, VERSION_MAJOR, VERSION_MINOR};
 use super::names::PhaseName;
-use super::record::{Phase, Record, RunEnd, Sample, SamplerCost, Serial, Task, TraceMeta};
+use super::record::{
+    DeviceStats, Phase, Record, RunEnd, Sample, SamplerCost, Serial, Task, TraceMeta,
+};
 use super::TraceError;
 
 /// Everything recorded about one run (one boot).
@@ -34,6 +36,9 @@ pub struct RunData {
     /// Guest tasks by id (format 2.1; empty without task awareness);
     /// `Sample::task` refers to them.
     pub tasks: BTreeMap<u32, Task>,
+    /// What each virtio device did (format 2.2; empty for older traces or
+    /// a boot without devices), in file order, one per device name.
+    pub devices: Vec<DeviceStats>,
 }
 
 /// Most tasks kept per run (the recorder writes at most as many).
@@ -203,6 +208,14 @@ pub const MAX_PHASES_PER_RUN: usize = 1024;
 /// See [`MAX_PHASES_PER_RUN`].
 pub const MAX_SERIAL_PER_RUN: usize = 1_000_000;
 
+/// Most devices kept per run (the Firecracker layout has 19 IRQs for them).
+pub const MAX_DEVICES_PER_RUN: usize = 64;
+/// Most counters kept per device (a device writes about six).
+pub const MAX_COUNTERS_PER_DEVICE: usize = 64;
+/// Longest device string kept (name, kind, backend, …), in bytes; longer
+/// ones are cut at a character boundary.
+const MAX_DEVICE_TEXT: usize = 256;
+
 /// Most warnings listed one by one; the rest are counted in one line.
 pub const MAX_WARNINGS: usize = 100;
 
@@ -215,6 +228,51 @@ struct Capped {
     phases: u64,
     serial: u64,
     skipped: u64,
+    devices: u64,
+}
+
+/// Cuts `s` to at most [`MAX_DEVICE_TEXT`] bytes; true when it was cut.
+fn cap_text(s: &mut String) -> bool {
+    if s.len() <= MAX_DEVICE_TEXT {
+        return false;
+    }
+    let mut end = MAX_DEVICE_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.shrink_to_fit();
+    true
+}
+
+/// Adds a device record to a run's list: a second record for the same
+/// device replaces the first; counters, strings and devices beyond the caps
+/// are cut. True when something was cut or left out.
+fn keep_device(devices: &mut Vec<DeviceStats>, mut dev: DeviceStats) -> bool {
+    let mut cut = dev.counters.len() > MAX_COUNTERS_PER_DEVICE;
+    dev.counters.truncate(MAX_COUNTERS_PER_DEVICE);
+    for s in [
+        &mut dev.name,
+        &mut dev.kind,
+        &mut dev.backend,
+        &mut dev.notify,
+    ] {
+        cut |= cap_text(s);
+    }
+    for (n, _) in &mut dev.counters {
+        cut |= cap_text(n);
+    }
+    if let Some(b) = &mut dev.broken {
+        cut |= cap_text(b);
+    }
+    if let Some(old) = devices.iter_mut().find(|d| d.name == dev.name) {
+        *old = dev;
+    } else if devices.len() < MAX_DEVICES_PER_RUN {
+        devices.push(dev);
+    } else {
+        cut = true;
+    }
+    cut
 }
 
 /// Collects records into runs.
@@ -317,6 +375,13 @@ impl Builder {
                 }
             }
             Record::TaskSwitch(_) => {}
+            Record::DeviceStats(dev) => {
+                let mut capped = false;
+                if let Some(d) = self.run(dev.run) {
+                    capped = keep_device(&mut d.devices, dev);
+                }
+                self.capped.devices += u64::from(capped);
+            }
             Record::RunEnd(e) => {
                 if let Some(d) = self.run(e.run) {
                     d.end = Some(e);
@@ -381,6 +446,10 @@ impl Builder {
             (
                 c.serial,
                 format!("console line(s) beyond {MAX_SERIAL_PER_RUN} per run skipped"),
+            ),
+            (
+                c.devices,
+                format!("device record(s) beyond {MAX_DEVICES_PER_RUN} per run, or with more than {MAX_COUNTERS_PER_DEVICE} counters, cut"),
             ),
             (
                 c.skipped,

@@ -309,6 +309,37 @@ pub struct SamplerCost {
     pub total_write_ns: u64,
 }
 
+/// What one virtio device did over one run (format 2.2), written after the
+/// run's end. Counters are named so a new counter needs no format change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceStats {
+    /// Run index.
+    pub run: u32,
+    /// Device name (`vda`, `net0`).
+    pub name: String,
+    /// Device kind (`virtio-blk`, `virtio-net`).
+    pub kind: String,
+    /// Backend in a word or two (`ro`, `rw`, `no backend`, `tap NAME`).
+    pub backend: String,
+    /// How queue notifications arrived (`ioeventfd`, `mmio exit`).
+    pub notify: String,
+    /// (counter name, value): `reads`, `read_bytes`, … for a disk,
+    /// `tx_frames`, `rx_dropped`, … for a network device.
+    pub counters: Vec<(String, u64)>,
+    /// Why the device stopped working (a malformed queue), if it did.
+    pub broken: Option<String>,
+}
+
+impl DeviceStats {
+    /// The value of counter `name`, if recorded.
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        self.counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, v)| v)
+    }
+}
+
 /// The final record written by `finish`: its presence marks a complete file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finish {
@@ -343,6 +374,8 @@ pub enum Record {
     Task(Task),
     /// The task a vCPU runs from its next sample on (format 2.1).
     TaskSwitch(TaskSwitch),
+    /// A virtio device's counters over one run (format 2.2).
+    DeviceStats(DeviceStats),
 }
 
 /// The type byte of each record in the file. Values are part of the format.
@@ -373,6 +406,8 @@ pub enum RecordType {
     Task = 11,
     /// [`Record::TaskSwitch`] (format 2.1).
     TaskSwitch = 12,
+    /// [`Record::DeviceStats`] (format 2.2).
+    DeviceStats = 15,
 }
 
 impl RecordType {
@@ -391,6 +426,7 @@ impl RecordType {
             10 => RecordType::Finish,
             11 => RecordType::Task,
             12 => RecordType::TaskSwitch,
+            15 => RecordType::DeviceStats,
             _ => return None,
         })
     }
@@ -412,6 +448,7 @@ impl Record {
             Record::Finish(_) => RecordType::Finish,
             Record::Task(_) => RecordType::Task,
             Record::TaskSwitch(_) => RecordType::TaskSwitch,
+            Record::DeviceStats(_) => RecordType::DeviceStats,
         }
     }
 
@@ -432,6 +469,7 @@ impl Record {
             Record::Finish(r) => postcard::to_extend(r, out),
             Record::Task(r) => postcard::to_extend(r, out),
             Record::TaskSwitch(r) => postcard::to_extend(r, out),
+            Record::DeviceStats(r) => postcard::to_extend(r, out),
         }
     }
 
@@ -465,6 +503,7 @@ impl Record {
             RecordType::Finish => Record::Finish(de(body)?),
             RecordType::Task => Record::Task(de(body)?),
             RecordType::TaskSwitch => Record::TaskSwitch(de(body)?),
+            RecordType::DeviceStats => Record::DeviceStats(de(body)?),
         })
     }
 }
@@ -542,6 +581,26 @@ mod tests {
             .expect("encode");
         // 20 plain varints of kernel addresses would take 200 bytes alone.
         assert!(n.len() < 100, "encoded sample is {} bytes", n.len());
+    }
+
+    #[test]
+    fn device_stats_round_trip() {
+        let d = DeviceStats {
+            run: 3,
+            name: "vda".into(),
+            kind: "virtio-blk".into(),
+            backend: "ro".into(),
+            notify: "ioeventfd".into(),
+            counters: vec![("reads".into(), 12), ("read_bytes".into(), 49_152)],
+            broken: None,
+        };
+        let rec = Record::DeviceStats(d.clone());
+        let bytes = rec.encode_into(Vec::new()).expect("encode");
+        assert_eq!(bytes[0], 15);
+        let back = Record::decode(RecordType::DeviceStats, &bytes[1..]).expect("decode");
+        assert_eq!(back, rec);
+        assert_eq!(d.counter("read_bytes"), Some(49_152));
+        assert_eq!(d.counter("writes"), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use crate::analysis::devices::DeviceSummary;
 use crate::analysis::doc::{FunctionSummary, NamedSummary, ReportDoc};
 use crate::analysis::stats::Summary;
 use crate::analysis::tasks::TaskSummary;
@@ -194,6 +195,54 @@ fn tasks_table(out: &mut String, rows: &[TaskSummary], multi: bool, runs: usize)
     t.render(out);
 }
 
+/// A device counter's value: bytes in KiB/MiB, other counts as numbers.
+fn fmt_counter(name: &str, v: f64) -> String {
+    if name.ends_with("_bytes") && v >= 1024.0 {
+        if v >= f64::from(1u32 << 20) {
+            format!("{:.1} MiB", v / f64::from(1u32 << 20))
+        } else {
+            format!("{:.1} KiB", v / 1024.0)
+        }
+    } else {
+        fmt_count(v)
+    }
+}
+
+fn devices_table(out: &mut String, rows: &[DeviceSummary], multi: bool, runs: usize) {
+    if rows.is_empty() {
+        // No --disk/--net, or a trace older than format 2.2: no section.
+        return;
+    }
+    let _ = writeln!(out, "\nDevices (virtio; counts per boot)");
+    for d in rows {
+        let mut line = format!("  {}: {}, {}, {}", d.name, d.kind, d.backend, d.notify);
+        if multi && d.runs_seen < runs {
+            let _ = write!(line, "; in {}/{runs} runs", d.runs_seen);
+        }
+        if d.broken_runs > 0 {
+            let _ = write!(line, "; broken in {} run(s)", d.broken_runs);
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    let h = header_with("counter", multi, &[]);
+    let mut t = Table::new(&h.iter().map(String::as_str).collect::<Vec<_>>());
+    for d in rows {
+        for c in &d.counters {
+            let mut cells = vec![format!("{} {}", d.name, c.name)];
+            let f = |v: f64| fmt_counter(&c.name, v);
+            if multi {
+                let s = &c.value;
+                cells.extend([f(s.median), f(s.min), f(s.max)]);
+                cells.push(s.stddev.map_or_else(|| "-".to_string(), &f));
+            } else {
+                cells.push(f(c.value.median));
+            }
+            t.row(cells);
+        }
+    }
+    t.render(out);
+}
+
 fn opt_ns(v: Option<u64>) -> String {
     v.map_or_else(|| "-".to_string(), |x| fmt_ns(x as f64))
 }
@@ -378,6 +427,7 @@ pub fn render(d: &ReportDoc, initcalls: usize) -> String {
     named_table(&mut out, &title, &shown, multi, s.runs);
 
     tasks_table(&mut out, &s.tasks, multi, s.runs);
+    devices_table(&mut out, &s.devices, multi, s.runs);
 
     function_table(
         &mut out,
