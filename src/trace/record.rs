@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::layout::TraceLayout;
 use super::names::{EndKind, PhaseName, UnwinderKind};
 use super::options::RecordOptions;
+use super::compact::{SampleBlock, StackDef};
 use super::v1;
 
 /// What the trace says about the kernel that was booted.
@@ -343,6 +344,10 @@ pub enum Record {
     Task(Task),
     /// The task a vCPU runs from its next sample on (format 2.1).
     TaskSwitch(TaskSwitch),
+    /// An interned stack (format 3).
+    StackDef(StackDef),
+    /// Compact samples of one vCPU (format 3).
+    SampleBlock(SampleBlock),
 }
 
 /// The type byte of each record in the file. Values are part of the format.
@@ -373,6 +378,10 @@ pub enum RecordType {
     Task = 11,
     /// [`Record::TaskSwitch`] (format 2.1).
     TaskSwitch = 12,
+    /// [`Record::StackDef`] (format 3).
+    StackDef = 16,
+    /// [`Record::SampleBlock`] (format 3).
+    SampleBlock = 17,
 }
 
 impl RecordType {
@@ -391,6 +400,8 @@ impl RecordType {
             10 => RecordType::Finish,
             11 => RecordType::Task,
             12 => RecordType::TaskSwitch,
+            16 => RecordType::StackDef,
+            17 => RecordType::SampleBlock,
             _ => return None,
         })
     }
@@ -412,6 +423,8 @@ impl Record {
             Record::Finish(_) => RecordType::Finish,
             Record::Task(_) => RecordType::Task,
             Record::TaskSwitch(_) => RecordType::TaskSwitch,
+            Record::StackDef(_) => RecordType::StackDef,
+            Record::SampleBlock(_) => RecordType::SampleBlock,
         }
     }
 
@@ -432,6 +445,8 @@ impl Record {
             Record::Finish(r) => postcard::to_extend(r, out),
             Record::Task(r) => postcard::to_extend(r, out),
             Record::TaskSwitch(r) => postcard::to_extend(r, out),
+            Record::StackDef(r) => postcard::to_extend(r, out),
+            Record::SampleBlock(r) => postcard::to_extend(r, out),
         }
     }
 
@@ -465,6 +480,8 @@ impl Record {
             RecordType::Finish => Record::Finish(de(body)?),
             RecordType::Task => Record::Task(de(body)?),
             RecordType::TaskSwitch => Record::TaskSwitch(de(body)?),
+            RecordType::StackDef => Record::StackDef(de(body)?),
+            RecordType::SampleBlock => Record::SampleBlock(de(body)?),
         })
     }
 }
@@ -472,7 +489,7 @@ impl Record {
 /// Stores a `Vec<u64>` of nearby addresses as zigzag-varint deltas: kernel
 /// return addresses lie within megabytes of each other, so a 10-byte varint
 /// per address shrinks to about 3.
-mod delta_seq {
+pub(super) mod delta_seq {
     use serde::de::{SeqAccess, Visitor};
     use serde::ser::SerializeSeq;
     use serde::{Deserializer, Serializer};

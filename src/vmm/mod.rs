@@ -72,8 +72,10 @@ pub struct BootConfig {
     /// Host workarounds.
     pub compat: CompatMode,
     /// Link-time address of `swapgs_restore_regs_and_return_to_usermode`, to
-    /// catch the first return to user mode exactly.
-    pub user_return_link: Option<u64>,
+    /// catch the first return to user mode exactly: set when the symbols are
+    /// read (beside the boot; the breakpoint is armed at the first exit after),
+    /// `None` inside when the kernel does not name it.
+    pub user_return_link: Arc<std::sync::OnceLock<Option<u64>>>,
     /// virtio-mmio disks and network devices, and the root device.
     pub virtio: virtio::VirtioConfig,
 }
@@ -275,7 +277,7 @@ pub fn boot(
         user_seen: AtomicBool::new(false),
         marker_seen: AtomicBool::new(false),
         init_entry: cfg.initrd.as_deref().and_then(initrd::init_entry),
-        user_return_link: cfg.user_return_link,
+        user_return_link: cfg.user_return_link.clone(),
         locator,
     });
     let mut handles = Vec::with_capacity(vcpus.len());
