@@ -88,8 +88,8 @@ fn main() -> Result<()> {
     let vm = kvm.create_vm().context("KVM_CREATE_VM")?;
     let mut vcpu = vm.create_vcpu(0).context("KVM_CREATE_VCPU")?;
     let dir = tempfile::tempdir()?;
-    let writer = TraceWriter::create(dir.path().join("bench.data"), &TraceMeta::default())?
-        .spawn()?;
+    let writer =
+        TraceWriter::create(dir.path().join("bench.data"), &TraceMeta::default())?.spawn()?;
     let totals = Arc::new(CostTotals::default());
     let factory = RecordSampler {
         run: 0,
@@ -145,7 +145,10 @@ fn main() -> Result<()> {
         per(4),
     );
     let size = std::fs::metadata(dir.path().join("bench.data"))?.len();
-    println!("  trace: {:.1} bytes per sample", size as f64 / (n + 1_000.0));
+    println!(
+        "  trace: {:.1} bytes per sample",
+        size as f64 / (n + 1_000.0)
+    );
     Ok(())
 }
 
@@ -243,7 +246,12 @@ fn return_addresses(image: &KernelImage, orc: Option<&OrcTable>) -> Vec<u64> {
 
 /// Lays out stack `n` (DEPTH frames of pseudo-randomly chosen call sites)
 /// and returns the registers of a sample taken in its innermost function.
-fn lay_out_stack(mem: &mut FakePhys, orc: Option<&OrcTable>, calls: &[u64], n: u64) -> Option<Regs> {
+fn lay_out_stack(
+    mem: &mut FakePhys,
+    orc: Option<&OrcTable>,
+    calls: &[u64],
+    n: u64,
+) -> Option<Regs> {
     let top_va = STACKS_VA + (n + 1) * STACK_SIZE;
     let va_to_pa = |va: u64| STACKS_PA + (va - STACKS_VA);
     let mut seed = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(n + 1);

@@ -9,7 +9,9 @@ use boottrace::trace::synth::{self, SynthOptions};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let out = args.get(1).context("usage: synth-trace OUT SAMPLES [SEED]")?;
+    let out = args
+        .get(1)
+        .context("usage: synth-trace OUT SAMPLES [SEED]")?;
     let samples: u32 = args
         .get(2)
         .context("usage: synth-trace OUT SAMPLES [SEED]")?

@@ -272,7 +272,11 @@ fn format2_plain_samples_read_and_format3_is_smaller() {
     std::fs::write(&old, &bytes).expect("write");
     let t = Trace::open(&old).expect("read 2.1");
     assert_eq!((t.format_major, t.format_minor), (2, 1));
-    assert!(t.complete && t.warnings.iter().all(|w| w.contains("no end record")), "{:?}", t.warnings);
+    assert!(
+        t.complete && t.warnings.iter().all(|w| w.contains("no end record")),
+        "{:?}",
+        t.warnings
+    );
     let mut want = samples.clone();
     want.sort_by_key(|s| (s.t_ns, s.vcpu));
     assert_eq!(t.runs[0].samples, want);

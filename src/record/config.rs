@@ -123,7 +123,11 @@ pub fn parse_until(s: &str) -> Result<Until, String> {
             Some(re) => {
                 Until::Serial(regex::Regex::new(re).map_err(|e| format!("bad regex: {e}"))?)
             }
-            None => return Err("expected user, first-instruction, shutdown, marker or serial:REGEX".into()),
+            None => {
+                return Err(
+                    "expected user, first-instruction, shutdown, marker or serial:REGEX".into(),
+                )
+            }
         },
     })
 }

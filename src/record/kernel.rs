@@ -78,9 +78,7 @@ impl Pending {
         };
         loop {
             if let Some((r, at)) = s.as_ref() {
-                let r = r
-                    .clone()
-                    .map_err(|e| anyhow::anyhow!("{e:#}"));
+                let r = r.clone().map_err(|e| anyhow::anyhow!("{e:#}"));
                 return (r, *at);
             }
             s = match self.done.wait(s) {

@@ -74,6 +74,9 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
                 // Keep what earlier runs recorded: the file stays readable.
                 drop(sink);
                 let _ = writer.finish();
+                // A boot that could not start from an image the analysis
+                // refused: the analysis says what is wrong with the image.
+                analysis.wait()?;
                 return Err(e);
             }
         };

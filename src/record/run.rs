@@ -55,9 +55,7 @@ impl RunContext<'_> {
         let (recorder, t0) = self.start_run(run, sink, echo);
         // One layout detector per run: the sampler feeds it and the VMM asks
         // it for the KASLR slide (for the return-to-user breakpoint).
-        let layout = Arc::new(SharedLayout::new(
-            self.analysis.published.kernel.clone(),
-        ));
+        let layout = Arc::new(SharedLayout::new(self.analysis.published.kernel.clone()));
         let totals = Arc::new(CostTotals::default());
         let sampler = self.sampler(run, sink, &layout, &totals);
         let outcome = vmm::boot(

@@ -81,8 +81,7 @@ impl SharedLayout {
 
     /// The layout as far as it is known now (`None` before the kernel analysis).
     pub fn current(&self) -> Option<RunLayout> {
-        let d = self.detector.lock().ok()?;
-        d.as_ref().map(|d| d.layout().clone())
+        self.with(|d| d.layout().clone())
     }
 
     /// Runs `f` on the detector, making it first when the kernel is ready;

@@ -178,7 +178,11 @@ impl Compactor {
         let mut plain = Vec::new();
         for mut s in group.drain(..) {
             let leaf_is_rip = s.stack.first() == Some(&s.rip);
-            let callers = if leaf_is_rip { &s.stack[1..] } else { &s.stack[..] };
+            let callers = if leaf_is_rip {
+                &s.stack[1..]
+            } else {
+                &s.stack[..]
+            };
             let stack = if s.stack.is_empty() {
                 Some(0)
             } else {
@@ -269,7 +273,17 @@ pub enum ExpandError {
 /// Holds the file's stack definitions and expands blocks (reader side).
 #[derive(Default)]
 pub struct Expander {
-    stacks: Vec<Box<[u64]>>,
+    /// Frames of each definition, and whether they were cut to the depth cap.
+    stacks: Vec<(Box<[u64]>, bool)>,
+}
+
+/// What expanding a block found wrong, counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ExpandCounts {
+    /// Samples whose stack was never defined (kept with RIP alone).
+    pub undefined: u64,
+    /// Samples whose stack was cut to the depth cap.
+    pub cut: u64,
 }
 
 impl Expander {
@@ -285,24 +299,24 @@ impl Expander {
             return Err(ExpandError::TooManyDefs);
         }
         let mut frames = def.frames;
+        let cut = frames.len() > max_depth;
         frames.truncate(max_depth);
-        self.stacks.push(frames.into_boxed_slice());
+        self.stacks.push((frames.into_boxed_slice(), cut));
         Ok(())
     }
 
     /// The samples of a block, each stack cut to `max_depth` frames. A
-    /// sample referring to an undefined stack keeps RIP alone and is counted
-    /// in the second value.
+    /// sample referring to an undefined stack keeps RIP alone; both are counted.
     pub fn expand(
         &self,
         b: SampleBlock,
         max_depth: usize,
-    ) -> Result<(Vec<Sample>, u64), ExpandError> {
+    ) -> Result<(Vec<Sample>, ExpandCounts), ExpandError> {
         if b.samples.len() > MAX_BLOCK_SAMPLES {
             return Err(ExpandError::BlockTooLarge(b.samples.len()));
         }
         let mut out = Vec::with_capacity(b.samples.len());
-        let mut undefined = 0;
+        let mut counts = ExpandCounts::default();
         let mut prev = Sample {
             run: b.run,
             vcpu: b.vcpu,
@@ -317,12 +331,15 @@ impl Expander {
             }
             if c.stack > 0 {
                 match self.stacks.get(c.stack as usize - 1) {
-                    Some(frames) => {
+                    Some((frames, cut)) => {
                         let room = max_depth.saturating_sub(stack.len());
+                        if *cut || frames.len() > room {
+                            counts.cut += 1;
+                        }
                         stack.extend_from_slice(&frames[..frames.len().min(room)]);
                     }
                     None => {
-                        undefined += 1;
+                        counts.undefined += 1;
                         stack.clear();
                         stack.push(rip);
                     }
@@ -365,7 +382,7 @@ impl Expander {
             };
             out.push(s);
         }
-        Ok((out, undefined))
+        Ok((out, counts))
     }
 }
 
@@ -395,7 +412,11 @@ mod tests {
             minflt: t % 3,
             majflt: 0,
             perf_faults: 0,
-            kvm: if t % 2 == 0 { vec![(3, 7), (9, 1)] } else { vec![] },
+            kvm: if t % 2 == 0 {
+                vec![(3, 7), (9, 1)]
+            } else {
+                vec![]
+            },
             cost: SampleCost {
                 kick_ns: 40_000,
                 capture_ns: 100,
@@ -420,8 +441,8 @@ mod tests {
             match r {
                 Record::StackDef(d) => e.define(d, 128).expect("define"),
                 Record::SampleBlock(b) => {
-                    let (s, undefined) = e.expand(b, 128).expect("expand");
-                    assert_eq!(undefined, 0);
+                    let (s, counts) = e.expand(b, 128).expect("expand");
+                    assert_eq!(counts, ExpandCounts::default());
                     back.extend(s.into_iter().map(Record::Sample));
                 }
                 other => back.push(other),
@@ -510,8 +531,14 @@ mod tests {
             ],
             ..SampleBlock::default()
         };
-        let (s, undefined) = e.expand(b, 128).expect("expand");
-        assert_eq!(undefined, 1);
+        let (s, counts) = e.expand(b, 128).expect("expand");
+        assert_eq!(
+            counts,
+            ExpandCounts {
+                undefined: 1,
+                cut: 1
+            }
+        );
         assert_eq!(s[0].stack, vec![5]);
         assert_eq!(s[1].stack.len(), 128, "cut to the depth cap");
         let big = SampleBlock {

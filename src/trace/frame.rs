@@ -314,7 +314,10 @@ mod tests {
         let mut h = Vec::new();
         write_header(&mut h).expect("header");
         assert_eq!(h.len(), HEADER_LEN);
-        assert!(matches!(read_header(&mut &h[..]), Ok((VERSION_MAJOR, VERSION_MINOR))));
+        assert!(matches!(
+            read_header(&mut &h[..]),
+            Ok((VERSION_MAJOR, VERSION_MINOR))
+        ));
         assert!(matches!(
             read_header(&mut &b"ELF\x7f-not-a-trace"[..]),
             Err(HeaderProblem::BadMagic)

@@ -301,8 +301,9 @@ impl Builder {
                 }
             }
             Record::SampleBlock(b) => match self.stacks.expand(b, MAX_STACK_DEPTH) {
-                Ok((samples, undefined)) => {
-                    self.capped.undefined_stacks += undefined;
+                Ok((samples, counts)) => {
+                    self.capped.undefined_stacks += counts.undefined;
+                    self.capped.stacks += counts.cut;
                     // Each sample counts against the record cap, as a plain
                     // `Sample` record would: a block cannot multiply memory.
                     for s in samples {

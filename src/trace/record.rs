@@ -9,10 +9,10 @@
 use boottrace_symbols::identity::KernelIdentity;
 use serde::{Deserialize, Serialize};
 
+use super::compact::{SampleBlock, StackDef};
 use super::layout::TraceLayout;
 use super::names::{EndKind, PhaseName, UnwinderKind};
 use super::options::RecordOptions;
-use super::compact::{SampleBlock, StackDef};
 use super::v1;
 
 /// What the trace says about the kernel that was booted.
@@ -480,6 +480,11 @@ impl Record {
             RecordType::Finish => Record::Finish(de(body)?),
             RecordType::Task => Record::Task(de(body)?),
             RecordType::TaskSwitch => Record::TaskSwitch(de(body)?),
+            // Compact samples exist from format 3 on: in an older file they
+            // are damage, not data.
+            RecordType::StackDef | RecordType::SampleBlock if major < 3 => {
+                return Err(postcard::Error::DeserializeBadEncoding)
+            }
             RecordType::StackDef => Record::StackDef(de(body)?),
             RecordType::SampleBlock => Record::SampleBlock(de(body)?),
         })

@@ -200,8 +200,9 @@ impl TraceWriter {
             .name("trace-writer".into())
             .spawn(move || {
                 let result = match meta() {
-                    Ok(m) => TraceWriter::with_file(path, file, &m)
-                        .and_then(|w| writer_loop(w, rx)),
+                    Ok(m) => {
+                        TraceWriter::with_file(path, file, &m).and_then(|w| writer_loop(w, rx))
+                    }
                     Err(e) => {
                         drop(file);
                         let _ = std::fs::remove_file(&path);
