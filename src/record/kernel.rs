@@ -50,11 +50,14 @@ pub struct Analysis {
     result: Arc<Pending>,
 }
 
+/// The analysis' facts, or why it failed (shared by the threads that wait).
+type Outcome = Result<Arc<KernelFacts>, Arc<anyhow::Error>>;
+
 /// The analysis' outcome once it is over, and when it was over (ns since
 /// process start).
 #[derive(Default)]
 pub struct Pending {
-    slot: std::sync::Mutex<Option<(Result<Arc<KernelFacts>, Arc<anyhow::Error>>, u64)>>,
+    slot: std::sync::Mutex<Option<(Outcome, u64)>>,
     done: std::sync::Condvar,
 }
 
