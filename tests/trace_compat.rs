@@ -261,7 +261,7 @@ fn format2_plain_samples_read_and_format3_is_smaller() {
     bytes.extend_from_slice(&2u16.to_le_bytes());
     bytes.extend_from_slice(&1u16.to_le_bytes());
     bytes.extend_from_slice(&0u32.to_le_bytes());
-    let mut recs = vec![Record::Meta(Box::new(TraceMeta::default()))];
+    let mut recs = vec![Record::Meta(Box::default())];
     recs.extend(samples.iter().cloned().map(Record::Sample));
     recs.push(Record::Finish(Finish {
         records: samples.len() as u64 + 1,
