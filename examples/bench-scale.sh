@@ -29,5 +29,5 @@ PY
 echo "$n samples per trace ($(stat -c %s "$out/a.data") bytes)"
 measure report "$bt" report -i "$out/a.data" --system-map "$out/a.data.map"
 measure flame "$bt" flame "$out/flame.svg" -i "$out/a.data" --system-map "$out/a.data.map"
-measure diff "$bt" diff "$out/a.data" "$out/b.data" -o "$out/diff.svg" --system-map "$out/a.data.map"
+measure diff "$bt" diff "$out/a.data" "$out/b.data" -o "$out/diff.svg" --system-map-a "$out/a.data.map" --system-map-b "$out/b.data.map"
 echo "(outputs in $out)"

@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 runs=${1:-30}
 fp=$(kernel/build.sh tiny-fp | tail -n 1)
 cargo build --release -q
-bt=$PWD/target/release/boottrace
+# BOOTTRACE_BIN: another build to compare (e.g. main's), same kernels and runs.
+bt=${BOOTTRACE_BIN:-$PWD/target/release/boottrace}
 out=$(mktemp -d)
 bench() {
     local name=$1; shift
