@@ -12,7 +12,9 @@ use boottrace::trace::{
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let input = args.get(1).context("usage: trace-size IN.data [OUT.data]")?;
+    let input = args
+        .get(1)
+        .context("usage: trace-size IN.data [OUT.data]")?;
     let dir = tempfile::tempdir()?;
     let output = args
         .get(2)
@@ -75,7 +77,11 @@ fn main() -> Result<()> {
     let before = std::fs::metadata(input)?.len() as f64;
     let after = std::fs::metadata(&output)?.len() as f64;
     let back = Trace::open(&output)?;
-    let same = back.runs.iter().zip(&t.runs).all(|(a, b)| a.samples == b.samples);
+    let same = back
+        .runs
+        .iter()
+        .zip(&t.runs)
+        .all(|(a, b)| a.samples == b.samples);
     println!(
         "{input}: format {}.{}, {} samples: {:.1} bytes/sample; format {}.{}: {:.1} bytes/sample ({:.0}%); samples read back equal: {same}",
         t.format_major,
