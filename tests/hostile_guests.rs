@@ -657,7 +657,7 @@ fn a_dead_vcpu_thread_is_reported_as_such() {
         timeout: Duration::from_secs(60),
         until: Until::User,
         compat: CompatMode::resolve(CompatChoice::Auto),
-        user_return_link: None,
+        user_return_link: std::sync::Arc::new(std::sync::OnceLock::from(None)),
         virtio: Default::default(),
     };
     let start = Instant::now();
@@ -756,7 +756,7 @@ fn the_vcpu_loop_cannot_open_a_socket() {
         timeout: Duration::from_secs(2),
         until: Until::User,
         compat: CompatMode::resolve(CompatChoice::Auto),
-        user_return_link: None,
+        user_return_link: std::sync::Arc::new(std::sync::OnceLock::from(None)),
         virtio: Default::default(),
     };
     let out = vmm::boot(

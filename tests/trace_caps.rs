@@ -101,3 +101,51 @@ fn runs_are_capped_and_warnings_do_not_grow_per_run() {
         t.warnings
     );
 }
+
+/// Compact records from a hostile file: a stack definition with a huge id
+/// is refused without allocating by it, a block that refers to a stack never
+/// defined keeps its samples with RIP only, and both are reported.
+#[test]
+fn hostile_stack_ids_allocate_nothing() {
+    use boottrace::trace::compact::{CompactSample, SampleBlock, StackDef};
+    use boottrace::trace::frame::encode_frame;
+    let mut bytes = Vec::new();
+    boottrace::trace::frame::write_header(&mut bytes).expect("header");
+    let recs = [
+        Record::Meta(Box::default()),
+        Record::StackDef(StackDef {
+            id: u32::MAX,
+            frames: vec![1, 2, 3],
+        }),
+        Record::SampleBlock(SampleBlock {
+            run: 0,
+            vcpu: 0,
+            t_ns: 10,
+            samples: vec![CompactSample {
+                drip: 0x1234,
+                stack: u32::MAX,
+                leaf_is_rip: true,
+                ..CompactSample::default()
+            }],
+        }),
+    ];
+    for r in &recs {
+        encode_frame(r, &mut bytes).expect("frame");
+    }
+    let start = Instant::now();
+    let t = Trace::read_from(&bytes[..], std::path::Path::new("hostile.data")).expect("read");
+    assert!(start.elapsed() < Duration::from_secs(1));
+    let s = &t.runs[0].samples;
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].stack, vec![0x1234]);
+    assert!(
+        t.warnings.iter().any(|w| w.contains("out of order")),
+        "{:?}",
+        t.warnings
+    );
+    assert!(
+        t.warnings.iter().any(|w| w.contains("undefined stack")),
+        "{:?}",
+        t.warnings
+    );
+}

@@ -126,7 +126,7 @@ fn format1_trace_rewritten_as_format2_reads_the_same() {
     }
     w.finish().expect("finish");
     let new = Trace::open(&path).expect("read back");
-    assert_eq!(new.format_major, 2);
+    assert_eq!(new.format_major, boottrace::trace::frame::VERSION_MAJOR);
     assert_eq!(new.meta, old.meta);
     assert_eq!(new.runs, old.runs);
     assert_eq!(new.stat_names, old.stat_names);
@@ -189,7 +189,10 @@ fn task_switches_attribute_samples_per_vcpu() {
     let t = Trace::open(&path).expect("read");
     assert_eq!(
         (t.format_major, t.format_minor),
-        (2, boottrace::trace::frame::VERSION_MINOR)
+        (
+            boottrace::trace::frame::VERSION_MAJOR,
+            boottrace::trace::frame::VERSION_MINOR
+        )
     );
     assert!(
         t.warnings.iter().all(|w| w.contains("no end record")),
@@ -213,4 +216,95 @@ fn task_switches_attribute_samples_per_vcpu() {
     assert_eq!(run.tasks.len(), 3);
     assert_eq!(run.tasks[&2].comm, "init");
     assert_eq!(run.tasks[&2].pid, 1);
+}
+
+/// Format 2.x stored each sample as a plain `Sample` record (type 7); format
+/// 3 writes interned stacks and sample blocks. A 2.1 file (written frame by
+/// frame here as the 2.1 writer did) reads the same samples, and the same
+/// samples written today read back equal and take far fewer bytes.
+#[test]
+fn format2_plain_samples_read_and_format3_is_smaller() {
+    use boottrace::trace::frame::{encode_frame, MAGIC};
+    use boottrace::trace::{Finish, Sample, SampleCost, TraceMeta};
+    let samples: Vec<Sample> = (0..2_000u64)
+        .map(|i| {
+            let rip = 0xffff_ffff_8100_0000 + (i % 13) * 0x40;
+            Sample {
+                vcpu: (i % 2) as u32,
+                t_ns: 1_000_000 * i,
+                rip,
+                rsp: 0xffff_c900_0000_3e00 - (i % 5) * 8,
+                rbp: 0xffff_c900_0000_3f00,
+                cr0: 0x8005_0033,
+                cr3: 0x10_0000,
+                cr4: 0x20,
+                efer: 0xd01,
+                cs: 0x10,
+                cpl: 0,
+                stack: vec![rip, 0xffff_ffff_8120_0010, 0xffff_ffff_8130_0020 + (i % 3)],
+                stack_end: StackEnd::Root.as_u8(),
+                minflt: i % 4,
+                kvm: vec![(1, 1), (5, i % 3)],
+                cost: SampleCost {
+                    kick_ns: 45_000 + (i % 100) as u32,
+                    capture_ns: 120,
+                    unwind_ns: 2_500,
+                    write_ns: 300,
+                },
+                ..Sample::default()
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = dir.path().join("format2.1.data");
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend_from_slice(&2u16.to_le_bytes());
+    bytes.extend_from_slice(&1u16.to_le_bytes());
+    bytes.extend_from_slice(&0u32.to_le_bytes());
+    let mut recs = vec![Record::Meta(Box::default())];
+    recs.extend(samples.iter().cloned().map(Record::Sample));
+    recs.push(Record::Finish(Finish {
+        records: samples.len() as u64 + 1,
+    }));
+    for r in &recs {
+        encode_frame(r, &mut bytes).expect("frame");
+    }
+    std::fs::write(&old, &bytes).expect("write");
+    let t = Trace::open(&old).expect("read 2.1");
+    assert_eq!((t.format_major, t.format_minor), (2, 1));
+    assert!(
+        t.complete && t.warnings.iter().all(|w| w.contains("no end record")),
+        "{:?}",
+        t.warnings
+    );
+    let mut want = samples.clone();
+    want.sort_by_key(|s| (s.t_ns, s.vcpu));
+    assert_eq!(t.runs[0].samples, want);
+
+    let new = dir.path().join("format3.data");
+    let mut w = TraceWriter::create(&new, &TraceMeta::default()).expect("create");
+    // As the sampler hands them over: batches of one vCPU's samples.
+    for vcpu in 0..2u32 {
+        for chunk in samples
+            .iter()
+            .filter(|s| s.vcpu == vcpu)
+            .cloned()
+            .map(Record::Sample)
+            .collect::<Vec<_>>()
+            .chunks(64)
+        {
+            w.append_batch(chunk.to_vec()).expect("append");
+        }
+    }
+    w.finish().expect("finish");
+    let t3 = Trace::open(&new).expect("read 3");
+    assert_eq!(t3.runs[0].samples, want);
+    let (old_len, new_len) = (
+        bytes.len(),
+        std::fs::metadata(&new).expect("stat").len() as usize,
+    );
+    assert!(
+        new_len * 2 < old_len,
+        "format 3 {new_len} bytes vs format 2.1 {old_len} bytes"
+    );
 }

@@ -155,13 +155,19 @@ fn flipped_bytes_are_detected() {
                     // An older minor version (2.1 → 2.0) is a valid file:
                     // it only lacks record types.
                     let older_minor = pos == 10 && b[10] < bytes[10] && b[11] == 0;
+                    // Format 2 differs from 3 only by the compact sample
+                    // records, which this file (plain samples) does not hold.
+                    let older_major = pos == 8 && b[8] == 2 && bytes[8] == 3;
                     assert!(
-                        !t.warnings.is_empty() || older_minor,
+                        !t.warnings.is_empty() || older_minor || older_major,
                         "flip at {pos} ({mask:#x}) went unnoticed"
                     );
                     // Only the minor version may change without cutting the read short.
                     let minor_version = (10..12).contains(&pos);
-                    assert!(!t.complete || minor_version, "flip at {pos} ({mask:#x})");
+                    assert!(
+                        !t.complete || minor_version || older_major,
+                        "flip at {pos} ({mask:#x})"
+                    );
                 }
             }
         }
@@ -250,7 +256,13 @@ fn threaded_sinks_write_everything() {
     });
     drop(sink);
     let n = writer.finish().expect("finish");
-    assert_eq!(n as usize, recs.len());
+    // Samples handed over one by one are framed as blocks of one, each after
+    // the definition of its stack when that is new: as many frames or more.
+    assert!(
+        n as usize >= recs.len(),
+        "{n} frames for {} records",
+        recs.len()
+    );
     let t = Trace::open(&path).expect("open");
     assert!(t.complete && t.warnings.is_empty(), "{:?}", t.warnings);
     assert_eq!(t.sample_count(), samples.len());

@@ -1,5 +1,5 @@
 //! What the virtio devices did, per run and over runs (the report's
-//! `devices`): the trace's `DeviceStats` records (format 2.2) as data.
+//! `devices`): the trace's `DeviceStats` records (format 3) as data.
 
 use std::collections::BTreeMap;
 

@@ -37,7 +37,7 @@
 //!   `slide_method` (how it was found), `kernel_phys_start` (physical load
 //!   address of `_text`, or null), `kernel_link_start`, `kernel_size`,
 //!   `decompressor_bases[]` (physical addresses the decompressor ran at)}.
-//!   `devices[]` (added in version 1, trace format 2.2; absent when the
+//!   `devices[]` (added in version 1, trace format 3; absent when the
 //!   trace has no device records: older traces, or no `--disk`/`--net`)
 //!   {`name` (`vda`, `net0`), `kind` (`virtio-blk`, `virtio-net`),
 //!   `backend`, `notify` (`ioeventfd` or `mmio exit`), `counters` {name:
@@ -168,7 +168,7 @@ pub struct RunReport {
     /// JSON otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layout: Option<LayoutReport>,
-    /// What each virtio device did (trace format 2.2; left out when none).
+    /// What each virtio device did (trace format 3; left out when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<DeviceReport>,
 }

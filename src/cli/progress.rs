@@ -354,6 +354,12 @@ pub fn summary_lines(prefix: &str, s: &RunSummary) -> Vec<String> {
             c.complete_unwinds,
             c.unwound,
         ));
+        if c.early > 0 {
+            out.push(format!(
+                "  {} sample(s) before the kernel analysis was ready (RIP only, not unwound)",
+                c.early
+            ));
+        }
     }
     out
 }
@@ -410,6 +416,7 @@ mod tests {
             write_ns: 2_000,
             complete_unwinds: 3,
             unwound: 4,
+            early: 0,
         };
         let lines = summary_lines("boottrace", &summary(1, cost, Some("foo+0x3".into())));
         assert_eq!(

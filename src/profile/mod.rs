@@ -240,7 +240,7 @@ pub struct Run {
     /// Where the kernel and decompressor ran, as recorded (`None`: the
     /// trace has no layout record for this run).
     pub layout: Option<boottrace_symbols::layout::RunLayout>,
-    /// What each virtio device did (trace format 2.2; empty before).
+    /// What each virtio device did (trace format 3; empty before).
     pub devices: Vec<crate::trace::DeviceStats>,
 }
 

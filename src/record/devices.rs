@@ -1,5 +1,5 @@
 //! What each virtio device did in a run, as the trace's `DeviceStats`
-//! records (format 2.2): the VMM's counters under stable names.
+//! records (format 3): the VMM's counters under stable names.
 
 use crate::trace::{self, Record};
 use crate::vmm::virtio::{DeviceStats, IoCounters};

@@ -1,7 +1,7 @@
 //! What `record` learns about the kernel before booting it, once for all runs.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context, Result};
 use boottrace_symbols::identity::find_banner;
@@ -11,6 +11,7 @@ use boottrace_symbols::orc::OrcTable;
 use boottrace_symbols::typeinfo;
 
 use crate::sample::kaslr::BootImage;
+use crate::sample::late::{LateKernel, SampleKernel};
 use crate::sample::task::TaskLocator;
 use crate::sample::unwind::{Method, Unwinder};
 use crate::trace::UnwinderKind;
@@ -38,6 +39,119 @@ pub struct KernelFacts {
     _payload: Option<tempfile::NamedTempFile>,
 }
 
+/// The kernel's analysis, running on a thread of its own from the start of
+/// `record`, and what the boot needs before it is over.
+pub struct Analysis {
+    /// The file the VMM boots (known before the analysis: the image itself,
+    /// unless a skipped decompressor made the analysis run first).
+    pub boot_path: PathBuf,
+    /// Parts published while the analysis runs.
+    pub published: Published,
+    result: Arc<Pending>,
+}
+
+/// The analysis' facts, or why it failed (shared by the threads that wait).
+type Outcome = Result<Arc<KernelFacts>, Arc<anyhow::Error>>;
+
+/// The analysis' outcome once it is over, and when it was over (ns since
+/// process start).
+#[derive(Default)]
+pub struct Pending {
+    slot: std::sync::Mutex<Option<(Outcome, u64)>>,
+    done: std::sync::Condvar,
+}
+
+impl Pending {
+    fn set(&self, r: Result<KernelFacts>, at_ns: u64) {
+        if let Ok(mut s) = self.slot.lock() {
+            *s = Some((r.map(Arc::new).map_err(Arc::new), at_ns));
+        }
+        self.done.notify_all();
+    }
+
+    /// Waits for the analysis; its facts or why it failed.
+    pub fn wait(&self) -> Result<Arc<KernelFacts>> {
+        self.wait_timed().0
+    }
+
+    /// [`Pending::wait`], and when the analysis ended (ns since process start).
+    pub fn wait_timed(&self) -> (Result<Arc<KernelFacts>>, u64) {
+        let Ok(mut s) = self.slot.lock() else {
+            return (Err(anyhow::anyhow!("kernel analysis lock poisoned")), 0);
+        };
+        loop {
+            if let Some((r, at)) = s.as_ref() {
+                let r = r.clone().map_err(|e| anyhow::anyhow!("{e:#}"));
+                return (r, *at);
+            }
+            s = match self.done.wait(s) {
+                Ok(s) => s,
+                Err(_) => return (Err(anyhow::anyhow!("kernel analysis lock poisoned")), 0),
+            };
+        }
+    }
+}
+
+impl Analysis {
+    /// Starts analysing `cfg.kernel`. Fails at once when the file does not
+    /// start like a kernel image (one page read); a later failure (a damaged
+    /// payload) ends the boot through the trace writer and is returned by
+    /// [`Analysis::wait`]. With `--skip-decompressor` the analysis runs here,
+    /// before the boot (its payload is what boots).
+    pub fn start(cfg: &super::RecordConfig) -> Result<Analysis> {
+        let published = Published::default();
+        let result = Arc::new(Pending::default());
+        let started = cfg.started;
+        let elapsed = move || u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if cfg.skip_decompressor {
+            let facts = analyse(&cfg.kernel, cfg.vmlinux.as_deref(), true, &published)?;
+            let boot_path = facts.boot_path.clone();
+            result.set(Ok(facts), elapsed());
+            return Ok(Analysis {
+                boot_path,
+                published,
+                result,
+            });
+        }
+        KernelImage::check_head(&cfg.kernel)
+            .with_context(|| format!("cannot use {} as a kernel", cfg.kernel.display()))?;
+        let (path, vmlinux) = (cfg.kernel.clone(), cfg.vmlinux.clone());
+        let (out, slot) = (published.clone(), result.clone());
+        std::thread::Builder::new()
+            .name("kernel-analysis".into())
+            .spawn(move || {
+                let r = analyse(&path, vmlinux.as_deref(), false, &out);
+                slot.set(r, elapsed());
+            })
+            .context("cannot start the kernel analysis thread")?;
+        Ok(Analysis {
+            boot_path: cfg.kernel.clone(),
+            published,
+            result,
+        })
+    }
+
+    /// Waits for the analysis to end.
+    pub fn wait(&self) -> Result<Arc<KernelFacts>> {
+        self.result.wait()
+    }
+
+    /// The outcome, for another thread to wait on.
+    pub fn pending(&self) -> Arc<Pending> {
+        self.result.clone()
+    }
+}
+
+/// What the analysis hands to a boot that is already running, each part as
+/// soon as it is known (the vCPU threads poll them).
+#[derive(Default, Clone)]
+pub struct Published {
+    /// The parsed image and its unwinder, then the task locator.
+    pub kernel: LateKernel,
+    /// Link-time address of the return-to-user path (`None` inside: unnamed).
+    pub user_return_link: Arc<OnceLock<Option<u64>>>,
+}
+
 /// Reads the kernel image. With `skip_decompressor`, extracts a bzImage's
 /// ELF payload to a temporary file that is booted instead.
 /// `vmlinux` (or, without one, a vmlinux with the same banner next to the
@@ -46,6 +160,19 @@ pub fn read_kernel(
     path: &Path,
     vmlinux: Option<&Path>,
     skip_decompressor: bool,
+) -> Result<KernelFacts> {
+    analyse(path, vmlinux, skip_decompressor, &Published::default())
+}
+
+/// [`read_kernel`], publishing into `out` what a running boot can use as
+/// soon as it is known, in the order the sampler needs it: the parsed image
+/// and unwinder, the return-to-user symbol, the task locator; the image's
+/// hash (for the trace's metadata) last.
+pub fn analyse(
+    path: &Path,
+    vmlinux: Option<&Path>,
+    skip_decompressor: bool,
+    out: &Published,
 ) -> Result<KernelFacts> {
     let image = KernelImage::open(path)
         .with_context(|| format!("cannot use {} as a kernel", path.display()))?;
@@ -57,10 +184,6 @@ pub fn read_kernel(
             UnwinderKind::FramePointer,
         ),
     };
-    let user_return_link = image.kallsyms().ok().and_then(|t| {
-        t.by_name("swapgs_restore_regs_and_return_to_usermode")
-            .map(|s| s.addr)
-    });
     let (boot_path, payload) = if skip_decompressor {
         if image.format() != ImageFormat::BzImage {
             bail!(
@@ -83,11 +206,27 @@ pub fn read_kernel(
             phys_start: image.phys_load_start(),
         },
     };
+    let image = Arc::new(image);
+    let sample_kernel = Arc::new(SampleKernel {
+        image: image.clone(),
+        boot_image,
+        unwinder: unwinder.clone(),
+        tasks: OnceLock::new(),
+    });
+    let _ = out.kernel.set(sample_kernel.clone());
+    let user_return_link = image.kallsyms_ref().ok().and_then(|t| {
+        t.by_name("swapgs_restore_regs_and_return_to_usermode")
+            .map(|s| s.addr)
+    });
+    let _ = out.user_return_link.set(user_return_link);
     let (tasks, tasks_note) = task_locator(&image, path, vmlinux);
+    let _ = sample_kernel.tasks.set(tasks);
+    // The hash and banner for the trace's metadata, last: nothing in the boot needs them.
+    image.identity();
     Ok(KernelFacts {
         tasks,
         tasks_note,
-        image: Arc::new(image),
+        image,
         unwinder,
         unwinder_kind,
         user_return_link,
@@ -163,12 +302,13 @@ fn vmlinux_for_types(
     path: &Path,
     vmlinux: Option<&Path>,
 ) -> std::result::Result<Option<MappedFile>, String> {
-    let banner = image.identity().version.as_ref();
+    // The banner, not the whole identity: hashing the image can wait.
+    let banner = || find_banner(image.elf_bytes());
     if let Some(v) = vmlinux {
         let file = MappedFile::open(v).map_err(|e| e.to_string())?;
         // Offsets from another kernel's DWARF would read garbage.
-        return match (banner, find_banner(file.bytes())) {
-            (Some(a), Some(b)) if *a != b => Err(format!(
+        return match (banner(), find_banner(file.bytes())) {
+            (Some(a), Some(b)) if a != b => Err(format!(
                 "{} is another kernel than the image (version banners differ)",
                 v.display()
             )),
@@ -187,8 +327,8 @@ fn vmlinux_for_types(
     let Ok(file) = MappedFile::open(&sibling) else {
         return Ok(None);
     };
-    let Some(banner) = banner else {
+    let Some(banner) = banner() else {
         return Ok(None);
     };
-    Ok((find_banner(file.bytes()).as_ref() == Some(banner)).then_some(file))
+    Ok((find_banner(file.bytes()) == Some(banner)).then_some(file))
 }

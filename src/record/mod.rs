@@ -23,7 +23,6 @@ pub mod run;
 pub mod summary;
 pub mod sweep;
 
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -52,24 +51,22 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
         ));
     }
     check_inputs(cfg)?;
-    let facts = kernel::read_kernel(&cfg.kernel, cfg.vmlinux.as_deref(), cfg.skip_decompressor)?;
-    progress.status(&facts.tasks_note);
-    // Reading the image (decompression, hashing, ORC, kallsyms) happens before
-    // the VM exists; recorded as its own phase so VMM set-up time stays visible.
-    let analysis_ns = u64::try_from(cfg.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    // The kernel is analysed (decompression, ORC, kallsyms, type info,
+    // hashing) on a thread of its own while the VMM starts: nothing of it is
+    // needed before the guest's first instruction. Only a skipped
+    // decompressor needs the payload extracted first.
+    let analysis = kernel::Analysis::start(cfg)?;
     if cfg.skip_decompressor {
         progress.status(
             "booting the bzImage's ELF payload directly (--skip-decompressor: no decompression, no KASLR)",
         );
     }
-    let meta = meta::trace_meta(cfg, &facts, compat, freq);
-    let writer = open_trace(&cfg.output, &meta)?;
+    let writer = open_trace(cfg, &analysis, compat, freq)?;
     let ctx = run::RunContext {
         cfg,
-        facts: &facts,
-        boot: boot_config(cfg, &facts, compat),
+        analysis: &analysis,
+        boot: boot_config(cfg, &analysis, compat),
         freq,
-        analysis_ns,
         stat_names_written: Arc::new(AtomicBool::new(false)),
         live: progress.live(),
     };
@@ -83,6 +80,9 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
                 // Keep what earlier runs recorded: the file stays readable.
                 drop(sink);
                 let _ = writer.finish();
+                // A boot that could not start from an image the analysis
+                // refused: the analysis says what is wrong with the image.
+                analysis.wait()?;
                 return Err(e);
             }
         };
@@ -90,7 +90,13 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
             // Console lines still queued for the terminal go out before the summary.
             e.drain();
         }
-        report_run(progress, &summary, &meta.unwinder, freq);
+        if i == 0 {
+            // The analysis is over by now (the first run waited for it).
+            if let Ok(facts) = analysis.wait() {
+                progress.status(&facts.tasks_note);
+            }
+        }
+        report_run(progress, &summary, &unwinder_name(&analysis, freq), freq);
         let stuck = summary.unstopped_vcpus > 0;
         runs.push(summary);
         if vmm::was_interrupted() || stuck {
@@ -100,7 +106,10 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
     }
     let records = writer
         .finish()
-        .with_context(|| format!("cannot finish {}", cfg.output.display()))?;
+        .with_context(|| format!("cannot finish {}", cfg.output.display()));
+    // A failed analysis says why first (the writer only saw its message).
+    analysis.wait()?;
+    let records = records?;
     progress.status(&format!(
         "wrote {} ({records} records)",
         cfg.output.display()
@@ -156,10 +165,18 @@ fn check_inputs(cfg: &RecordConfig) -> Result<()> {
     Ok(())
 }
 
+/// The unwinder the trace names (known once the analysis is over).
+fn unwinder_name(analysis: &kernel::Analysis, freq: u32) -> crate::trace::UnwinderKind {
+    match analysis.wait() {
+        Ok(f) if freq > 0 => f.unwinder_kind.clone(),
+        _ => crate::trace::UnwinderKind::None,
+    }
+}
+
 /// The VMM's configuration, the same for every run.
-fn boot_config(cfg: &RecordConfig, facts: &kernel::KernelFacts, compat: CompatMode) -> BootConfig {
+fn boot_config(cfg: &RecordConfig, analysis: &kernel::Analysis, compat: CompatMode) -> BootConfig {
     BootConfig {
-        kernel: facts.boot_path.clone(),
+        kernel: analysis.boot_path.clone(),
         initrd: cfg.initrd.clone(),
         cmdline_extra: cfg.cmdline_extra.clone(),
         mem: MemoryOptions {
@@ -171,20 +188,38 @@ fn boot_config(cfg: &RecordConfig, facts: &kernel::KernelFacts, compat: CompatMo
         timeout: cfg.timeout.max(std::time::Duration::from_millis(1)),
         until: cfg.until.clone(),
         compat,
-        user_return_link: facts.user_return_link,
+        user_return_link: analysis.published.user_return_link.clone(),
         virtio: cfg.virtio.clone(),
     }
 }
 
 /// Moves an existing trace aside (like perf.data.old, so a new recording
 /// never destroys an old one) and starts the writer. Only a regular file is
-/// moved; a symlink, directory or device at the path is refused.
-fn open_trace(path: &Path, meta: &crate::trace::TraceMeta) -> Result<TraceWriterThread> {
+/// moved; a symlink, directory or device at the path is refused. The
+/// metadata (it names the image's hash) is written once the analysis is
+/// over; records wait for it in the writer's queue.
+fn open_trace(
+    cfg: &RecordConfig,
+    analysis: &kernel::Analysis,
+    compat: CompatMode,
+    freq: u32,
+) -> Result<TraceWriterThread> {
+    let path = &cfg.output;
     let file = crate::output::create_in_place(path, crate::output::Backup::Old)?;
-    TraceWriter::with_file(path.to_path_buf(), file, meta)
-        .with_context(|| format!("cannot create {}", path.display()))?
-        .spawn()
-        .context("cannot start the trace writer")
+    let pending = analysis.pending();
+    let cfg = cfg.clone();
+    let wall_start = meta::unix_ns();
+    TraceWriter::spawn_deferred(
+        path.to_path_buf(),
+        file,
+        Box::new(move || {
+            let facts = pending.wait().map_err(|e| format!("{e:#}"))?;
+            let mut m = meta::trace_meta(&cfg, &facts, compat, freq);
+            m.wall_start_unix_ns = wall_start;
+            Ok(m)
+        }),
+    )
+    .with_context(|| format!("cannot create {}", path.display()))
 }
 
 /// Hands a finished run to the reporter: the first run's boot facts, the

@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::sample::kaslr::LayoutDetector;
 use crate::sample::sampler::{CostTotals, RecordSampler, SharedLayout};
 use crate::sample::task::RunTasks;
 use crate::trace::{PhaseName, Record, RunEnd, RunStart, SamplerCost, TraceSink};
@@ -15,7 +14,7 @@ use crate::vmm::control::EndReason;
 use crate::vmm::{self, BootConfig, BootOutcome};
 
 use super::config::RecordConfig;
-use super::kernel::KernelFacts;
+use super::kernel::Analysis;
 use super::meta::unix_ns;
 use super::observer::{end_kind, RunRecorder};
 use super::progress::ConsoleEcho;
@@ -25,14 +24,12 @@ use super::summary::{symbol_near, RunSummary, SamplingCost};
 pub struct RunContext<'a> {
     /// The recording's configuration.
     pub cfg: &'a RecordConfig,
-    /// The kernel.
-    pub facts: &'a KernelFacts,
+    /// The kernel's analysis (running beside the first boot).
+    pub analysis: &'a Analysis,
     /// The VMM's configuration (the same for every run).
     pub boot: BootConfig,
     /// Samples per second per vCPU (0: none).
     pub freq: u32,
-    /// Reading the kernel image took this long after process start (first run's phase).
-    pub analysis_ns: u64,
     /// Set once the KVM stat names were written (once per file).
     pub stat_names_written: Arc<AtomicBool>,
     /// Where the live progress line goes, if anywhere.
@@ -60,10 +57,7 @@ impl RunContext<'_> {
         let (recorder, t0) = self.start_run(run, sink, echo);
         // One layout detector per run: the sampler feeds it and the VMM asks
         // it for the KASLR slide (for the return-to-user breakpoint).
-        let layout = Arc::new(SharedLayout::new(LayoutDetector::new(
-            self.facts.image.clone(),
-            self.facts.boot_image,
-        )));
+        let layout = Arc::new(SharedLayout::new(self.analysis.published.kernel.clone()));
         let totals = Arc::new(CostTotals::default());
         let sampler = self.sampler(run, sink, &layout, &totals);
         let ticker = self.live.clone().map(|live| {
@@ -94,12 +88,19 @@ impl RunContext<'_> {
             t.stop();
         }
         let outcome = outcome?;
+        if run == 0 {
+            // The analysis ran beside this boot: its end is a phase of the
+            // first run (on the process-start clock), after the boot's own
+            // when the boot was shorter. Its failure ended the boot already.
+            let (_, at) = self.analysis.pending().wait_timed();
+            recorder.record_phase(PhaseName::KernelAnalysis, at);
+        }
         let sampling = SamplingCost::from_totals(&totals);
         end_run(run, sink, &outcome, &sampling);
         Ok(self.summarize(run, outcome, &recorder, sampling, layout.current()))
     }
 
-    /// Writes the run's start and, for the first run, the image-reading phase.
+    /// Writes the run's start.
     fn start_run(
         &self,
         run: u32,
@@ -117,9 +118,6 @@ impl RunContext<'_> {
             wall_time_unix_ns: unix_ns(),
         }));
         let recorder = Arc::new(RunRecorder::new(run, sink.clone(), echo));
-        if run == 0 {
-            recorder.record_phase(PhaseName::KernelAnalysis, self.analysis_ns);
-        }
         (recorder, t0)
     }
 
@@ -136,12 +134,11 @@ impl RunContext<'_> {
                 run,
                 freq: self.freq,
                 sink: sink.clone(),
-                unwinder: Some(self.facts.unwinder.clone()),
+                kernel: self.analysis.published.kernel.clone(),
                 capture: self.cfg.capture,
                 layout: layout.clone(),
                 totals: totals.clone(),
                 stat_names_written: self.stat_names_written.clone(),
-                tasks: self.facts.tasks,
                 run_tasks: Arc::new(RunTasks::default()),
             }) as Arc<dyn vmm::SamplerFactory>
         })
@@ -156,9 +153,12 @@ impl RunContext<'_> {
         layout: Option<boottrace_symbols::layout::RunLayout>,
     ) -> RunSummary {
         let stopped_at = match &outcome.end {
-            EndReason::EmulationFailure { rip, cpl, .. } => {
-                symbol_near(&self.facts.image, layout.as_ref(), *rip, *cpl)
-            }
+            EndReason::EmulationFailure { rip, cpl, .. } => self
+                .analysis
+                .published
+                .kernel
+                .get()
+                .and_then(|k| symbol_near(&k.image, layout.as_ref(), *rip, *cpl)),
             _ => None,
         };
         let goal_reached = super::summary::goal_reached(&outcome.end, &self.cfg.until);

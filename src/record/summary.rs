@@ -33,6 +33,8 @@ pub struct SamplingCost {
     pub complete_unwinds: u64,
     /// Kernel-mode samples unwound.
     pub unwound: u64,
+    /// Samples taken before the kernel analysis was ready (RIP only).
+    pub early: u64,
 }
 
 impl SamplingCost {
@@ -47,6 +49,7 @@ impl SamplingCost {
             write_ns: get(&t.write_ns),
             complete_unwinds: get(&t.complete),
             unwound: get(&t.unwound),
+            early: get(&t.early),
         }
     }
 

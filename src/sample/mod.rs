@@ -3,6 +3,7 @@
 
 pub mod counters;
 pub mod kaslr;
+pub mod late;
 pub mod pagewalk;
 pub mod sampler;
 pub mod task;

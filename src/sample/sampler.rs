@@ -14,7 +14,8 @@ use vm_memory::GuestMemoryMmap;
 
 use super::counters::VcpuCounters;
 use super::kaslr::LayoutDetector;
-use super::task::{RunTasks, TaskLocator, TaskTracker};
+use super::late::LateKernel;
+use super::task::{RunTasks, TaskTracker};
 use super::unwind::{StackEnd as UnwindEnd, Truncation, UnwindRegs, Unwinder};
 use crate::trace::{Record, Sample, SampleCost, StackEnd, StatNames, Task, TaskSwitch, TraceSink};
 use crate::vmm::{KernelLocator, SampleInfo, SamplerFactory, VcpuSampler};
@@ -82,27 +83,43 @@ pub struct CostTotals {
     pub complete: AtomicU64,
     /// Kernel-mode samples unwound.
     pub unwound: AtomicU64,
+    /// Samples taken before the kernel analysis was ready (RIP only).
+    pub early: AtomicU64,
 }
 
 /// The run's layout detector, shared by its vCPUs; the first to complete it
 /// (or, failing that, the first to finish) writes the `Layout` record.
 pub struct SharedLayout {
-    detector: Mutex<LayoutDetector>,
+    /// Made once the kernel analysis has parsed the image.
+    detector: Mutex<Option<LayoutDetector>>,
+    kernel: LateKernel,
     published: AtomicBool,
 }
 
 impl SharedLayout {
-    /// Wraps a detector for one run.
-    pub fn new(detector: LayoutDetector) -> Self {
+    /// The detector of one run, made from `kernel` once it is ready.
+    pub fn new(kernel: LateKernel) -> Self {
         SharedLayout {
-            detector: Mutex::new(detector),
+            detector: Mutex::new(None),
+            kernel,
             published: AtomicBool::new(false),
         }
     }
 
-    /// The layout as far as it is known now.
+    /// The layout as far as it is known now (`None` before the kernel analysis).
     pub fn current(&self) -> Option<RunLayout> {
-        self.detector.lock().ok().map(|d| d.layout().clone())
+        self.with(|d| d.layout().clone())
+    }
+
+    /// Runs `f` on the detector, making it first when the kernel is ready;
+    /// `None` while it is not (or the lock is poisoned).
+    fn with<T>(&self, f: impl FnOnce(&mut LayoutDetector) -> T) -> Option<T> {
+        let mut d = self.detector.lock().ok()?;
+        if d.is_none() {
+            let k = self.kernel.get()?;
+            *d = Some(LayoutDetector::new(k.image.clone(), k.boot_image));
+        }
+        d.as_mut().map(f)
     }
 
     fn publish(&self, run: u32, layout: &RunLayout, sink: &TraceSink) {
@@ -117,12 +134,15 @@ impl SharedLayout {
 
 impl KernelLocator for SharedLayout {
     fn locate(&self, mem: &GuestMemoryMmap, state: Option<(&kvm_regs, &kvm_sregs)>) -> Option<i64> {
-        let mut det = self.detector.lock().ok()?;
-        if det.slide().is_none() {
-            let (regs, sregs) = state?;
-            det.observe(mem, &UnwindRegs::from_kvm(regs, sregs));
-        }
-        det.slide()
+        self.with(|det| {
+            if det.slide().is_none() {
+                if let Some((regs, sregs)) = state {
+                    det.observe(mem, &UnwindRegs::from_kvm(regs, sregs));
+                }
+            }
+            det.slide()
+        })
+        .flatten()
     }
 }
 
@@ -134,8 +154,8 @@ pub struct RecordSampler {
     pub freq: u32,
     /// Trace destination.
     pub sink: TraceSink,
-    /// Unwinder prototype (cloned per vCPU), if the kernel can be unwound.
-    pub unwinder: Option<Unwinder>,
+    /// The kernel (unwinder prototype, task locator) once analysed.
+    pub kernel: LateKernel,
     /// How registers are read.
     pub capture: CaptureMode,
     /// Shared layout detection.
@@ -144,8 +164,6 @@ pub struct RecordSampler {
     pub totals: Arc<CostTotals>,
     /// Set once the KVM stat names were written (once per file).
     pub stat_names_written: Arc<AtomicBool>,
-    /// How to find the running task (`None`: task awareness off).
-    pub tasks: Option<TaskLocator>,
     /// The run's task table, shared by its vCPUs.
     pub run_tasks: Arc<RunTasks>,
 }
@@ -169,7 +187,8 @@ impl SamplerFactory for RecordSampler {
             vcpu: index,
             sink: self.sink.clone(),
             mem: mem.clone(),
-            unwinder: self.unwinder.clone(),
+            kernel: self.kernel.clone(),
+            unwinder: None,
             current_layout: None,
             layout_done: false,
             capture: self.capture,
@@ -180,7 +199,8 @@ impl SamplerFactory for RecordSampler {
             last_write_ns: 0,
             batch: Vec::with_capacity(BATCH),
             batch_since: None,
-            tracker: self.tasks.map(TaskTracker::new),
+            tracker: None,
+            tasks_known: false,
             run_tasks: self.run_tasks.clone(),
             last_task: None,
             slide: None,
@@ -194,6 +214,8 @@ pub struct VcpuSamplerImpl {
     vcpu: u32,
     sink: TraceSink,
     mem: GuestMemoryMmap,
+    kernel: LateKernel,
+    /// This vCPU's unwinder, once the kernel analysis made one.
     unwinder: Option<Unwinder>,
     current_layout: Option<RunLayout>,
     layout_done: bool,
@@ -206,6 +228,8 @@ pub struct VcpuSamplerImpl {
     batch: Vec<Record>,
     batch_since: Option<Instant>,
     tracker: Option<TaskTracker>,
+    /// Set once the analysis said whether tasks can be found.
+    tasks_known: bool,
     run_tasks: Arc<RunTasks>,
     /// The task this vCPU's latest `TaskSwitch` named (`None`: unknown, the
     /// reader's default before any switch).
@@ -249,24 +273,50 @@ impl VcpuSamplerImpl {
         if self.layout_done {
             return;
         }
-        let Ok(mut det) = self.layout.detector.lock() else {
+        let mem = &self.mem;
+        let Some((slide, layout, complete)) = self.layout.with(|det| {
+            if !det.is_complete() {
+                det.observe(mem, regs);
+            }
+            (det.slide(), det.layout().clone(), det.is_complete())
+        }) else {
             return;
         };
-        if !det.is_complete() {
-            det.observe(&self.mem, regs);
-        }
-        self.slide = det.slide();
-        if self.current_layout.as_ref() != Some(det.layout()) {
-            let l = det.layout().clone();
+        self.slide = slide;
+        if self.current_layout.as_ref() != Some(&layout) {
             if let Some(u) = self.unwinder.as_mut() {
-                u.set_layout(&l);
+                u.set_layout(&layout);
             }
-            self.current_layout = Some(l);
+            self.current_layout = Some(layout.clone());
         }
-        if det.is_complete() {
+        if complete {
             self.layout_done = true;
-            self.layout.publish(self.run, det.layout(), &self.sink);
+            self.layout.publish(self.run, &layout, &self.sink);
         }
+    }
+
+    /// Takes the unwinder and task locator from the kernel analysis once it
+    /// has them (an atomic load per sample until then). False while the
+    /// image is not parsed yet.
+    fn kernel_ready(&mut self) -> bool {
+        if self.unwinder.is_some() && self.tasks_known {
+            return true;
+        }
+        let Some(k) = self.kernel.get() else {
+            return false;
+        };
+        if self.unwinder.is_none() {
+            let mut u = k.unwinder.clone();
+            if let Some(l) = &self.current_layout {
+                u.set_layout(l);
+            }
+            self.unwinder = Some(u);
+        }
+        if let Some(t) = k.tasks.get() {
+            self.tracker = t.map(TaskTracker::new);
+            self.tasks_known = true;
+        }
+        true
     }
 }
 
@@ -320,7 +370,12 @@ impl VcpuSampler for VcpuSamplerImpl {
         let capture_ns = t_capture.elapsed().as_nanos() as u32;
 
         let t_unwind = Instant::now();
-        self.update_layout(&uregs);
+        let ready = self.kernel_ready();
+        if ready {
+            self.update_layout(&uregs);
+        } else {
+            self.totals.early.fetch_add(1, Ordering::Relaxed);
+        }
         let end = match &self.unwinder {
             Some(u) if self.current_layout.is_some() => {
                 u.unwind(&self.mem, &uregs, &mut self.stack)
@@ -402,8 +457,8 @@ impl VcpuSampler for VcpuSamplerImpl {
 
     fn finish(&mut self) {
         self.send_batch();
-        if let Ok(det) = self.layout.detector.lock() {
-            self.layout.publish(self.run, det.layout(), &self.sink);
+        if let Some(l) = self.layout.current() {
+            self.layout.publish(self.run, &l, &self.sink);
         }
     }
 }

@@ -65,6 +65,10 @@ pub enum TraceError {
         /// The limit ([`crate::trace::MAX_RECORD_LEN`]).
         max: usize,
     },
+    /// The metadata for a deferred writer could not be made (e.g. the kernel
+    /// analysis failed); nothing was written.
+    #[error("{0}")]
+    NoMeta(String),
     /// The background writer thread has stopped (after an I/O error or `finish`).
     #[error("the trace writer has stopped")]
     WriterClosed,

@@ -18,14 +18,20 @@ pub const MAGIC: [u8; 8] = *b"\x7fBTRACE\n";
 /// Major format version written. Readers accept this one and every major
 /// from [`OLDEST_READABLE_MAJOR`] on, converting older records.
 ///
+/// 3: samples are stored compactly (interned stacks, blocks of
+/// delta-encoded samples: `compact.rs`, issue 11). A major bump although the
+/// older records are unchanged: a 2.x reader would skip every sample of such
+/// a file and show an empty profile; refusing the file says what is wrong.
 /// 2: typed recording options in the metadata; the layout record is the
 /// trace's own struct (issue 8). 1: the first format.
-pub const VERSION_MAJOR: u16 = 2;
+pub const VERSION_MAJOR: u16 = 3;
 /// The oldest major format version this build still reads.
 pub const OLDEST_READABLE_MAJOR: u16 = 1;
-/// Minor format version: new minor versions only add record types
-/// (2.1: `Task`, `TaskSwitch`; 2.2: `DeviceStats`).
-pub const VERSION_MINOR: u16 = 2;
+/// Minor format version: new minor versions only add record types.
+/// 3.0: interned stacks (`StackDef`) and compact samples (`SampleBlock`),
+/// with the record types added since 2.1 (`DeviceStats`, and the wait
+/// stacks and exact boundaries of the wall-clock view).
+pub const VERSION_MINOR: u16 = 0;
 /// Size of the file header in bytes.
 pub const HEADER_LEN: usize = 16;
 /// Size of a record's frame header (length + CRC) in bytes.
@@ -311,7 +317,10 @@ mod tests {
         let mut h = Vec::new();
         write_header(&mut h).expect("header");
         assert_eq!(h.len(), HEADER_LEN);
-        assert!(matches!(read_header(&mut &h[..]), Ok((2, m)) if m == VERSION_MINOR));
+        assert!(matches!(
+            read_header(&mut &h[..]),
+            Ok((VERSION_MAJOR, VERSION_MINOR))
+        ));
         assert!(matches!(
             read_header(&mut &b"ELF\x7f-not-a-trace"[..]),
             Err(HeaderProblem::BadMagic)
@@ -331,7 +340,7 @@ mod tests {
         v1[8] = 1;
         v1[10] = 0;
         assert!(matches!(read_header(&mut &v1[..]), Ok((1, 0))));
-        for major in [0u8, 3] {
+        for major in [0u8, 4] {
             let mut other = h.clone();
             other[8] = major;
             assert!(matches!(

@@ -8,13 +8,17 @@
 //! phases, serial lines, layouts, samples with raw addresses (symbols are
 //! resolved at report time), the guest tasks they ran (2.1: `Task` and
 //! `TaskSwitch`), run ends and sampler costs, and what each virtio device
-//! did (2.2: `DeviceStats`). A reader stops at
-//! the first truncated or corrupted frame and keeps everything before it.
+//! did (`DeviceStats`). Format 3 stores samples
+//! compactly ([`compact`]: each distinct stack once, samples in per-vCPU
+//! blocks of deltas); plain `Sample` records of older files still read. A
+//! reader stops at the first truncated or corrupted frame and keeps
+//! everything before it.
 //!
 //! The format owns its types: the layout record is [`TraceLayout`] (not the
 //! symbols crate's `RunLayout`, which the reader hands out converted), and
-//! phases, end reasons and the unwinder are enums stored by name. Format 2
-//! is written; format 1 (string-map options) is read and converted (`v1.rs`).
+//! phases, end reasons and the unwinder are enums stored by name. Format 3
+//! is written; formats 2 and 1 (string-map options) are read, format 1
+//! converted (`v1.rs`).
 //!
 //! Writing from several threads:
 //! ```no_run
@@ -29,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod compact;
 mod error;
 pub mod frame;
 mod layout;

@@ -86,7 +86,9 @@ macro_rules! named_enum {
 named_enum! {
     /// A point in a run's timeline that the VMM (or `record`) marks.
     pub enum PhaseName {
-        /// Reading the kernel image before any VM exists (first run only).
+        /// The analysis of the kernel image (decompression, symbols, type
+        /// info, hash) ended; it runs beside the first run's VMM start-up
+        /// and boot (first run only; before issue 11: before the VM existed).
         KernelAnalysis => "kernel_analysis",
         /// KVM_CREATE_VM done.
         CreateVm => "create_vm",

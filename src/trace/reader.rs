@@ -7,6 +7,7 @@ use std::path::Path;
 
 use boottrace_symbols::layout::RunLayout;
 
+use super::compact::Expander;
 use super::frame::{read_header, FrameReader, HeaderProblem, Next, VERSION_MAJOR, VERSION_MINOR};
 use super::names::PhaseName;
 use super::record::{
@@ -36,7 +37,7 @@ pub struct RunData {
     /// Guest tasks by id (format 2.1; empty without task awareness);
     /// `Sample::task` refers to them.
     pub tasks: BTreeMap<u32, Task>,
-    /// What each virtio device did (format 2.2; empty for older traces or
+    /// What each virtio device did (format 3; empty for older traces or
     /// a boot without devices), in file order, one per device name.
     pub devices: Vec<DeviceStats>,
 }
@@ -223,6 +224,10 @@ pub const MAX_WARNINGS: usize = 100;
 #[derive(Default)]
 struct Capped {
     stacks: u64,
+    /// Samples whose stack definition was missing (kept with RIP only).
+    undefined_stacks: u64,
+    /// Stack definitions or sample blocks refused (out of order, over a cap).
+    compact: u64,
     runs: u64,
     records: u64,
     phases: u64,
@@ -289,6 +294,10 @@ struct Builder {
     capped: Capped,
     /// The task each (run, vCPU) runs now, from its latest `TaskSwitch`.
     running: BTreeMap<(u32, u32), u32>,
+    /// The file's stack definitions (format 3).
+    stacks: Expander,
+    /// Samples read from blocks (they count against [`MAX_RECORDS`] too).
+    block_samples: u64,
 }
 
 impl Builder {
@@ -306,7 +315,7 @@ impl Builder {
             self.after_finish += 1;
         }
         let finish = matches!(rec, Record::Finish(_));
-        if !finish && self.records >= MAX_RECORDS {
+        if !finish && self.records + self.block_samples >= MAX_RECORDS {
             self.capped.records += 1;
             return;
         }
@@ -343,17 +352,29 @@ impl Builder {
                 }
             }
             Record::StatNames(s) => self.stat_names = s.names,
-            Record::Sample(mut s) => {
-                if s.stack.len() > MAX_STACK_DEPTH {
-                    s.stack.truncate(MAX_STACK_DEPTH);
-                    s.stack.shrink_to_fit();
-                    self.capped.stacks += 1;
-                }
-                s.task = self.running.get(&(s.run, s.vcpu)).copied();
-                if let Some(d) = self.run(s.run) {
-                    d.samples.push(s);
+            Record::Sample(s) => self.add_sample(s),
+            Record::StackDef(d) => {
+                if let Err(e) = self.stacks.define(d, MAX_STACK_DEPTH) {
+                    self.compact_problem(e.to_string());
                 }
             }
+            Record::SampleBlock(b) => match self.stacks.expand(b, MAX_STACK_DEPTH) {
+                Ok((samples, counts)) => {
+                    self.capped.undefined_stacks += counts.undefined;
+                    self.capped.stacks += counts.cut;
+                    // Each sample counts against the record cap, as a plain
+                    // `Sample` record would: a block cannot multiply memory.
+                    for s in samples {
+                        if self.records + self.block_samples >= MAX_RECORDS {
+                            self.capped.records += 1;
+                            continue;
+                        }
+                        self.add_sample(s);
+                        self.block_samples += 1;
+                    }
+                }
+                Err(e) => self.compact_problem(e.to_string()),
+            },
             Record::Task(t) => {
                 if let Some(d) = self.run(t.run) {
                     let tasks = &mut d.tasks;
@@ -409,6 +430,27 @@ impl Builder {
         }
     }
 
+    fn add_sample(&mut self, mut s: Sample) {
+        if s.stack.len() > MAX_STACK_DEPTH {
+            s.stack.truncate(MAX_STACK_DEPTH);
+            s.stack.shrink_to_fit();
+            self.capped.stacks += 1;
+        }
+        s.task = self.running.get(&(s.run, s.vcpu)).copied();
+        if let Some(d) = self.run(s.run) {
+            d.samples.push(s);
+        }
+    }
+
+    /// A refused stack definition or block: listed up to the warning cap.
+    fn compact_problem(&mut self, m: String) {
+        if self.warnings.len() <= MAX_WARNINGS {
+            self.warnings.push(m);
+        } else {
+            self.capped.compact += 1;
+        }
+    }
+
     fn build(mut self, meta: TraceMeta, format_major: u16, format_minor: u16) -> Trace {
         if self.extra_meta {
             self.warnings
@@ -454,6 +496,14 @@ impl Builder {
             (
                 c.skipped,
                 "more record(s) skipped (unknown or damaged)".to_string(),
+            ),
+            (
+                c.undefined_stacks,
+                "sample(s) referring to an undefined stack kept with RIP only".to_string(),
+            ),
+            (
+                c.compact,
+                "more stack definition(s) or sample block(s) refused".to_string(),
             ),
         ] {
             if n > 0 {

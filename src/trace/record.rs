@@ -9,6 +9,7 @@
 use boottrace_symbols::identity::KernelIdentity;
 use serde::{Deserialize, Serialize};
 
+use super::compact::{SampleBlock, StackDef};
 use super::layout::TraceLayout;
 use super::names::{EndKind, PhaseName, UnwinderKind};
 use super::options::RecordOptions;
@@ -309,7 +310,7 @@ pub struct SamplerCost {
     pub total_write_ns: u64,
 }
 
-/// What one virtio device did over one run (format 2.2), written after the
+/// What one virtio device did over one run (format 3), written after the
 /// run's end. Counters are named so a new counter needs no format change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceStats {
@@ -374,8 +375,12 @@ pub enum Record {
     Task(Task),
     /// The task a vCPU runs from its next sample on (format 2.1).
     TaskSwitch(TaskSwitch),
-    /// A virtio device's counters over one run (format 2.2).
+    /// A virtio device's counters over one run (format 3).
     DeviceStats(DeviceStats),
+    /// An interned stack (format 3).
+    StackDef(StackDef),
+    /// Compact samples of one vCPU (format 3).
+    SampleBlock(SampleBlock),
 }
 
 /// The type byte of each record in the file. Values are part of the format.
@@ -406,8 +411,12 @@ pub enum RecordType {
     Task = 11,
     /// [`Record::TaskSwitch`] (format 2.1).
     TaskSwitch = 12,
-    /// [`Record::DeviceStats`] (format 2.2).
+    /// [`Record::DeviceStats`] (format 3).
     DeviceStats = 15,
+    /// [`Record::StackDef`] (format 3).
+    StackDef = 16,
+    /// [`Record::SampleBlock`] (format 3).
+    SampleBlock = 17,
 }
 
 impl RecordType {
@@ -427,6 +436,8 @@ impl RecordType {
             11 => RecordType::Task,
             12 => RecordType::TaskSwitch,
             15 => RecordType::DeviceStats,
+            16 => RecordType::StackDef,
+            17 => RecordType::SampleBlock,
             _ => return None,
         })
     }
@@ -449,6 +460,8 @@ impl Record {
             Record::Task(_) => RecordType::Task,
             Record::TaskSwitch(_) => RecordType::TaskSwitch,
             Record::DeviceStats(_) => RecordType::DeviceStats,
+            Record::StackDef(_) => RecordType::StackDef,
+            Record::SampleBlock(_) => RecordType::SampleBlock,
         }
     }
 
@@ -470,6 +483,8 @@ impl Record {
             Record::Task(r) => postcard::to_extend(r, out),
             Record::TaskSwitch(r) => postcard::to_extend(r, out),
             Record::DeviceStats(r) => postcard::to_extend(r, out),
+            Record::StackDef(r) => postcard::to_extend(r, out),
+            Record::SampleBlock(r) => postcard::to_extend(r, out),
         }
     }
 
@@ -504,6 +519,13 @@ impl Record {
             RecordType::Task => Record::Task(de(body)?),
             RecordType::TaskSwitch => Record::TaskSwitch(de(body)?),
             RecordType::DeviceStats => Record::DeviceStats(de(body)?),
+            // Compact samples exist from format 3 on: in an older file they
+            // are damage, not data.
+            RecordType::StackDef | RecordType::SampleBlock if major < 3 => {
+                return Err(postcard::Error::DeserializeBadEncoding)
+            }
+            RecordType::StackDef => Record::StackDef(de(body)?),
+            RecordType::SampleBlock => Record::SampleBlock(de(body)?),
         })
     }
 }
@@ -511,7 +533,7 @@ impl Record {
 /// Stores a `Vec<u64>` of nearby addresses as zigzag-varint deltas: kernel
 /// return addresses lie within megabytes of each other, so a 10-byte varint
 /// per address shrinks to about 3.
-mod delta_seq {
+pub(super) mod delta_seq {
     use serde::de::{SeqAccess, Visitor};
     use serde::ser::SerializeSeq;
     use serde::{Deserializer, Serializer};

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::compact::Compactor;
 use super::frame::{encode_frame, write_header};
 use super::record::{Finish, Record, TraceMeta};
 use super::TraceError;
@@ -33,6 +34,10 @@ pub struct TraceWriter {
     pending: Vec<u8>,
     pending_since: Option<Instant>,
     records: u64,
+    /// Interns stacks and blocks samples (format 3).
+    compactor: Compactor,
+    /// Reused for the compacted records of one append.
+    scratch: Vec<Record>,
 }
 
 impl TraceWriter {
@@ -60,6 +65,8 @@ impl TraceWriter {
             pending: Vec::with_capacity(FLUSH_BYTES + 4096),
             pending_since: None,
             records: 0,
+            compactor: Compactor::default(),
+            scratch: Vec::new(),
         };
         write_header(&mut w.pending).map_err(|source| w.io(source))?;
         w.append(&Record::Meta(Box::new(meta.clone())))?;
@@ -77,12 +84,39 @@ impl TraceWriter {
         self.records
     }
 
-    /// Appends one record; writes the buffer out when it is due.
+    /// Appends one record; writes the buffer out when it is due. A sample
+    /// is stored compactly (a block of one, and its stack's definition when new).
     pub fn append(&mut self, rec: &Record) -> Result<(), TraceError> {
+        if let Record::Sample(_) = rec {
+            return self.append_batch(vec![rec.clone()]);
+        }
+        self.frame(rec)?;
+        self.flush_if_due()
+    }
+
+    /// Appends records in order; consecutive samples of one vCPU become one
+    /// block (the sampler hands them over in batches).
+    pub fn append_batch(&mut self, recs: Vec<Record>) -> Result<(), TraceError> {
+        let mut out = std::mem::take(&mut self.scratch);
+        self.compactor.compact(recs, &mut out);
+        let mut result = Ok(());
+        for rec in out.drain(..) {
+            result = self.frame(&rec);
+            if result.is_err() {
+                break;
+            }
+        }
+        out.clear();
+        self.scratch = out;
+        result?;
+        self.flush_if_due()
+    }
+
+    fn frame(&mut self, rec: &Record) -> Result<(), TraceError> {
         encode_frame(rec, &mut self.pending)?;
         self.records += 1;
         self.pending_since.get_or_insert_with(Instant::now);
-        self.flush_if_due()
+        Ok(())
     }
 
     /// Writes the buffer out if it is big or old enough.
@@ -148,6 +182,49 @@ impl TraceWriter {
         })
     }
 
+    /// Starts a writer thread on `file` (created by the caller at `path`,
+    /// empty) before the metadata is known: the thread writes the header
+    /// and `meta()`'s record first, then what sinks queued meanwhile (they
+    /// wait in the channel). If `meta` fails, the empty file is removed and
+    /// the sinks see the failure (a recording then ends with it).
+    pub fn spawn_deferred(
+        path: PathBuf,
+        file: File,
+        meta: Box<dyn FnOnce() -> Result<TraceMeta, String> + Send>,
+    ) -> Result<TraceWriterThread, TraceError> {
+        let (tx, rx) = mpsc::sync_channel(SINK_QUEUE);
+        let failure = Arc::new(Mutex::new(None));
+        let failed = failure.clone();
+        let shown = path.clone();
+        let handle = std::thread::Builder::new()
+            .name("trace-writer".into())
+            .spawn(move || {
+                let result = match meta() {
+                    Ok(m) => {
+                        TraceWriter::with_file(path, file, &m).and_then(|w| writer_loop(w, rx))
+                    }
+                    Err(e) => {
+                        drop(file);
+                        let _ = std::fs::remove_file(&path);
+                        Err(TraceError::NoMeta(e))
+                    }
+                };
+                if let (Err(e), Ok(mut f)) = (&result, failed.lock()) {
+                    *f = Some(e.to_string());
+                }
+                result
+            })
+            .map_err(|source| TraceError::Io {
+                path: shown,
+                source,
+            })?;
+        Ok(TraceWriterThread {
+            tx: Some(tx),
+            handle: Some(handle),
+            failure,
+        })
+    }
+
     fn io(&self, source: std::io::Error) -> TraceError {
         TraceError::Io {
             path: self.path.clone(),
@@ -181,11 +258,7 @@ fn writer_loop(mut w: TraceWriter, rx: mpsc::Receiver<Msg>) -> Result<u64, Trace
         };
         match msg {
             Some(Msg::Record(rec)) => w.append(&rec)?,
-            Some(Msg::Batch(recs)) => {
-                for rec in &recs {
-                    w.append(rec)?;
-                }
-            }
+            Some(Msg::Batch(recs)) => w.append_batch(recs)?,
             Some(Msg::Flush(ack)) => {
                 w.flush()?;
                 // The requester may have given up waiting; nothing to do then.

@@ -72,8 +72,10 @@ pub struct BootConfig {
     /// Host workarounds.
     pub compat: CompatMode,
     /// Link-time address of `swapgs_restore_regs_and_return_to_usermode`, to
-    /// catch the first return to user mode exactly.
-    pub user_return_link: Option<u64>,
+    /// catch the first return to user mode exactly: set when the symbols are
+    /// read (beside the boot; the breakpoint is armed at the first exit after),
+    /// `None` inside when the kernel does not name it.
+    pub user_return_link: Arc<std::sync::OnceLock<Option<u64>>>,
     /// virtio-mmio disks and network devices, and the root device.
     pub virtio: virtio::VirtioConfig,
 }
@@ -211,48 +213,37 @@ pub fn boot(
     let phase = |p: VmmPhase| observer.phase(p, control.now_ns());
 
     let kvm = open_kvm()?;
-    let vm = create_vm(&kvm)?;
+    let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
     phase(VmmPhase::CreateVm);
 
-    let mem = memory::create_guest_memory(&cfg.mem)?;
-    register_memory(&vm, &mem)?;
-    phase(VmmPhase::Memory);
-
-    let kernel = loader::load_kernel(&mem, &cfg.kernel, cfg.mem.size)?;
-    let cmdline = loader::build_cmdline(
-        &[
-            DEFAULT_CMDLINE,
-            cfg.compat.cmdline(),
-            &cfg.virtio.cmdline(),
-            &cfg.cmdline_extra,
-        ],
-        kernel.cmdline_max,
-    )?;
-    loader::write_cmdline(&mem, layout::CMDLINE_START, &cmdline)?;
-    let initrd = match &cfg.initrd {
-        Some(p) => Some(loader::load_initrd(&mem, p, cfg.mem.size, &kernel)?),
-        None => None,
-    };
-    let inputs = bootparams::BootInputs {
-        cmdline_addr: layout::CMDLINE_START,
-        cmdline_len: cmdline.len(),
-        initrd,
-    };
-    let e820 = memory::e820_map(cfg.mem.size);
-    match kernel.mode {
-        EntryMode::Long64 => bootparams::write_zero_page(&mem, &kernel, &inputs, &e820)?,
-        EntryMode::Pvh32 => bootparams::write_pvh_start_info(&mem, &inputs, &e820)?,
-    }
-    mptable::write(&mem, cfg.cpus)?;
-    cpu::write_boot_tables(&mem, kernel.mode)?;
-    phase(VmmPhase::LoadKernel);
+    // The VM's own devices (TSS, interrupt controller, PIT) and the CPUID
+    // KVM offers cost milliseconds of ioctls on some hosts: they are made on
+    // a helper thread while this one maps memory and loads the kernel.
+    let (vm_setup, guest) = std::thread::scope(|s| {
+        let helper = std::thread::Builder::new()
+            .name("vm-setup".into())
+            .spawn_scoped(s, || {
+                vm_devices(&vm)?;
+                cpu::supported_cpuid(&kvm).map_err(VmmError::from)
+            });
+        let guest = load_guest(cfg, &vm, &phase);
+        let vm_setup = match helper {
+            Ok(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(VmmError::Host("the VM set-up thread died".into()))),
+            // No thread to spare: the same calls here, one after the other.
+            Err(_) => vm_devices(&vm).and_then(|()| Ok(cpu::supported_cpuid(&kvm)?)),
+        };
+        (vm_setup, guest)
+    });
+    let (mem, kernel, cmdline) = guest?;
+    let base_cpuid = vm_setup?;
 
     let devices =
         Arc::new(
             create_devices(&vm, &control, &cfg.until, observer.clone())?
                 .with_virtio(virtio::attach(&vm, &mem, &cfg.virtio)?),
         );
-    let base_cpuid = cpu::supported_cpuid(&kvm)?;
     let mut vcpus = Vec::with_capacity(cfg.cpus as usize);
     for id in 0..cfg.cpus {
         let vcpu = vm
@@ -275,7 +266,7 @@ pub fn boot(
         user_seen: AtomicBool::new(false),
         marker_seen: AtomicBool::new(false),
         init_entry: cfg.initrd.as_deref().and_then(initrd::init_entry),
-        user_return_link: cfg.user_return_link,
+        user_return_link: cfg.user_return_link.clone(),
         locator,
     });
     let mut handles = Vec::with_capacity(vcpus.len());
@@ -398,8 +389,9 @@ fn open_kvm() -> Result<Kvm, VmmError> {
     Kvm::new_with_path(&c).map_err(|source| VmmError::NoKvm { path, source })
 }
 
-fn create_vm(kvm: &Kvm) -> Result<VmFd, VmmError> {
-    let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+/// The VM-level devices every boot has: TSS area, in-kernel interrupt
+/// controller, PIT (Firecracker's set).
+fn vm_devices(vm: &VmFd) -> Result<(), VmmError> {
     vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
         .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
     vm.create_irq_chip()
@@ -409,7 +401,48 @@ fn create_vm(kvm: &Kvm) -> Result<VmFd, VmmError> {
         ..Default::default()
     };
     vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
-    Ok(vm)
+    Ok(())
+}
+
+/// Guest memory with the kernel, command line, initrd and boot tables in it.
+fn load_guest(
+    cfg: &BootConfig,
+    vm: &VmFd,
+    phase: &dyn Fn(VmmPhase),
+) -> Result<(GuestMemoryMmap, LoadedKernel, String), VmmError> {
+    let mem = memory::create_guest_memory(&cfg.mem)?;
+    register_memory(vm, &mem)?;
+    phase(VmmPhase::Memory);
+
+    let kernel = loader::load_kernel(&mem, &cfg.kernel, cfg.mem.size)?;
+    let cmdline = loader::build_cmdline(
+        &[
+            DEFAULT_CMDLINE,
+            cfg.compat.cmdline(),
+            &cfg.virtio.cmdline(),
+            &cfg.cmdline_extra,
+        ],
+        kernel.cmdline_max,
+    )?;
+    loader::write_cmdline(&mem, layout::CMDLINE_START, &cmdline)?;
+    let initrd = match &cfg.initrd {
+        Some(p) => Some(loader::load_initrd(&mem, p, cfg.mem.size, &kernel)?),
+        None => None,
+    };
+    let inputs = bootparams::BootInputs {
+        cmdline_addr: layout::CMDLINE_START,
+        cmdline_len: cmdline.len(),
+        initrd,
+    };
+    let e820 = memory::e820_map(cfg.mem.size);
+    match kernel.mode {
+        EntryMode::Long64 => bootparams::write_zero_page(&mem, &kernel, &inputs, &e820)?,
+        EntryMode::Pvh32 => bootparams::write_pvh_start_info(&mem, &inputs, &e820)?,
+    }
+    mptable::write(&mem, cfg.cpus)?;
+    cpu::write_boot_tables(&mem, kernel.mode)?;
+    phase(VmmPhase::LoadKernel);
+    Ok((mem, kernel, cmdline))
 }
 
 fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmmError> {

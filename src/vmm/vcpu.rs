@@ -61,8 +61,9 @@ pub struct BootGoals {
     /// Guest-virtual entry of /init, for a hardware breakpoint, when known.
     pub init_entry: Option<u64>,
     /// Link-time address of the kernel's return-to-user-mode path
-    /// (`swapgs_restore_regs_and_return_to_usermode`), when the symbols name it.
-    pub user_return_link: Option<u64>,
+    /// (`swapgs_restore_regs_and_return_to_usermode`): empty until the
+    /// symbols are read, `None` inside when they do not name it.
+    pub user_return_link: Arc<std::sync::OnceLock<Option<u64>>>,
     /// Finds the KASLR slide, so the return-to-user breakpoint lands on the runtime address.
     pub locator: Option<Arc<dyn super::KernelLocator>>,
 }
@@ -256,8 +257,14 @@ impl VcpuThread {
         }
         let mut slots = [None, None];
         slots[BP_INIT_ENTRY] = self.goals.init_entry;
-        if let (Some(link), Some(loc)) = (self.goals.user_return_link, self.goals.locator.as_ref())
-        {
+        let Some(&link) = self.goals.user_return_link.get() else {
+            // The symbols are still being read: arm what we have, retry at the next exit.
+            if !fresh {
+                self.set_breakpoints(&slots);
+            }
+            return;
+        };
+        if let (Some(link), Some(loc)) = (link, self.goals.locator.as_ref()) {
             let state = fresh.then(|| {
                 let s = self.vcpu.sync_regs();
                 (s.regs, s.sregs)

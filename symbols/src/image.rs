@@ -13,6 +13,7 @@ use crate::elf::{ElfError, ElfLayout, Segment};
 use crate::identity::KernelIdentity;
 use crate::input::{open_regular, InputError};
 use crate::kallsyms::{self, KallsymsError};
+use crate::mapped::{MapError, MappedFile};
 use crate::table::SymbolTable;
 
 /// Largest file accepted as a kernel image (a distro vmlinux with DWARF is
@@ -28,6 +29,9 @@ pub enum ImageError {
     /// the file is not a regular file within [`MAX_FILE`], or could not be read
     #[error(transparent)]
     Input(#[from] InputError),
+    /// an ELF vmlinux could not be mapped
+    #[error(transparent)]
+    Map(#[from] MapError),
     /// neither an ELF nor a bzImage
     #[error("not a kernel image: neither an ELF file nor a bzImage (no \"HdrS\" boot header)")]
     NotAKernel,
@@ -51,6 +55,24 @@ pub enum ImageFormat {
     Elf,
 }
 
+/// The image file's bytes: read into memory (a bzImage, which is small and
+/// decompressed anyway), or mapped (an ELF vmlinux of up to hundreds of MB,
+/// of which boot and analysis touch a fraction).
+enum FileBytes {
+    Owned(Vec<u8>),
+    Mapped(MappedFile),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Owned(v) => v,
+            FileBytes::Mapped(m) => m.bytes(),
+        }
+    }
+}
+
 /// Where the kernel proper's ELF lives.
 enum Packing {
     /// The file is the ELF.
@@ -65,10 +87,14 @@ enum Packing {
 
 /// A parsed kernel image. Cheap accessors; [`KernelImage::kallsyms`] does real work.
 pub struct KernelImage {
-    file: Vec<u8>,
+    file: FileBytes,
     packing: Packing,
     layout: ElfLayout,
-    identity: KernelIdentity,
+    /// The path as given, for the identity.
+    path: Option<String>,
+    /// Computed on first use: hashing a vmlinux of 80 MB takes tens of ms,
+    /// which `record` spends beside the boot rather than before it.
+    identity: OnceLock<KernelIdentity>,
     /// kallsyms are recovered on first use (≈0.1 s for a distro kernel), once.
     kallsyms: OnceLock<Result<SymbolTable, KallsymsError>>,
 }
@@ -79,7 +105,7 @@ impl std::fmt::Debug for KernelImage {
         f.debug_struct("KernelImage")
             .field("format", &self.format())
             .field("compression", &self.compression())
-            .field("identity", &self.identity)
+            .field("path", &self.path)
             .field("segments", &self.layout.segments.len())
             .field("sections", &self.layout.sections.len())
             .finish()
@@ -103,16 +129,33 @@ impl KernelImage {
         if !looks_like_kernel(&head) {
             return Err(ImageError::NotAKernel);
         }
+        if head.starts_with(b"\x7fELF") {
+            // Mapped, not copied: reading an 80 MB vmlinux costs tens of ms.
+            drop(input);
+            return Self::parse(FileBytes::Mapped(MappedFile::open(path)?), Some(shown));
+        }
         let bytes = input.read_rest(head)?;
-        Self::parse(bytes, Some(shown))
+        Self::parse(FileBytes::Owned(bytes), Some(shown))
+    }
+
+    /// Checks that `path` is a regular file that starts like a kernel image
+    /// (ELF or bzImage magic), reading one page: the quick check `record`
+    /// makes before booting while the image is parsed beside the boot.
+    pub fn check_head(path: &Path) -> Result<(), ImageError> {
+        let mut input = open_regular(path, MAX_FILE, "kernel image")?;
+        let head = input.read_head(HEAD)?;
+        if !looks_like_kernel(&head) {
+            return Err(ImageError::NotAKernel);
+        }
+        Ok(())
     }
 
     /// Parses a kernel image held in memory.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<KernelImage, ImageError> {
-        Self::parse(bytes, None)
+        Self::parse(FileBytes::Owned(bytes), None)
     }
 
-    fn parse(file: Vec<u8>, path: Option<String>) -> Result<KernelImage, ImageError> {
+    fn parse(file: FileBytes, path: Option<String>) -> Result<KernelImage, ImageError> {
         let packing = if file.starts_with(b"\x7fELF") {
             Packing::Elf
         } else if file.get(0x202..0x206) == Some(b"HdrS") {
@@ -132,12 +175,12 @@ impl KernelImage {
             Packing::BzImage { elf, .. } => elf,
         };
         let layout = ElfLayout::parse(elf)?;
-        let identity = KernelIdentity::compute(path, &file, elf, layout.build_id.clone());
         Ok(KernelImage {
             file,
             packing,
             layout,
-            identity,
+            path,
+            identity: OnceLock::new(),
             kallsyms: OnceLock::new(),
         })
     }
@@ -192,7 +235,14 @@ impl KernelImage {
 
     /// Path, size, sha256, build-id and version banner.
     pub fn identity(&self) -> &KernelIdentity {
-        &self.identity
+        self.identity.get_or_init(|| {
+            KernelIdentity::compute(
+                self.path.clone(),
+                &self.file,
+                self.elf_bytes(),
+                self.layout.build_id.clone(),
+            )
+        })
     }
 
     /// `(sh_addr, bytes)` of a section of the kernel proper (not `SHT_NOBITS`).

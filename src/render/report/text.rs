@@ -210,7 +210,7 @@ fn fmt_counter(name: &str, v: f64) -> String {
 
 fn devices_table(out: &mut String, rows: &[DeviceSummary], multi: bool, runs: usize) {
     if rows.is_empty() {
-        // No --disk/--net, or a trace older than format 2.2: no section.
+        // No --disk/--net, or a trace older than format 3: no section.
         return;
     }
     let _ = writeln!(out, "\nDevices (virtio; counts per boot)");
