@@ -54,6 +54,8 @@ fn export(f: &Fixture, format: ExportFormat, weight: Weight) -> String {
             format,
             output: Some(f.out.clone()),
             input: f.trace.clone(),
+            extra_inputs: Vec::new(),
+            allow_mixed: false,
             weight,
             run: None,
             symbols: SymbolArgs {
