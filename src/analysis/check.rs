@@ -15,7 +15,8 @@
 //!   too small to matter is never reported, however significant.
 //! - the growth is significant: a one-sided Welch's t-test on the two sides'
 //!   moments (with one run on one side, a prediction test of that run
-//!   against the other side's spread), p < `alpha`. Welch over Mann–Whitney
+//!   against the other side's spread, which needs [`MIN_RUNS_AGAINST_ONE`]
+//!   runs there), p < `alpha`. Welch over Mann–Whitney
 //!   because CI budgets give 2–5 runs, where a rank test cannot reach 0.05.
 //!
 //! A change beyond the threshold that the test cannot confirm is
@@ -492,6 +493,9 @@ pub struct CheckResult {
     pub unknown: usize,
 }
 
+/// Runs the other side needs for one run to be tested against it.
+pub const MIN_RUNS_AGAINST_ONE: usize = 3;
+
 /// Upper limit of [`runs_needed`]'s search.
 pub const MAX_RUNS_NEEDED: usize = 10_000;
 
@@ -546,10 +550,12 @@ fn test(a: &Moments, b: &Moments) -> Option<(f64, Test)> {
         let w = welch_from_moments((a.n as f64, a.mean, var(a)?), (b.n as f64, b.mean, var(b)?))?;
         return Some((w.p / 2.0, Test::Welch));
     }
-    // One run on one side: is it outside the other side's spread?
+    // One run on one side: is it outside the other side's spread? A spread
+    // from two runs (one degree of freedom) cannot tell a single slow boot
+    // (host load) from a change, so this needs MIN_RUNS_AGAINST_ONE runs.
     let (many, one) = match (a.n, b.n) {
-        (1, n) if n >= 2 => (b, a),
-        (n, 1) if n >= 2 => (a, b),
+        (1, n) if n >= MIN_RUNS_AGAINST_ONE => (b, a),
+        (n, 1) if n >= MIN_RUNS_AGAINST_ONE => (a, b),
         _ => return None,
     };
     let s = many.stddev?;
@@ -805,6 +811,11 @@ mod tests {
                 ],
             )],
         );
+        let two = side(2, &[(Kind::Boot, BOOT, &[1000.0 * MS, 1004.0 * MS])]);
+        let r = compare(&two, &slow, &CheckOptions::default());
+        assert_eq!(r.rows[0].test, None, "two runs cannot judge one");
+        assert_eq!(r.verdict, Verdict::Pass);
+        assert_eq!(r.rows[0].status, Status::Undecided);
         let r = compare(&many, &slow, &CheckOptions::default());
         assert_eq!(r.rows[0].test, Some(Test::Prediction));
         assert_eq!(r.verdict, Verdict::Regressed);
