@@ -182,6 +182,7 @@ fn hand_built(extra_memmap: usize) -> Profile {
             unwind_ns: n * 4_000,
             write_ns: n * 1_000,
         }),
+        ..Run::default()
     });
     p
 }

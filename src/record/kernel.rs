@@ -15,6 +15,7 @@ use crate::sample::task::TaskLocator;
 use crate::sample::unwind::{Method, Unwinder};
 use crate::trace::UnwinderKind;
 use crate::vmm;
+use crate::vmm::breakpoints::{BoundaryLinks, DO_ONE_INITCALL, NAMED_CHAIN};
 
 /// The kernel image, read and checked, and how its runs will be booted.
 pub struct KernelFacts {
@@ -57,7 +58,7 @@ pub fn read_kernel(
             UnwinderKind::FramePointer,
         ),
     };
-    let user_return_link = image.kallsyms().ok().and_then(|t| {
+    let user_return_link = image.kallsyms_ref().ok().and_then(|t| {
         t.by_name("swapgs_restore_regs_and_return_to_usermode")
             .map(|s| s.addr)
     });
@@ -94,6 +95,54 @@ pub fn read_kernel(
         boot_path,
         boot_image,
         _payload: payload,
+    })
+}
+
+/// `--until FUNCTION` names a function the kernel's symbols do not have (a
+/// usage error: exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("--until {name}: {why}")]
+pub struct UnknownFunction {
+    /// The name given.
+    pub name: String,
+    /// Why it cannot be used.
+    pub why: String,
+}
+
+/// The link-time addresses of the exact boundaries, from the image's own
+/// symbols (kallsyms): `do_one_initcall`, the named chain, and the
+/// `--until FUNCTION` goal, which must exist.
+pub fn boundary_links(
+    image: &KernelImage,
+    until: &vmm::Until,
+) -> std::result::Result<BoundaryLinks, UnknownFunction> {
+    let table = image.kallsyms_ref().ok();
+    let addr = |name: &str| table.and_then(|t| t.by_name(name)).map(|s| s.addr);
+    let until = match until {
+        vmm::Until::Function(name) => match (table, addr(name)) {
+            (Some(_), Some(a)) => Some((name.clone(), a)),
+            (Some(_), None) => {
+                return Err(UnknownFunction {
+                    name: name.clone(),
+                    why: "no such function in the kernel's symbols".into(),
+                })
+            }
+            (None, _) => {
+                return Err(UnknownFunction {
+                    name: name.clone(),
+                    why: "the kernel image has no symbol table (kallsyms) to find it in".into(),
+                })
+            }
+        },
+        _ => None,
+    };
+    Ok(BoundaryLinks {
+        until,
+        do_one_initcall: addr(DO_ONE_INITCALL),
+        named: NAMED_CHAIN
+            .iter()
+            .filter_map(|(b, name)| addr(name).map(|a| (*b, a)))
+            .collect(),
     })
 }
 

@@ -48,6 +48,8 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
     }
     check_inputs(cfg)?;
     let facts = kernel::read_kernel(&cfg.kernel, cfg.vmlinux.as_deref(), cfg.skip_decompressor)?;
+    // An unknown --until function is a usage error before anything is written.
+    let boundaries = kernel::boundary_links(&facts.image, &cfg.until)?;
     progress.status(&facts.tasks_note);
     // Reading the image (decompression, hashing, ORC, kallsyms) happens before
     // the VM exists; recorded as its own phase so VMM set-up time stays visible.
@@ -62,7 +64,7 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
     let ctx = run::RunContext {
         cfg,
         facts: &facts,
-        boot: boot_config(cfg, &facts, compat),
+        boot: boot_config(cfg, &facts, compat, boundaries),
         freq,
         analysis_ns,
         stat_names_written: Arc::new(AtomicBool::new(false)),
@@ -151,7 +153,12 @@ fn check_inputs(cfg: &RecordConfig) -> Result<()> {
 }
 
 /// The VMM's configuration, the same for every run.
-fn boot_config(cfg: &RecordConfig, facts: &kernel::KernelFacts, compat: CompatMode) -> BootConfig {
+fn boot_config(
+    cfg: &RecordConfig,
+    facts: &kernel::KernelFacts,
+    compat: CompatMode,
+    boundaries: vmm::breakpoints::BoundaryLinks,
+) -> BootConfig {
     BootConfig {
         kernel: facts.boot_path.clone(),
         initrd: cfg.initrd.clone(),
@@ -167,6 +174,7 @@ fn boot_config(cfg: &RecordConfig, facts: &kernel::KernelFacts, compat: CompatMo
         compat,
         user_return_link: facts.user_return_link,
         virtio: cfg.virtio.clone(),
+        boundaries,
     }
 }
 
@@ -179,6 +187,44 @@ fn open_trace(path: &Path, meta: &crate::trace::TraceMeta) -> Result<TraceWriter
         .with_context(|| format!("cannot create {}", path.display()))?
         .spawn()
         .context("cannot start the trace writer")
+}
+
+/// Console output taking more than this share of a boot earns a warning.
+pub const CONSOLE_SHARE_WARN_PCT: f64 = 10.0;
+
+/// The run's console cost and exact boundaries, and what the breakpoints cost.
+fn report_exact(progress: &mut dyn Progress, s: &RunSummary) {
+    let f = &s.figures;
+    let n = s.run + 1;
+    if let Some(boot) = s.boot_ns().filter(|&b| b > 0) {
+        let share = 100.0 * f.console_ns as f64 / boot as f64;
+        if f.console_accesses > 0 {
+            progress.status(&format!(
+                "run {n}: console output took {:.1} ms ({share:.1}% of the boot, {} UART accesses)",
+                f.console_ns as f64 / 1e6,
+                f.console_accesses
+            ));
+        }
+        if share > CONSOLE_SHARE_WARN_PCT {
+            progress.warning(&format!(
+                "run {n}: the guest spent {share:.0}% of its boot writing to the serial console; a quieter console (quiet, no initcall_debug, a lower loglevel) boots faster"
+            ));
+        }
+    }
+    let (kept, dropped) = s.boundaries;
+    if f.bp_exits > 0 {
+        progress.status(&format!(
+            "run {n}: {kept} exact boundaries from {} breakpoint exits ({:.1} us each in the VMM)",
+            f.bp_exits,
+            f.bp_handle_ns as f64 / 1e3 / f.bp_exits as f64
+        ));
+    }
+    if dropped > 0 {
+        progress.warning(&format!(
+            "run {n}: {dropped} boundaries beyond the per-run cap of {} were counted, not kept",
+            observer::MAX_BOUNDARIES
+        ));
+    }
 }
 
 /// Hands a finished run to the reporter: the first run's boot facts, the
@@ -222,6 +268,7 @@ fn report_run(
             observer::MAX_PHASES
         ));
     }
+    report_exact(progress, s);
     if s.unstopped_vcpus > 0 {
         progress.warning(&format!(
             "run {}: {} vCPU thread(s) did not stop; no further runs",

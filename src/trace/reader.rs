@@ -9,7 +9,9 @@ use boottrace_symbols::layout::RunLayout;
 
 use super::frame::{read_header, FrameReader, HeaderProblem, Next, VERSION_MAJOR, VERSION_MINOR};
 use super::names::PhaseName;
-use super::record::{Phase, Record, RunEnd, Sample, SamplerCost, Serial, Task, TraceMeta};
+use super::record::{
+    Boundary, Phase, Record, RunEnd, Sample, SamplerCost, Serial, Task, TraceMeta,
+};
 use super::TraceError;
 
 /// Everything recorded about one run (one boot).
@@ -34,6 +36,9 @@ pub struct RunData {
     /// Guest tasks by id (format 2.1; empty without task awareness);
     /// `Sample::task` refers to them.
     pub tasks: BTreeMap<u32, Task>,
+    /// Exact boundaries and run figures in file order (format 2.2; at most
+    /// [`MAX_BOUNDARIES_PER_RUN`]).
+    pub boundaries: Vec<Boundary>,
 }
 
 /// Most tasks kept per run (the recorder writes at most as many).
@@ -198,6 +203,10 @@ const MAX_VCPUS: u32 = 256;
 /// 10 kHz, ×5); the rest is skipped with a warning.
 pub const MAX_RECORDS: u64 = 200_000_000;
 
+/// Most boundaries kept per run (the recorder writes at most
+/// `record::observer::MAX_BOUNDARIES` plus a few run figures); the rest are counted.
+pub const MAX_BOUNDARIES_PER_RUN: usize = 200_000;
+
 /// Most phases and console lines kept per run (the recorder keeps fewer).
 pub const MAX_PHASES_PER_RUN: usize = 1024;
 /// See [`MAX_PHASES_PER_RUN`].
@@ -215,6 +224,7 @@ struct Capped {
     phases: u64,
     serial: u64,
     skipped: u64,
+    boundaries: u64,
 }
 
 /// Collects records into runs.
@@ -317,6 +327,16 @@ impl Builder {
                 }
             }
             Record::TaskSwitch(_) => {}
+            Record::Boundary(b) => {
+                let mut capped = false;
+                if let Some(d) = self.run(b.run) {
+                    capped = d.boundaries.len() >= MAX_BOUNDARIES_PER_RUN;
+                    if !capped {
+                        d.boundaries.push(b);
+                    }
+                }
+                self.capped.boundaries += u64::from(capped);
+            }
             Record::RunEnd(e) => {
                 if let Some(d) = self.run(e.run) {
                     d.end = Some(e);
@@ -381,6 +401,10 @@ impl Builder {
             (
                 c.serial,
                 format!("console line(s) beyond {MAX_SERIAL_PER_RUN} per run skipped"),
+            ),
+            (
+                c.boundaries,
+                format!("boundary record(s) beyond {MAX_BOUNDARIES_PER_RUN} per run skipped"),
             ),
             (
                 c.skipped,

@@ -10,7 +10,7 @@ use boottrace_symbols::identity::KernelIdentity;
 use serde::{Deserialize, Serialize};
 
 use super::layout::TraceLayout;
-use super::names::{EndKind, PhaseName, UnwinderKind};
+use super::names::{BoundaryKind, EndKind, PhaseName, UnwinderKind};
 use super::options::RecordOptions;
 use super::v1;
 
@@ -279,6 +279,33 @@ pub struct TaskSwitch {
     pub task: Option<u32>,
 }
 
+/// An exact point of a run, taken at a hardware breakpoint (initcall
+/// start and end, `start_kernel`, …), or a run figure written at its end
+/// (console cost, breakpoint cost, dropped boundaries): format 2.2.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Boundary {
+    /// Run index.
+    pub run: u32,
+    /// vCPU that hit it.
+    pub vcpu: u32,
+    /// Host time, ns since the run's start.
+    pub t_ns: u64,
+    /// The guest's TSC at the hit (IA32_TSC), when it could be read.
+    pub tsc: Option<u64>,
+    /// What it marks.
+    pub kind: BoundaryKind,
+    /// Runtime (guest-virtual) address of the function, 0 when none.
+    pub addr: u64,
+    /// Link-time address of the function, when the KASLR slide was known.
+    pub link: Option<u64>,
+    /// The function's return value (`initcall_end`: the initcall's `int`).
+    pub ret: Option<i64>,
+    /// A run figure's value (see [`BoundaryKind`]).
+    pub value: Option<u64>,
+    /// A run figure's count (see [`BoundaryKind`]).
+    pub count: Option<u64>,
+}
+
 /// A run ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunEnd {
@@ -343,6 +370,8 @@ pub enum Record {
     Task(Task),
     /// The task a vCPU runs from its next sample on (format 2.1).
     TaskSwitch(TaskSwitch),
+    /// An exact boundary or a run figure (format 2.2).
+    Boundary(Boundary),
 }
 
 /// The type byte of each record in the file. Values are part of the format.
@@ -373,6 +402,8 @@ pub enum RecordType {
     Task = 11,
     /// [`Record::TaskSwitch`] (format 2.1).
     TaskSwitch = 12,
+    /// [`Record::Boundary`] (format 2.2).
+    Boundary = 14,
 }
 
 impl RecordType {
@@ -391,6 +422,7 @@ impl RecordType {
             10 => RecordType::Finish,
             11 => RecordType::Task,
             12 => RecordType::TaskSwitch,
+            14 => RecordType::Boundary,
             _ => return None,
         })
     }
@@ -412,6 +444,7 @@ impl Record {
             Record::Finish(_) => RecordType::Finish,
             Record::Task(_) => RecordType::Task,
             Record::TaskSwitch(_) => RecordType::TaskSwitch,
+            Record::Boundary(_) => RecordType::Boundary,
         }
     }
 
@@ -432,6 +465,7 @@ impl Record {
             Record::Finish(r) => postcard::to_extend(r, out),
             Record::Task(r) => postcard::to_extend(r, out),
             Record::TaskSwitch(r) => postcard::to_extend(r, out),
+            Record::Boundary(r) => postcard::to_extend(r, out),
         }
     }
 
@@ -465,6 +499,7 @@ impl Record {
             RecordType::Finish => Record::Finish(de(body)?),
             RecordType::Task => Record::Task(de(body)?),
             RecordType::TaskSwitch => Record::TaskSwitch(de(body)?),
+            RecordType::Boundary => Record::Boundary(de(body)?),
         })
     }
 }
