@@ -94,7 +94,9 @@ fn main() -> ExitCode {
 /// run a guest instruction, 6 a vCPU error, 130 interrupted.
 fn exit_status(e: &anyhow::Error) -> u8 {
     use boottrace::vmm::control::EndReason;
-    if e.downcast_ref::<boottrace::record::kernel::UnknownFunction>().is_some() {
+    if e.downcast_ref::<boottrace::record::kernel::UnknownFunction>()
+        .is_some()
+    {
         return 2;
     }
     let Some(missed) = e.downcast_ref::<boottrace::record::GoalMissed>() else {

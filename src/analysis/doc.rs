@@ -54,12 +54,15 @@
 //!   `free_initmem`, `exec_init`, `until_function`), `function`, `at_ns`};
 //!   `runs[].pairing` {`unmatched_starts`, `unmatched_ends`, `dropped`};
 //!   `runs[].console` {`time_ns` (time the guest spent writing to the UART
-//!   console, measured by the VMM at the UART's port exits), `accesses`,
-//!   `percent_of_boot`, `warning` (above 10 %)}; `runs[].breakpoints`
+//!   console, measured by the VMM at the UART's port exits: a lower
+//!   bound), `accesses`, `percent_of_boot`, `sampled_ns` (sampled time with
+//!   `console_flush_all` or `console_unlock` on the stack: the kernel
+//!   formatting and writing its log to the consoles),
+//!   `sampled_percent_of_boot`, `warning` (either share above 10 %)}; `runs[].breakpoints`
 //!   {`exits`, `handle_ns`, `per_exit_ns`}; `summary.exact_initcalls[]`
 //!   {`name`, `wall_ns`, `on_cpu_ns`, `waiting_ns` (summaries), `runs_seen`}
 //!   in order of first start; `summary.console` {`time_ns`,
-//!   `percent_of_boot`} (summaries).
+//!   `percent_of_boot`, `sampled_ns`, `sampled_percent_of_boot`} (summaries).
 //!
 //! A name missing from a run counts as 0 in that run's value (it took less
 //! than one sample); `runs_seen` says in how many runs it was sampled.
@@ -69,11 +72,11 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::fold::{NameTree, Weight};
+use super::functions::{self, by_function_name, Cost, FunctionCost};
 use super::initcalls::{
     breakpoint_cost, console_cost, exact_view, BreakpointCost, ConsoleCost, ExactInitcall,
     NamedPoint, Pairing,
 };
-use super::functions::{self, by_function_name, Cost, FunctionCost};
 use super::phases::{kernel_phases, KernelPhase, Milestones, Span};
 use super::quality::{unwind_quality, UnwindQuality};
 use super::stats::Summary;
@@ -208,6 +211,10 @@ pub struct ConsoleSummary {
     pub time_ns: Summary,
     /// Share of the boot, percent.
     pub percent_of_boot: Option<Summary>,
+    /// Sampled time in the kernel's console flushing, ns.
+    pub sampled_ns: Option<Summary>,
+    /// Its share of the boot, percent.
+    pub sampled_percent_of_boot: Option<Summary>,
 }
 
 /// A named time summarized over runs.
@@ -332,14 +339,27 @@ fn summarize_exact(runs: &[RunReport]) -> Vec<ExactInitcallSummary> {
 }
 
 fn summarize_console(runs: &[RunReport]) -> Option<ConsoleSummary> {
-    let t: Vec<u64> = runs.iter().filter_map(|r| r.console.map(|c| c.time_ns)).collect();
+    let t: Vec<u64> = runs
+        .iter()
+        .filter_map(|r| r.console.map(|c| c.time_ns))
+        .collect();
     let pct: Vec<f64> = runs
         .iter()
         .filter_map(|r| r.console.and_then(|c| c.percent_of_boot))
         .collect();
+    let sampled: Vec<u64> = runs
+        .iter()
+        .filter_map(|r| r.console.map(|c| c.sampled_ns))
+        .collect();
+    let spct: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.console.and_then(|c| c.sampled_percent_of_boot))
+        .collect();
     Some(ConsoleSummary {
         time_ns: Summary::of_u64(&t)?,
         percent_of_boot: Summary::of(&pct),
+        sampled_ns: Summary::of_u64(&sampled),
+        sampled_percent_of_boot: Summary::of(&spct),
     })
 }
 
@@ -428,7 +448,7 @@ fn run_report(p: &Profile, run: &Run) -> RunReport {
         exact_initcalls: exact.initcalls,
         points: exact.points,
         pairing: has_boundaries.then_some(exact.pairing),
-        console: console_cost(run),
+        console: console_cost(p, run),
         breakpoints: breakpoint_cost(run),
     }
 }

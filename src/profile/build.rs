@@ -21,8 +21,9 @@ use boottrace_symbols::symbolizer::Frame as SymFrame;
 use super::interval::intervals;
 use super::symbols::{setup, SymbolConfig, SymbolError, SymbolSetup};
 use super::{
-    BoundaryKind, BoundaryMark, ConsoleLine, CostTotals, EndMark, RunFigures, Frame, FrameId, FrameKind, FrameName, InputInfo, PhaseMark,
-    PhaseName, Profile, Run, Sample, StackId, TaskInfo, Unresolved,
+    BoundaryKind, BoundaryMark, ConsoleLine, CostTotals, EndMark, Frame, FrameId, FrameKind,
+    FrameName, InputInfo, PhaseMark, PhaseName, Profile, Run, RunFigures, Sample, StackId,
+    TaskInfo, Unresolved,
 };
 use crate::trace::{RunData, StackEnd, Trace, TraceError};
 

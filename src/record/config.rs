@@ -188,7 +188,9 @@ mod tests {
             Ok(Until::Serial(_))
         ));
         assert!(parse_until("serial:(").is_err());
-        assert!(matches!(parse_until("start_kernel"), Ok(Until::Function(f)) if f == "start_kernel"));
+        assert!(
+            matches!(parse_until("start_kernel"), Ok(Until::Function(f)) if f == "start_kernel")
+        );
         assert!(parse_until("some time").is_err());
         assert!(parse_until("9lives").is_err());
         assert!(parse_until("").is_err());

@@ -184,8 +184,16 @@ fn end_run(run: u32, sink: &TraceSink, outcome: &BootOutcome, s: &SamplingCost, 
             ..Boundary::default()
         })
     };
-    let _ = sink.append(figure(BoundaryKind::Console, f.console_ns, f.console_accesses));
-    let _ = sink.append(figure(BoundaryKind::BreakpointCost, f.bp_handle_ns, f.bp_exits));
+    let _ = sink.append(figure(
+        BoundaryKind::Console,
+        f.console_ns,
+        f.console_accesses,
+    ));
+    let _ = sink.append(figure(
+        BoundaryKind::BreakpointCost,
+        f.bp_handle_ns,
+        f.bp_exits,
+    ));
     if dropped > 0 {
         let _ = sink.append(figure(BoundaryKind::Dropped, 0, dropped));
     }

@@ -47,7 +47,7 @@ pub use names::{BoundaryKind, EndKind, PhaseName, UnwinderKind};
 pub use options::RecordOptions;
 pub use reader::{RunData, Trace, MAX_BOUNDARIES_PER_RUN, MAX_RUNS, MAX_STACK_DEPTH};
 pub use record::{
-    Boundary, Finish, HostFacts, KernelInfo, Layout, Phase, Record, RecordType, RunEnd, RunStart, Sample,
-    SampleCost, SamplerCost, Serial, StackEnd, StatNames, Task, TaskSwitch, TraceMeta,
+    Boundary, Finish, HostFacts, KernelInfo, Layout, Phase, Record, RecordType, RunEnd, RunStart,
+    Sample, SampleCost, SamplerCost, Serial, StackEnd, StatNames, Task, TaskSwitch, TraceMeta,
 };
 pub use writer::{TraceSink, TraceWriter, TraceWriterThread, FLUSH_BYTES, FLUSH_INTERVAL};

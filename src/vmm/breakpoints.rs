@@ -219,9 +219,7 @@ impl BoundaryPlan {
 
     /// The initcall slot's state.
     pub fn initcall_state(&self) -> InitcallState {
-        self.initcall
-            .lock()
-            .map_or(InitcallState::Idle, |s| *s)
+        self.initcall.lock().map_or(InitcallState::Idle, |s| *s)
     }
 
     /// The slots one vCPU should program: `slide` is the KASLR slide when
@@ -231,10 +229,7 @@ impl BoundaryPlan {
         let at = |link: u64| slide.map(|s| link.wrapping_add(s as u64));
         let until = self.links.until.as_ref().and_then(|(_, l)| at(*l));
         let initcall = match self.initcall_state() {
-            InitcallState::Idle => (
-                Role::InitcallEntry,
-                self.links.do_one_initcall.and_then(at),
-            ),
+            InitcallState::Idle => (Role::InitcallEntry, self.links.do_one_initcall.and_then(at)),
             InitcallState::AwaitFn { func, .. } => (Role::InitcallFn, Some(func)),
             InitcallState::InFn { ret_addr, .. } => (Role::InitcallReturn, Some(ret_addr)),
         };
@@ -313,9 +308,14 @@ impl BoundaryPlan {
                     }),
                 )
             }
-            (InitcallState::InFn { func, ret_addr, rsp }, Role::InitcallReturn)
-                if ret_addr == addr && regs.rsp == rsp.wrapping_add(8) =>
-            {
+            (
+                InitcallState::InFn {
+                    func,
+                    ret_addr,
+                    rsp,
+                },
+                Role::InitcallReturn,
+            ) if ret_addr == addr && regs.rsp == rsp.wrapping_add(8) => {
                 (
                     InitcallState::Idle,
                     Some(Hit {
@@ -396,7 +396,10 @@ mod tests {
         let mut links = plan().links.clone();
         links.until = Some(("start_kernel".into(), 0xffff_ffff_8300_0000));
         let p = BoundaryPlan::new(links);
-        let s = p.wanted(Some(0x20_0000), (Some(0xffff_ffff_8400_0000), Some(0x40_1000)));
+        let s = p.wanted(
+            Some(0x20_0000),
+            (Some(0xffff_ffff_8400_0000), Some(0x40_1000)),
+        );
         assert_eq!(s[0], Some((0xffff_ffff_8320_0000, Role::Until)));
         assert_eq!(s[1], Some((DOIC + 0x20_0000, Role::InitcallEntry)));
         assert_eq!(s[2].map(|x| x.1), Some(Role::Named(0)));
@@ -426,7 +429,10 @@ mod tests {
         };
         assert_eq!(p.hit(Role::InitcallEntry, DOIC, &entry), None);
         assert!(p.generation() > g0);
-        assert_eq!(p.wanted(Some(0), (None, None))[0], Some((f, Role::InitcallFn)));
+        assert_eq!(
+            p.wanted(Some(0), (None, None))[0],
+            Some((f, Role::InitcallFn))
+        );
         let start = HitRegs {
             at_rsp: Some(DOIC + 0x80),
             ..regs(f, 0x1000_0ec8)
@@ -445,7 +451,11 @@ mod tests {
         );
         // A return with the wrong stack (recursion, another caller) is not the end.
         assert_eq!(
-            p.hit(Role::InitcallReturn, DOIC + 0x80, &regs(DOIC + 0x80, 0x1000_0e00)),
+            p.hit(
+                Role::InitcallReturn,
+                DOIC + 0x80,
+                &regs(DOIC + 0x80, 0x1000_0e00)
+            ),
             None
         );
         let end = HitRegs {
@@ -461,7 +471,10 @@ mod tests {
             })
         );
         assert_eq!(p.initcall_state(), InitcallState::Idle);
-        assert_eq!(p.wanted(Some(0), (None, None))[0], Some((DOIC, Role::InitcallEntry)));
+        assert_eq!(
+            p.wanted(Some(0), (None, None))[0],
+            Some((DOIC, Role::InitcallEntry))
+        );
     }
 
     #[test]
@@ -493,16 +506,28 @@ mod tests {
     fn the_named_chain_moves_on_once_per_boundary() {
         let p = plan();
         let sk = 0xffff_ffff_8200_0000;
-        assert_eq!(p.wanted(Some(0), (None, None))[1], Some((sk, Role::Named(0))));
+        assert_eq!(
+            p.wanted(Some(0), (None, None))[1],
+            Some((sk, Role::Named(0)))
+        );
         let h = p.hit(Role::Named(0), sk, &regs(sk, 0));
-        assert_eq!(h.map(|h| h.kind), Some(HitKind::Named(NamedBoundary::StartKernel)));
+        assert_eq!(
+            h.map(|h| h.kind),
+            Some(HitKind::Named(NamedBoundary::StartKernel))
+        );
         // A second vCPU with the old program: not recorded twice.
         assert_eq!(p.hit(Role::Named(0), sk, &regs(sk, 0)), None);
         let fi = 0xffff_ffff_8200_1000;
-        assert_eq!(p.wanted(Some(0), (None, None))[1], Some((fi, Role::Named(1))));
+        assert_eq!(
+            p.wanted(Some(0), (None, None))[1],
+            Some((fi, Role::Named(1)))
+        );
         assert!(p.hit(Role::Named(1), fi, &regs(fi, 0)).is_some());
         // The chain is done: the slot goes to the next wish.
-        assert_eq!(p.wanted(Some(0), (Some(0x99), None))[1], Some((0x99, Role::UserReturn)));
+        assert_eq!(
+            p.wanted(Some(0), (Some(0x99), None))[1],
+            Some((0x99, Role::UserReturn))
+        );
         assert_eq!(p.hit(Role::Named(2), fi, &regs(fi, 0)), None);
     }
 }

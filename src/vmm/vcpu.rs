@@ -17,8 +17,7 @@ use super::compat::{CompatMode, EmulationFix};
 use super::control::{EndReason, RunControl};
 use super::devices::Devices;
 use super::exit::{
-    emulation_failure_action, handle_exit, ExitAction, FailedInstruction, FailureAction,
-    FixCounter,
+    emulation_failure_action, handle_exit, ExitAction, FailedInstruction, FailureAction, FixCounter,
 };
 use super::kick::{self, ThreadTimer};
 use super::{RunObserver, Until, VmmPhase};
@@ -236,11 +235,14 @@ impl VcpuThread {
         let mut fixes = FixCounter::default();
         while !self.control.should_stop() {
             let result = self.vcpu.run();
-            let uart_at = is_uart_exit(&result).then(|| self.control.now_ns());
+            // Taken first: boundaries and console time are as close to the
+            // guest's instruction as the host lets us see it.
+            let t_exit = self.control.now_ns();
+            let uart = is_uart_exit(&result);
             let action = handle_exit(result, self.devices.as_ref());
-            self.carry_out(action, &mut fixes);
-            if let Some(t) = uart_at {
-                self.console_access(t);
+            self.carry_out(action, &mut fixes, t_exit);
+            if uart {
+                self.console_access(t_exit);
             }
             self.sync_breakpoints(true);
             // User mode seen at an exit (SYNC_REGS are fresh after every exit).
@@ -391,9 +393,8 @@ impl VcpuThread {
         self.uart_prev = Some(t_ns);
     }
 
-    /// A hardware breakpoint fired (DR6 `dr6`, at `pc`).
-    fn breakpoint_hit(&mut self, dr6: u64, pc: u64) {
-        let t_ns = self.control.now_ns();
+    /// A hardware breakpoint fired (DR6 `dr6`, at `pc`; the exit came back at `t_ns`).
+    fn breakpoint_hit(&mut self, dr6: u64, pc: u64, t_ns: u64) {
         let Some((_, addr, role)) = breakpoints::fired(&self.slots, dr6) else {
             // Nothing armed fired (an old program): run on.
             return;
@@ -480,7 +481,7 @@ impl VcpuThread {
     }
 
     /// Does what the exit handler decided.
-    fn carry_out(&mut self, action: ExitAction, fixes: &mut FixCounter) {
+    fn carry_out(&mut self, action: ExitAction, fixes: &mut FixCounter, t_exit: u64) {
         match action {
             ExitAction::Continue => {}
             ExitAction::BootMarker => {
@@ -493,7 +494,7 @@ impl VcpuThread {
                     self.control.end(EndReason::Marker);
                 }
             }
-            ExitAction::Breakpoint { dr6, pc } => self.breakpoint_hit(dr6, pc),
+            ExitAction::Breakpoint { dr6, pc } => self.breakpoint_hit(dr6, pc, t_exit),
             ExitAction::EmulationFailure => {
                 let failed = self.failed_instruction();
                 let fixes_here = fixes.at(failed.rip);

@@ -197,7 +197,13 @@ fn tasks_table(out: &mut String, rows: &[TaskSummary], multi: bool, runs: usize)
 
 /// Initcalls by exact wall time (only when the trace has boundaries): the
 /// `limit` longest, in boot order.
-fn exact_table(out: &mut String, rows: &[ExactInitcallSummary], limit: usize, multi: bool, runs: usize) {
+fn exact_table(
+    out: &mut String,
+    rows: &[ExactInitcallSummary],
+    limit: usize,
+    multi: bool,
+    runs: usize,
+) {
     if rows.is_empty() {
         return;
     }
@@ -251,7 +257,16 @@ fn exact_notes(out: &mut String, d: &ReportDoc) {
             fmt_ns(c.time_ns.median),
             pct.map_or_else(String::new, |p| format!(", {} of the boot", fmt_pct(p)))
         );
-        if pct.is_some_and(|p| p > CONSOLE_WARN_PCT) {
+        let spct = c.sampled_percent_of_boot.map(|p| p.median);
+        if let Some(sampled) = &c.sampled_ns {
+            let _ = writeln!(
+                out,
+                "          {} sampled in the kernel's console flushing (formatting and writing its log){}",
+                fmt_ns(sampled.median),
+                spct.map_or_else(String::new, |p| format!(", {} of the boot", fmt_pct(p)))
+            );
+        }
+        if pct.is_some_and(|p| p > CONSOLE_WARN_PCT) || spct.is_some_and(|p| p > CONSOLE_WARN_PCT) {
             let _ = writeln!(
                 out,
                 "warning:  console output is a large share of this boot; a quieter console \
