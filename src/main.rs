@@ -103,6 +103,8 @@ fn exit_status(e: &anyhow::Error) -> u8 {
     use boottrace::vmm::control::EndReason;
     if e.downcast_ref::<boottrace::cli::sweep::SweepUsage>()
         .is_some()
+        || e.downcast_ref::<boottrace::record::kernel::UnknownFunction>()
+            .is_some()
     {
         return 2;
     }
@@ -120,7 +122,8 @@ fn exit_status(e: &anyhow::Error) -> u8 {
         EndReason::UserMode { .. }
         | EndReason::Marker
         | EndReason::SerialMatch(_)
-        | EndReason::FirstInstruction => 1,
+        | EndReason::FirstInstruction
+        | EndReason::Function(_) => 1,
     }
 }
 

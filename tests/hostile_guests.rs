@@ -659,6 +659,7 @@ fn a_dead_vcpu_thread_is_reported_as_such() {
         compat: CompatMode::resolve(CompatChoice::Auto),
         user_return_link: std::sync::Arc::new(std::sync::OnceLock::from(None)),
         virtio: Default::default(),
+        boundaries: Default::default(),
     };
     let start = Instant::now();
     let out = vmm::boot(
@@ -758,6 +759,7 @@ fn the_vcpu_loop_cannot_open_a_socket() {
         compat: CompatMode::resolve(CompatChoice::Auto),
         user_return_link: std::sync::Arc::new(std::sync::OnceLock::from(None)),
         virtio: Default::default(),
+        boundaries: Default::default(),
     };
     let out = vmm::boot(
         &cfg,

@@ -59,6 +59,27 @@
 //!   `counters[]` {`name`, `value` (summary over the runs that have the
 //!   device)}, `runs_seen`, `broken_runs`}.
 //!
+//! - Added in version 1 with trace format 3 (hardware-breakpoint
+//!   boundaries; each field is left out when the trace has no such data):
+//!   `runs[].exact_initcalls[]` {`name`, `start_ns`, `wall_ns` (entry to
+//!   return, host time), `tsc_cycles` (the same in guest TSC cycles),
+//!   `ret`, `on_cpu_ns` (sampled time in it while the init thread, pid 1,
+//!   ran; without task info: stacks through `do_one_initcall`),
+//!   `waiting_ns` (`wall_ns - on_cpu_ns`), `samples`} in boot order;
+//!   `runs[].points[]` {`name` (`start_kernel`, `rest_init`, `kernel_init`,
+//!   `free_initmem`, `exec_init`, `until_function`), `function`, `at_ns`};
+//!   `runs[].pairing` {`unmatched_starts`, `unmatched_ends`, `dropped`};
+//!   `runs[].console` {`time_ns` (time the guest spent writing to the UART
+//!   console, measured by the VMM at the UART's port exits: a lower
+//!   bound), `accesses`, `percent_of_boot`, `sampled_ns` (sampled time with
+//!   `console_flush_all` or `console_unlock` on the stack: the kernel
+//!   formatting and writing its log to the consoles),
+//!   `sampled_percent_of_boot`, `warning` (either share above 10 %)}; `runs[].breakpoints`
+//!   {`exits`, `handle_ns`, `per_exit_ns`}; `summary.exact_initcalls[]`
+//!   {`name`, `wall_ns`, `on_cpu_ns`, `waiting_ns` (summaries), `runs_seen`}
+//!   in order of first start; `summary.console` {`time_ns`,
+//!   `percent_of_boot`, `sampled_ns`, `sampled_percent_of_boot`} (summaries).
+//!
 //! A name missing from a run counts as 0 in that run's value (it took less
 //! than one sample); `runs_seen` says in how many runs it was sampled.
 
@@ -69,6 +90,10 @@ use serde::Serialize;
 use super::devices::{self, DeviceReport, DeviceSummary};
 use super::fold::{NameTree, Weight};
 use super::functions::{self, by_function_name, Cost, FunctionCost};
+use super::initcalls::{
+    breakpoint_cost, console_cost, exact_view, BreakpointCost, ConsoleCost, ExactInitcall,
+    NamedPoint, Pairing,
+};
 use super::phases::{kernel_phases, KernelPhase, Milestones, Span};
 use super::quality::{unwind_quality, UnwindQuality};
 use super::stats::Summary;
@@ -171,6 +196,21 @@ pub struct RunReport {
     /// What each virtio device did (trace format 3; left out when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<DeviceReport>,
+    /// Initcalls by exact wall time, in boot order (trace format 3).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exact_initcalls: Vec<ExactInitcall>,
+    /// Named points of the boot (trace format 3).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub points: Vec<NamedPoint>,
+    /// What pairing initcall boundaries left over (with boundaries only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pairing: Option<Pairing>,
+    /// The console's cost (trace format 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub console: Option<ConsoleCost>,
+    /// The breakpoints' cost (trace format 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breakpoints: Option<BreakpointCost>,
 }
 
 /// Where one run's kernel and decompressor ran, as recorded.
@@ -201,6 +241,34 @@ impl LayoutReport {
             decompressor_bases: l.decompressor_bases.clone(),
         }
     }
+}
+
+/// An exactly timed initcall summarized over runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExactInitcallSummary {
+    /// The initcall.
+    pub name: String,
+    /// Entry to return, ns.
+    pub wall_ns: Summary,
+    /// On-CPU part, ns.
+    pub on_cpu_ns: Summary,
+    /// Waiting part, ns.
+    pub waiting_ns: Summary,
+    /// Runs it was timed in.
+    pub runs_seen: usize,
+}
+
+/// The console's cost over runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConsoleSummary {
+    /// Time the guest spent writing to the console, ns.
+    pub time_ns: Summary,
+    /// Share of the boot, percent.
+    pub percent_of_boot: Option<Summary>,
+    /// Sampled time in the kernel's console flushing, ns.
+    pub sampled_ns: Option<Summary>,
+    /// Its share of the boot, percent.
+    pub sampled_percent_of_boot: Option<Summary>,
 }
 
 /// A named time summarized over runs.
@@ -281,6 +349,75 @@ pub struct SummaryReport {
     /// Each virtio device's counters over runs (left out when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<DeviceSummary>,
+    /// Initcalls by exact wall time over runs (trace format 3).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exact_initcalls: Vec<ExactInitcallSummary>,
+    /// The console's cost over runs (trace format 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub console: Option<ConsoleSummary>,
+}
+
+/// Summarizes exact initcalls over runs by name; an initcall called twice in
+/// a run counts its total there.
+fn summarize_exact(runs: &[RunReport]) -> Vec<ExactInitcallSummary> {
+    let mut order: Vec<(String, f64)> = Vec::new();
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut per: HashMap<String, Vec<(u64, u64, u64)>> = HashMap::new();
+    for r in runs {
+        let mut in_run: HashMap<&str, (u64, u64, u64)> = HashMap::new();
+        for i in &r.exact_initcalls {
+            let e = in_run.entry(&i.name).or_default();
+            if seen.insert(&i.name) {
+                order.push((i.name.clone(), i.start_ns as f64));
+            }
+            e.0 = e.0.saturating_add(i.wall_ns);
+            e.1 = e.1.saturating_add(i.on_cpu_ns);
+            e.2 = e.2.saturating_add(i.waiting_ns);
+        }
+        for (n, v) in in_run {
+            per.entry(n.to_string()).or_default().push(v);
+        }
+    }
+    order.sort_by(|a, b| a.1.total_cmp(&b.1));
+    order
+        .into_iter()
+        .filter_map(|(name, _)| {
+            let v = per.get(&name)?;
+            let col = |f: fn(&(u64, u64, u64)) -> u64| -> Vec<u64> { v.iter().map(f).collect() };
+            Some(ExactInitcallSummary {
+                wall_ns: Summary::of_u64(&col(|x| x.0))?,
+                on_cpu_ns: Summary::of_u64(&col(|x| x.1))?,
+                waiting_ns: Summary::of_u64(&col(|x| x.2))?,
+                runs_seen: v.len(),
+                name,
+            })
+        })
+        .collect()
+}
+
+fn summarize_console(runs: &[RunReport]) -> Option<ConsoleSummary> {
+    let t: Vec<u64> = runs
+        .iter()
+        .filter_map(|r| r.console.map(|c| c.time_ns))
+        .collect();
+    let pct: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.console.and_then(|c| c.percent_of_boot))
+        .collect();
+    let sampled: Vec<u64> = runs
+        .iter()
+        .filter_map(|r| r.console.map(|c| c.sampled_ns))
+        .collect();
+    let spct: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.console.and_then(|c| c.sampled_percent_of_boot))
+        .collect();
+    Some(ConsoleSummary {
+        time_ns: Summary::of_u64(&t)?,
+        percent_of_boot: Summary::of(&pct),
+        sampled_ns: Summary::of_u64(&sampled),
+        sampled_percent_of_boot: Summary::of(&spct),
+    })
 }
 
 fn vmm_phases(run: &Run) -> Vec<VmmPhaseReport> {
@@ -340,6 +477,8 @@ fn until_init(run: &Run, first_user_sample: Option<u64>) -> Option<u64> {
 fn run_report(p: &Profile, run: &Run) -> RunReport {
     let kp = kernel_phases(p, run);
     let total = functions::run_total(run);
+    let exact = exact_view(p, run);
+    let has_boundaries = !run.boundaries.is_empty() || run.figures.dropped_boundaries > 0;
     RunReport {
         run: run.run,
         end_reason: run.end.as_ref().map(|e| e.reason.to_string()),
@@ -365,6 +504,11 @@ fn run_report(p: &Profile, run: &Run) -> RunReport {
         },
         layout: run.layout.as_ref().map(LayoutReport::of),
         devices: devices::run_devices(run),
+        exact_initcalls: exact.initcalls,
+        points: exact.points,
+        pairing: has_boundaries.then_some(exact.pairing),
+        console: console_cost(p, run),
+        breakpoints: breakpoint_cost(run),
     }
 }
 
@@ -544,6 +688,8 @@ pub fn build(profile: &Profile, top: usize) -> ReportDoc {
         },
         tasks: tasks::summarize(&runs.iter().map(|r| r.tasks.clone()).collect::<Vec<_>>()),
         devices: devices::summarize(&profile.runs.iter().collect::<Vec<_>>()),
+        exact_initcalls: summarize_exact(&runs),
+        console: summarize_console(&runs),
     };
     ReportDoc {
         format: FORMAT,

@@ -7,6 +7,7 @@
 //!   folded stacks, flame-chart order).
 //! - [`functions`]: self/total cost per function.
 //! - [`phases`]: kernel boot phases, `start_kernel` stages, initcalls.
+//! - [`initcalls`]: initcalls by exact wall time, named points, console cost.
 //! - [`quality`]: unwind quality.
 //! - [`stats`]: summaries over runs, Welch's test.
 //! - [`tasks`]: time per guest task.
@@ -23,6 +24,7 @@ pub mod doc;
 pub mod fold;
 pub mod functions;
 pub mod headline;
+pub mod initcalls;
 pub mod phases;
 pub mod quality;
 pub mod stats;

@@ -403,6 +403,8 @@ mod tests {
             dropped_lines: 0,
             dropped_phases: 0,
             unstopped_vcpus: 0,
+            figures: crate::vmm::ExactFigures::default(),
+            boundaries: (0, 0),
         }
     }
 

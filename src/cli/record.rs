@@ -270,7 +270,7 @@ mod tests {
 
     #[test]
     fn bad_values_are_rejected() {
-        assert!(parse(&["k", "--until", "sometime"]).is_err());
+        assert!(parse(&["k", "--until", "some time"]).is_err());
         assert!(parse(&["k", "--until", "serial:("]).is_err());
         assert!(parse(&["k", "--timeout", "-1"]).is_err());
         assert!(parse(&["k", "--timeout", "inf"]).is_err());

@@ -21,8 +21,9 @@ use boottrace_symbols::symbolizer::Frame as SymFrame;
 use super::interval::intervals;
 use super::symbols::{setup, SymbolConfig, SymbolError, SymbolSetup};
 use super::{
-    ConsoleLine, CostTotals, EndMark, Frame, FrameId, FrameKind, FrameName, InputInfo, PhaseMark,
-    PhaseName, Profile, Run, Sample, StackId, TaskInfo, Unresolved,
+    BoundaryKind, BoundaryMark, ConsoleLine, CostTotals, EndMark, Frame, FrameId, FrameKind,
+    FrameName, InputInfo, PhaseMark, PhaseName, Profile, Run, RunFigures, Sample, StackId,
+    TaskInfo, Unresolved,
 };
 use crate::trace::{RunData, StackEnd, Trace, TraceError};
 
@@ -282,6 +283,7 @@ impl<'a> Builder<'a> {
         for (s, i) in samples.iter_mut().zip(intervals(&points, end_rel)) {
             s.interval_ns = i;
         }
+        let (boundaries, figures) = self.boundaries(raw, &layout);
         let has_span = raw.end.is_some() || !raw.samples.is_empty();
         Run {
             run: raw.run,
@@ -320,7 +322,54 @@ impl<'a> Builder<'a> {
             }),
             layout: raw.layout.clone(),
             devices: raw.devices.clone(),
+            boundaries,
+            figures,
         }
+    }
+
+    /// The run's exact boundaries, symbolized, in time order, and its figures.
+    fn boundaries(&mut self, raw: &RunData, layout: &RunLayout) -> (Vec<BoundaryMark>, RunFigures) {
+        let mut figures = RunFigures::default();
+        let mut names: HashMap<u64, Option<String>> = HashMap::new();
+        let mut marks = Vec::new();
+        for b in &raw.boundaries {
+            let both = b.value.zip(b.count);
+            match b.kind {
+                BoundaryKind::Console => figures.console = both,
+                BoundaryKind::BreakpointCost => figures.breakpoints = both.map(|(v, c)| (c, v)),
+                BoundaryKind::Dropped => figures.dropped_boundaries = b.count.unwrap_or(0),
+                _ => {
+                    let symbols = self.symbols;
+                    let function = names
+                        .entry(b.addr)
+                        .or_insert_with(|| {
+                            let space = layout.classify(b.addr, 0);
+                            if !matches!(space, AddrSpace::Kernel(_)) {
+                                return None;
+                            }
+                            // The outermost frame: the function itself, not what is inlined at its entry.
+                            let frames = symbols.symbolizer.resolve(space);
+                            let f = frames.last()?;
+                            typed_name(space, f)
+                                .is_none()
+                                .then(|| clean_name(&f.function).into_owned())
+                        })
+                        .clone();
+                    marks.push(BoundaryMark {
+                        vcpu: b.vcpu,
+                        t_ns: b.t_ns,
+                        tsc: b.tsc,
+                        kind: b.kind.clone(),
+                        addr: b.addr,
+                        function,
+                        ret: b.ret,
+                    });
+                }
+            }
+        }
+        // vCPU threads append concurrently: file order is roughly time order.
+        marks.sort_by_key(|m| m.t_ns);
+        (marks, figures)
     }
 }
 

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use boottrace_symbols::symbolizer::SourceKind;
 use serde::Serialize;
 
-pub use crate::trace::{EndKind, PhaseName, UnwinderKind};
+pub use crate::trace::{BoundaryKind, EndKind, PhaseName, UnwinderKind};
 
 pub use build::{build, open, BuildError};
 pub use frames::FrameTable;
@@ -187,6 +187,36 @@ pub struct EndMark {
     pub detail: Option<String>,
 }
 
+/// An exact point of a run, taken at a hardware breakpoint (format 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundaryMark {
+    /// vCPU that hit it.
+    pub vcpu: u32,
+    /// Nanoseconds since the run's start (host time).
+    pub t_ns: u64,
+    /// The guest's TSC, when read.
+    pub tsc: Option<u64>,
+    /// What it marks.
+    pub kind: BoundaryKind,
+    /// Runtime address of the function.
+    pub addr: u64,
+    /// The function's name (symbolized at its link-time address), when known.
+    pub function: Option<String>,
+    /// The return value (initcall end).
+    pub ret: Option<i64>,
+}
+
+/// Run figures measured host-side by the VMM (format 3; `None` in older traces).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunFigures {
+    /// Time the guest spent writing to the UART console, ns, and its port accesses.
+    pub console: Option<(u64, u64)>,
+    /// Breakpoint exits and the VMM's time handling them, ns.
+    pub breakpoints: Option<(u64, u64)>,
+    /// Boundaries the recorder dropped beyond its per-run cap.
+    pub dropped_boundaries: u64,
+}
+
 /// The sampler's cost over one run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CostTotals {
@@ -242,6 +272,10 @@ pub struct Run {
     pub layout: Option<boottrace_symbols::layout::RunLayout>,
     /// What each virtio device did (trace format 3; empty before).
     pub devices: Vec<crate::trace::DeviceStats>,
+    /// Exact boundaries in time order (empty in older traces).
+    pub boundaries: Vec<BoundaryMark>,
+    /// Console and breakpoint figures.
+    pub figures: RunFigures,
 }
 
 impl Run {

@@ -112,7 +112,9 @@ impl RecordConfig {
     }
 }
 
-/// Parses an `--until` value: `user`, `shutdown`, `marker` or `serial:REGEX`.
+/// Parses an `--until` value: `user`, `first-instruction`, `shutdown`,
+/// `marker`, `serial:REGEX`, or a kernel function name (resolved against
+/// the kernel's symbols when the image is read).
 pub fn parse_until(s: &str) -> Result<Until, String> {
     Ok(match s {
         "user" => Until::User,
@@ -123,13 +125,21 @@ pub fn parse_until(s: &str) -> Result<Until, String> {
             Some(re) => {
                 Until::Serial(regex::Regex::new(re).map_err(|e| format!("bad regex: {e}"))?)
             }
-            None => {
-                return Err(
-                    "expected user, first-instruction, shutdown, marker or serial:REGEX".into(),
-                )
-            }
+            None if is_function_name(s) => Until::Function(s.to_string()),
+            None => return Err(
+                "expected user, first-instruction, shutdown, marker, serial:REGEX or a kernel function name".into(),
+            ),
         },
     })
+}
+
+/// A C identifier (as kernel function names are; `.` for compiler clones
+/// such as `foo.isra.0`).
+fn is_function_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c == '.' || c.is_ascii_alphanumeric())
+        && s.len() <= 256
 }
 
 /// Parses `128M`, `2G`, `512K` or plain bytes.
@@ -178,7 +188,12 @@ mod tests {
             Ok(Until::Serial(_))
         ));
         assert!(parse_until("serial:(").is_err());
-        assert!(parse_until("sometime").is_err());
+        assert!(
+            matches!(parse_until("start_kernel"), Ok(Until::Function(f)) if f == "start_kernel")
+        );
+        assert!(parse_until("some time").is_err());
+        assert!(parse_until("9lives").is_err());
+        assert!(parse_until("").is_err());
     }
 
     #[test]

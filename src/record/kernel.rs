@@ -16,6 +16,7 @@ use crate::sample::task::TaskLocator;
 use crate::sample::unwind::{Method, Unwinder};
 use crate::trace::UnwinderKind;
 use crate::vmm;
+use crate::vmm::breakpoints::{BoundaryLinks, DO_ONE_INITCALL, NAMED_CHAIN};
 
 /// The kernel image, read and checked, and how its runs will be booted.
 pub struct KernelFacts {
@@ -150,6 +151,8 @@ pub struct Published {
     pub kernel: LateKernel,
     /// Link-time address of the return-to-user path (`None` inside: unnamed).
     pub user_return_link: Arc<OnceLock<Option<u64>>>,
+    /// The exact boundaries to watch (initcalls, named points).
+    pub boundaries: Arc<OnceLock<BoundaryLinks>>,
 }
 
 /// Reads the kernel image. With `skip_decompressor`, extracts a bzImage's
@@ -219,6 +222,9 @@ pub fn analyse(
             .map(|s| s.addr)
     });
     let _ = out.user_return_link.set(user_return_link);
+    if let Ok(links) = boundary_links(&image, &vmm::Until::User) {
+        let _ = out.boundaries.set(links);
+    }
     let (tasks, tasks_note) = task_locator(&image, path, vmlinux);
     let _ = sample_kernel.tasks.set(tasks);
     // The hash and banner for the trace's metadata, last: nothing in the boot needs them.
@@ -233,6 +239,54 @@ pub fn analyse(
         boot_path,
         boot_image,
         _payload: payload,
+    })
+}
+
+/// `--until FUNCTION` names a function the kernel's symbols do not have (a
+/// usage error: exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("--until {name}: {why}")]
+pub struct UnknownFunction {
+    /// The name given.
+    pub name: String,
+    /// Why it cannot be used.
+    pub why: String,
+}
+
+/// The link-time addresses of the exact boundaries, from the image's own
+/// symbols (kallsyms): `do_one_initcall`, the named chain, and the
+/// `--until FUNCTION` goal, which must exist.
+pub fn boundary_links(
+    image: &KernelImage,
+    until: &vmm::Until,
+) -> std::result::Result<BoundaryLinks, UnknownFunction> {
+    let table = image.kallsyms_ref().ok();
+    let addr = |name: &str| table.and_then(|t| t.by_name(name)).map(|s| s.addr);
+    let until = match until {
+        vmm::Until::Function(name) => match (table, addr(name)) {
+            (Some(_), Some(a)) => Some((name.clone(), a)),
+            (Some(_), None) => {
+                return Err(UnknownFunction {
+                    name: name.clone(),
+                    why: "no such function in the kernel's symbols".into(),
+                })
+            }
+            (None, _) => {
+                return Err(UnknownFunction {
+                    name: name.clone(),
+                    why: "the kernel image has no symbol table (kallsyms) to find it in".into(),
+                })
+            }
+        },
+        _ => None,
+    };
+    Ok(BoundaryLinks {
+        until,
+        do_one_initcall: addr(DO_ONE_INITCALL),
+        named: NAMED_CHAIN
+            .iter()
+            .filter_map(|(b, name)| addr(name).map(|a| (*b, a)))
+            .collect(),
     })
 }
 

@@ -56,6 +56,18 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
     // needed before the guest's first instruction. Only a skipped
     // decompressor needs the payload extracted first.
     let analysis = kernel::Analysis::start(cfg)?;
+    // Exact boundaries (initcalls, named points) are watched once the
+    // analysis has the symbols. An unknown --until function is a usage error
+    // before anything is written, so that one case waits for the symbols.
+    let boundaries = match &cfg.until {
+        vmm::Until::Function(_) => {
+            let facts = analysis.wait()?;
+            let links = Arc::new(std::sync::OnceLock::new());
+            let _ = links.set(kernel::boundary_links(&facts.image, &cfg.until)?);
+            links
+        }
+        _ => analysis.published.boundaries.clone(),
+    };
     if cfg.skip_decompressor {
         progress.status(
             "booting the bzImage's ELF payload directly (--skip-decompressor: no decompression, no KASLR)",
@@ -65,7 +77,7 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
     let ctx = run::RunContext {
         cfg,
         analysis: &analysis,
-        boot: boot_config(cfg, &analysis, compat),
+        boot: boot_config(cfg, &analysis, compat, boundaries),
         freq,
         stat_names_written: Arc::new(AtomicBool::new(false)),
         live: progress.live(),
@@ -174,7 +186,12 @@ fn unwinder_name(analysis: &kernel::Analysis, freq: u32) -> crate::trace::Unwind
 }
 
 /// The VMM's configuration, the same for every run.
-fn boot_config(cfg: &RecordConfig, analysis: &kernel::Analysis, compat: CompatMode) -> BootConfig {
+fn boot_config(
+    cfg: &RecordConfig,
+    analysis: &kernel::Analysis,
+    compat: CompatMode,
+    boundaries: Arc<std::sync::OnceLock<vmm::breakpoints::BoundaryLinks>>,
+) -> BootConfig {
     BootConfig {
         kernel: analysis.boot_path.clone(),
         initrd: cfg.initrd.clone(),
@@ -190,6 +207,7 @@ fn boot_config(cfg: &RecordConfig, analysis: &kernel::Analysis, compat: CompatMo
         compat,
         user_return_link: analysis.published.user_return_link.clone(),
         virtio: cfg.virtio.clone(),
+        boundaries,
     }
 }
 
@@ -220,6 +238,44 @@ fn open_trace(
         }),
     )
     .with_context(|| format!("cannot create {}", path.display()))
+}
+
+/// Console output taking more than this share of a boot earns a warning.
+pub const CONSOLE_SHARE_WARN_PCT: f64 = 10.0;
+
+/// The run's console cost and exact boundaries, and what the breakpoints cost.
+fn report_exact(progress: &mut dyn Progress, s: &RunSummary) {
+    let f = &s.figures;
+    let n = s.run + 1;
+    if let Some(boot) = s.boot_ns().filter(|&b| b > 0) {
+        let share = 100.0 * f.console_ns as f64 / boot as f64;
+        if f.console_accesses > 0 {
+            progress.status(&format!(
+                "run {n}: console output took {:.1} ms ({share:.1}% of the boot, {} UART accesses)",
+                f.console_ns as f64 / 1e6,
+                f.console_accesses
+            ));
+        }
+        if share > CONSOLE_SHARE_WARN_PCT {
+            progress.warning(&format!(
+                "run {n}: the guest spent {share:.0}% of its boot writing to the serial console; a quieter console (quiet, no initcall_debug, a lower loglevel) boots faster"
+            ));
+        }
+    }
+    let (kept, dropped) = s.boundaries;
+    if f.bp_exits > 0 {
+        progress.status(&format!(
+            "run {n}: {kept} exact boundaries from {} breakpoint exits ({:.1} us each in the VMM)",
+            f.bp_exits,
+            f.bp_handle_ns as f64 / 1e3 / f.bp_exits as f64
+        ));
+    }
+    if dropped > 0 {
+        progress.warning(&format!(
+            "run {n}: {dropped} boundaries beyond the per-run cap of {} were counted, not kept",
+            observer::MAX_BOUNDARIES
+        ));
+    }
 }
 
 /// Hands a finished run to the reporter: the first run's boot facts, the
@@ -263,6 +319,7 @@ fn report_run(
             observer::MAX_PHASES
         ));
     }
+    report_exact(progress, s);
     if s.unstopped_vcpus > 0 {
         progress.warning(&format!(
             "run {}: {} vCPU thread(s) did not stop; no further runs",

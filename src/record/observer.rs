@@ -4,7 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::trace::{EndKind, Phase, PhaseName, Record, Serial, TraceSink};
+use crate::trace::{Boundary, BoundaryKind, EndKind, Phase, PhaseName, Record, Serial, TraceSink};
+use crate::vmm::breakpoints::{Hit, HitKind, NamedBoundary};
 use crate::vmm::control::EndReason;
 use crate::vmm::{RunObserver, VmmPhase};
 
@@ -33,6 +34,7 @@ pub fn end_kind(e: &EndReason) -> EndKind {
         EndReason::Panic(_) => EndKind::Panic,
         EndReason::Marker => EndKind::Marker,
         EndReason::FirstInstruction => EndKind::FirstInstruction,
+        EndReason::Function(_) => EndKind::Function,
         EndReason::SerialMatch(_) => EndKind::Serial,
         EndReason::Timeout(_) => EndKind::Timeout,
         EndReason::EmulationFailure { .. } => EndKind::EmulationFailure,
@@ -49,6 +51,27 @@ pub const MAX_CONSOLE_LINES: u64 = 200_000;
 /// Phases kept per run (a boot has about ten); later ones are counted.
 pub const MAX_PHASES: usize = 256;
 
+/// Exact boundaries kept per run (a kernel has a few hundred initcalls, two
+/// boundaries each); later ones are counted, so a guest calling
+/// `do_one_initcall` in a loop cannot fill the disk.
+pub const MAX_BOUNDARIES: u64 = 100_000;
+
+/// The trace's kind for a breakpoint hit.
+pub fn boundary_kind(k: HitKind) -> BoundaryKind {
+    match k {
+        HitKind::InitcallStart => BoundaryKind::InitcallStart,
+        HitKind::InitcallEnd => BoundaryKind::InitcallEnd,
+        HitKind::Until => BoundaryKind::UntilFunction,
+        HitKind::Named(n) => match n {
+            NamedBoundary::StartKernel => BoundaryKind::StartKernel,
+            NamedBoundary::RestInit => BoundaryKind::RestInit,
+            NamedBoundary::KernelInit => BoundaryKind::KernelInit,
+            NamedBoundary::FreeInitmem => BoundaryKind::FreeInitmem,
+            NamedBoundary::ExecInit => BoundaryKind::ExecInit,
+        },
+    }
+}
+
 /// Writes a run's phases and console lines to the trace and keeps the
 /// phases for the summary, within [`MAX_PHASES`] and [`MAX_CONSOLE_LINES`].
 pub struct RunRecorder {
@@ -58,6 +81,7 @@ pub struct RunRecorder {
     phases: Mutex<Vec<(PhaseName, u64)>>,
     lines: AtomicU64,
     dropped_phases: AtomicU64,
+    boundaries: AtomicU64,
 }
 
 impl RunRecorder {
@@ -70,6 +94,7 @@ impl RunRecorder {
             phases: Mutex::new(Vec::new()),
             lines: AtomicU64::new(0),
             dropped_phases: AtomicU64::new(0),
+            boundaries: AtomicU64::new(0),
         }
     }
 
@@ -101,6 +126,12 @@ impl RunRecorder {
             .saturating_sub(MAX_CONSOLE_LINES)
     }
 
+    /// Boundaries written and dropped beyond [`MAX_BOUNDARIES`].
+    pub fn boundary_counts(&self) -> (u64, u64) {
+        let n = self.boundaries.load(Ordering::Relaxed);
+        (n.min(MAX_BOUNDARIES), n.saturating_sub(MAX_BOUNDARIES))
+    }
+
     /// Phases beyond [`MAX_PHASES`] (not kept).
     pub fn dropped_phases(&self) -> u64 {
         self.dropped_phases.load(Ordering::Relaxed)
@@ -121,6 +152,24 @@ impl RunObserver for RunRecorder {
 
     fn phase(&self, phase: VmmPhase, t_ns: u64) {
         self.record_phase(phase_name(phase), t_ns);
+    }
+
+    fn boundary(&self, vcpu: u32, t_ns: u64, tsc: Option<u64>, hit: Hit, slide: Option<i64>) {
+        if self.boundaries.fetch_add(1, Ordering::Relaxed) >= MAX_BOUNDARIES {
+            return;
+        }
+        let _ = self.sink.append(Record::Boundary(Boundary {
+            run: self.run,
+            vcpu,
+            t_ns,
+            tsc,
+            kind: boundary_kind(hit.kind),
+            addr: hit.addr,
+            link: slide.map(|s| hit.addr.wrapping_sub(s as u64)),
+            ret: hit.ret,
+            value: None,
+            count: None,
+        }));
     }
 
     fn serial_line(&self, t_ns: u64, line: &str) {
@@ -155,6 +204,7 @@ mod tests {
             EndReason::Panic(String::new()),
             EndReason::Marker,
             EndReason::FirstInstruction,
+            EndReason::Function(String::new()),
             EndReason::SerialMatch(String::new()),
             EndReason::Timeout(std::time::Duration::ZERO),
             EndReason::EmulationFailure {

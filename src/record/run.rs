@@ -9,7 +9,9 @@ use anyhow::Result;
 
 use crate::sample::sampler::{CostTotals, RecordSampler, SharedLayout};
 use crate::sample::task::RunTasks;
-use crate::trace::{PhaseName, Record, RunEnd, RunStart, SamplerCost, TraceSink};
+use crate::trace::{
+    Boundary, BoundaryKind, PhaseName, Record, RunEnd, RunStart, SamplerCost, TraceSink,
+};
 use crate::vmm::control::EndReason;
 use crate::vmm::{self, BootConfig, BootOutcome};
 
@@ -96,7 +98,7 @@ impl RunContext<'_> {
             recorder.record_phase(PhaseName::KernelAnalysis, at);
         }
         let sampling = SamplingCost::from_totals(&totals);
-        end_run(run, sink, &outcome, &sampling);
+        end_run(run, sink, &outcome, &sampling, recorder.boundary_counts().1);
         Ok(self.summarize(run, outcome, &recorder, sampling, layout.current()))
     }
 
@@ -179,12 +181,39 @@ impl RunContext<'_> {
             dropped_lines: recorder.dropped_lines(),
             dropped_phases: recorder.dropped_phases(),
             unstopped_vcpus: outcome.unstopped_vcpus,
+            figures: outcome.figures,
+            boundaries: recorder.boundary_counts(),
         }
     }
 }
 
-/// Writes how the run ended and what sampling cost.
-fn end_run(run: u32, sink: &TraceSink, outcome: &BootOutcome, s: &SamplingCost) {
+/// Writes how the run ended and what sampling, the console and the
+/// breakpoints cost (the last three as `Boundary` run figures).
+fn end_run(run: u32, sink: &TraceSink, outcome: &BootOutcome, s: &SamplingCost, dropped: u64) {
+    let f = &outcome.figures;
+    let figure = |kind: BoundaryKind, value: u64, count: u64| {
+        Record::Boundary(Boundary {
+            run,
+            t_ns: outcome.end_ns,
+            kind,
+            value: Some(value),
+            count: Some(count),
+            ..Boundary::default()
+        })
+    };
+    let _ = sink.append(figure(
+        BoundaryKind::Console,
+        f.console_ns,
+        f.console_accesses,
+    ));
+    let _ = sink.append(figure(
+        BoundaryKind::BreakpointCost,
+        f.bp_handle_ns,
+        f.bp_exits,
+    ));
+    if dropped > 0 {
+        let _ = sink.append(figure(BoundaryKind::Dropped, 0, dropped));
+    }
     let _ = sink.append(Record::RunEnd(RunEnd {
         run,
         t_ns: outcome.end_ns,

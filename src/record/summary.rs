@@ -104,6 +104,10 @@ pub struct RunSummary {
     pub dropped_phases: u64,
     /// vCPU threads that did not stop when the boot ended.
     pub unstopped_vcpus: u32,
+    /// Console and breakpoint costs.
+    pub figures: crate::vmm::ExactFigures,
+    /// Exact boundaries written, and dropped beyond the per-run cap.
+    pub boundaries: (u64, u64),
 }
 
 impl RunSummary {
@@ -135,6 +139,7 @@ pub fn goal_reached(end: &EndReason, until: &Until) -> bool {
         Until::FirstInstruction => matches!(end, EndReason::FirstInstruction),
         Until::Serial(_) => matches!(end, EndReason::SerialMatch(_)),
         Until::Shutdown => matches!(end, EndReason::Shutdown(_) | EndReason::Reset),
+        Until::Function(name) => matches!(end, EndReason::Function(n) if n == name),
     }
 }
 

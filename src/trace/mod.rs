@@ -7,8 +7,9 @@
 //! [`Finish`]. Everything in between is appended as it happens: runs, VMM
 //! phases, serial lines, layouts, samples with raw addresses (symbols are
 //! resolved at report time), the guest tasks they ran (2.1: `Task` and
-//! `TaskSwitch`), run ends and sampler costs, and what each virtio device
-//! did (`DeviceStats`). Format 3 stores samples
+//! `TaskSwitch`), run ends and sampler costs, what each virtio device
+//! did (`DeviceStats`), and exact boundaries and run figures (`Boundary`).
+//! Format 3 stores samples
 //! compactly ([`compact`]: each distinct stack once, samples in per-vCPU
 //! blocks of deltas); plain `Sample` records of older files still read. A
 //! reader stops at the first truncated or corrupted frame and keeps
@@ -48,14 +49,15 @@ mod writer;
 pub use error::TraceError;
 pub use frame::MAX_RECORD_LEN;
 pub use layout::TraceLayout;
-pub use names::{EndKind, PhaseName, UnwinderKind};
+pub use names::{BoundaryKind, EndKind, PhaseName, UnwinderKind};
 pub use options::RecordOptions;
 pub use reader::{
-    RunData, Trace, MAX_COUNTERS_PER_DEVICE, MAX_DEVICES_PER_RUN, MAX_RUNS, MAX_STACK_DEPTH,
+    RunData, Trace, MAX_BOUNDARIES_PER_RUN, MAX_COUNTERS_PER_DEVICE, MAX_DEVICES_PER_RUN, MAX_RUNS,
+    MAX_STACK_DEPTH,
 };
 pub use record::{
-    DeviceStats, Finish, HostFacts, KernelInfo, Layout, Phase, Record, RecordType, RunEnd,
-    RunStart, Sample, SampleCost, SamplerCost, Serial, StackEnd, StatNames, Task, TaskSwitch,
-    TraceMeta,
+    Boundary, DeviceStats, Finish, HostFacts, KernelInfo, Layout, Phase, Record, RecordType,
+    RunEnd, RunStart, Sample, SampleCost, SamplerCost, Serial, StackEnd, StatNames, Task,
+    TaskSwitch, TraceMeta,
 };
 pub use writer::{TraceSink, TraceWriter, TraceWriterThread, FLUSH_BYTES, FLUSH_INTERVAL};

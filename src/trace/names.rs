@@ -124,6 +124,9 @@ named_enum! {
         Marker => "marker",
         /// Stopped at the guest's first instruction (`--until first-instruction`).
         FirstInstruction => "first-instruction",
+        /// The guest reached a kernel function (`--until FUNCTION`; the
+        /// detail names it).
+        Function => "function",
         /// A console line matched `--until serial:REGEX`.
         Serial => "serial",
         /// `--timeout` passed.
@@ -151,6 +154,7 @@ impl EndKind {
                 | EndKind::Shutdown
                 | EndKind::Reset
                 | EndKind::FirstInstruction
+                | EndKind::Function
         )
     }
 }
@@ -166,6 +170,43 @@ named_enum! {
         FramePointer => "frame-pointer",
         /// The kernel's ORC tables.
         Orc => "orc",
+    }
+}
+
+named_enum! {
+    /// What a [`Boundary`](super::Boundary) record marks (format 3).
+    pub enum BoundaryKind {
+        /// An initcall function was entered (`addr`: the function).
+        InitcallStart => "initcall_start",
+        /// An initcall function returned to `do_one_initcall` (`ret`: its value).
+        InitcallEnd => "initcall_end",
+        /// `start_kernel` was entered.
+        StartKernel => "start_kernel",
+        /// `rest_init` was entered.
+        RestInit => "rest_init",
+        /// The init thread's `kernel_init` was entered.
+        KernelInit => "kernel_init",
+        /// `free_initmem` was entered (initcalls done, init memory freed).
+        FreeInitmem => "free_initmem",
+        /// `kernel_execve` was entered after `free_initmem`: the exec of init.
+        ExecInit => "exec_init",
+        /// The `--until FUNCTION` function was entered.
+        UntilFunction => "until_function",
+        /// Run figure, written at the run's end: time the guest spent
+        /// writing to the UART console (`value`: ns, `count`: port accesses).
+        Console => "console",
+        /// Run figure, written at the run's end: breakpoint exits (`count`)
+        /// and the VMM's time handling them (`value`: ns).
+        BreakpointCost => "breakpoint_cost",
+        /// Run figure, written at the run's end: boundaries not written
+        /// because of the per-run cap (`count`).
+        Dropped => "dropped",
+    }
+}
+
+impl Default for BoundaryKind {
+    fn default() -> Self {
+        BoundaryKind::Other(String::new())
     }
 }
 

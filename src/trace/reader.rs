@@ -11,7 +11,7 @@ use super::compact::Expander;
 use super::frame::{read_header, FrameReader, HeaderProblem, Next, VERSION_MAJOR, VERSION_MINOR};
 use super::names::PhaseName;
 use super::record::{
-    DeviceStats, Phase, Record, RunEnd, Sample, SamplerCost, Serial, Task, TraceMeta,
+    Boundary, DeviceStats, Phase, Record, RunEnd, Sample, SamplerCost, Serial, Task, TraceMeta,
 };
 use super::TraceError;
 
@@ -40,6 +40,9 @@ pub struct RunData {
     /// What each virtio device did (format 3; empty for older traces or
     /// a boot without devices), in file order, one per device name.
     pub devices: Vec<DeviceStats>,
+    /// Exact boundaries and run figures in file order (format 3; at most
+    /// [`MAX_BOUNDARIES_PER_RUN`]).
+    pub boundaries: Vec<Boundary>,
 }
 
 /// Most tasks kept per run (the recorder writes at most as many).
@@ -204,6 +207,10 @@ const MAX_VCPUS: u32 = 256;
 /// 10 kHz, ×5); the rest is skipped with a warning.
 pub const MAX_RECORDS: u64 = 200_000_000;
 
+/// Most boundaries kept per run (the recorder writes at most
+/// `record::observer::MAX_BOUNDARIES` plus a few run figures); the rest are counted.
+pub const MAX_BOUNDARIES_PER_RUN: usize = 200_000;
+
 /// Most phases and console lines kept per run (the recorder keeps fewer).
 pub const MAX_PHASES_PER_RUN: usize = 1024;
 /// See [`MAX_PHASES_PER_RUN`].
@@ -234,6 +241,7 @@ struct Capped {
     serial: u64,
     skipped: u64,
     devices: u64,
+    boundaries: u64,
 }
 
 /// Cuts `s` to at most [`MAX_DEVICE_TEXT`] bytes; true when it was cut.
@@ -403,6 +411,16 @@ impl Builder {
                 }
                 self.capped.devices += u64::from(capped);
             }
+            Record::Boundary(b) => {
+                let mut capped = false;
+                if let Some(d) = self.run(b.run) {
+                    capped = d.boundaries.len() >= MAX_BOUNDARIES_PER_RUN;
+                    if !capped {
+                        d.boundaries.push(b);
+                    }
+                }
+                self.capped.boundaries += u64::from(capped);
+            }
             Record::RunEnd(e) => {
                 if let Some(d) = self.run(e.run) {
                     d.end = Some(e);
@@ -492,6 +510,10 @@ impl Builder {
             (
                 c.devices,
                 format!("device record(s) beyond {MAX_DEVICES_PER_RUN} per run, or with more than {MAX_COUNTERS_PER_DEVICE} counters, cut"),
+            ),
+            (
+                c.boundaries,
+                format!("boundary record(s) beyond {MAX_BOUNDARIES_PER_RUN} per run skipped"),
             ),
             (
                 c.skipped,

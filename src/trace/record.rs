@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::compact::{SampleBlock, StackDef};
 use super::layout::TraceLayout;
-use super::names::{EndKind, PhaseName, UnwinderKind};
+use super::names::{BoundaryKind, EndKind, PhaseName, UnwinderKind};
 use super::options::RecordOptions;
 use super::v1;
 
@@ -280,6 +280,33 @@ pub struct TaskSwitch {
     pub task: Option<u32>,
 }
 
+/// An exact point of a run, taken at a hardware breakpoint (initcall
+/// start and end, `start_kernel`, …), or a run figure written at its end
+/// (console cost, breakpoint cost, dropped boundaries): format 3.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Boundary {
+    /// Run index.
+    pub run: u32,
+    /// vCPU that hit it.
+    pub vcpu: u32,
+    /// Host time, ns since the run's start.
+    pub t_ns: u64,
+    /// The guest's TSC at the hit (IA32_TSC), when it could be read.
+    pub tsc: Option<u64>,
+    /// What it marks.
+    pub kind: BoundaryKind,
+    /// Runtime (guest-virtual) address of the function, 0 when none.
+    pub addr: u64,
+    /// Link-time address of the function, when the KASLR slide was known.
+    pub link: Option<u64>,
+    /// The function's return value (`initcall_end`: the initcall's `int`).
+    pub ret: Option<i64>,
+    /// A run figure's value (see [`BoundaryKind`]).
+    pub value: Option<u64>,
+    /// A run figure's count (see [`BoundaryKind`]).
+    pub count: Option<u64>,
+}
+
 /// A run ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunEnd {
@@ -381,6 +408,8 @@ pub enum Record {
     StackDef(StackDef),
     /// Compact samples of one vCPU (format 3).
     SampleBlock(SampleBlock),
+    /// An exact boundary or a run figure (format 3).
+    Boundary(Boundary),
 }
 
 /// The type byte of each record in the file. Values are part of the format.
@@ -417,6 +446,8 @@ pub enum RecordType {
     StackDef = 16,
     /// [`Record::SampleBlock`] (format 3).
     SampleBlock = 17,
+    /// [`Record::Boundary`] (format 3).
+    Boundary = 14,
 }
 
 impl RecordType {
@@ -438,6 +469,7 @@ impl RecordType {
             15 => RecordType::DeviceStats,
             16 => RecordType::StackDef,
             17 => RecordType::SampleBlock,
+            14 => RecordType::Boundary,
             _ => return None,
         })
     }
@@ -462,6 +494,7 @@ impl Record {
             Record::DeviceStats(_) => RecordType::DeviceStats,
             Record::StackDef(_) => RecordType::StackDef,
             Record::SampleBlock(_) => RecordType::SampleBlock,
+            Record::Boundary(_) => RecordType::Boundary,
         }
     }
 
@@ -485,6 +518,7 @@ impl Record {
             Record::DeviceStats(r) => postcard::to_extend(r, out),
             Record::StackDef(r) => postcard::to_extend(r, out),
             Record::SampleBlock(r) => postcard::to_extend(r, out),
+            Record::Boundary(r) => postcard::to_extend(r, out),
         }
     }
 
@@ -526,6 +560,7 @@ impl Record {
             }
             RecordType::StackDef => Record::StackDef(de(body)?),
             RecordType::SampleBlock => Record::SampleBlock(de(body)?),
+            RecordType::Boundary => Record::Boundary(de(body)?),
         })
     }
 }

@@ -28,6 +28,8 @@ pub enum EndReason {
     Marker,
     /// The guest was about to run its first instruction (`--until first-instruction`).
     FirstInstruction,
+    /// The guest entered the kernel function (`--until FUNCTION`) named.
+    Function(String),
     /// A console line matched `--until serial:REGEX`.
     SerialMatch(String),
     /// `--timeout` passed.
@@ -63,6 +65,7 @@ impl EndReason {
             EndReason::Panic(_) => "panic",
             EndReason::Marker => "marker",
             EndReason::FirstInstruction => "first-instruction",
+            EndReason::Function(_) => "function",
             EndReason::SerialMatch(_) => "serial",
             EndReason::Timeout(_) => "timeout",
             EndReason::EmulationFailure { .. } => "emulation-failure",
@@ -89,6 +92,7 @@ impl fmt::Display for EndReason {
             EndReason::FirstInstruction => {
                 write!(f, "stopped before the guest's first instruction")
             }
+            EndReason::Function(name) => write!(f, "the guest entered {name}"),
             EndReason::SerialMatch(line) => write!(f, "console matched: {line}"),
             EndReason::Timeout(d) => write!(f, "timeout after {:.1} s", d.as_secs_f64()),
             EndReason::EmulationFailure {

@@ -40,11 +40,6 @@ impl IoBus for Devices {
     }
 }
 
-/// Which debug register watches what (DR0..DR3).
-pub const BP_USER_RETURN: usize = 0;
-/// The debug register that watches /init's entry.
-pub const BP_INIT_ENTRY: usize = 1;
-
 /// What the vCPU loop does after an exit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitAction {
@@ -52,14 +47,11 @@ pub enum ExitAction {
     Continue,
     /// The guest wrote the boot marker.
     BootMarker,
-    /// The kernel's return-to-user path was hit (DR0): the first user
-    /// instruction is in the pt_regs at RSP; `pc` is the breakpoint address.
-    UserReturnBreakpoint {
-        /// Where the breakpoint hit.
-        pc: u64,
-    },
-    /// /init's entry breakpoint was hit (DR1): `pc` is the first user instruction.
-    InitEntryBreakpoint {
+    /// A hardware breakpoint fired: `dr6`'s low four bits say which
+    /// debug register (the vCPU knows what it watches, see `breakpoints.rs`).
+    Breakpoint {
+        /// DR6 as KVM reported it.
+        dr6: u64,
         /// Where the breakpoint hit.
         pc: u64,
     },
@@ -118,10 +110,9 @@ fn device_action(event: Option<DeviceEvent>) -> ExitAction {
 }
 
 fn debug_action(arch: &kvm_debug_exit_arch) -> ExitAction {
-    if arch.dr6 & (1 << BP_USER_RETURN) != 0 {
-        ExitAction::UserReturnBreakpoint { pc: arch.pc }
-    } else {
-        ExitAction::InitEntryBreakpoint { pc: arch.pc }
+    ExitAction::Breakpoint {
+        dr6: arch.dr6,
+        pc: arch.pc,
     }
 }
 
@@ -334,27 +325,19 @@ mod tests {
     }
 
     #[test]
-    fn debug_exits_name_the_breakpoint() {
+    fn debug_exits_carry_dr6_and_the_address() {
         let bus = FakeBus::default();
-        let user_return = kvm_debug_exit_arch {
-            dr6: 1 << BP_USER_RETURN,
+        let hit = kvm_debug_exit_arch {
+            dr6: 0xffff_0ff0 | 0b100,
             pc: 0xffff_ffff_81c0_0100,
             ..Default::default()
         };
         assert_eq!(
-            handle_exit(Ok(VcpuExit::Debug(user_return)), &bus),
-            ExitAction::UserReturnBreakpoint {
+            handle_exit(Ok(VcpuExit::Debug(hit)), &bus),
+            ExitAction::Breakpoint {
+                dr6: 0xffff_0ff4,
                 pc: 0xffff_ffff_81c0_0100
             }
-        );
-        let init = kvm_debug_exit_arch {
-            dr6: 1 << BP_INIT_ENTRY,
-            pc: 0x40_1000,
-            ..Default::default()
-        };
-        assert_eq!(
-            handle_exit(Ok(VcpuExit::Debug(init)), &bus),
-            ExitAction::InitEntryBreakpoint { pc: 0x40_1000 }
         );
     }
 

@@ -3,6 +3,7 @@
 //! kernel, describe the machine, create vCPUs, run them until the boot ends.
 
 pub mod bootparams;
+pub mod breakpoints;
 pub mod compat;
 pub mod control;
 pub mod cpu;
@@ -50,6 +51,9 @@ pub enum Until {
     Marker,
     /// A console line matching the regex.
     Serial(regex::Regex),
+    /// The entry of a kernel function (a hardware breakpoint; its address
+    /// comes from [`BootConfig::boundaries`]).
+    Function(String),
 }
 
 /// Everything that describes one boot.
@@ -78,6 +82,9 @@ pub struct BootConfig {
     pub user_return_link: Arc<std::sync::OnceLock<Option<u64>>>,
     /// virtio-mmio disks and network devices, and the root device.
     pub virtio: virtio::VirtioConfig,
+    /// Link-time addresses of the exact boundaries to watch (initcalls,
+    /// named points, the `--until FUNCTION` goal).
+    pub boundaries: Arc<std::sync::OnceLock<breakpoints::BoundaryLinks>>,
 }
 
 /// boottrace's default kernel command line: serial console, reboot through
@@ -116,6 +123,17 @@ pub trait RunObserver: Send + Sync {
     /// can no longer be written); polled by the thread that waits for the end.
     fn stop_reason(&self) -> Option<String> {
         None
+    }
+    /// An exact boundary hit on vCPU `vcpu` at `t_ns`, with the guest's TSC
+    /// when readable and the KASLR slide when known.
+    fn boundary(
+        &self,
+        _vcpu: u32,
+        _t_ns: u64,
+        _tsc: Option<u64>,
+        _hit: breakpoints::Hit,
+        _slide: Option<i64>,
+    ) {
     }
 }
 
@@ -199,6 +217,21 @@ pub struct BootOutcome {
     pub devices: Vec<virtio::DeviceStats>,
     /// vCPU threads that had not stopped [`STOP_GRACE`] after the end (left running).
     pub unstopped_vcpus: u32,
+    /// Console and breakpoint costs.
+    pub figures: ExactFigures,
+}
+
+/// What the console and the breakpoints cost in one boot (host-side, summed over vCPUs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExactFigures {
+    /// Time the guest spent writing to the UART console, ns.
+    pub console_ns: u64,
+    /// UART port accesses.
+    pub console_accesses: u64,
+    /// Breakpoint exits.
+    pub bp_exits: u64,
+    /// Time the VMM spent handling them, ns.
+    pub bp_handle_ns: u64,
 }
 
 /// Boots `cfg` once. Times are measured from `t0` (the run's start).
@@ -268,6 +301,8 @@ pub fn boot(
         init_entry: cfg.initrd.as_deref().and_then(initrd::init_entry),
         user_return_link: cfg.user_return_link.clone(),
         locator,
+        plan: breakpoints::BoundaryPlan::late(cfg.boundaries.clone()),
+        meters: vcpu::ExactMeters::default(),
     });
     let mut handles = Vec::with_capacity(vcpus.len());
     for (index, vcpu) in vcpus.into_iter().enumerate() {
@@ -333,6 +368,14 @@ pub fn boot(
         control.now_ns(),
     ));
     observer.phase(VmmPhase::End, end_ns);
+    let m = &goals.meters;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let figures = ExactFigures {
+        console_ns: load(&m.console_ns),
+        console_accesses: load(&m.console_accesses),
+        bp_exits: load(&m.bp_exits),
+        bp_handle_ns: load(&m.bp_handle_ns),
+    };
     Ok(BootOutcome {
         end,
         end_ns,
@@ -340,6 +383,7 @@ pub fn boot(
         cmdline,
         devices: device_stats,
         unstopped_vcpus: unstopped,
+        figures,
     })
 }
 

@@ -2,22 +2,22 @@
 //! exit (device events, breakpoints, the PVM emulation fixes), boot-end
 //! detection from guest state, and the sampling hook.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use kvm_bindings::{
-    kvm_guest_debug, kvm_guest_debug_arch, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_USE_HW_BP,
-    KVM_MP_STATE_RUNNABLE,
+    kvm_guest_debug, kvm_guest_debug_arch, kvm_msr_entry, Msrs, KVM_GUESTDBG_ENABLE,
+    KVM_GUESTDBG_USE_HW_BP, KVM_MP_STATE_RUNNABLE,
 };
-use kvm_ioctls::{SyncReg, VcpuFd};
+use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::breakpoints::{self, BoundaryPlan, HitKind, HitRegs, Role, Slots};
 use super::compat::{CompatMode, EmulationFix};
 use super::control::{EndReason, RunControl};
 use super::devices::Devices;
 use super::exit::{
-    emulation_failure_action, handle_exit, ExitAction, FailedInstruction, FailureAction,
-    FixCounter, BP_INIT_ENTRY, BP_USER_RETURN,
+    emulation_failure_action, handle_exit, ExitAction, FailedInstruction, FailureAction, FixCounter,
 };
 use super::kick::{self, ThreadTimer};
 use super::{RunObserver, Until, VmmPhase};
@@ -66,6 +66,49 @@ pub struct BootGoals {
     pub user_return_link: Arc<std::sync::OnceLock<Option<u64>>>,
     /// Finds the KASLR slide, so the return-to-user breakpoint lands on the runtime address.
     pub locator: Option<Arc<dyn super::KernelLocator>>,
+    /// The exact boundaries (initcalls, named points, `--until FUNCTION`)
+    /// and which debug registers watch them.
+    pub plan: BoundaryPlan,
+    /// What the breakpoints and the console cost, over all vCPUs.
+    pub meters: ExactMeters,
+}
+
+/// Host-side figures of one boot, summed over vCPUs.
+#[derive(Debug, Default)]
+pub struct ExactMeters {
+    /// Breakpoint exits.
+    pub bp_exits: AtomicU64,
+    /// Time the VMM spent handling them (exit to re-entry), ns.
+    pub bp_handle_ns: AtomicU64,
+    /// Time the guest spent writing to the UART console, ns (see [`CONSOLE_GAP_NS`]).
+    pub console_ns: AtomicU64,
+    /// UART port accesses.
+    pub console_accesses: AtomicU64,
+}
+
+/// UART accesses of one vCPU less than this far apart belong to one
+/// console write (a console write polls the line status and writes the
+/// data register for every character), so the time between them is the
+/// guest writing to the console. Larger gaps are other work.
+pub const CONSOLE_GAP_NS: u64 = 1_000_000;
+
+/// Consecutive breakpoint hits at one address after which a vCPU stops
+/// watching kernel boundaries (the guest cannot be stepped past it).
+const MAX_STUCK_HITS: u32 = 16;
+
+/// IA32_TSC.
+const MSR_IA32_TSC: u32 = 0x10;
+
+/// RFLAGS.RF: the next instruction's breakpoint does not fire.
+const RFLAGS_RF: u64 = 1 << 16;
+
+/// Whether an exit is an access to the UART's ports.
+fn is_uart_exit(result: &Result<VcpuExit<'_>, kvm_ioctls::Error>) -> bool {
+    let com1 = super::layout::ports::COM1..super::layout::ports::COM1 + 8;
+    match result {
+        Ok(VcpuExit::IoOut(port, _)) | Ok(VcpuExit::IoIn(port, _)) => com1.contains(port),
+        _ => false,
+    }
 }
 
 /// Offset of `ip` in x86_64 `struct pt_regs`.
@@ -93,6 +136,19 @@ pub struct VcpuThread {
     pub freq: u32,
     /// Makes this vCPU's sampler (on the vCPU thread), when sampling.
     pub sampler_factory: Option<Arc<dyn super::SamplerFactory>>,
+    /// What the debug registers hold now.
+    slots: Slots,
+    /// (plan generation, slide, user mode seen, return-to-user link known,
+    /// boundary links known) the slots were computed for.
+    programmed: Option<(u64, Option<i64>, bool, bool, bool)>,
+    /// The KASLR slide once known.
+    slide: Option<i64>,
+    /// The last breakpoint address and how often it fired in a row.
+    stuck: (u64, u32),
+    /// No more kernel-boundary breakpoints on this vCPU.
+    boundaries_off: bool,
+    /// Time of this vCPU's previous UART access, ns.
+    uart_prev: Option<u64>,
 }
 
 impl VcpuThread {
@@ -121,6 +177,12 @@ impl VcpuThread {
             compat,
             freq,
             sampler_factory,
+            slots: [None; breakpoints::SLOTS],
+            programmed: None,
+            slide: None,
+            stuck: (0, 0),
+            boundaries_off: false,
+            uart_prev: None,
         }
     }
 
@@ -136,8 +198,7 @@ impl VcpuThread {
         // boot-end checks and samples need no extra ioctl.
         self.vcpu.set_sync_valid_reg(SyncReg::Register);
         self.vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
-        let mut bps_armed = false;
-        self.arm_breakpoints(&mut bps_armed, false);
+        self.sync_breakpoints(false);
         let _timer = if self.freq > 0 && sampler.is_some() {
             match ThreadTimer::start_for_current_thread(self.freq) {
                 Ok(t) => Some(t),
@@ -176,11 +237,16 @@ impl VcpuThread {
         let mut fixes = FixCounter::default();
         while !self.control.should_stop() {
             let result = self.vcpu.run();
+            // Taken first: boundaries and console time are as close to the
+            // guest's instruction as the host lets us see it.
+            let t_exit = self.control.now_ns();
+            let uart = is_uart_exit(&result);
             let action = handle_exit(result, self.devices.as_ref());
-            self.carry_out(action, &mut fixes, &mut bps_armed);
-            if !bps_armed {
-                self.arm_breakpoints(&mut bps_armed, true);
+            self.carry_out(action, &mut fixes, t_exit);
+            if uart {
+                self.console_access(t_exit);
             }
+            self.sync_breakpoints(true);
             // User mode seen at an exit (SYNC_REGS are fresh after every exit).
             let cs = self.vcpu.sync_regs().sregs.cs;
             if cs.selector & 3 == 3 {
@@ -246,50 +312,64 @@ impl VcpuThread {
         }
     }
 
-    /// Arms the user-mode breakpoints once their addresses are known: /init's
-    /// entry (known up front) and the kernel's return-to-user path (needs the
-    /// KASLR slide, learnt from guest state at exits). `fresh` says whether
-    /// SYNC_REGS hold current state.
-    fn arm_breakpoints(&mut self, armed: &mut bool, fresh: bool) {
-        if self.goals.user_seen.load(Ordering::Relaxed) {
-            *armed = true;
+    /// Programs the debug registers with what the boundary plan wants now
+    /// (when the plan, the slide or user mode changed since the last time).
+    /// The KASLR slide is learnt from guest state at exits; `fresh` says
+    /// whether SYNC_REGS hold current state.
+    fn sync_breakpoints(&mut self, fresh: bool) {
+        let user_seen = self.goals.user_seen.load(Ordering::Relaxed);
+        // Symbols may still be arriving from the kernel analysis (it runs
+        // beside the boot): what is not known yet is armed at a later exit.
+        let needs_slide = matches!(self.goals.user_return_link.get(), Some(Some(_)))
+            || self.goals.plan.watches_kernel();
+        if self.slide.is_none() && needs_slide {
+            if let Some(loc) = self.goals.locator.as_ref() {
+                let state = fresh.then(|| {
+                    let s = self.vcpu.sync_regs();
+                    (s.regs, s.sregs)
+                });
+                self.slide = loc.locate(&self.mem, state.as_ref().map(|(r, s)| (r, s)));
+            }
+        }
+        let key = (
+            self.goals.plan.generation(),
+            self.slide,
+            user_seen,
+            self.goals.user_return_link.get().is_some(),
+            self.goals.plan.links().is_some(),
+        );
+        if self.programmed == Some(key) {
             return;
         }
-        let mut slots = [None, None];
-        slots[BP_INIT_ENTRY] = self.goals.init_entry;
-        let Some(&link) = self.goals.user_return_link.get() else {
-            // The symbols are still being read: arm what we have, retry at the next exit.
-            if !fresh {
-                self.set_breakpoints(&slots);
-            }
-            return;
+        self.programmed = Some(key);
+        let user = if user_seen {
+            (None, None)
+        } else {
+            (
+                self.goals.user_return_link.get().copied().flatten(),
+                self.goals.init_entry,
+            )
         };
-        if let (Some(link), Some(loc)) = (link, self.goals.locator.as_ref()) {
-            let state = fresh.then(|| {
-                let s = self.vcpu.sync_regs();
-                (s.regs, s.sregs)
-            });
-            match loc.locate(&self.mem, state.as_ref().map(|(r, s)| (r, s))) {
-                Some(slide) => slots[BP_USER_RETURN] = Some(link.wrapping_add(slide as u64)),
-                None => {
-                    // Not known yet: arm what we have, try again at the next exit.
-                    if !fresh {
-                        self.set_breakpoints(&slots);
-                    }
-                    return;
+        let mut slots = self.goals.plan.wanted(self.slide, user);
+        if self.boundaries_off {
+            for s in slots.iter_mut() {
+                if !matches!(s, Some((_, Role::UserReturn | Role::InitEntry))) {
+                    *s = None;
                 }
             }
         }
-        self.set_breakpoints(&slots);
-        *armed = true;
+        if slots != self.slots {
+            self.slots = slots;
+            self.set_breakpoints();
+        }
     }
 
-    /// Programs execute breakpoints in DR0.. for the given slots (empty: none).
-    fn set_breakpoints(&self, slots: &[Option<u64>]) {
+    /// Programs execute breakpoints in DR0..DR3 for the armed slots.
+    fn set_breakpoints(&self) {
         let mut dbg = kvm_guest_debug::default();
         let mut regs = [0u64; 8];
-        for (i, a) in slots.iter().enumerate().take(4) {
-            if let Some(a) = a {
+        for (i, slot) in self.slots.iter().enumerate() {
+            if let Some((a, _)) = slot {
                 regs[i] = *a;
                 regs[7] |= 1 << (2 * i); // local enable; RW=00 (execute), LEN=00
             }
@@ -300,6 +380,106 @@ impl VcpuThread {
         }
         // Without guest-debug support the boot end still comes from exits and samples.
         let _ = self.vcpu.set_guest_debug(&dbg);
+    }
+
+    /// The guest's TSC (KVM_GET_MSRS of IA32_TSC).
+    fn guest_tsc(&self) -> Option<u64> {
+        let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
+            index: MSR_IA32_TSC,
+            ..Default::default()
+        }])
+        .ok()?;
+        let n = self.vcpu.get_msrs(&mut msrs).ok()?;
+        (n == 1).then(|| msrs.as_slice()[0].data)
+    }
+
+    /// A UART access at `t_ns`: the time since this vCPU's previous one is
+    /// console time when they are less than [`CONSOLE_GAP_NS`] apart.
+    fn console_access(&mut self, t_ns: u64) {
+        let m = &self.goals.meters;
+        m.console_accesses.fetch_add(1, Ordering::Relaxed);
+        if let Some(prev) = self.uart_prev {
+            let gap = t_ns.saturating_sub(prev);
+            if gap < CONSOLE_GAP_NS {
+                m.console_ns.fetch_add(gap, Ordering::Relaxed);
+            }
+        }
+        self.uart_prev = Some(t_ns);
+    }
+
+    /// A hardware breakpoint fired (DR6 `dr6`, at `pc`; the exit came back at `t_ns`).
+    fn breakpoint_hit(&mut self, dr6: u64, pc: u64, t_ns: u64) {
+        let Some((_, addr, role)) = breakpoints::fired(&self.slots, dr6) else {
+            // Nothing armed fired (an old program): run on.
+            return;
+        };
+        match role {
+            Role::UserReturn => {
+                // At the kernel's last step before iret to user mode:
+                // pt_regs is at RSP, and its ip is the first user instruction.
+                let rsp = self.vcpu.sync_regs().regs.rsp;
+                let rip = rsp
+                    .checked_add(PT_REGS_IP)
+                    .and_then(|a| self.read_guest_u64(a))
+                    .unwrap_or(pc);
+                self.user_mode_reached(rip, "hw-breakpoint on the kernel's return to user mode");
+            }
+            Role::InitEntry => self.user_mode_reached(pc, "hw-breakpoint at /init's entry"),
+            _ => self.boundary_hit(role, addr, pc, t_ns),
+        }
+        let m = &self.goals.meters;
+        m.bp_exits.fetch_add(1, Ordering::Relaxed);
+        m.bp_handle_ns.fetch_add(
+            self.control.now_ns().saturating_sub(t_ns),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// A kernel-boundary slot fired: the plan decides what it means.
+    fn boundary_hit(&mut self, role: Role, addr: u64, pc: u64, t_ns: u64) {
+        let r = self.vcpu.sync_regs().regs;
+        let regs = HitRegs {
+            rip: pc,
+            rsp: r.rsp,
+            rdi: r.rdi,
+            rax: r.rax,
+            at_rsp: (role == Role::InitcallFn)
+                .then(|| self.read_guest_u64(r.rsp))
+                .flatten(),
+        };
+        if let Some(hit) = self.goals.plan.hit(role, addr, &regs) {
+            let tsc = self.guest_tsc();
+            self.observer
+                .boundary(self.index, t_ns, tsc, hit, self.slide);
+            if hit.kind == HitKind::Until {
+                let name = self
+                    .goals
+                    .plan
+                    .links()
+                    .and_then(|l| l.until.as_ref())
+                    .map_or_else(String::new, |(n, _)| n.clone());
+                self.control.end(EndReason::Function(name));
+            }
+        }
+        self.stuck = if self.stuck.0 == pc {
+            (pc, self.stuck.1 + 1)
+        } else {
+            (pc, 1)
+        };
+        if self.stuck.1 > MAX_STUCK_HITS {
+            // The guest cannot be resumed past this address: stop watching.
+            self.boundaries_off = true;
+            self.goals.plan.reset_initcall();
+            return;
+        }
+        // Resuming at an address that stays armed (a hit that was not the
+        // one expected): RF lets its first instruction run.
+        self.sync_breakpoints(true);
+        if self.slots.iter().flatten().any(|(a, _)| *a == pc) {
+            let mut regs = r;
+            regs.rflags |= RFLAGS_RF;
+            let _ = self.vcpu.set_regs(&regs);
+        }
     }
 
     /// Reads a u64 at a guest-virtual address through KVM's translation.
@@ -314,7 +494,7 @@ impl VcpuThread {
     }
 
     /// Does what the exit handler decided.
-    fn carry_out(&mut self, action: ExitAction, fixes: &mut FixCounter, bps_armed: &mut bool) {
+    fn carry_out(&mut self, action: ExitAction, fixes: &mut FixCounter, t_exit: u64) {
         match action {
             ExitAction::Continue => {}
             ExitAction::BootMarker => {
@@ -327,23 +507,7 @@ impl VcpuThread {
                     self.control.end(EndReason::Marker);
                 }
             }
-            ExitAction::UserReturnBreakpoint { pc } => {
-                // At the kernel's last step before iret to user mode:
-                // pt_regs is at RSP, and its ip is the first user instruction.
-                let rsp = self.vcpu.sync_regs().regs.rsp;
-                let rip = rsp
-                    .checked_add(PT_REGS_IP)
-                    .and_then(|a| self.read_guest_u64(a))
-                    .unwrap_or(pc);
-                self.user_mode_reached(rip, "hw-breakpoint on the kernel's return to user mode");
-                self.set_breakpoints(&[]);
-                *bps_armed = true;
-            }
-            ExitAction::InitEntryBreakpoint { pc } => {
-                self.user_mode_reached(pc, "hw-breakpoint at /init's entry");
-                self.set_breakpoints(&[]);
-                *bps_armed = true;
-            }
+            ExitAction::Breakpoint { dr6, pc } => self.breakpoint_hit(dr6, pc, t_exit),
             ExitAction::EmulationFailure => {
                 let failed = self.failed_instruction();
                 let fixes_here = fixes.at(failed.rip);

@@ -5,7 +5,8 @@
 use std::fmt::Write as _;
 
 use crate::analysis::devices::DeviceSummary;
-use crate::analysis::doc::{FunctionSummary, NamedSummary, ReportDoc};
+use crate::analysis::doc::{ExactInitcallSummary, FunctionSummary, NamedSummary, ReportDoc};
+use crate::analysis::initcalls::CONSOLE_WARN_PCT;
 use crate::analysis::stats::Summary;
 use crate::analysis::tasks::TaskSummary;
 
@@ -243,6 +244,105 @@ fn devices_table(out: &mut String, rows: &[DeviceSummary], multi: bool, runs: us
     t.render(out);
 }
 
+/// Initcalls by exact wall time (only when the trace has boundaries): the
+/// `limit` longest, in boot order.
+fn exact_table(
+    out: &mut String,
+    rows: &[ExactInitcallSummary],
+    limit: usize,
+    multi: bool,
+    runs: usize,
+) {
+    if rows.is_empty() {
+        return;
+    }
+    let mut longest: Vec<&ExactInitcallSummary> = rows.iter().collect();
+    longest.sort_by(|a, b| b.wall_ns.median.total_cmp(&a.wall_ns.median));
+    longest.truncate(limit);
+    let shown: Vec<&ExactInitcallSummary> = rows
+        .iter()
+        .filter(|n| longest.iter().any(|l| std::ptr::eq(*l, *n)))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nInitcalls by exact wall time ({} timed by hardware breakpoints, entry → return{}; \
+         on CPU: the init thread ran, waiting: it did not)",
+        rows.len(),
+        if shown.len() < rows.len() {
+            format!("; the {} longest, in boot order", shown.len())
+        } else {
+            ", in boot order".to_string()
+        }
+    );
+    let mut h = vec!["initcall", "wall", "on CPU", "waiting"];
+    if multi {
+        h.extend(["wall min", "wall max", "runs"]);
+    }
+    let mut t = Table::new(&h);
+    for r in shown {
+        let mut cells = vec![
+            r.name.clone(),
+            fmt_ns(r.wall_ns.median),
+            fmt_ns(r.on_cpu_ns.median),
+            fmt_ns(r.waiting_ns.median),
+        ];
+        if multi {
+            cells.push(fmt_ns(r.wall_ns.min));
+            cells.push(fmt_ns(r.wall_ns.max));
+            cells.push(format!("{}/{runs}", r.runs_seen));
+        }
+        t.row(cells);
+    }
+    t.render(out);
+}
+
+/// The console's cost and the boot's named points (traces of format 3).
+fn exact_notes(out: &mut String, d: &ReportDoc) {
+    if let Some(c) = &d.summary.console {
+        let pct = c.percent_of_boot.map(|p| p.median);
+        let _ = writeln!(
+            out,
+            "\nConsole: the guest spent {} writing to the serial console{} (UART port exits, measured by the VMM)",
+            fmt_ns(c.time_ns.median),
+            pct.map_or_else(String::new, |p| format!(", {} of the boot", fmt_pct(p)))
+        );
+        let spct = c.sampled_percent_of_boot.map(|p| p.median);
+        if let Some(sampled) = &c.sampled_ns {
+            let _ = writeln!(
+                out,
+                "          {} sampled in the kernel's console flushing (formatting and writing its log){}",
+                fmt_ns(sampled.median),
+                spct.map_or_else(String::new, |p| format!(", {} of the boot", fmt_pct(p)))
+            );
+        }
+        if pct.is_some_and(|p| p > CONSOLE_WARN_PCT) || spct.is_some_and(|p| p > CONSOLE_WARN_PCT) {
+            let _ = writeln!(
+                out,
+                "warning:  console output is a large share of this boot; a quieter console \
+                 (quiet, no initcall_debug, a lower loglevel) boots faster"
+            );
+        }
+    }
+    let Some(r) = d.runs.first() else { return };
+    if r.points.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nBoot points{} (hardware breakpoints; since the first instruction)",
+        if d.runs.len() > 1 { " of run 0" } else { "" }
+    );
+    let mut t = Table::new(&["point", "at"]);
+    for p in &r.points {
+        let name = match &p.function {
+            Some(f) => format!("{} ({f})", p.name),
+            None => p.name.clone(),
+        };
+        t.row(vec![name, fmt_ns(p.at_ns as f64)]);
+    }
+    t.render(out);
+}
+
 fn opt_ns(v: Option<u64>) -> String {
     v.map_or_else(|| "-".to_string(), |x| fmt_ns(x as f64))
 }
@@ -425,6 +525,8 @@ pub fn render(d: &ReportDoc, initcalls: usize) -> String {
         format!("Initcalls ({} sampled, in boot order)", s.initcalls.len())
     };
     named_table(&mut out, &title, &shown, multi, s.runs);
+    exact_table(&mut out, &s.exact_initcalls, initcalls, multi, s.runs);
+    exact_notes(&mut out, d);
 
     tasks_table(&mut out, &s.tasks, multi, s.runs);
     devices_table(&mut out, &s.devices, multi, s.runs);
