@@ -187,7 +187,7 @@ fn task_switches_attribute_samples_per_vcpu() {
     }
     w.finish().expect("finish");
     let t = Trace::open(&path).expect("read");
-    assert_eq!((t.format_major, t.format_minor), (2, 1));
+    assert_eq!((t.format_major, t.format_minor), (2, 2));
     assert!(
         t.warnings.iter().all(|w| w.contains("no end record")),
         "{:?}",

@@ -31,7 +31,17 @@
 //!   format 2.1: empty for older traces or without type info) {`name`
 //!   (`[pid 1 init]`, or `[unknown task]` for samples whose task is not
 //!   known), `pid`, `tgid`, `comm` (null for the unknown row), `samples`,
-//!   `time_ns`, `share` (of the run's sampled time, 0–1)}, longest first.
+//!   `time_ns`, `share` (of the run's sampled time, 0–1)}, longest first;
+//!   `waited_ns` and `waits[]` (added in version 1, trace format 2.2;
+//!   absent when the trace has no blocked stacks): the wall time the boot
+//!   thread (the boot CPU's task, then pid 1) was not running, and per wait
+//!   site (top 20, longest first) {`name` (`msleep ← wait_for_devices ←
+//!   ip_auto_config`: the wait function below the scheduler's frames and up
+//!   to 3 callers), `function`, `callers[]` (nearest first), `initcall` (the
+//!   initcall it happened in, or null), `state` (`sleeping`, or `runnable`:
+//!   preempted, waiting for a CPU), `samples`, `time_ns` (wall time),
+//!   `share` (of `boot_ns`, 0–1), `stack` (one full stack, root first,
+//!   `;`-separated, ending in `[wait]` or `[runnable]`)}.
 //! - `summary`: `runs` (count), and each as a *summary* {`n`, `min`,
 //!   `median`, `max`, `mean`, `stddev` (null with one run)} over runs:
 //!   `boot_ns`, `until_init_ns`, `vmm_phases[]` {`name`, `at_ns`,
@@ -41,7 +51,10 @@
 //!   `exits_by_function[]` {`name`, `value`, `share`: mean per-run fraction
 //!   of the run's total (0–1)}, `unwind` (all runs added up), `sampler`
 //!   {`per_sample_ns`, `percent_of_boot`}, `tasks[]` {`name`, `time_ns`
-//!   (summary), `share` (mean per-run fraction), `runs_seen`}.
+//!   (summary), `share` (mean per-run fraction), `runs_seen`}; `waited_ns`
+//!   (summary) and `waits[]` {`name`, `initcall`, `state`, `time_ns`
+//!   (summary), `share` (mean per-run fraction of boot time), `runs_seen`}
+//!   (both absent without blocked stacks).
 //!
 //! A name missing from a run counts as 0 in that run's value (it took less
 //! than one sample); `runs_seen` says in how many runs it was sampled.
@@ -56,6 +69,7 @@ use super::phases::{kernel_phases, KernelPhase, Milestones, Span};
 use super::quality::{unwind_quality, UnwindQuality};
 use super::stats::Summary;
 use super::tasks::{self, TaskCost, TaskSummary};
+use super::waits::{self, WaitCost, WaitSummary};
 use crate::profile::{CostTotals, InputInfo, PhaseName, Profile, Run};
 
 /// The `format` value of the JSON document.
@@ -147,7 +161,16 @@ pub struct RunReport {
     pub sampler: SamplerReport,
     /// Time per guest task (empty without task awareness).
     pub tasks: Vec<TaskCost>,
+    /// Wall time the boot thread was blocked, ns (absent without blocked stacks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waited_ns: Option<u64>,
+    /// Top wait sites (absent without blocked stacks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waits: Vec<WaitCost>,
 }
+
+/// Wait sites listed per run.
+pub const WAIT_ROWS: usize = 20;
 
 /// A named time summarized over runs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -224,6 +247,12 @@ pub struct SummaryReport {
     pub sampler: SamplerSummary,
     /// Time per guest task over runs (empty without task awareness).
     pub tasks: Vec<TaskSummary>,
+    /// Wall time the boot thread was blocked, over runs with blocked stacks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waited_ns: Option<Summary>,
+    /// Wait sites over runs (absent without blocked stacks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waits: Vec<WaitSummary>,
 }
 
 fn vmm_phases(run: &Run) -> Vec<VmmPhaseReport> {
@@ -305,6 +334,12 @@ fn run_report(p: &Profile, run: &Run) -> RunReport {
             Vec::new()
         } else {
             tasks::run_tasks(run)
+        },
+        waited_ns: (!run.waits.is_empty()).then(|| waits::waited_ns(run)),
+        waits: {
+            let mut w = waits::run_waits(p, run);
+            w.truncate(WAIT_ROWS);
+            w
         },
     }
 }
@@ -484,6 +519,12 @@ pub fn build(profile: &Profile, top: usize) -> ReportDoc {
             percent_of_boot: opt_summary(&pct),
         },
         tasks: tasks::summarize(&runs.iter().map(|r| r.tasks.clone()).collect::<Vec<_>>()),
+        waited_ns: Summary::of_u64(&runs.iter().filter_map(|r| r.waited_ns).collect::<Vec<_>>()),
+        waits: {
+            let mut w = waits::summarize(&runs.iter().map(|r| r.waits.clone()).collect::<Vec<_>>());
+            w.truncate(WAIT_ROWS);
+            w
+        },
     };
     ReportDoc {
         format: FORMAT,

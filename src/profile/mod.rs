@@ -153,6 +153,12 @@ impl TaskInfo {
     }
 }
 
+/// Leaf frame of a blocked stack whose task was sleeping (`__state` != 0).
+pub const WAIT_FRAME: &str = "[wait]";
+/// Leaf frame of a blocked stack whose task was runnable (preempted,
+/// waiting for a CPU).
+pub const RUNNABLE_FRAME: &str = "[runnable]";
+
 /// Root-frame label of samples whose task is unknown.
 pub const UNKNOWN_TASK: &str = "[unknown task]";
 
@@ -231,6 +237,12 @@ pub struct Run {
     pub end: Option<EndMark>,
     /// Samples in trace order.
     pub samples: Vec<Sample>,
+    /// The boot task's blocked stacks (trace format 2.2), in time order:
+    /// one per boot-vCPU sample at which the boot task (pid 0 until
+    /// `rest_init`, then pid 1) was not running, with the interval of that
+    /// sample; each stack ends in a [`WAIT_FRAME`] or [`RUNNABLE_FRAME`]
+    /// leaf. Not in `samples`: no vCPU ran them.
+    pub waits: Vec<Sample>,
     /// Guest tasks that `Sample::task` refers to (empty without task awareness).
     pub tasks: Vec<TaskInfo>,
     /// Sampler totals, when the trace has them.
@@ -438,7 +450,7 @@ impl Profile {
         }
         let first_run = self.runs.len() as u32;
         for (i, mut run) in other.runs.into_iter().enumerate() {
-            for s in &mut run.samples {
+            for s in run.samples.iter_mut().chain(run.waits.iter_mut()) {
                 s.stack = s
                     .stack
                     .and_then(|id| stack_map.get(id as usize).copied().flatten());

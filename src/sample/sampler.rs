@@ -12,11 +12,14 @@ use kvm_bindings::{kvm_regs, kvm_sregs};
 use kvm_ioctls::VcpuFd;
 use vm_memory::GuestMemoryMmap;
 
+use super::blocked::BlockedReader;
 use super::counters::VcpuCounters;
 use super::kaslr::LayoutDetector;
 use super::task::{RunTasks, TaskLocator, TaskTracker};
 use super::unwind::{StackEnd as UnwindEnd, Truncation, UnwindRegs, Unwinder};
-use crate::trace::{Record, Sample, SampleCost, StackEnd, StatNames, Task, TaskSwitch, TraceSink};
+use crate::trace::{
+    Record, Sample, SampleCost, StackEnd, StatNames, Task, TaskSwitch, TraceSink, WaitStack,
+};
 use crate::vmm::{KernelLocator, SampleInfo, SamplerFactory, VcpuSampler};
 
 /// How registers are read at a sample.
@@ -121,7 +124,13 @@ pub struct RecordSampler {
     pub tasks: Option<TaskLocator>,
     /// The run's task table, shared by its vCPUs.
     pub run_tasks: Arc<RunTasks>,
+    /// Record the boot task's blocked stacks (`WaitStack` records) on vCPU 0
+    /// (needs `tasks`).
+    pub wait_stacks: bool,
 }
+
+/// The vCPU whose samples carry the boot task's blocked stacks: the boot CPU.
+pub const BOOT_VCPU: u32 = 0;
 
 impl SamplerFactory for RecordSampler {
     fn frequency(&self) -> u32 {
@@ -157,6 +166,10 @@ impl SamplerFactory for RecordSampler {
             run_tasks: self.run_tasks.clone(),
             last_task: None,
             slide: None,
+            blocked: self
+                .tasks
+                .filter(|_| self.wait_stacks && index == BOOT_VCPU)
+                .map(BlockedReader::new),
         })
     }
 }
@@ -185,6 +198,8 @@ pub struct VcpuSamplerImpl {
     last_task: Option<u32>,
     /// The run's KASLR slide once known (for `current` on UP kernels).
     slide: Option<i64>,
+    /// The boot task's blocked-stack reader (boot vCPU only).
+    blocked: Option<BlockedReader>,
 }
 
 /// Samples handed to the writer thread at once. Sending one by one wakes the
@@ -272,6 +287,48 @@ impl VcpuSamplerImpl {
         }
     }
 
+    /// When the boot task is not running, queues its blocked stack (and its
+    /// `Task` record when new to the run).
+    fn track_wait(&mut self, regs: &UnwindRegs, t_ns: u64) {
+        let Some(blocked) = self.blocked.as_mut() else {
+            return;
+        };
+        let current = self.tracker.as_ref().and_then(TaskTracker::last_current);
+        let unwinder = self
+            .unwinder
+            .as_ref()
+            .filter(|_| self.current_layout.is_some());
+        let Some(w) = blocked.sample(
+            &self.mem,
+            regs,
+            self.slide,
+            current,
+            unwinder,
+            &self.run_tasks,
+        ) else {
+            return;
+        };
+        if let Some((id, t)) = w.new_task {
+            self.batch.push(Record::Task(Task {
+                run: self.run,
+                id,
+                pid: t.pid,
+                tgid: t.tgid,
+                comm: t.comm,
+                addr: t.addr,
+            }));
+        }
+        self.batch.push(Record::WaitStack(WaitStack {
+            run: self.run,
+            vcpu: self.vcpu,
+            t_ns,
+            task: w.task,
+            state: w.state,
+            stack: w.frames,
+            stack_end: trace_stack_end(w.end).as_u8(),
+        }));
+    }
+
     fn send_batch(&mut self) {
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
         self.batch_since = None;
@@ -305,6 +362,7 @@ impl VcpuSampler for VcpuSamplerImpl {
             }
         };
         self.track_task(&uregs, sregs.gs.base);
+        self.track_wait(&uregs, t_ns);
         let deltas = self.counters.sample();
         let unwind_ns = t_unwind.elapsed().as_nanos() as u32;
         let attempted = !matches!(

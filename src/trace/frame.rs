@@ -23,8 +23,9 @@ pub const MAGIC: [u8; 8] = *b"\x7fBTRACE\n";
 pub const VERSION_MAJOR: u16 = 2;
 /// The oldest major format version this build still reads.
 pub const OLDEST_READABLE_MAJOR: u16 = 1;
-/// Minor format version: new minor versions only add record types.
-pub const VERSION_MINOR: u16 = 1;
+/// Minor format version: new minor versions only add record types
+/// (2.1: `Task`, `TaskSwitch`; 2.2: `WaitStack`).
+pub const VERSION_MINOR: u16 = 2;
 /// Size of the file header in bytes.
 pub const HEADER_LEN: usize = 16;
 /// Size of a record's frame header (length + CRC) in bytes.
@@ -310,7 +311,7 @@ mod tests {
         let mut h = Vec::new();
         write_header(&mut h).expect("header");
         assert_eq!(h.len(), HEADER_LEN);
-        assert!(matches!(read_header(&mut &h[..]), Ok((2, 1))));
+        assert!(matches!(read_header(&mut &h[..]), Ok((2, 2))));
         assert!(matches!(
             read_header(&mut &b"ELF\x7f-not-a-trace"[..]),
             Err(HeaderProblem::BadMagic)

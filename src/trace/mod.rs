@@ -7,7 +7,7 @@
 //! [`Finish`]. Everything in between is appended as it happens: runs, VMM
 //! phases, serial lines, layouts, samples with raw addresses (symbols are
 //! resolved at report time), the guest tasks they ran (2.1: `Task` and
-//! `TaskSwitch`), run ends and sampler costs. A reader stops at
+//! `TaskSwitch`), the boot task's blocked stacks (2.2: `WaitStack`), run ends and sampler costs. A reader stops at
 //! the first truncated or corrupted frame and keeps everything before it.
 //!
 //! The format owns its types: the layout record is [`TraceLayout`] (not the
@@ -44,9 +44,9 @@ pub use frame::MAX_RECORD_LEN;
 pub use layout::TraceLayout;
 pub use names::{EndKind, PhaseName, UnwinderKind};
 pub use options::RecordOptions;
-pub use reader::{RunData, Trace, MAX_RUNS, MAX_STACK_DEPTH};
+pub use reader::{RunData, Trace, MAX_RUNS, MAX_STACK_DEPTH, MAX_WAITS_PER_RUN};
 pub use record::{
     Finish, HostFacts, KernelInfo, Layout, Phase, Record, RecordType, RunEnd, RunStart, Sample,
-    SampleCost, SamplerCost, Serial, StackEnd, StatNames, Task, TaskSwitch, TraceMeta,
+    SampleCost, SamplerCost, Serial, StackEnd, StatNames, Task, TaskSwitch, TraceMeta, WaitStack,
 };
 pub use writer::{TraceSink, TraceWriter, TraceWriterThread, FLUSH_BYTES, FLUSH_INTERVAL};

@@ -9,7 +9,9 @@ use boottrace_symbols::layout::RunLayout;
 
 use super::frame::{read_header, FrameReader, HeaderProblem, Next, VERSION_MAJOR, VERSION_MINOR};
 use super::names::PhaseName;
-use super::record::{Phase, Record, RunEnd, Sample, SamplerCost, Serial, Task, TraceMeta};
+use super::record::{
+    Phase, Record, RunEnd, Sample, SamplerCost, Serial, Task, TraceMeta, WaitStack,
+};
 use super::TraceError;
 
 /// Everything recorded about one run (one boot).
@@ -34,7 +36,13 @@ pub struct RunData {
     /// Guest tasks by id (format 2.1; empty without task awareness);
     /// `Sample::task` refers to them.
     pub tasks: BTreeMap<u32, Task>,
+    /// The boot task's blocked stacks (format 2.2), sorted by time.
+    pub waits: Vec<WaitStack>,
 }
+
+/// Most wait stacks kept per run (one per boot-vCPU sample: an hour at
+/// 10 kHz); the rest are counted in a warning.
+pub const MAX_WAITS_PER_RUN: usize = 36_000_000;
 
 /// Most tasks kept per run (the recorder writes at most as many).
 pub const MAX_TASKS_PER_RUN: usize = 65_536;
@@ -215,6 +223,7 @@ struct Capped {
     phases: u64,
     serial: u64,
     skipped: u64,
+    waits: u64,
 }
 
 /// Collects records into runs.
@@ -295,6 +304,21 @@ impl Builder {
                 if let Some(d) = self.run(s.run) {
                     d.samples.push(s);
                 }
+            }
+            Record::WaitStack(mut w) => {
+                if w.stack.len() > MAX_STACK_DEPTH {
+                    w.stack.truncate(MAX_STACK_DEPTH);
+                    w.stack.shrink_to_fit();
+                    self.capped.stacks += 1;
+                }
+                let mut capped = false;
+                if let Some(d) = self.run(w.run) {
+                    capped = d.waits.len() >= MAX_WAITS_PER_RUN;
+                    if !capped {
+                        d.waits.push(w);
+                    }
+                }
+                self.capped.waits += u64::from(capped);
             }
             Record::Task(t) => {
                 if let Some(d) = self.run(t.run) {
@@ -386,6 +410,10 @@ impl Builder {
                 c.skipped,
                 "more record(s) skipped (unknown or damaged)".to_string(),
             ),
+            (
+                c.waits,
+                format!("wait stack(s) beyond {MAX_WAITS_PER_RUN} per run skipped"),
+            ),
         ] {
             if n > 0 {
                 self.warnings.push(format!("{n} {what}"));
@@ -397,6 +425,7 @@ impl Builder {
             // vCPU threads hand samples over concurrently: file order is only
             // roughly time order. Stable sort keeps equal timestamps in file order.
             r.samples.sort_by_key(|s| (s.t_ns, s.vcpu));
+            r.waits.sort_by_key(|w| w.t_ns);
             if r.end.is_none() {
                 unended.push(r.run);
             }

@@ -279,6 +279,31 @@ pub struct TaskSwitch {
     pub task: Option<u32>,
 }
 
+/// The boot's critical-path task (the boot CPU's task, then pid 1) was not
+/// running at a sample of the boot vCPU: its saved kernel stack (format
+/// 2.2). One per boot-vCPU sample at most, so each stands for that
+/// sample's interval of wall-clock time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitStack {
+    /// Run index.
+    pub run: u32,
+    /// The vCPU whose sample carried it (its interval is this record's).
+    pub vcpu: u32,
+    /// Nanoseconds since the run's start (the sample's time).
+    pub t_ns: u64,
+    /// The blocked task ([`Task::id`]); `None`: its identity was unreadable.
+    pub task: Option<u32>,
+    /// The task's `__state` (0: runnable, waiting for a CPU; else sleeping).
+    pub state: u32,
+    /// `[0]` = the return address into `__schedule`, then callers,
+    /// innermost first (raw guest addresses); empty: the saved stack was
+    /// unreadable.
+    #[serde(with = "delta_seq")]
+    pub stack: Vec<u64>,
+    /// How the unwind ended: a [`StackEnd`] as a byte.
+    pub stack_end: u8,
+}
+
 /// A run ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunEnd {
@@ -343,6 +368,8 @@ pub enum Record {
     Task(Task),
     /// The task a vCPU runs from its next sample on (format 2.1).
     TaskSwitch(TaskSwitch),
+    /// The boot task's blocked stack at a sample (format 2.2).
+    WaitStack(WaitStack),
 }
 
 /// The type byte of each record in the file. Values are part of the format.
@@ -373,6 +400,8 @@ pub enum RecordType {
     Task = 11,
     /// [`Record::TaskSwitch`] (format 2.1).
     TaskSwitch = 12,
+    /// [`Record::WaitStack`] (format 2.2).
+    WaitStack = 13,
 }
 
 impl RecordType {
@@ -391,6 +420,7 @@ impl RecordType {
             10 => RecordType::Finish,
             11 => RecordType::Task,
             12 => RecordType::TaskSwitch,
+            13 => RecordType::WaitStack,
             _ => return None,
         })
     }
@@ -412,6 +442,7 @@ impl Record {
             Record::Finish(_) => RecordType::Finish,
             Record::Task(_) => RecordType::Task,
             Record::TaskSwitch(_) => RecordType::TaskSwitch,
+            Record::WaitStack(_) => RecordType::WaitStack,
         }
     }
 
@@ -432,6 +463,7 @@ impl Record {
             Record::Finish(r) => postcard::to_extend(r, out),
             Record::Task(r) => postcard::to_extend(r, out),
             Record::TaskSwitch(r) => postcard::to_extend(r, out),
+            Record::WaitStack(r) => postcard::to_extend(r, out),
         }
     }
 
@@ -465,6 +497,7 @@ impl Record {
             RecordType::Finish => Record::Finish(de(body)?),
             RecordType::Task => Record::Task(de(body)?),
             RecordType::TaskSwitch => Record::TaskSwitch(de(body)?),
+            RecordType::WaitStack => Record::WaitStack(de(body)?),
         })
     }
 }
@@ -542,6 +575,23 @@ mod tests {
             .expect("encode");
         // 20 plain varints of kernel addresses would take 200 bytes alone.
         assert!(n.len() < 100, "encoded sample is {} bytes", n.len());
+    }
+
+    #[test]
+    fn wait_stack_round_trips() {
+        let rec = Record::WaitStack(WaitStack {
+            run: 2,
+            vcpu: 0,
+            t_ns: 12_345,
+            task: Some(7),
+            state: 2,
+            stack: vec![0xffff_ffff_8100_1234, 0xffff_ffff_8120_0000],
+            stack_end: StackEnd::Root.as_u8(),
+        });
+        let bytes = rec.encode_into(Vec::new()).expect("encode");
+        assert_eq!(bytes[0], 13);
+        let ty = RecordType::from_u8(bytes[0]).expect("known type");
+        assert_eq!(Record::decode(ty, &bytes[1..]).expect("decode"), rec);
     }
 
     #[test]

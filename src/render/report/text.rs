@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use crate::analysis::doc::{FunctionSummary, NamedSummary, ReportDoc};
 use crate::analysis::stats::Summary;
 use crate::analysis::tasks::TaskSummary;
+use crate::analysis::waits::WaitSummary;
 
 /// Formats nanoseconds with a unit that keeps 3–4 significant digits.
 pub fn fmt_ns(ns: f64) -> String {
@@ -194,6 +195,46 @@ fn tasks_table(out: &mut String, rows: &[TaskSummary], multi: bool, runs: usize)
     t.render(out);
 }
 
+fn waits_table(
+    out: &mut String,
+    rows: &[WaitSummary],
+    waited: Option<&Summary>,
+    multi: bool,
+    runs: usize,
+) {
+    let Some(waited) = waited else {
+        // No blocked stacks in this trace: no section.
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\nWaits (wall time the boot thread — boot CPU task, then pid 1 — was blocked, by its saved stack; waited {} in all)",
+        fmt_ns(waited.median)
+    );
+    if rows.is_empty() {
+        let _ = writeln!(out, "  (none)");
+        return;
+    }
+    let mut extra = vec!["share", "initcall", "state"];
+    if multi {
+        extra.push("runs");
+    }
+    let h = header_with("wait", multi, &extra);
+    let mut t = Table::new(&h.iter().map(String::as_str).collect::<Vec<_>>());
+    for r in rows {
+        let mut cells = vec![r.name.clone()];
+        cells.extend(summary_cells(&r.time_ns, multi, fmt_ns));
+        cells.push(fmt_pct(100.0 * r.share));
+        cells.push(r.initcall.clone().unwrap_or_else(|| "-".to_string()));
+        cells.push(r.state.to_string());
+        if multi {
+            cells.push(format!("{}/{runs}", r.runs_seen));
+        }
+        t.row(cells);
+    }
+    t.render(out);
+}
+
 fn opt_ns(v: Option<u64>) -> String {
     v.map_or_else(|| "-".to_string(), |x| fmt_ns(x as f64))
 }
@@ -313,6 +354,7 @@ pub fn render(d: &ReportDoc, initcalls: usize) -> String {
     named_table(&mut out, &title, &shown, multi, s.runs);
 
     tasks_table(&mut out, &s.tasks, multi, s.runs);
+    waits_table(&mut out, &s.waits, s.waited_ns.as_ref(), multi, s.runs);
 
     function_table(
         &mut out,
