@@ -16,8 +16,9 @@
 //! (pid 1), checked by its pid, probed at each sample until it exists.
 //!
 //! Cost: a task that has not switched since the last sample (same
-//! `thread.sp`, same `nvcsw + nivcsw`) has the same stack, so steady waits
-//! (a 1 s `msleep`) cost three small reads per sample and reuse the frames.
+//! `thread.sp`, same `nvcsw + nivcsw`) has the same stack and identity, so
+//! steady waits (a 1 s `msleep`) cost a few small reads per sample and
+//! reuse the frames (`cargo bench --bench waits`).
 //!
 //! Everything read is guest-controlled: each read is one bounded page walk,
 //! `thread.sp` must lie in the task's own stack area, the unwind is the
@@ -57,6 +58,8 @@ struct Cached {
     task: u64,
     sp: u64,
     switches: Option<u64>,
+    /// The run task id read with it.
+    id: Option<u32>,
     frames: Vec<u64>,
     end: StackEnd,
 }
@@ -127,8 +130,44 @@ impl BlockedReader {
             }
         }
         let state = read_u32(&mut walker, target, t.state.offset).unwrap_or(0);
+        let Some(sp) = read_u64(&mut walker, target, t.thread_sp.offset) else {
+            let (task, new_task) = self.identities.identify(mem, regs, target, tasks);
+            return Some(WaitCapture {
+                task,
+                new_task,
+                state,
+                frames: Vec::new(),
+                end: StackEnd::Truncated(Truncation::UnreadableStack),
+            });
+        };
+        let switches = match (t.nvcsw, t.nivcsw) {
+            (Some(v), Some(iv)) => read_u64(&mut walker, target, v.offset)
+                .zip(read_u64(&mut walker, target, iv.offset))
+                .map(|(a, b)| a.wrapping_add(b)),
+            _ => None,
+        };
+        // Not switched since the last walk: same task, same stack.
+        if let Some(c) = &self.cache {
+            if c.task == target && c.sp == sp && switches.is_some() && c.switches == switches {
+                return Some(WaitCapture {
+                    task: c.id,
+                    new_task: None,
+                    state,
+                    frames: c.frames.clone(),
+                    end: c.end,
+                });
+            }
+        }
         let (task, new_task) = self.identities.identify(mem, regs, target, tasks);
-        let (frames, end) = self.saved_stack(mem, regs, &mut walker, target, unwinder);
+        let (frames, end) = self.walk(mem, regs, &mut walker, target, sp, unwinder);
+        self.cache = Some(Cached {
+            task: target,
+            sp,
+            switches,
+            id: task,
+            frames: frames.clone(),
+            end,
+        });
         Some(WaitCapture {
             task,
             new_task,
@@ -152,43 +191,6 @@ impl BlockedReader {
             return None;
         }
         (read_u32(walker, task, t.pid.offset)? == 1).then_some(task)
-    }
-
-    /// Unwinds the saved stack of `task` (not running), reusing the last
-    /// walk when the task has not switched since.
-    fn saved_stack<M: GuestPhys + ?Sized>(
-        &mut self,
-        mem: &M,
-        regs: &UnwindRegs,
-        walker: &mut PageWalker<'_, M>,
-        task: u64,
-        unwinder: Option<&Unwinder>,
-    ) -> (Vec<u64>, StackEnd) {
-        let unreadable = (Vec::new(), StackEnd::Truncated(Truncation::UnreadableStack));
-        let t = self.locator.types.task;
-        let Some(sp) = read_u64(walker, task, t.thread_sp.offset) else {
-            return unreadable;
-        };
-        let switches = match (t.nvcsw, t.nivcsw) {
-            (Some(v), Some(iv)) => read_u64(walker, task, v.offset)
-                .zip(read_u64(walker, task, iv.offset))
-                .map(|(a, b)| a.wrapping_add(b)),
-            _ => None,
-        };
-        if let Some(c) = &self.cache {
-            if c.task == task && c.sp == sp && switches.is_some() && c.switches == switches {
-                return (c.frames.clone(), c.end);
-            }
-        }
-        let (frames, end) = self.walk(mem, regs, walker, task, sp, unwinder);
-        self.cache = Some(Cached {
-            task,
-            sp,
-            switches,
-            frames: frames.clone(),
-            end,
-        });
-        (frames, end)
     }
 
     fn walk<M: GuestPhys + ?Sized>(
