@@ -103,6 +103,9 @@ fn main() -> Result<()> {
         totals: totals.clone(),
         stat_names_written: Arc::new(AtomicBool::new(false)),
         run_tasks: Arc::new(RunTasks::default()),
+        // As `record`: blocked stacks on the boot vCPU unless turned off, so
+        // BOOTTRACE_NO_WAIT_STACKS=1 gives the cost without them side by side.
+        wait_stacks: std::env::var_os("BOOTTRACE_NO_WAIT_STACKS").is_none(),
     };
     let mut sampler = factory.create(0, &vcpu, &mem);
     let set = |vcpu: &mut kvm_ioctls::VcpuFd, r: Regs| {

@@ -1,4 +1,4 @@
-//! Trace format 2.2's `DeviceStats` records: written, read back within the
+//! Trace format 3's `DeviceStats` records: written, read back within the
 //! reader's caps, and shown by `report` (text and JSON). Hand-made traces:
 //! no boot (the real boots in tests/virtio.rs check the recorded counters).
 
@@ -79,7 +79,13 @@ fn device_counters_round_trip_and_reach_the_report() {
     recs.extend(run(1, vec![disk(1, 30)]));
     let path = write("devices.data", recs);
     let t = Trace::open(&path).expect("read");
-    assert_eq!((t.format_major, t.format_minor), (2, 2));
+    assert_eq!(
+        (t.format_major, t.format_minor),
+        (
+            boottrace::trace::frame::VERSION_MAJOR,
+            boottrace::trace::frame::VERSION_MINOR
+        )
+    );
     assert_eq!(t.runs[0].devices, [disk(0, 10), net(0)]);
     assert_eq!(t.runs[1].devices, [disk(1, 30)]);
 

@@ -1,4 +1,4 @@
-//! Exact boundaries in real boots (hardware breakpoints; trace format 2.2):
+//! Exact boundaries in real boots (hardware breakpoints; trace format 3):
 //!
 //! - tiny-fp with `initcall_debug ignore_loglevel` (the recording shared with
 //!   the waits tests: same argument list) and tiny-orc `--cpus 2`: every

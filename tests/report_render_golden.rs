@@ -163,6 +163,7 @@ fn hand_built(extra_memmap: usize) -> Profile {
             detail: Some("first user-mode instruction".into()),
         }),
         samples,
+        waits: Vec::new(),
         tasks: vec![
             TaskInfo {
                 pid: 0,

@@ -140,7 +140,7 @@ fn tiny_fp_mounts_an_ext4_root_and_configures_ip() {
     assert_devices_in_trace(&scratch().join("fp-virtio.data"), &out);
 }
 
-/// The trace keeps what `record` said each device did (format 2.2
+/// The trace keeps what `record` said each device did (format 3
 /// `DeviceStats`), and `report --json` shows it.
 fn assert_devices_in_trace(trace: &Path, out: &str) {
     let json = common::report_json(trace);

@@ -133,7 +133,7 @@ pub fn summarize(runs: &[&Run]) -> Vec<DeviceSummary> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::DeviceStats;
+    use crate::profile::DeviceStats;
 
     fn run(reads: u64, broken: bool) -> Run {
         Run {

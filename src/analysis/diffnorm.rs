@@ -56,7 +56,7 @@ pub struct NormalizedProfile {
 pub fn unit_name(mode: Normalize, weight: Weight) -> &'static str {
     match (mode, weight) {
         (Normalize::Share, _) => "ppm of boot",
-        (Normalize::PerBoot, Weight::Time) => "µs per boot",
+        (Normalize::PerBoot, Weight::Time | Weight::Wall) => "µs per boot",
         (Normalize::PerBoot, Weight::Samples) => "samples per boot",
         (Normalize::PerBoot, Weight::Faults) => "page faults per boot",
         (Normalize::PerBoot, Weight::Exits) => "exits per boot",
@@ -71,7 +71,7 @@ pub fn normalize(
 ) -> NormalizedProfile {
     // ns → µs for time; counts stay counts.
     let per_boot_div = match weight {
-        Weight::Time => 1_000.0,
+        Weight::Time | Weight::Wall => 1_000.0,
         Weight::Samples | Weight::Faults | Weight::Exits => 1.0,
     };
     let mut sums: BTreeMap<&str, f64> = BTreeMap::new();

@@ -94,7 +94,7 @@ pub enum SortBy {
 /// Per-boot display scale of a weight's base unit (ns → ms for time).
 fn per_boot_scale(weight: Weight) -> f64 {
     match weight {
-        Weight::Time => 1e-6,
+        Weight::Time | Weight::Wall => 1e-6,
         Weight::Samples | Weight::Faults | Weight::Exits => 1.0,
     }
 }

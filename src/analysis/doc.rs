@@ -45,6 +45,16 @@
 //!   `flushes`, `errors`; network: `tx_frames`, `tx_bytes`, `tx_dropped`,
 //!   `rx_frames`, `rx_bytes`, `rx_dropped`}, `broken` (why the device
 //!   stopped working, or null)}.
+//!   `waited_ns` and `waits[]` (added in version 1, trace format 3;
+//!   absent when the trace has no blocked stacks): the wall time the boot
+//!   thread (the boot CPU's task, then pid 1) was not running, and per wait
+//!   site (top 20, longest first) {`name` (`msleep ← wait_for_devices ←
+//!   ip_auto_config`: the wait function below the scheduler's frames and up
+//!   to 3 callers), `function`, `callers[]` (nearest first), `initcall` (the
+//!   initcall it happened in, or null), `state` (`sleeping`, or `runnable`:
+//!   preempted, waiting for a CPU), `samples`, `time_ns` (wall time),
+//!   `share` (of `boot_ns`, 0–1), `stack` (one full stack, root first,
+//!   `;`-separated, ending in `[wait]` or `[runnable]`)}.
 //! - `summary`: `runs` (count), and each as a *summary* {`n`, `min`,
 //!   `median`, `max`, `mean`, `stddev` (null with one run)} over runs:
 //!   `boot_ns`, `until_init_ns`, `vmm_phases[]` {`name`, `at_ns`,
@@ -80,6 +90,11 @@
 //!   in order of first start; `summary.console` {`time_ns`,
 //!   `percent_of_boot`, `sampled_ns`, `sampled_percent_of_boot`} (summaries).
 //!
+//! - Added in version 1 with trace format 3 (blocked stacks; absent
+//!   without them): `summary.waited_ns` (summary) and `summary.waits[]`
+//!   {`name`, `initcall`, `state`, `time_ns` (summary), `share` (mean
+//!   per-run fraction of boot time), `runs_seen`}.
+//!
 //! A name missing from a run counts as 0 in that run's value (it took less
 //! than one sample); `runs_seen` says in how many runs it was sampled.
 
@@ -98,6 +113,7 @@ use super::phases::{kernel_phases, KernelPhase, Milestones, Span};
 use super::quality::{unwind_quality, UnwindQuality};
 use super::stats::Summary;
 use super::tasks::{self, TaskCost, TaskSummary};
+use super::waits::{self, WaitCost, WaitSummary};
 use crate::profile::{CostTotals, InputInfo, PhaseName, Profile, Run};
 
 /// The `format` value of the JSON document.
@@ -211,6 +227,12 @@ pub struct RunReport {
     /// The breakpoints' cost (trace format 3).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breakpoints: Option<BreakpointCost>,
+    /// Wall time the boot thread was blocked, ns (absent without blocked stacks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waited_ns: Option<u64>,
+    /// Top wait sites (absent without blocked stacks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waits: Vec<WaitCost>,
 }
 
 /// Where one run's kernel and decompressor ran, as recorded.
@@ -270,6 +292,9 @@ pub struct ConsoleSummary {
     /// Its share of the boot, percent.
     pub sampled_percent_of_boot: Option<Summary>,
 }
+
+/// Wait sites listed per run.
+pub const WAIT_ROWS: usize = 20;
 
 /// A named time summarized over runs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -355,6 +380,12 @@ pub struct SummaryReport {
     /// The console's cost over runs (trace format 3).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub console: Option<ConsoleSummary>,
+    /// Wall time the boot thread was blocked, over runs with blocked stacks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waited_ns: Option<Summary>,
+    /// Wait sites over runs (absent without blocked stacks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waits: Vec<WaitSummary>,
 }
 
 /// Summarizes exact initcalls over runs by name; an initcall called twice in
@@ -509,6 +540,12 @@ fn run_report(p: &Profile, run: &Run) -> RunReport {
         pairing: has_boundaries.then_some(exact.pairing),
         console: console_cost(p, run),
         breakpoints: breakpoint_cost(run),
+        waited_ns: (!run.waits.is_empty()).then(|| waits::waited_ns(run)),
+        waits: {
+            let mut w = waits::run_waits(p, run);
+            w.truncate(WAIT_ROWS);
+            w
+        },
     }
 }
 
@@ -690,6 +727,12 @@ pub fn build(profile: &Profile, top: usize) -> ReportDoc {
         devices: devices::summarize(&profile.runs.iter().collect::<Vec<_>>()),
         exact_initcalls: summarize_exact(&runs),
         console: summarize_console(&runs),
+        waited_ns: Summary::of_u64(&runs.iter().filter_map(|r| r.waited_ns).collect::<Vec<_>>()),
+        waits: {
+            let mut w = waits::summarize(&runs.iter().map(|r| r.waits.clone()).collect::<Vec<_>>());
+            w.truncate(WAIT_ROWS);
+            w
+        },
     };
     ReportDoc {
         format: FORMAT,

@@ -25,6 +25,10 @@ pub enum Weight {
     Faults,
     /// KVM exits.
     Exits,
+    /// Wall-clock time of the boot thread (the boot vCPU's task, then pid
+    /// 1), ns: its running samples plus its blocked stacks ending in
+    /// `[wait]`/`[runnable]` (see [`crate::analysis::waits`]).
+    Wall,
 }
 
 impl Weight {
@@ -35,6 +39,7 @@ impl Weight {
             Weight::Time => s.interval_ns,
             Weight::Faults => s.faults,
             Weight::Exits => s.exits,
+            Weight::Wall => s.interval_ns,
         }
     }
 
@@ -42,10 +47,20 @@ impl Weight {
     pub fn unit(self) -> &'static str {
         match self {
             Weight::Samples => "samples",
-            Weight::Time => "ns",
+            Weight::Time | Weight::Wall => "ns",
             Weight::Faults => "page faults",
             Weight::Exits => "exits",
         }
+    }
+}
+
+/// The samples of `run` a weight looks at: all of them, or for
+/// [`Weight::Wall`] the boot thread's running samples and blocked stacks
+/// in time order.
+pub fn weighted_samples(run: &Run, weight: Weight) -> Vec<&Sample> {
+    match weight {
+        Weight::Wall => super::waits::wall_samples(run),
+        _ => run.samples.iter().collect(),
     }
 }
 
@@ -248,7 +263,7 @@ pub fn fold_split(p: &Profile, runs: RunSelect, weight: Weight, by_task: bool) -
         // Per (task, stack) node: the folding loop, per run (task indices
         // are per run).
         let mut m: HashMap<(Option<u32>, Option<NameNode>), (u64, String)> = HashMap::new();
-        for s in &run.samples {
+        for s in weighted_samples(run, weight) {
             let task = if by_task { s.task } else { None };
             let e = m.entry((task, tree.of(s.stack))).or_insert_with(|| {
                 let root = if by_task {
@@ -295,7 +310,7 @@ pub fn chart_split(
     by_task: bool,
 ) -> Vec<(String, u64)> {
     let tree = NameTree::new(p);
-    let tls = timelines(p, runs);
+    let tls = timelines_for(p, runs, weight);
     let labelled = tls.len() > 1;
     let mut out: Vec<(String, u64)> = Vec::new();
     for tl in tls {
@@ -349,6 +364,23 @@ pub struct Timeline<'a> {
     pub vcpu: u32,
     /// Samples sorted by time (stable: equal times keep trace order).
     pub samples: Vec<&'a Sample>,
+}
+
+/// The timelines `weight` draws: per (run, vCPU) as [`timelines`], or for
+/// [`Weight::Wall`] one per run, the boot thread's (labelled as the boot
+/// vCPU's).
+pub fn timelines_for(p: &Profile, runs: RunSelect, weight: Weight) -> Vec<Timeline<'_>> {
+    if weight != Weight::Wall {
+        return timelines(p, runs);
+    }
+    runs.runs(p)
+        .map(|r| Timeline {
+            run: r.run,
+            vcpu: 0,
+            samples: super::waits::wall_samples(r),
+        })
+        .filter(|t| !t.samples.is_empty())
+        .collect()
 }
 
 /// The (run, vCPU) timelines of the selected runs, ordered by run then vCPU.

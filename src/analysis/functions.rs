@@ -46,7 +46,7 @@ impl Cost {
     pub fn get(&self, w: Weight) -> u64 {
         match w {
             Weight::Samples => self.samples,
-            Weight::Time => self.time_ns,
+            Weight::Time | Weight::Wall => self.time_ns,
             Weight::Faults => self.faults,
             Weight::Exits => self.exits,
         }
@@ -122,7 +122,8 @@ pub fn by_function_name(p: &Profile, tree: &NameTree, run: &Run) -> HashMap<Stri
 /// weights > 0 only: the per-run input of diffs.
 pub fn folded_run(p: &Profile, tree: &NameTree, run: &Run, weight: Weight) -> HashMap<String, u64> {
     let mut out: HashMap<String, u64> = HashMap::new();
-    for (node, c) in by_stack(tree, run) {
+    let samples = super::fold::weighted_samples(run, weight);
+    for (node, c) in by_node(tree, samples, |c: &mut Cost, s| c.add_sample(s)) {
         let v = c.get(weight);
         if v > 0 {
             let e = out.entry(tree.text(p, node)).or_default();

@@ -11,6 +11,7 @@
 //! - [`quality`]: unwind quality.
 //! - [`stats`]: summaries over runs, Welch's test.
 //! - [`tasks`]: time per guest task.
+//! - [`waits`]: what the boot thread waited on (wall-clock view, Waits table).
 //! - [`headline`]: the one-line summary in every title.
 //! - [`doc`]: the report as data (and its JSON schema).
 //! - [`diffnorm`], [`difftable`]: diff normalization and per-function deltas.
@@ -30,3 +31,4 @@ pub mod quality;
 pub mod stats;
 pub mod sweep;
 pub mod tasks;
+pub mod waits;

@@ -124,7 +124,13 @@ pub fn run(args: SweepArgs, started: Instant) -> anyhow::Result<()> {
     })
     .with_prefix("boottrace sweep");
     let (cfg, mut render) = args.into_configs(std::env::args().collect(), started)?;
-    render.settings = crate::record::sweep::sweep(&cfg, &mut progress)?;
+    render.settings = crate::record::sweep::sweep(&cfg, &mut progress)?
+        .into_iter()
+        .map(|s| crate::render::sweep::SettingInput {
+            label: s.setting.label,
+            traces: s.traces,
+        })
+        .collect();
     let text = crate::render::sweep::run(&render, &mut |m: Message| {
         let _ = writeln!(std::io::stderr().lock(), "boottrace sweep: {}", m.text);
     })?;

@@ -51,6 +51,11 @@ pub enum WeightArg {
     Faults,
     /// KVM exits.
     Exits,
+    /// Wall-clock time of the boot thread (the boot CPU's task, then pid 1):
+    /// its running stacks plus its blocked stacks, which end in a `[wait]`
+    /// (sleeping) or `[runnable]` (preempted) frame; needs a trace with wait
+    /// stacks (format 3, recorded with type info).
+    Wall,
 }
 
 impl WeightArg {
@@ -61,6 +66,7 @@ impl WeightArg {
             WeightArg::Samples => Weight::Samples,
             WeightArg::Faults => Weight::Faults,
             WeightArg::Exits => Weight::Exits,
+            WeightArg::Wall => Weight::Wall,
         }
     }
 
@@ -71,6 +77,7 @@ impl WeightArg {
             WeightArg::Samples => Weight::Time,
             WeightArg::Faults => Weight::Faults,
             WeightArg::Exits => Weight::Exits,
+            WeightArg::Wall => Weight::Wall,
         }
     }
 }

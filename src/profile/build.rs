@@ -23,7 +23,7 @@ use super::symbols::{setup, SymbolConfig, SymbolError, SymbolSetup};
 use super::{
     BoundaryKind, BoundaryMark, ConsoleLine, CostTotals, EndMark, Frame, FrameId, FrameKind,
     FrameName, InputInfo, PhaseMark, PhaseName, Profile, Run, RunFigures, Sample, StackId,
-    TaskInfo, Unresolved,
+    TaskInfo, Unresolved, RUNNABLE_FRAME, WAIT_FRAME,
 };
 use crate::trace::{RunData, StackEnd, Trace, TraceError};
 
@@ -196,6 +196,7 @@ impl<'a> Builder<'a> {
         rip: u64,
         cpl: u8,
         truncated: bool,
+        leaf_is_return: bool,
     ) -> Option<StackId> {
         let mut key = std::mem::take(&mut self.key);
         key.clear();
@@ -206,7 +207,11 @@ impl<'a> Builder<'a> {
         let raw = if raw.is_empty() { &leaf_only[..] } else { raw };
         // Root first: walk the innermost-first raw stack backwards.
         for (depth, &a) in raw.iter().enumerate().rev() {
-            let at = if depth == 0 { a } else { a.wrapping_sub(1) };
+            let at = if depth == 0 && !leaf_is_return {
+                a
+            } else {
+                a.wrapping_sub(1)
+            };
             let mut id = self.addr(layout.classify(at, cpl));
             // A frame that is not a return address (a pt_regs IP, or a new
             // task's first "return" to the start of ret_from_fork_asm) can sit
@@ -263,7 +268,7 @@ impl<'a> Builder<'a> {
                 t_ns: s.t_ns,
                 interval_ns: 0,
                 kind: kind_of(layout.classify(s.rip, s.cpl)),
-                stack: self.stack(&layout, &s.stack, s.rip, s.cpl, truncated),
+                stack: self.stack(&layout, &s.stack, s.rip, s.cpl, truncated, false),
                 truncated,
                 faults: s.minflt.saturating_add(s.majflt),
                 exits: exits_idx.map_or(0, |i| s.kvm_stat(i)),
@@ -284,6 +289,7 @@ impl<'a> Builder<'a> {
             s.interval_ns = i;
         }
         let (boundaries, figures) = self.boundaries(raw, &layout);
+        let waits = self.waits(raw, &layout, &samples, &task_index);
         let has_span = raw.end.is_some() || !raw.samples.is_empty();
         Run {
             run: raw.run,
@@ -312,6 +318,7 @@ impl<'a> Builder<'a> {
                 detail: e.detail.clone(),
             }),
             samples,
+            waits,
             tasks,
             cost: raw.cost.as_ref().map(|c| CostTotals {
                 samples: c.samples,
@@ -370,6 +377,69 @@ impl<'a> Builder<'a> {
         // vCPU threads append concurrently: file order is roughly time order.
         marks.sort_by_key(|m| m.t_ns);
         (marks, figures)
+    }
+}
+
+impl Builder<'_> {
+    /// A bracketed marker frame (`[wait]`), interned as a name.
+    fn marker(&mut self, label: &str) -> FrameId {
+        let name = FrameName::Symbol(self.p.strings.intern(label));
+        self.p.frames.intern(Frame {
+            name,
+            kind: FrameKind::Unknown,
+            inlined: false,
+            file: None,
+            line: None,
+        })
+    }
+
+    /// The run's blocked stacks as samples whose stack ends in a
+    /// [`WAIT_FRAME`] (sleeping) or [`RUNNABLE_FRAME`] (preempted) leaf;
+    /// each stands for the interval of the boot-vCPU sample it rode on.
+    fn waits(
+        &mut self,
+        raw: &RunData,
+        layout: &RunLayout,
+        samples: &[Sample],
+        task_index: &HashMap<u32, u32>,
+    ) -> Vec<Sample> {
+        if raw.waits.is_empty() {
+            return Vec::new();
+        }
+        let interval: HashMap<(u32, u64), u64> = samples
+            .iter()
+            .map(|s| ((s.vcpu, s.t_ns), s.interval_ns))
+            .collect();
+        let wait = self.marker(WAIT_FRAME);
+        let runnable = self.marker(RUNNABLE_FRAME);
+        let mut out = Vec::with_capacity(raw.waits.len());
+        for w in &raw.waits {
+            let end = StackEnd::from_u8(w.stack_end);
+            let truncated = w.stack.is_empty()
+                || matches!(
+                    end,
+                    StackEnd::Truncated | StackEnd::DepthLimit | StackEnd::NotUnwound
+                );
+            let under = match w.stack.first() {
+                Some(&leaf) => self.stack(layout, &w.stack, leaf, 0, truncated, true),
+                // Unreadable: only the truncated root, so the time still shows.
+                None => Some(self.p.stacks.intern(None, self.addr_frames[0][0])),
+            };
+            let leaf = if w.state == 0 { runnable } else { wait };
+            out.push(Sample {
+                vcpu: w.vcpu,
+                t_ns: w.t_ns,
+                interval_ns: interval.get(&(w.vcpu, w.t_ns)).copied().unwrap_or(0),
+                kind: FrameKind::Kernel,
+                stack: Some(self.p.stacks.intern(under, leaf)),
+                truncated,
+                faults: 0,
+                exits: 0,
+                cost_ns: 0,
+                task: w.task.and_then(|id| task_index.get(&id).copied()),
+            });
+        }
+        out
     }
 }
 
@@ -513,6 +583,54 @@ mod tests {
         assert_eq!(p.runs[0].samples[0].kind, FrameKind::Setup);
         assert_eq!(p.name_text(frames[1].name), "[setup]");
     }
+
+    #[test]
+    fn wait_stacks_end_in_a_marker_and_take_their_sample_interval() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut trace, s) = synthetic(dir.path());
+        let at = trace.runs[0].samples[3].clone();
+        let kernel_init = synth::addr_of("kernel_init").expect("sym");
+        let initcall = synth::addr_of("do_one_initcall").expect("sym");
+        let mut wait = crate::trace::WaitStack {
+            run: at.run,
+            vcpu: at.vcpu,
+            t_ns: at.t_ns,
+            task: None,
+            state: 2,
+            // A return address at a function's start belongs to the caller.
+            stack: vec![initcall + FUNC_OFF, kernel_init + FUNC_OFF],
+            stack_end: StackEnd::Root.as_u8(),
+        };
+        trace.runs[0].waits.push(wait.clone());
+        wait.state = 0;
+        wait.stack.clear();
+        wait.stack_end = StackEnd::Truncated.as_u8();
+        trace.runs[0].waits.push(wait);
+        let p = build(&trace, &s);
+        let run = &p.runs[0];
+        assert_eq!(run.waits.len(), 2);
+        let sample = run
+            .samples
+            .iter()
+            .find(|x| x.t_ns == at.t_ns && x.vcpu == at.vcpu)
+            .expect("the sample");
+        assert_eq!(run.waits[0].interval_ns, sample.interval_ns);
+        assert!(sample.interval_ns > 0);
+        assert_eq!(
+            names(&p, &run.waits[0]),
+            ["kernel_init", "do_one_initcall", WAIT_FRAME]
+        );
+        assert!(!run.waits[0].truncated);
+        // Unreadable and runnable: the truncated root, then [runnable].
+        assert_eq!(
+            names(&p, &run.waits[1]),
+            ["[truncated stack]", RUNNABLE_FRAME]
+        );
+        assert!(run.waits[1].truncated);
+    }
+
+    /// Offset of a return address inside a synthetic function.
+    const FUNC_OFF: u64 = 0x10;
 
     #[test]
     fn names_with_separators_are_cleaned() {

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use boottrace_symbols::symbolizer::SourceKind;
 use serde::Serialize;
 
-pub use crate::trace::{BoundaryKind, EndKind, PhaseName, UnwinderKind};
+pub use crate::trace::{BoundaryKind, DeviceStats, EndKind, PhaseName, UnwinderKind};
 
 pub use build::{build, open, BuildError};
 pub use frames::FrameTable;
@@ -155,6 +155,12 @@ impl TaskInfo {
     }
 }
 
+/// Leaf frame of a blocked stack whose task was sleeping (`__state` != 0).
+pub const WAIT_FRAME: &str = "[wait]";
+/// Leaf frame of a blocked stack whose task was runnable (preempted,
+/// waiting for a CPU).
+pub const RUNNABLE_FRAME: &str = "[runnable]";
+
 /// Root-frame label of samples whose task is unknown.
 pub const UNKNOWN_TASK: &str = "[unknown task]";
 
@@ -263,6 +269,12 @@ pub struct Run {
     pub end: Option<EndMark>,
     /// Samples in trace order.
     pub samples: Vec<Sample>,
+    /// The boot task's blocked stacks (trace format 3), in time order:
+    /// one per boot-vCPU sample at which the boot task (pid 0 until
+    /// `rest_init`, then pid 1) was not running, with the interval of that
+    /// sample; each stack ends in a [`WAIT_FRAME`] or [`RUNNABLE_FRAME`]
+    /// leaf. Not in `samples`: no vCPU ran them.
+    pub waits: Vec<Sample>,
     /// Guest tasks that `Sample::task` refers to (empty without task awareness).
     pub tasks: Vec<TaskInfo>,
     /// Sampler totals, when the trace has them.
@@ -271,7 +283,7 @@ pub struct Run {
     /// trace has no layout record for this run).
     pub layout: Option<boottrace_symbols::layout::RunLayout>,
     /// What each virtio device did (trace format 3; empty before).
-    pub devices: Vec<crate::trace::DeviceStats>,
+    pub devices: Vec<DeviceStats>,
     /// Exact boundaries in time order (empty in older traces).
     pub boundaries: Vec<BoundaryMark>,
     /// Console and breakpoint figures.
@@ -479,7 +491,7 @@ impl Profile {
         }
         let first_run = self.runs.len() as u32;
         for (i, mut run) in other.runs.into_iter().enumerate() {
-            for s in &mut run.samples {
+            for s in run.samples.iter_mut().chain(run.waits.iter_mut()) {
                 s.stack = s
                     .stack
                     .and_then(|id| stack_map.get(id as usize).copied().flatten());

@@ -142,6 +142,8 @@ impl RunContext<'_> {
                 totals: totals.clone(),
                 stat_names_written: self.stat_names_written.clone(),
                 run_tasks: Arc::new(RunTasks::default()),
+                // Off only to measure what blocked stacks cost (examples/bench-waits.sh).
+                wait_stacks: std::env::var_os("BOOTTRACE_NO_WAIT_STACKS").is_none(),
             }) as Arc<dyn vmm::SamplerFactory>
         })
     }

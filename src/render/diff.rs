@@ -304,6 +304,7 @@ pub fn render(v: &DiffView<'_>, o: &DiffOptions, svg: impl Write) -> anyhow::Res
     let what = match weight {
         Weight::Samples => "samples",
         Weight::Time => "host time",
+        Weight::Wall => "boot thread wall time",
         Weight::Faults => "host page faults",
         Weight::Exits => "KVM exits",
     };
@@ -504,6 +505,7 @@ pub fn json_doc(v: &DiffView<'_>, o: &DiffOptions) -> JsonDiff {
             Weight::Samples => "samples",
             Weight::Faults => "faults",
             Weight::Exits => "exits",
+            Weight::Wall => "ms",
         },
         slower: slower.into_iter().cloned().collect(),
         faster: faster.into_iter().cloned().collect(),
@@ -523,9 +525,9 @@ pub fn format_p(p: Option<f64>) -> String {
 /// Formats a per-boot value change in its unit, with a sign.
 fn format_delta(v: f64, weight: Weight) -> String {
     match weight {
-        Weight::Time if v.abs() >= 100.0 => format!("{v:+.0} ms"),
-        Weight::Time if v.abs() >= 1.0 => format!("{v:+.2} ms"),
-        Weight::Time => format!("{v:+.3} ms"),
+        Weight::Time | Weight::Wall if v.abs() >= 100.0 => format!("{v:+.0} ms"),
+        Weight::Time | Weight::Wall if v.abs() >= 1.0 => format!("{v:+.2} ms"),
+        Weight::Time | Weight::Wall => format!("{v:+.3} ms"),
         Weight::Samples | Weight::Faults | Weight::Exits => format!("{v:+.1}"),
     }
 }
@@ -551,6 +553,7 @@ pub fn table(
     let (slower, faster) = slower_faster(deltas, mode, sort, top);
     let unit = match weight {
         Weight::Time => "estimated ms of host time per boot",
+        Weight::Wall => "estimated ms of boot thread wall time per boot",
         Weight::Samples => "samples per boot",
         Weight::Faults => "host page faults per boot",
         Weight::Exits => "KVM exits per boot",

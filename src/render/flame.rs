@@ -103,6 +103,7 @@ pub fn render(p: &Profile, o: &FlameOptions, out: impl Write) -> anyhow::Result<
         match o.weight {
             Weight::Samples => "samples (time)",
             Weight::Time => "host time",
+            Weight::Wall => "boot thread wall time ([wait]: blocked)",
             Weight::Faults => "host page faults",
             Weight::Exits => "KVM exits",
         },
@@ -116,7 +117,7 @@ pub fn render(p: &Profile, o: &FlameOptions, out: impl Write) -> anyhow::Result<
     opts.count_name = o.weight.unit().to_string();
     opts.name_type = "Function:".into();
     opts.colors = Palette::Basic(match o.weight {
-        Weight::Samples | Weight::Time => BasicPalette::Hot,
+        Weight::Samples | Weight::Time | Weight::Wall => BasicPalette::Hot,
         Weight::Faults => BasicPalette::Mem,
         Weight::Exits => BasicPalette::Io,
     });
@@ -143,6 +144,11 @@ pub fn run(c: &FlameConfig) -> anyhow::Result<Vec<Message>> {
     if c.by_task && !crate::analysis::tasks::has_tasks(&p) {
         msgs.push(Message::warning(
             "--by-task: the trace has no task information (recorded without type info or before format 2.1); every stack is [unknown task]",
+        ));
+    }
+    if c.weight == Weight::Wall && !crate::analysis::waits::has_waits(&p) {
+        msgs.push(Message::warning(
+            "--weight wall: the trace has no blocked stacks (recorded without type info or before format 3); only the boot thread's running samples are shown",
         ));
     }
     render(&p, &o, &mut out)?;

@@ -19,13 +19,22 @@ use crate::analysis::fold::Weight;
 use crate::analysis::stats::Summary;
 use crate::analysis::sweep::{analyse, SweepAnalysis, SweepSide};
 use crate::profile::symbols::SymbolConfig;
-use crate::record::sweep::SettingTraces;
+
+/// One setting's traces, as the renderer needs them (the recorder's own
+/// type stays in `record`: render does not depend on it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingInput {
+    /// As shown in the table and chart (`mem=1G`).
+    pub label: String,
+    /// One trace per boot.
+    pub traces: Vec<PathBuf>,
+}
 
 /// What to render from a recorded sweep.
 #[derive(Debug, Clone)]
 pub struct SweepRender {
     /// The settings' traces, in sweep order.
-    pub settings: Vec<SettingTraces>,
+    pub settings: Vec<SettingInput>,
     /// The chart SVG.
     pub chart: PathBuf,
     /// The JSON copy of the table's data.
@@ -46,9 +55,9 @@ pub fn run(c: &SweepRender, status: &mut dyn FnMut(Message)) -> anyhow::Result<S
     let mut profiles = Vec::with_capacity(c.settings.len());
     for s in &c.settings {
         let p = load_many(&s.traces, &c.symbols, false)
-            .with_context(|| format!("cannot read the traces of {}", s.setting.label))?;
+            .with_context(|| format!("cannot read the traces of {}", s.label))?;
         for w in &p.trace_warnings {
-            status(Message::warning(format!("{}: {w}", s.setting.label)));
+            status(Message::warning(format!("{}: {w}", s.label)));
         }
         profiles.push(p);
     }
@@ -57,7 +66,7 @@ pub fn run(c: &SweepRender, status: &mut dyn FnMut(Message)) -> anyhow::Result<S
         .iter()
         .zip(&profiles)
         .map(|(s, p)| SweepSide {
-            label: &s.setting.label,
+            label: &s.label,
             profile: p,
         })
         .collect();

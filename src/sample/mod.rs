@@ -1,6 +1,7 @@
 //! Sampling a running guest (kicked out of KVM_RUN by `vmm::kick`): what is
 //! captured per sample, the guest stack unwinders and the host-side counters.
 
+pub mod blocked;
 pub mod counters;
 pub mod kaslr;
 pub mod late;

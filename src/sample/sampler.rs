@@ -12,12 +12,15 @@ use kvm_bindings::{kvm_regs, kvm_sregs};
 use kvm_ioctls::VcpuFd;
 use vm_memory::GuestMemoryMmap;
 
+use super::blocked::BlockedReader;
 use super::counters::VcpuCounters;
 use super::kaslr::LayoutDetector;
 use super::late::LateKernel;
 use super::task::{RunTasks, TaskTracker};
 use super::unwind::{StackEnd as UnwindEnd, Truncation, UnwindRegs, Unwinder};
-use crate::trace::{Record, Sample, SampleCost, StackEnd, StatNames, Task, TaskSwitch, TraceSink};
+use crate::trace::{
+    Record, Sample, SampleCost, StackEnd, StatNames, Task, TaskSwitch, TraceSink, WaitStack,
+};
 use crate::vmm::{KernelLocator, SampleInfo, SamplerFactory, VcpuSampler};
 
 /// How registers are read at a sample.
@@ -166,7 +169,13 @@ pub struct RecordSampler {
     pub stat_names_written: Arc<AtomicBool>,
     /// The run's task table, shared by its vCPUs.
     pub run_tasks: Arc<RunTasks>,
+    /// Record the boot task's blocked stacks (`WaitStack` records) on vCPU 0
+    /// (needs `tasks`).
+    pub wait_stacks: bool,
 }
+
+/// The vCPU whose samples carry the boot task's blocked stacks: the boot CPU.
+pub const BOOT_VCPU: u32 = 0;
 
 impl SamplerFactory for RecordSampler {
     fn frequency(&self) -> u32 {
@@ -204,6 +213,8 @@ impl SamplerFactory for RecordSampler {
             run_tasks: self.run_tasks.clone(),
             last_task: None,
             slide: None,
+            blocked: None,
+            wait_stacks: self.wait_stacks && index == BOOT_VCPU,
         })
     }
 }
@@ -236,6 +247,11 @@ pub struct VcpuSamplerImpl {
     last_task: Option<u32>,
     /// The run's KASLR slide once known (for `current` on UP kernels).
     slide: Option<i64>,
+    /// The boot task's blocked-stack reader (boot vCPU only), made once the
+    /// analysis has the task locator.
+    blocked: Option<BlockedReader>,
+    /// Whether this vCPU records blocked stacks (the boot vCPU, when asked).
+    wait_stacks: bool,
 }
 
 /// Samples handed to the writer thread at once. Sending one by one wakes the
@@ -314,6 +330,7 @@ impl VcpuSamplerImpl {
         }
         if let Some(t) = k.tasks.get() {
             self.tracker = t.map(TaskTracker::new);
+            self.blocked = t.filter(|_| self.wait_stacks).map(BlockedReader::new);
             self.tasks_known = true;
         }
         true
@@ -347,6 +364,48 @@ impl VcpuSamplerImpl {
                 task,
             }));
         }
+    }
+
+    /// When the boot task is not running, queues its blocked stack (and its
+    /// `Task` record when new to the run).
+    fn track_wait(&mut self, regs: &UnwindRegs, t_ns: u64) {
+        let Some(blocked) = self.blocked.as_mut() else {
+            return;
+        };
+        let current = self.tracker.as_ref().and_then(TaskTracker::last_current);
+        let unwinder = self
+            .unwinder
+            .as_ref()
+            .filter(|_| self.current_layout.is_some());
+        let Some(w) = blocked.sample(
+            &self.mem,
+            regs,
+            self.slide,
+            current,
+            unwinder,
+            &self.run_tasks,
+        ) else {
+            return;
+        };
+        if let Some((id, t)) = w.new_task {
+            self.batch.push(Record::Task(Task {
+                run: self.run,
+                id,
+                pid: t.pid,
+                tgid: t.tgid,
+                comm: t.comm,
+                addr: t.addr,
+            }));
+        }
+        self.batch.push(Record::WaitStack(WaitStack {
+            run: self.run,
+            vcpu: self.vcpu,
+            t_ns,
+            task: w.task,
+            state: w.state,
+            stack: w.frames,
+            stack_end: trace_stack_end(w.end).as_u8(),
+        }));
     }
 
     fn send_batch(&mut self) {
@@ -389,6 +448,7 @@ impl VcpuSampler for VcpuSamplerImpl {
         self.track_task(&uregs, sregs.gs.base);
         let region = region_of(self.current_layout.as_ref(), regs.rip, uregs.cpl);
         self.totals.reached.fetch_max(region, Ordering::Relaxed);
+        self.track_wait(&uregs, t_ns);
         let deltas = self.counters.sample();
         let unwind_ns = t_unwind.elapsed().as_nanos() as u32;
         let attempted = !matches!(

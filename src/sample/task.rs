@@ -133,6 +133,8 @@ pub type NewTask = (u32, TaskIdentity);
 pub struct TaskTracker {
     locator: TaskLocator,
     cache: HashMap<u64, Cached>,
+    /// `task_struct` of the task the latest sample found running.
+    last: Option<u64>,
 }
 
 impl TaskTracker {
@@ -141,6 +143,7 @@ impl TaskTracker {
         TaskTracker {
             locator,
             cache: HashMap::new(),
+            last: None,
         }
     }
 
@@ -158,6 +161,7 @@ impl TaskTracker {
     ) -> (Option<u32>, Option<NewTask>) {
         // Kernel proper only: the decompressor and early head code have no
         // `current`, and in user mode the kernel GS base is not in GS.
+        self.last = None;
         if regs.cpl != 0 || regs.rip < KERNEL_HALF {
             return (None, None);
         }
@@ -170,12 +174,43 @@ impl TaskTracker {
         let Some(ptr_addr) = self.locator.current_ptr_addr(gs_base, slide) else {
             return (None, None);
         };
-        let mut r = Reader {
-            walker: regs.walker(mem),
-        };
-        let Some(task) = r.walker.read_u64(ptr_addr) else {
+        let mut walker = regs.walker(mem);
+        let Some(task) = walker.read_u64(ptr_addr) else {
             return (None, None);
         };
+        let (id, new) = self.identify_with(walker, task, tasks);
+        if id.is_some() {
+            self.last = Some(task);
+        }
+        (id, new)
+    }
+
+    /// The `task_struct` address of the task the latest [`Self::sample`]
+    /// found running (`None` after a sample with no known task).
+    pub fn last_current(&self) -> Option<u64> {
+        self.last
+    }
+
+    /// The run task id of the `task_struct` at `task` (any task, running or
+    /// not), read through the page tables `regs` name; like [`Self::sample`]
+    /// returns a task new to the run for its `Task` record.
+    pub fn identify<M: GuestPhys + ?Sized>(
+        &mut self,
+        mem: &M,
+        regs: &UnwindRegs,
+        task: u64,
+        tasks: &RunTasks,
+    ) -> (Option<u32>, Option<NewTask>) {
+        self.identify_with(regs.walker(mem), task, tasks)
+    }
+
+    fn identify_with<M: GuestPhys + ?Sized>(
+        &mut self,
+        walker: super::pagewalk::PageWalker<'_, M>,
+        task: u64,
+        tasks: &RunTasks,
+    ) -> (Option<u32>, Option<NewTask>) {
+        let mut r = Reader { walker };
         // A task_struct is a kernel-half, pointer-aligned object.
         if task < KERNEL_HALF || task % 8 != 0 {
             return (None, None);
@@ -252,7 +287,10 @@ mod tests {
                 flags: f(4, 4),
                 stack: f(8, 8),
                 thread_sp: f(0x40, 8),
-                tasks: None,
+                tasks: Some(f(0x30, 16)),
+                on_cpu: None,
+                nvcsw: None,
+                nivcsw: None,
             },
             frame: InactiveTaskFrameLayout {
                 size: 56,

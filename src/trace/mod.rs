@@ -7,8 +7,9 @@
 //! [`Finish`]. Everything in between is appended as it happens: runs, VMM
 //! phases, serial lines, layouts, samples with raw addresses (symbols are
 //! resolved at report time), the guest tasks they ran (2.1: `Task` and
-//! `TaskSwitch`), run ends and sampler costs, what each virtio device
-//! did (`DeviceStats`), and exact boundaries and run figures (`Boundary`).
+//! `TaskSwitch`), the boot task's blocked stacks (`WaitStack`), run ends
+//! and sampler costs, what each virtio device did (`DeviceStats`), and
+//! exact boundaries and run figures (`Boundary`).
 //! Format 3 stores samples
 //! compactly ([`compact`]: each distinct stack once, samples in per-vCPU
 //! blocks of deltas); plain `Sample` records of older files still read. A
@@ -53,11 +54,11 @@ pub use names::{BoundaryKind, EndKind, PhaseName, UnwinderKind};
 pub use options::RecordOptions;
 pub use reader::{
     RunData, Trace, MAX_BOUNDARIES_PER_RUN, MAX_COUNTERS_PER_DEVICE, MAX_DEVICES_PER_RUN, MAX_RUNS,
-    MAX_STACK_DEPTH,
+    MAX_STACK_DEPTH, MAX_WAITS_PER_RUN,
 };
 pub use record::{
     Boundary, DeviceStats, Finish, HostFacts, KernelInfo, Layout, Phase, Record, RecordType,
     RunEnd, RunStart, Sample, SampleCost, SamplerCost, Serial, StackEnd, StatNames, Task,
-    TaskSwitch, TraceMeta,
+    TaskSwitch, TraceMeta, WaitStack,
 };
 pub use writer::{TraceSink, TraceWriter, TraceWriterThread, FLUSH_BYTES, FLUSH_INTERVAL};

@@ -12,6 +12,7 @@ use super::frame::{read_header, FrameReader, HeaderProblem, Next, VERSION_MAJOR,
 use super::names::PhaseName;
 use super::record::{
     Boundary, DeviceStats, Phase, Record, RunEnd, Sample, SamplerCost, Serial, Task, TraceMeta,
+    WaitStack,
 };
 use super::TraceError;
 
@@ -43,7 +44,13 @@ pub struct RunData {
     /// Exact boundaries and run figures in file order (format 3; at most
     /// [`MAX_BOUNDARIES_PER_RUN`]).
     pub boundaries: Vec<Boundary>,
+    /// The boot task's blocked stacks (format 3), sorted by time.
+    pub waits: Vec<WaitStack>,
 }
+
+/// Most wait stacks kept per run (one per boot-vCPU sample: an hour at
+/// 10 kHz); the rest are counted in a warning.
+pub const MAX_WAITS_PER_RUN: usize = 36_000_000;
 
 /// Most tasks kept per run (the recorder writes at most as many).
 pub const MAX_TASKS_PER_RUN: usize = 65_536;
@@ -242,6 +249,7 @@ struct Capped {
     skipped: u64,
     devices: u64,
     boundaries: u64,
+    waits: u64,
 }
 
 /// Cuts `s` to at most [`MAX_DEVICE_TEXT`] bytes; true when it was cut.
@@ -383,6 +391,21 @@ impl Builder {
                 }
                 Err(e) => self.compact_problem(e.to_string()),
             },
+            Record::WaitStack(mut w) => {
+                if w.stack.len() > MAX_STACK_DEPTH {
+                    w.stack.truncate(MAX_STACK_DEPTH);
+                    w.stack.shrink_to_fit();
+                    self.capped.stacks += 1;
+                }
+                let mut capped = false;
+                if let Some(d) = self.run(w.run) {
+                    capped = d.waits.len() >= MAX_WAITS_PER_RUN;
+                    if !capped {
+                        d.waits.push(w);
+                    }
+                }
+                self.capped.waits += u64::from(capped);
+            }
             Record::Task(t) => {
                 if let Some(d) = self.run(t.run) {
                     let tasks = &mut d.tasks;
@@ -527,6 +550,10 @@ impl Builder {
                 c.compact,
                 "more stack definition(s) or sample block(s) refused".to_string(),
             ),
+            (
+                c.waits,
+                format!("wait stack(s) beyond {MAX_WAITS_PER_RUN} per run skipped"),
+            ),
         ] {
             if n > 0 {
                 self.warnings.push(format!("{n} {what}"));
@@ -538,6 +565,7 @@ impl Builder {
             // vCPU threads hand samples over concurrently: file order is only
             // roughly time order. Stable sort keeps equal timestamps in file order.
             r.samples.sort_by_key(|s| (s.t_ns, s.vcpu));
+            r.waits.sort_by_key(|w| w.t_ns);
             if r.end.is_none() {
                 unended.push(r.run);
             }

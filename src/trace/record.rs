@@ -307,6 +307,31 @@ pub struct Boundary {
     pub count: Option<u64>,
 }
 
+/// The boot's critical-path task (the boot CPU's task, then pid 1) was not
+/// running at a sample of the boot vCPU: its saved kernel stack (format
+/// 2.2). One per boot-vCPU sample at most, so each stands for that
+/// sample's interval of wall-clock time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitStack {
+    /// Run index.
+    pub run: u32,
+    /// The vCPU whose sample carried it (its interval is this record's).
+    pub vcpu: u32,
+    /// Nanoseconds since the run's start (the sample's time).
+    pub t_ns: u64,
+    /// The blocked task ([`Task::id`]); `None`: its identity was unreadable.
+    pub task: Option<u32>,
+    /// The task's `__state` (0: runnable, waiting for a CPU; else sleeping).
+    pub state: u32,
+    /// `[0]` = the return address into `__schedule`, then callers,
+    /// innermost first (raw guest addresses); empty: the saved stack was
+    /// unreadable.
+    #[serde(with = "delta_seq")]
+    pub stack: Vec<u64>,
+    /// How the unwind ended: a [`StackEnd`] as a byte.
+    pub stack_end: u8,
+}
+
 /// A run ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunEnd {
@@ -410,6 +435,8 @@ pub enum Record {
     SampleBlock(SampleBlock),
     /// An exact boundary or a run figure (format 3).
     Boundary(Boundary),
+    /// The boot task's blocked stack at a sample (format 3).
+    WaitStack(WaitStack),
 }
 
 /// The type byte of each record in the file. Values are part of the format.
@@ -448,6 +475,8 @@ pub enum RecordType {
     SampleBlock = 17,
     /// [`Record::Boundary`] (format 3).
     Boundary = 14,
+    /// [`Record::WaitStack`] (format 3).
+    WaitStack = 13,
 }
 
 impl RecordType {
@@ -470,6 +499,7 @@ impl RecordType {
             16 => RecordType::StackDef,
             17 => RecordType::SampleBlock,
             14 => RecordType::Boundary,
+            13 => RecordType::WaitStack,
             _ => return None,
         })
     }
@@ -495,6 +525,7 @@ impl Record {
             Record::StackDef(_) => RecordType::StackDef,
             Record::SampleBlock(_) => RecordType::SampleBlock,
             Record::Boundary(_) => RecordType::Boundary,
+            Record::WaitStack(_) => RecordType::WaitStack,
         }
     }
 
@@ -519,6 +550,7 @@ impl Record {
             Record::StackDef(r) => postcard::to_extend(r, out),
             Record::SampleBlock(r) => postcard::to_extend(r, out),
             Record::Boundary(r) => postcard::to_extend(r, out),
+            Record::WaitStack(r) => postcard::to_extend(r, out),
         }
     }
 
@@ -561,6 +593,7 @@ impl Record {
             RecordType::StackDef => Record::StackDef(de(body)?),
             RecordType::SampleBlock => Record::SampleBlock(de(body)?),
             RecordType::Boundary => Record::Boundary(de(body)?),
+            RecordType::WaitStack => Record::WaitStack(de(body)?),
         })
     }
 }
@@ -658,6 +691,23 @@ mod tests {
         assert_eq!(back, rec);
         assert_eq!(d.counter("read_bytes"), Some(49_152));
         assert_eq!(d.counter("writes"), None);
+    }
+
+    #[test]
+    fn wait_stack_round_trips() {
+        let rec = Record::WaitStack(WaitStack {
+            run: 2,
+            vcpu: 0,
+            t_ns: 12_345,
+            task: Some(7),
+            state: 2,
+            stack: vec![0xffff_ffff_8100_1234, 0xffff_ffff_8120_0000],
+            stack_end: StackEnd::Root.as_u8(),
+        });
+        let bytes = rec.encode_into(Vec::new()).expect("encode");
+        assert_eq!(bytes[0], 13);
+        let ty = RecordType::from_u8(bytes[0]).expect("known type");
+        assert_eq!(Record::decode(ty, &bytes[1..]).expect("decode"), rec);
     }
 
     #[test]

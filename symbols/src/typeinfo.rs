@@ -125,9 +125,20 @@ pub struct TaskStructLayout {
     pub stack: Field,
     /// `thread.sp`: the stack pointer `__switch_to_asm` saved.
     pub thread_sp: Field,
-    /// `tasks`: the list_head linking every task; optional, as nothing
-    /// needs it yet.
+    /// `tasks`: the list_head linking every task (`init_task.tasks.next` is
+    /// the first task forked: pid 1); optional.
     pub tasks: Option<Field>,
+    /// `on_cpu` (SMP kernels only): non-zero while the task is on a CPU or
+    /// being switched, when `thread.sp` is stale.
+    #[serde(default)]
+    pub on_cpu: Option<Field>,
+    /// `nvcsw` (voluntary context switches): with `nivcsw`, tells whether a
+    /// switched-out task ran since it was last seen.
+    #[serde(default)]
+    pub nvcsw: Option<Field>,
+    /// `nivcsw` (involuntary context switches).
+    #[serde(default)]
+    pub nivcsw: Option<Field>,
 }
 
 /// `struct inactive_task_frame`: what `__switch_to_asm` pushed before saving
@@ -347,6 +358,11 @@ impl KernelTypeInfo {
             Err(TypeInfoError::MissingMember { .. }) => None,
             Err(e) => return Err(e),
         };
+        // Optional members for blocked stacks: a kernel without them still
+        // gets task awareness.
+        let on_cpu = optional_field(src, &task, "on_cpu", &["on_cpu"], 4)?;
+        let nvcsw = optional_field(src, &task, "nvcsw", &["nvcsw"], 8)?;
+        let nivcsw = optional_field(src, &task, "nivcsw", &["nivcsw"], 8)?;
         // The sampler reads these as u32 / u64: any other size means the
         // type source was misread.
         for (name, f, want) in [
@@ -405,6 +421,9 @@ impl KernelTypeInfo {
                 stack,
                 thread_sp,
                 tasks,
+                on_cpu,
+                nvcsw,
+                nivcsw,
             },
             frame: InactiveTaskFrameLayout {
                 size: frame.size,
@@ -479,6 +498,27 @@ pub fn elf_symbols(elf: &[u8], names: &[&str]) -> Result<SymbolTable, TypeInfoEr
 const TASK_STRUCT: &str = "task_struct";
 const INACTIVE_FRAME: &str = "inactive_task_frame";
 const PCPU_HOT: &str = "pcpu_hot";
+
+/// An optional `task_struct` member of a known size: `None` when absent,
+/// an error when present with another size (the type source was misread).
+fn optional_field(
+    src: &mut dyn TypeSource,
+    task: &Aggregate,
+    member: &'static str,
+    path: &[&str],
+    size: u64,
+) -> Result<Option<Field>, TypeInfoError> {
+    match task_field(src, task, member, path) {
+        Ok(f) if f.size == size => Ok(Some(f)),
+        Ok(f) => Err(TypeInfoError::Implausible {
+            structure: TASK_STRUCT,
+            member,
+            reason: format!("{} bytes, expected {size}", f.size),
+        }),
+        Err(TypeInfoError::MissingMember { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
 
 fn task_field(
     src: &mut dyn TypeSource,
@@ -837,6 +877,56 @@ mod tests {
         assert!(matches!(
             KernelTypeInfo::from_types(&mut fake, TypeInfoSource::Btf),
             Err(TypeInfoError::MissingStruct("inactive_task_frame"))
+        ));
+    }
+
+    #[test]
+    fn blocked_stack_members_are_optional_but_checked() {
+        let info =
+            KernelTypeInfo::from_types(&mut old_kernel(), TypeInfoSource::Btf).expect("layout");
+        assert_eq!(
+            (info.task.on_cpu, info.task.nvcsw, info.task.nivcsw),
+            (None, None, None)
+        );
+        assert_eq!(
+            (info.frame.size, info.frame.bp, info.frame.ret_addr),
+            (56, 40, 48)
+        );
+        let mut fake = old_kernel();
+        let task = &mut fake.named[0].1;
+        task.members.push(m(Some("on_cpu"), 24, 4));
+        task.members.push(m(Some("nvcsw"), 296, 8));
+        task.members.push(m(Some("nivcsw"), 304, 8));
+        let info = KernelTypeInfo::from_types(&mut fake, TypeInfoSource::Btf).expect("layout");
+        assert_eq!(
+            info.task.on_cpu,
+            Some(Field {
+                offset: 24,
+                size: 4
+            })
+        );
+        assert_eq!(
+            info.task.nvcsw,
+            Some(Field {
+                offset: 296,
+                size: 8
+            })
+        );
+        assert_eq!(
+            info.task.nivcsw,
+            Some(Field {
+                offset: 304,
+                size: 8
+            })
+        );
+        // A counter that is not a u64 means a misread source.
+        fake.named[0].1.members.last_mut().expect("nivcsw").size = Some(2);
+        assert!(matches!(
+            KernelTypeInfo::from_types(&mut fake, TypeInfoSource::Btf),
+            Err(TypeInfoError::Implausible {
+                member: "nivcsw",
+                ..
+            })
         ));
     }
 

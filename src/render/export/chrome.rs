@@ -11,7 +11,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use crate::analysis::fold::{timelines, NameTree, RunSelect, Timeline};
+use crate::analysis::fold::{timelines, timelines_for, NameTree, RunSelect, Timeline, Weight};
 use crate::analysis::headline::Headline;
 use crate::profile::{FrameName, Profile};
 
@@ -44,6 +44,9 @@ pub const TID_CONSOLE: u32 = 2;
 pub const TID_BOOT: u32 = 3;
 /// Thread id of vCPU 0; vCPU N is `TID_VCPU0 + N`.
 pub const TID_VCPU0: u32 = 10;
+/// Thread id of the boot thread's wall-clock track (running and blocked
+/// stacks; only for runs with blocked stacks).
+pub const TID_BOOT_THREAD: u32 = 4;
 
 fn us(ns: u64) -> f64 {
     ns as f64 / 1000.0
@@ -187,6 +190,19 @@ pub fn write(p: &Profile, runs: RunSelect, out: impl Write) -> io::Result<()> {
             serde_json::json!({ "name": format!("vCPU {}", tl.vcpu) }),
         ));
         sample_slices(p, &tree, &tl, pid, tid, &mut events);
+    }
+    for tl in timelines_for(p, runs, Weight::Wall) {
+        if p.run(tl.run).map_or(true, |r| r.waits.is_empty()) {
+            continue;
+        }
+        let pid = tl.run + 1;
+        events.push(meta_event(
+            "thread_name",
+            pid,
+            TID_BOOT_THREAD,
+            serde_json::json!({ "name": "boot thread (wall; [wait]: blocked)" }),
+        ));
+        sample_slices(p, &tree, &tl, pid, TID_BOOT_THREAD, &mut events);
     }
     let doc = serde_json::json!({
         "displayTimeUnit": "ms",

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::analysis::fold::{timelines, NameNode, NameTree, RunSelect, Weight};
+use crate::analysis::fold::{timelines_for, NameNode, NameTree, RunSelect, Weight};
 use crate::analysis::headline::Headline;
 use crate::profile::Profile;
 
@@ -61,12 +61,12 @@ impl Serialize for FrameList {
 /// nanoseconds each sample stands for; otherwise the fault or exit counts.
 pub fn write(p: &Profile, runs: RunSelect, weight: Weight, out: impl Write) -> io::Result<()> {
     let tree = NameTree::new(p);
-    let timed = matches!(weight, Weight::Samples | Weight::Time);
+    let timed = matches!(weight, Weight::Samples | Weight::Time | Weight::Wall);
     let mut frame_index: HashMap<String, u32> = HashMap::new();
     let mut frames: Vec<FrameRef> = Vec::new();
     let mut stack_frames: HashMap<Option<NameNode>, Arc<[u32]>> = HashMap::new();
     let mut profiles = Vec::new();
-    for tl in timelines(p, runs) {
+    for tl in timelines_for(p, runs, weight) {
         let mut samples = Vec::with_capacity(tl.samples.len());
         let mut weights = Vec::with_capacity(tl.samples.len());
         for s in &tl.samples {

@@ -9,6 +9,7 @@ use crate::analysis::doc::{ExactInitcallSummary, FunctionSummary, NamedSummary, 
 use crate::analysis::initcalls::CONSOLE_WARN_PCT;
 use crate::analysis::stats::Summary;
 use crate::analysis::tasks::TaskSummary;
+use crate::analysis::waits::WaitSummary;
 
 /// Formats nanoseconds with a unit that keeps 3–4 significant digits.
 pub fn fmt_ns(ns: f64) -> String {
@@ -296,6 +297,46 @@ fn exact_table(
     t.render(out);
 }
 
+fn waits_table(
+    out: &mut String,
+    rows: &[WaitSummary],
+    waited: Option<&Summary>,
+    multi: bool,
+    runs: usize,
+) {
+    let Some(waited) = waited else {
+        // No blocked stacks in this trace: no section.
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\nWaits (wall time the boot thread — boot CPU task, then pid 1 — was blocked, by its saved stack; waited {} in all)",
+        fmt_ns(waited.median)
+    );
+    if rows.is_empty() {
+        let _ = writeln!(out, "  (none)");
+        return;
+    }
+    let mut extra = vec!["share", "initcall", "state"];
+    if multi {
+        extra.push("runs");
+    }
+    let h = header_with("wait", multi, &extra);
+    let mut t = Table::new(&h.iter().map(String::as_str).collect::<Vec<_>>());
+    for r in rows {
+        let mut cells = vec![r.name.clone()];
+        cells.extend(summary_cells(&r.time_ns, multi, fmt_ns));
+        cells.push(fmt_pct(100.0 * r.share));
+        cells.push(r.initcall.clone().unwrap_or_else(|| "-".to_string()));
+        cells.push(r.state.to_string());
+        if multi {
+            cells.push(format!("{}/{runs}", r.runs_seen));
+        }
+        t.row(cells);
+    }
+    t.render(out);
+}
+
 /// The console's cost and the boot's named points (traces of format 3).
 fn exact_notes(out: &mut String, d: &ReportDoc) {
     if let Some(c) = &d.summary.console {
@@ -530,6 +571,7 @@ pub fn render(d: &ReportDoc, initcalls: usize) -> String {
 
     tasks_table(&mut out, &s.tasks, multi, s.runs);
     devices_table(&mut out, &s.devices, multi, s.runs);
+    waits_table(&mut out, &s.waits, s.waited_ns.as_ref(), multi, s.runs);
 
     function_table(
         &mut out,
