@@ -36,10 +36,46 @@ pub fn kernel_dir(name: &str) -> PathBuf {
 
 /// Runs `boottrace ARGS…` and returns its output.
 pub fn boottrace(args: &[&str]) -> Output {
+    // Commands that may boot a guest hold a boot slot for their duration.
+    let _slot = matches!(args.first(), Some(&("record" | "diff" | "sweep"))).then(BootSlot::take);
     Command::new(env!("CARGO_BIN_EXE_boottrace"))
         .args(args)
         .output()
         .expect("run boottrace")
+}
+
+/// One of at most as many concurrent boots as the host has CPUs, across all
+/// test threads and test binaries (flock on slot files). On the nested PVM
+/// host, where guest code is emulated, boots that outnumber the CPUs starve
+/// each other until the guests spend all their time in timer interrupts and
+/// never finish (seen at load ~18 on 2 cores); on bare metal it only keeps
+/// boots' timings clean. Released when dropped.
+pub struct BootSlot(std::fs::File);
+
+impl BootSlot {
+    /// Waits for a free slot.
+    pub fn take() -> BootSlot {
+        use std::os::fd::AsRawFd;
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("boot-slots");
+        std::fs::create_dir_all(&dir).expect("create boot-slots");
+        let files: Vec<std::fs::File> = (0..n)
+            .map(|i| std::fs::File::create(dir.join(format!("slot-{i}"))).expect("slot file"))
+            .collect();
+        loop {
+            for f in &files {
+                // SAFETY: flock on a descriptor owned by `files` (or, once
+                // returned, by the BootSlot); closing it releases the lock.
+                // (std's File::try_lock needs Rust 1.89, above the MSRV.)
+                let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+                if rc == 0 {
+                    let f = f.try_clone().expect("dup slot file");
+                    return BootSlot(f);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
 }
 
 /// stdout + stderr as one string, for assertions and failure messages.
