@@ -54,7 +54,7 @@ kernel/fetch-debian-cloud.sh >/dev/null || missing "Debian's cloud kernel could 
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace --release
+cargo test --workspace --release --no-fail-fast
 # LZO payloads need the opt-in (GPL-2.0) decoder feature.
 cargo test --release -p boottrace-symbols --features lzo --test images
 # Fuzz the image, kallsyms and ORC parsers for a bounded time (cargo-fuzz
