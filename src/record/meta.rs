@@ -59,7 +59,7 @@ pub fn trace_meta(
         boottrace_version: env!("CARGO_PKG_VERSION").to_string(),
         argv: cfg.argv.clone(),
         kernel: identity,
-        kernel_cmdline: String::new(),
+        kernel_cmdline: crate::vmm::full_cmdline(compat, &cfg.virtio, &cfg.cmdline_extra),
         options: record_options(cfg, freq),
         host: host_facts(compat),
         unwinder: if freq == 0 {

@@ -92,6 +92,29 @@ pub struct BootConfig {
 pub const DEFAULT_CMDLINE: &str =
     "console=ttyS0 8250.nr_uarts=1 reboot=k panic=-1 pci=off nomodule i8042.noaux i8042.nomux i8042.dumbkbd";
 
+/// The parts of the guest's command line, in order (later arguments win in
+/// Linux): boottrace's defaults, the host's workarounds, the devices, the user's.
+pub fn cmdline_parts<'a>(
+    compat: CompatMode,
+    virtio: &'a virtio::VirtioConfig,
+    extra: &'a str,
+) -> [std::borrow::Cow<'a, str>; 4] {
+    [
+        DEFAULT_CMDLINE.into(),
+        compat.cmdline().into(),
+        virtio.cmdline().into(),
+        extra.into(),
+    ]
+}
+
+/// The guest's command line as `boot` passes it (before the image's length
+/// limit is checked), for the trace's metadata.
+pub fn full_cmdline(compat: CompatMode, virtio: &virtio::VirtioConfig, extra: &str) -> String {
+    let parts = cmdline_parts(compat, virtio, extra);
+    let refs: Vec<&str> = parts.iter().map(|p| p.as_ref()).collect();
+    loader::build_cmdline(&refs, usize::MAX).unwrap_or_default()
+}
+
 /// The points of a boot the VMM marks, in the order they happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VmmPhase {
@@ -459,15 +482,9 @@ fn load_guest(
     phase(VmmPhase::Memory);
 
     let kernel = loader::load_kernel(&mem, &cfg.kernel, cfg.mem.size)?;
-    let cmdline = loader::build_cmdline(
-        &[
-            DEFAULT_CMDLINE,
-            cfg.compat.cmdline(),
-            &cfg.virtio.cmdline(),
-            &cfg.cmdline_extra,
-        ],
-        kernel.cmdline_max,
-    )?;
+    let parts = cmdline_parts(cfg.compat, &cfg.virtio, &cfg.cmdline_extra);
+    let refs: Vec<&str> = parts.iter().map(|p| p.as_ref()).collect();
+    let cmdline = loader::build_cmdline(&refs, kernel.cmdline_max)?;
     loader::write_cmdline(&mem, layout::CMDLINE_START, &cmdline)?;
     let initrd = match &cfg.initrd {
         Some(p) => Some(loader::load_initrd(&mem, p, cfg.mem.size, &kernel)?),
