@@ -57,14 +57,70 @@ fn in_switch(p: &Profile, s: &Sample) -> bool {
     has_frame(p, s, "__switch_to") || has_frame(p, s, "__switch_to_asm")
 }
 
-/// (pid, comm) of the samples whose stack contains `frame`, outside the
-/// context switch.
-fn tasks_under<'a>(p: &'a Profile, run: &'a Run, frame: &str) -> Vec<Option<(u32, &'a str)>> {
+/// Which samples a check is about: those whose stack holds `frame` and not
+/// `except`, outside the context switch.
+struct Under<'s> {
+    frame: &'s str,
+    except: Option<&'s str>,
+}
+
+impl Under<'_> {
+    fn holds(&self, p: &Profile, s: &Sample) -> bool {
+        has_frame(p, s, self.frame)
+            && !self.except.is_some_and(|e| has_frame(p, s, e))
+            && !in_switch(p, s)
+    }
+}
+
+/// (pid, comm) of the samples a check is about.
+fn tasks_under<'a>(p: &'a Profile, run: &'a Run, under: &Under) -> Vec<Option<(u32, &'a str)>> {
     run.samples
         .iter()
-        .filter(|s| has_frame(p, s, frame) && !in_switch(p, s))
+        .filter(|s| under.holds(p, s))
         .map(|s| run.task(s).map(|t| (t.pid, t.comm.as_str())))
         .collect()
+}
+
+/// The samples under `frame` (outside the context switch) whose task is
+/// not `pid`, each as "pid comm: leaf ← … ← root", for failure messages.
+fn odd_samples(p: &Profile, run: &Run, under: &Under, pid: u32) -> Vec<String> {
+    run.samples
+        .iter()
+        .filter(|s| under.holds(p, s))
+        .filter_map(|s| {
+            let t = run.task(s)?;
+            (t.pid != pid).then(|| {
+                let frames: Vec<String> = p
+                    .stack_frames(s.stack)
+                    .iter()
+                    .map(|f| p.name_text(f.name).into_owned())
+                    .collect();
+                format!("pid {} {}: {}", t.pid, t.comm, frames.join(" <- "))
+            })
+        })
+        .collect()
+}
+
+/// A task check that allows one sample in a hundred (at least one) in
+/// another task: CI runs saw single samples whose `current` was the task
+/// just switched from or just created, outside any `__switch_to` frame
+/// (kthreadd's stack in the kworker it created, pid 6; kernel_init's stack
+/// in kworker/u4:0, pid 7; each once in thousands of samples). Every odd
+/// sample's stack is printed when the bound is exceeded.
+fn assert_mostly_in(p: &Profile, run: &Run, under: &Under, pid: u32, total: usize) {
+    let odd = odd_samples(p, run, under, pid);
+    // Shown with --nocapture even when within the bound, to study the window.
+    for o in &odd {
+        eprintln!("{} sample not in pid {pid}: {o}", under.frame);
+    }
+    assert!(
+        odd.len() <= (total / 100).max(1),
+        "{} of {} {} samples not in pid {pid}:\n{}",
+        odd.len(),
+        total,
+        under.frame,
+        odd.join("\n")
+    );
 }
 
 /// Checks shared by both kernels; returns the run for more.
@@ -81,14 +137,11 @@ fn check_attribution<'a>(p: &'a Profile, record_output: &str) -> &'a Run {
     // start_kernel samples were pid 1 stacks `ret_from_fork ← kernel_init ←
     // start_kernel ← (timer interrupt)`, the interrupted address in
     // kernel_init's __init callees symbolizing as start_kernel.
-    let boot: Vec<_> = run
-        .samples
-        .iter()
-        .filter(|s| {
-            has_frame(p, s, "start_kernel") && !has_frame(p, s, "kernel_init") && !in_switch(p, s)
-        })
-        .map(|s| run.task(s).map(|t| (t.pid, t.comm.as_str())))
-        .collect();
+    let boot_task = Under {
+        frame: "start_kernel",
+        except: Some("kernel_init"),
+    };
+    let boot = tasks_under(p, run, &boot_task);
     assert!(!boot.is_empty(), "no start_kernel samples");
     let known: Vec<_> = boot.iter().flatten().collect();
     assert!(
@@ -97,14 +150,18 @@ fn check_attribution<'a>(p: &'a Profile, record_output: &str) -> &'a Run {
         known.len(),
         boot.len()
     );
-    for (pid, comm) in &known {
-        assert_eq!(*pid, 0, "start_kernel ran in pid {pid} ({comm})");
-        assert!(comm.starts_with("swapper"), "boot task named {comm}");
+    assert_mostly_in(p, run, &boot_task, 0, known.len());
+    for (pid, comm) in known.iter().filter(|(pid, _)| *pid == 0) {
+        assert!(comm.starts_with("swapper"), "pid {pid} named {comm}");
     }
 
     // pid 1 runs kernel_init (the initcalls): named after its parent until
     // it execs init.
-    let init = tasks_under(p, run, "kernel_init");
+    let pid1 = Under {
+        frame: "kernel_init",
+        except: None,
+    };
+    let init = tasks_under(p, run, &pid1);
     assert!(!init.is_empty(), "no kernel_init samples");
     let known: Vec<_> = init.iter().flatten().collect();
     assert!(
@@ -113,30 +170,22 @@ fn check_attribution<'a>(p: &'a Profile, record_output: &str) -> &'a Run {
         known.len(),
         init.len()
     );
-    for (pid, comm) in &known {
-        assert_eq!(*pid, 1, "kernel_init ran in pid {pid} ({comm})");
+    assert_mostly_in(p, run, &pid1, 1, known.len());
+    for (pid, comm) in known.iter().filter(|(pid, _)| *pid == 1) {
         assert!(
             comm.starts_with("swapper") || *comm == "init",
-            "pid 1 named {comm}"
+            "pid {pid} named {comm}"
         );
     }
 
     // kthreadd, when sampled, is pid 2; until its first line renames it
-    // (set_task_comm in kthreadd()) it carries its parent's name. One CI run
-    // saw a single kthreadd-stack sample whose `current` was the kworker it
-    // had just created (pid 6), outside any __switch_to frame: a rare window
-    // around a new task's first switch, so allow one such sample per hundred.
-    let kthreadd: Vec<_> = tasks_under(p, run, "kthreadd")
-        .into_iter()
-        .flatten()
-        .collect();
-    let odd: Vec<_> = kthreadd.iter().filter(|(pid, _)| *pid != 2).collect();
-    assert!(
-        odd.len() <= (kthreadd.len() / 100).max(1),
-        "{} of {} kthreadd samples in other tasks: {odd:?}",
-        odd.len(),
-        kthreadd.len()
-    );
+    // (set_task_comm in kthreadd()) it carries its parent's name.
+    let pid2 = Under {
+        frame: "kthreadd",
+        except: None,
+    };
+    let kthreadd: Vec<_> = tasks_under(p, run, &pid2).into_iter().flatten().collect();
+    assert_mostly_in(p, run, &pid2, 2, kthreadd.len());
     for (pid, comm) in &kthreadd {
         if *pid == 2 {
             assert!(
@@ -172,15 +221,21 @@ fn tiny_orc_two_cpus_samples_know_their_task() {
     let p = profile(&trace, "tiny-orc");
     let run = check_attribution(&p, &out);
     // The second CPU's idle task is swapper/1 (pid 0): the per-CPU GS base
-    // of vCPU 1 leads to its own `current`.
+    // of vCPU 1 leads to its own `current` (with the same one-in-a-hundred
+    // allowance for the switch window as the other checks).
     let cpu1: Vec<_> = run
         .samples
         .iter()
         .filter(|s| s.vcpu == 1 && has_frame(&p, s, "do_idle") && !in_switch(&p, s))
         .filter_map(|s| run.task(s))
+        .map(|t| (t.pid, t.comm.as_str()))
         .collect();
     assert!(!cpu1.is_empty(), "no idle samples with a task on vCPU 1");
-    for t in cpu1 {
-        assert_eq!((t.pid, t.comm.as_str()), (0, "swapper/1"));
-    }
+    let odd: Vec<_> = cpu1.iter().filter(|t| **t != (0, "swapper/1")).collect();
+    assert!(
+        odd.len() <= (cpu1.len() / 100).max(1),
+        "{} of {} vCPU 1 idle samples not in swapper/1: {odd:?}",
+        odd.len(),
+        cpu1.len()
+    );
 }
