@@ -59,6 +59,7 @@ echo "make.sh: rendering" >&2
 "$BT" flame "$gal/tiny-fp-bzimage.svg" -i "$data/tiny-fp.data"
 "$BT" flame "$gal/tiny-fp-faults.svg" -i "$data/tiny-fp.data" --weight faults
 "$BT" flame "$gal/tiny-fp-chart.svg" -i "$data/tiny-fp.data" --chart
+"$BT" flame "$gal/tiny-fp-wall.svg" -i "$data/tiny-fp.data" --weight wall
 "$BT" report -i "$data/tiny-fp.data" > "$gal/tiny-fp-report.txt"
 "$BT" export --format speedscope -i "$data/tiny-fp.data" -o "$gal/tiny-fp.speedscope.json"
 "$BT" export --format chrome -i "$data/tiny-fp.data" -o "$gal/tiny-fp.chrome.json"
@@ -103,6 +104,11 @@ def figures(name):
         f"- sampler: {sm['per_sample_ns']/1e3:.1f} µs per sample = **{sm['percent_of_boot']:.1f}%** of the boot",
         "- top functions (self): " + ", ".join(f"`{t['name']}` {t['share']*100:.1f}%" for t in top),
     ]
+    waited = r["summary"].get("waited_ns")
+    if waited:
+        waits = r["summary"].get("waits", [])[:3]
+        lines.append(f"- the boot thread waited **{s(waited['median'])}**; longest waits: " + "; ".join(
+            f"`{w['name']}` {s(w['time_ns']['median'])} ({w['state']})" for w in waits))
     return "\n".join(lines)
 
 def diff_head(path):
@@ -125,6 +131,7 @@ repository. Debian kernel: `{debpkg}` (pinned in make.sh).
 | `tiny-fp-bzimage.svg` | tiny-fp bzImage (frame pointers, no KASLR) from the first instruction: decompressor, head code, `start_kernel`, initcalls |
 | `tiny-fp-faults.svg` | the same recording weighted by host page faults |
 | `tiny-fp-chart.svg` | the same recording as a time-ordered flame chart |
+| `tiny-fp-wall.svg` | the same recording's wall-clock view (`--weight wall`): the boot thread's running stacks plus its blocked stacks, ending in `[wait]` (sleeping) or `[runnable]` |
 | `tiny-fp-report.txt` | `report` of it |
 | `tiny-fp.speedscope.json`, `tiny-fp.chrome.json` | speedscope and Chrome trace-event (Perfetto) exports of it |
 | `tiny-fp.firefox.json` | its Firefox Profiler export (a track per vCPU, boot phases as categories, markers) |
