@@ -22,7 +22,8 @@ mkdir -p "$data"
 export BOOTTRACE_DEBIAN_PKG=${BOOTTRACE_DEBIAN_PKG:-linux-image-6.12.117+deb12-cloud-amd64-unsigned}
 
 cargo build --release -q
-BT=$repo/target/release/boottrace
+# Honour CARGO_TARGET_DIR (a shared or cached build directory).
+BT=${CARGO_TARGET_DIR:-$repo/target}/release/boottrace
 FP=$(kernel/build.sh tiny-fp | tail -n 1)
 ORC=$(kernel/build.sh tiny-orc | tail -n 1)
 VZ=$(kernel/fetch-debian-cloud.sh | tail -n 1)

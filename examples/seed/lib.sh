@@ -9,7 +9,7 @@ gallery=$repo/flamegraphs/seed
 work=${BOOTTRACE_SEED_DIR:-$repo/target/seed}
 mkdir -p "$gallery" "$work"
 cargo build --release -q
-bt=$repo/target/release/boottrace
+bt=${CARGO_TARGET_DIR:-$repo/target}/release/boottrace
 fp=$(kernel/build.sh tiny-fp | tail -n 1)
 orc=$(kernel/build.sh tiny-orc | tail -n 1)
 # The static address the seed's machine configured (eth0, no DHCP).
