@@ -6,6 +6,9 @@
 //! asks whether a function's per-run values differ between two kernels more
 //! than that noise explains.
 
+use std::collections::HashMap;
+use std::hash::Hash;
+
 use serde::Serialize;
 use statrs::distribution::{ContinuousCDF, StudentsT};
 use statrs::statistics::{Data, Distribution, Max, Min, OrderStatistics};
@@ -112,6 +115,54 @@ impl Summary {
             stddev,
         })
     }
+}
+
+/// A group of per-run rows summarized over runs by [`over_runs`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct OverRuns {
+    /// Time per run, ns (0 in runs without the group).
+    pub time_ns: Summary,
+    /// Mean per-run share (runs without the group count 0).
+    pub share: f64,
+    /// Runs in which the group appears (rows, if a run has two with one key).
+    pub runs_seen: usize,
+}
+
+/// Groups the rows of `per_run` (one list per run) by `key` and summarizes
+/// each group's `(time ns, share)` from `cost` over all the runs (absent runs
+/// count 0); `row` makes the result of a key and its summary. Longest mean
+/// time first, ties by key.
+pub(crate) fn over_runs<'a, T, K: Ord + Hash, R>(
+    per_run: &'a [Vec<T>],
+    key: impl Fn(&'a T) -> K,
+    cost: impl Fn(&T) -> (u64, f64),
+    mut row: impl FnMut(K, OverRuns) -> R,
+) -> Vec<R> {
+    let n = per_run.len();
+    let mut by: HashMap<K, Vec<(f64, f64)>> = HashMap::new();
+    for t in per_run.iter().flatten() {
+        let (time_ns, share) = cost(t);
+        by.entry(key(t)).or_default().push((time_ns as f64, share));
+    }
+    let mut groups: Vec<(K, OverRuns)> = by
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let times: Vec<f64> = v.iter().map(|&(t, _)| t).collect();
+            let over = OverRuns {
+                time_ns: Summary::of_sparse(&times, n)?,
+                share: v.iter().map(|&(_, s)| s).sum::<f64>() / n.max(1) as f64,
+                runs_seen: v.len(),
+            };
+            Some((k, over))
+        })
+        .collect();
+    groups.sort_by(|(ka, a), (kb, b)| {
+        b.time_ns
+            .mean
+            .total_cmp(&a.time_ns.mean)
+            .then_with(|| ka.cmp(kb))
+    });
+    groups.into_iter().map(|(k, over)| row(k, over)).collect()
 }
 
 /// Outcome of Welch's two-sample t-test.

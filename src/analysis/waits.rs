@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::stats::Summary;
+use super::stats::{over_runs, Summary};
 use crate::profile::{Profile, Run, Sample, RUNNABLE_FRAME, WAIT_FRAME};
 
 /// Callers shown after the wait function.
@@ -254,38 +254,19 @@ pub struct WaitSummary {
 
 /// Wait sites over runs (`per_run` from [`run_waits`]), longest mean first.
 pub fn summarize(per_run: &[Vec<WaitCost>]) -> Vec<WaitSummary> {
-    let n = per_run.len();
-    type Key<'a> = (&'a str, Option<&'a str>, &'static str);
-    let mut by: HashMap<Key<'_>, Vec<(f64, f64)>> = HashMap::new();
-    for run in per_run {
-        for w in run {
-            by.entry((w.name.as_str(), w.initcall.as_deref(), w.state))
-                .or_default()
-                .push((w.time_ns as f64, w.share));
-        }
-    }
-    let mut out: Vec<WaitSummary> = by
-        .into_iter()
-        .filter_map(|((name, initcall, state), v)| {
-            let times: Vec<f64> = v.iter().map(|&(t, _)| t).collect();
-            Some(WaitSummary {
-                name: name.to_string(),
-                initcall: initcall.map(str::to_string),
-                state,
-                time_ns: Summary::of_sparse(&times, n)?,
-                share: v.iter().map(|&(_, s)| s).sum::<f64>() / n.max(1) as f64,
-                runs_seen: v.len(),
-            })
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        b.time_ns
-            .mean
-            .total_cmp(&a.time_ns.mean)
-            .then_with(|| a.name.cmp(&b.name))
-            .then_with(|| a.initcall.cmp(&b.initcall))
-    });
-    out
+    over_runs(
+        per_run,
+        |w| (w.name.as_str(), w.initcall.as_deref(), w.state),
+        |w| (w.time_ns, w.share),
+        |(name, initcall, state), over| WaitSummary {
+            name: name.to_string(),
+            initcall: initcall.map(str::to_string),
+            state,
+            time_ns: over.time_ns,
+            share: over.share,
+            runs_seen: over.runs_seen,
+        },
+    )
 }
 
 /// True when any run of `p` has blocked stacks.
