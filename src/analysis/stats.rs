@@ -307,4 +307,29 @@ mod tests {
         let same = welch_t_test(&[1.0, 1.0], &[1.0, 1.0]).expect("test");
         assert_eq!(same.p, 1.0);
     }
+
+    #[test]
+    fn over_runs_counts_absent_runs_as_zero_and_breaks_ties_by_key() {
+        // (key, time ns, share) rows of four runs, the last empty.
+        let per_run = vec![
+            vec![("b", 30, 0.5), ("a", 30, 0.5)],
+            vec![("c", 90, 0.75)],
+            vec![("b", 30, 0.5), ("a", 30, 0.5)],
+            vec![],
+        ];
+        let rows = over_runs(
+            &per_run,
+            |r| r.0,
+            |r| (r.1, r.2),
+            |k, o| (k, o.time_ns.mean, o.time_ns.min, o.share, o.runs_seen),
+        );
+        assert_eq!(
+            rows,
+            [
+                ("c", 22.5, 0.0, 0.1875, 1),
+                ("a", 15.0, 0.0, 0.25, 2),
+                ("b", 15.0, 0.0, 0.25, 2)
+            ]
+        );
+    }
 }
