@@ -95,20 +95,12 @@ pub fn has_tasks(p: &Profile) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{FrameKind, Sample};
+    use crate::profile::Sample;
 
     fn sample(task: Option<u32>, interval_ns: u64) -> Sample {
         Sample {
-            vcpu: 0,
-            t_ns: 0,
-            interval_ns,
-            kind: FrameKind::Kernel,
-            stack: None,
-            truncated: false,
-            faults: 0,
-            exits: 0,
-            cost_ns: 0,
             task,
+            ..Sample::kernel_at(None, 0, interval_ns)
         }
     }
 

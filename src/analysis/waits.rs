@@ -277,20 +277,13 @@ pub fn has_waits(p: &Profile) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{FrameKind, TaskInfo};
+    use crate::profile::TaskInfo;
 
     fn sample(stack: Option<u32>, t_ns: u64, vcpu: u32, task: Option<u32>) -> Sample {
         Sample {
             vcpu,
-            t_ns,
-            interval_ns: 10,
-            kind: FrameKind::Kernel,
-            stack,
-            truncated: false,
-            faults: 0,
-            exits: 0,
-            cost_ns: 0,
             task,
+            ..Sample::kernel_at(stack, t_ns, 10)
         }
     }
 
