@@ -130,11 +130,7 @@ pub struct WaitCost {
 
 /// The wait site of one blocked stack: (function, callers, initcall, state).
 fn site(p: &Profile, s: &Sample) -> (String, Vec<String>, Option<String>, &'static str) {
-    let names: Vec<String> = p
-        .stack_frames(s.stack)
-        .iter()
-        .map(|f| p.name_text(f.name).into_owned())
-        .collect();
+    let names = p.stack_names(s.stack);
     let (state, body) = match names.split_last() {
         Some((leaf, body)) if leaf == RUNNABLE_FRAME => ("runnable", body),
         Some((leaf, body)) if leaf == WAIT_FRAME => ("sleeping", body),
@@ -178,13 +174,7 @@ pub fn run_waits(p: &Profile, run: &Run) -> Vec<WaitCost> {
         let key = site(p, s);
         let text = stack_text
             .entry(s.stack)
-            .or_insert_with(|| {
-                p.stack_frames(s.stack)
-                    .iter()
-                    .map(|f| p.name_text(f.name).into_owned())
-                    .collect::<Vec<_>>()
-                    .join(";")
-            })
+            .or_insert_with(|| p.stack_names(s.stack).join(";"))
             .clone();
         let e = by.entry(key).or_insert_with(|| (0, 0, text));
         e.0 += 1;

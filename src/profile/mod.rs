@@ -466,6 +466,14 @@ impl Profile {
         v
     }
 
+    /// The display names of a stack's frames ([`Profile::name_text`]), root first.
+    pub fn stack_names(&self, stack: Option<StackId>) -> Vec<String> {
+        self.stack_frames(stack)
+            .iter()
+            .map(|f| self.name_text(f.name).into_owned())
+            .collect()
+    }
+
     /// The run with index `run`.
     pub fn run(&self, run: u32) -> Option<&Run> {
         self.runs.iter().find(|r| r.run == run)
@@ -534,10 +542,7 @@ mod tests {
     }
 
     fn names(p: &Profile, s: &Sample) -> Vec<String> {
-        p.stack_frames(s.stack)
-            .iter()
-            .map(|f| p.name_text(f.name).into_owned())
-            .collect()
+        p.stack_names(s.stack)
     }
 
     #[test]
