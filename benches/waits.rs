@@ -14,55 +14,21 @@ use boottrace::sample::blocked::BlockedReader;
 use boottrace::sample::pagewalk::{FakePageTables, FakePhys};
 use boottrace::sample::task::{RunTasks, TaskLocator};
 use boottrace::sample::unwind::{Method, UnwindRegs, Unwinder};
-use boottrace_symbols::typeinfo::{
-    CurrentTaskField, CurrentTaskLocation, Field, InactiveTaskFrameLayout, KernelTypeInfo,
-    PerCpuAddressing, TaskStructLayout, TaskSymbols, TypeInfoSource,
-};
 
-const VA: u64 = 0xffff_8880_0010_0000;
-const PA: u64 = 0x10_0000;
-const INIT: u64 = VA + 0x1000;
-const PID1: u64 = VA + 0x2000;
+// The made-up kernel's layout, shared with the blocked-stack reader's unit tests.
+#[path = "../src/sample/fake_tasks.rs"]
+mod fake_tasks;
+
+use fake_tasks::{INIT, NVCSW, PA, PID, PID1, SP, STACK, STACK_BASE, STATE, TASKS, VA};
+
 const RUN_STACK: u64 = VA + 0x4000;
-const PID1_STACK: u64 = VA + 0x8000;
 const DEPTH: u64 = 12;
 const ITERS: u32 = 200_000;
 
 fn locator() -> TaskLocator {
-    let f = |offset, size| Field { offset, size };
     TaskLocator {
-        types: KernelTypeInfo {
-            source: TypeInfoSource::Dwarf,
-            task: TaskStructLayout {
-                size: 0x100,
-                pid: f(0x10, 4),
-                tgid: f(0x14, 4),
-                comm: f(0x20, 16),
-                state: f(0, 4),
-                flags: f(4, 4),
-                stack: f(8, 8),
-                thread_sp: f(0x40, 8),
-                tasks: Some(f(0x30, 16)),
-                on_cpu: None,
-                nvcsw: Some(f(0x50, 8)),
-                nivcsw: Some(f(0x58, 8)),
-            },
-            frame: InactiveTaskFrameLayout {
-                size: 56,
-                bp: 40,
-                ret_addr: 48,
-            },
-            current: CurrentTaskField::PcpuHot { offset: 0 },
-        },
-        symbols: TaskSymbols {
-            current: CurrentTaskLocation {
-                symbol_value: 0,
-                field_offset: 0,
-                addressing: PerCpuAddressing::Global,
-            },
-            init_task: INIT,
-            per_cpu_offset: None,
-        },
+        types: fake_tasks::types(false),
+        symbols: fake_tasks::symbols(),
     }
 }
 
@@ -98,12 +64,12 @@ fn main() {
     let mut pt = FakePageTables::new(&mut mem, 0x1_0000, 0x1_0000, false);
     assert!(pt.map_region(&mut mem, VA, PA, 0x1_0000));
     // pid 1 forked and switched out.
-    w(&mut mem, INIT + 0x30, PID1 + 0x30);
-    assert!(mem.write(PID1 - VA + PA + 0x10, &1u32.to_le_bytes()));
-    assert!(mem.write(PID1 - VA + PA, &2u32.to_le_bytes()));
-    w(&mut mem, PID1 + 8, PID1_STACK);
-    let sp = PID1_STACK + 0x3000;
-    w(&mut mem, PID1 + 0x40, sp);
+    w(&mut mem, INIT + TASKS, PID1 + TASKS);
+    assert!(mem.write(PID1 - VA + PA + PID, &1u32.to_le_bytes()));
+    assert!(mem.write(PID1 - VA + PA + STATE, &2u32.to_le_bytes()));
+    w(&mut mem, PID1 + STACK, STACK_BASE);
+    let sp = STACK_BASE + 0x3000;
+    w(&mut mem, PID1 + SP, sp);
     w(&mut mem, sp + 40, sp + 56 + 0x40);
     w(&mut mem, sp + 48, 0xffff_ffff_8100_0010);
     chain(&mut mem, sp + 56 + 0x40);
@@ -138,7 +104,7 @@ fn main() {
     let mut n = 0u64;
     let fresh = time("+ blocked stack, task switched (walked afresh)", || {
         n += 1;
-        w(&mut mem, PID1 + 0x50, n);
+        w(&mut mem, PID1 + NVCSW, n);
         black_box(u.unwind(&mem, &regs, &mut frames));
         black_box(r.sample(&mem, &regs, Some(0), Some(INIT), Some(&u), &tasks));
     });

@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
 use boottrace::record::kernel::read_kernel;
 use boottrace_symbols::typeinfo::{PerCpuAddressing, TypeInfoSource};
+use common::type_info;
 
 #[test]
 fn tiny_fp_uses_dwarf_and_global_current() {
@@ -48,10 +47,7 @@ fn tiny_fp_uses_dwarf_and_global_current() {
 #[test]
 fn tiny_orc_is_gs_relative() {
     let dir = common::kernel_dir("tiny-orc");
-    let facts = read_kernel(&dir.join("bzImage"), None, false).expect("read kernel");
-    let loc = facts
-        .tasks
-        .unwrap_or_else(|| panic!("off: {}", facts.tasks_note));
+    let loc = type_info::task_locator(&dir.join("bzImage"), false);
     assert_eq!(loc.symbols.current.addressing, PerCpuAddressing::GsRelative);
     // ABSOLUTE_PERCPU: the per-CPU symbol is a small offset into the area.
     assert!(loc.symbols.current.symbol_value < 0x10_0000, "{loc:?}");
@@ -80,23 +76,7 @@ fn a_vmlinux_with_another_banner_beside_the_image_is_not_used() {
 
 #[test]
 fn debian_cloud_kernel_gets_task_awareness_from_btf_and_kallsyms() {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernel/fetch-debian-cloud.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("6.12")
-        .output()
-        .expect("run fetch-debian-cloud.sh");
-    assert!(
-        out.status.success(),
-        "Debian's cloud kernel must be fetchable with apt: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let vmlinuz = PathBuf::from(stdout.lines().last().expect("a path printed").trim());
-    let facts = read_kernel(&vmlinuz, None, true).expect("read kernel");
-    let loc = facts
-        .tasks
-        .unwrap_or_else(|| panic!("off: {}", facts.tasks_note));
+    let loc = type_info::debian_cloud_task_locator();
     assert_eq!(loc.types.source, TypeInfoSource::Btf);
     assert_eq!(loc.symbols.current.addressing, PerCpuAddressing::GsRelative);
     assert!(loc.symbols.init_task >= 0xffff_ffff_8000_0000, "{loc:?}");

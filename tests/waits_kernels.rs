@@ -6,11 +6,8 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
-use boottrace::record::kernel::read_kernel;
 use boottrace_symbols::typeinfo::{KernelTypeInfo, TypeInfoSource};
+use common::type_info;
 
 /// The checks every kernel's layout must pass for blocked stacks.
 fn check_blocked_layout(t: &KernelTypeInfo) {
@@ -32,10 +29,7 @@ fn check_blocked_layout(t: &KernelTypeInfo) {
 #[test]
 fn tiny_fp_dwarf_describes_the_saved_stack() {
     let dir = common::kernel_dir("tiny-fp");
-    let facts = read_kernel(&dir.join("vmlinux"), None, false).expect("read kernel");
-    let loc = facts
-        .tasks
-        .unwrap_or_else(|| panic!("off: {}", facts.tasks_note));
+    let loc = type_info::task_locator(&dir.join("vmlinux"), false);
     assert_eq!(loc.types.source, TypeInfoSource::Dwarf);
     check_blocked_layout(&loc.types);
     // UP kernel: no on_cpu (the one vCPU's `current` says who runs).
@@ -45,33 +39,14 @@ fn tiny_fp_dwarf_describes_the_saved_stack() {
 #[test]
 fn tiny_orc_smp_has_on_cpu() {
     let dir = common::kernel_dir("tiny-orc");
-    let facts = read_kernel(&dir.join("bzImage"), None, false).expect("read kernel");
-    let loc = facts
-        .tasks
-        .unwrap_or_else(|| panic!("off: {}", facts.tasks_note));
+    let loc = type_info::task_locator(&dir.join("bzImage"), false);
     check_blocked_layout(&loc.types);
     assert!(loc.types.task.on_cpu.is_some(), "{:?}", loc.types.task);
 }
 
 #[test]
 fn debian_cloud_kernel_btf_describes_the_saved_stack() {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernel/fetch-debian-cloud.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("6.12")
-        .output()
-        .expect("run fetch-debian-cloud.sh");
-    assert!(
-        out.status.success(),
-        "Debian's cloud kernel must be fetchable with apt: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let vmlinuz = PathBuf::from(stdout.lines().last().expect("a path printed").trim());
-    let facts = read_kernel(&vmlinuz, None, true).expect("read kernel");
-    let loc = facts
-        .tasks
-        .unwrap_or_else(|| panic!("off: {}", facts.tasks_note));
+    let loc = type_info::debian_cloud_task_locator();
     assert_eq!(loc.types.source, TypeInfoSource::Btf);
     check_blocked_layout(&loc.types);
     assert!(loc.types.task.on_cpu.is_some(), "{:?}", loc.types.task);

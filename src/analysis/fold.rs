@@ -408,15 +408,9 @@ mod tests {
     fn sample(stack: Option<StackId>, t_ns: u64, vcpu: u32, faults: u64) -> Sample {
         Sample {
             vcpu,
-            t_ns,
-            interval_ns: 10,
-            kind: FrameKind::Kernel,
-            stack,
-            truncated: false,
             faults: faults + 1,
             exits: 2,
-            cost_ns: 0,
-            task: None,
+            ..Sample::kernel_at(stack, t_ns, 10)
         }
     }
 

@@ -136,20 +136,13 @@ pub fn folded_run(p: &Profile, tree: &NameTree, run: &Run, weight: Weight) -> Ha
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{FrameKind, StackId};
+    use crate::profile::StackId;
 
     fn sample(stack: Option<StackId>, interval_ns: u64, faults: u64) -> Sample {
         Sample {
-            vcpu: 0,
-            t_ns: 0,
-            interval_ns,
-            kind: FrameKind::Kernel,
-            stack,
-            truncated: false,
             faults,
             exits: 1,
-            cost_ns: 0,
-            task: None,
+            ..Sample::kernel_at(stack, 0, interval_ns)
         }
     }
 

@@ -410,16 +410,10 @@ mod tests {
             let id = self.p.stack_of(stack);
             for _ in 0..n {
                 self.run.samples.push(Sample {
-                    vcpu: 0,
-                    t_ns: self.t,
-                    interval_ns: 1_000_000,
                     kind,
-                    stack: id,
-                    truncated: false,
                     faults: 2,
                     exits: 1,
-                    cost_ns: 0,
-                    task: None,
+                    ..Sample::kernel_at(id, self.t, 1_000_000)
                 });
                 self.t += 1_000_000;
             }
@@ -574,18 +568,7 @@ mod tests {
             &[(ki, false), (doi, false), (inl, true), (baz, false)],
         );
         let id2 = p.stack_of_frames(FrameKind::Kernel, &[(ki, false), (doi, false), (inl, true)]);
-        let mk = |t_ns: u64, stack| Sample {
-            vcpu: 0,
-            t_ns,
-            interval_ns: 10,
-            kind: FrameKind::Kernel,
-            stack,
-            truncated: false,
-            faults: 0,
-            exits: 0,
-            cost_ns: 0,
-            task: None,
-        };
+        let mk = |t_ns: u64, stack| Sample::kernel_at(stack, t_ns, 10);
         let run = Run {
             samples: vec![mk(0, id), mk(10, id2)],
             ..Run::default()

@@ -165,16 +165,9 @@ mod tests {
         let cut = p.stack_of(&["do_one_initcall", "foo_init"]);
         let head = p.stack_of(&["__startup_64"]);
         let mk = |t_ns: u64, stack, kind: FrameKind, truncated: bool| Sample {
-            vcpu: 0,
-            t_ns,
-            interval_ns: 1,
             kind,
-            stack,
             truncated,
-            faults: 0,
-            exits: 0,
-            cost_ns: 0,
-            task: None,
+            ..Sample::kernel_at(stack, t_ns, 1)
         };
         let run = Run {
             samples: vec![

@@ -6,6 +6,9 @@
 //! asks whether a function's per-run values differ between two kernels more
 //! than that noise explains.
 
+use std::collections::HashMap;
+use std::hash::Hash;
+
 use serde::Serialize;
 use statrs::distribution::{ContinuousCDF, StudentsT};
 use statrs::statistics::{Data, Distribution, Max, Min, OrderStatistics};
@@ -112,6 +115,54 @@ impl Summary {
             stddev,
         })
     }
+}
+
+/// A group of per-run rows summarized over runs by [`over_runs`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct OverRuns {
+    /// Time per run, ns (0 in runs without the group).
+    pub time_ns: Summary,
+    /// Mean per-run share (runs without the group count 0).
+    pub share: f64,
+    /// Runs in which the group appears (rows, if a run has two with one key).
+    pub runs_seen: usize,
+}
+
+/// Groups the rows of `per_run` (one list per run) by `key` and summarizes
+/// each group's `(time ns, share)` from `cost` over all the runs (absent runs
+/// count 0); `row` makes the result of a key and its summary. Longest mean
+/// time first, ties by key.
+pub(crate) fn over_runs<'a, T, K: Ord + Hash, R>(
+    per_run: &'a [Vec<T>],
+    key: impl Fn(&'a T) -> K,
+    cost: impl Fn(&T) -> (u64, f64),
+    mut row: impl FnMut(K, OverRuns) -> R,
+) -> Vec<R> {
+    let n = per_run.len();
+    let mut by: HashMap<K, Vec<(f64, f64)>> = HashMap::new();
+    for t in per_run.iter().flatten() {
+        let (time_ns, share) = cost(t);
+        by.entry(key(t)).or_default().push((time_ns as f64, share));
+    }
+    let mut groups: Vec<(K, OverRuns)> = by
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let times: Vec<f64> = v.iter().map(|&(t, _)| t).collect();
+            let over = OverRuns {
+                time_ns: Summary::of_sparse(&times, n)?,
+                share: v.iter().map(|&(_, s)| s).sum::<f64>() / n.max(1) as f64,
+                runs_seen: v.len(),
+            };
+            Some((k, over))
+        })
+        .collect();
+    groups.sort_by(|(ka, a), (kb, b)| {
+        b.time_ns
+            .mean
+            .total_cmp(&a.time_ns.mean)
+            .then_with(|| ka.cmp(kb))
+    });
+    groups.into_iter().map(|(k, over)| row(k, over)).collect()
 }
 
 /// Outcome of Welch's two-sample t-test.
@@ -255,5 +306,30 @@ mod tests {
         assert!(exact.t > 0.0);
         let same = welch_t_test(&[1.0, 1.0], &[1.0, 1.0]).expect("test");
         assert_eq!(same.p, 1.0);
+    }
+
+    #[test]
+    fn over_runs_counts_absent_runs_as_zero_and_breaks_ties_by_key() {
+        // (key, time ns, share) rows of four runs, the last empty.
+        let per_run = vec![
+            vec![("b", 30, 0.5), ("a", 30, 0.5)],
+            vec![("c", 90, 0.75)],
+            vec![("b", 30, 0.5), ("a", 30, 0.5)],
+            vec![],
+        ];
+        let rows = over_runs(
+            &per_run,
+            |r| r.0,
+            |r| (r.1, r.2),
+            |k, o| (k, o.time_ns.mean, o.time_ns.min, o.share, o.runs_seen),
+        );
+        assert_eq!(
+            rows,
+            [
+                ("c", 22.5, 0.0, 0.1875, 1),
+                ("a", 15.0, 0.0, 0.25, 2),
+                ("b", 15.0, 0.0, 0.25, 2)
+            ]
+        );
     }
 }

@@ -239,7 +239,7 @@ fn function_rows(sides: &[SweepSide<'_>], top: usize) -> (Vec<FunctionRow>, Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{FrameKind, Run, Sample};
+    use crate::profile::{Run, Sample};
 
     /// A profile of `runs` boots in which `grows` takes `ms` of self time
     /// per boot and `steady` 10 ms, under `start_kernel`.
@@ -253,16 +253,9 @@ mod tests {
             for (stack, n) in [(grows, ms), (steady, 10)] {
                 for _ in 0..n {
                     samples.push(Sample {
-                        vcpu: 0,
-                        t_ns: t,
-                        interval_ns: 1_000_000,
-                        kind: FrameKind::Kernel,
-                        stack,
-                        truncated: false,
                         faults: 2,
                         exits: 1,
-                        cost_ns: 0,
-                        task: None,
+                        ..Sample::kernel_at(stack, t, 1_000_000)
                     });
                     t += 1_000_000;
                 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::stats::Summary;
+use super::stats::{over_runs, Summary};
 use crate::profile::{Profile, Run, TaskInfo, UNKNOWN_TASK};
 
 /// One task's share of one run.
@@ -74,34 +74,17 @@ pub fn run_tasks(run: &Run) -> Vec<TaskCost> {
 
 /// Tasks over runs (`per_run` from [`run_tasks`]), longest mean time first.
 pub fn summarize(per_run: &[Vec<TaskCost>]) -> Vec<TaskSummary> {
-    let n = per_run.len();
-    let mut by: HashMap<&str, Vec<(f64, f64)>> = HashMap::new();
-    for run in per_run {
-        for t in run {
-            by.entry(t.name.as_str())
-                .or_default()
-                .push((t.time_ns as f64, t.share));
-        }
-    }
-    let mut out: Vec<TaskSummary> = by
-        .into_iter()
-        .filter_map(|(name, v)| {
-            let times: Vec<f64> = v.iter().map(|&(t, _)| t).collect();
-            Some(TaskSummary {
-                name: name.to_string(),
-                time_ns: Summary::of_sparse(&times, n)?,
-                share: v.iter().map(|&(_, s)| s).sum::<f64>() / n.max(1) as f64,
-                runs_seen: v.len(),
-            })
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        b.time_ns
-            .mean
-            .total_cmp(&a.time_ns.mean)
-            .then_with(|| a.name.cmp(&b.name))
-    });
-    out
+    over_runs(
+        per_run,
+        |t| t.name.as_str(),
+        |t| (t.time_ns, t.share),
+        |name, over| TaskSummary {
+            name: name.to_string(),
+            time_ns: over.time_ns,
+            share: over.share,
+            runs_seen: over.runs_seen,
+        },
+    )
 }
 
 /// True when any run of `p` knows the task of any sample.
@@ -112,20 +95,12 @@ pub fn has_tasks(p: &Profile) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{FrameKind, Sample};
+    use crate::profile::Sample;
 
     fn sample(task: Option<u32>, interval_ns: u64) -> Sample {
         Sample {
-            vcpu: 0,
-            t_ns: 0,
-            interval_ns,
-            kind: FrameKind::Kernel,
-            stack: None,
-            truncated: false,
-            faults: 0,
-            exits: 0,
-            cost_ns: 0,
             task,
+            ..Sample::kernel_at(None, 0, interval_ns)
         }
     }
 

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::stats::Summary;
+use super::stats::{over_runs, Summary};
 use crate::profile::{Profile, Run, Sample, RUNNABLE_FRAME, WAIT_FRAME};
 
 /// Callers shown after the wait function.
@@ -130,11 +130,7 @@ pub struct WaitCost {
 
 /// The wait site of one blocked stack: (function, callers, initcall, state).
 fn site(p: &Profile, s: &Sample) -> (String, Vec<String>, Option<String>, &'static str) {
-    let names: Vec<String> = p
-        .stack_frames(s.stack)
-        .iter()
-        .map(|f| p.name_text(f.name).into_owned())
-        .collect();
+    let names = p.stack_names(s.stack);
     let (state, body) = match names.split_last() {
         Some((leaf, body)) if leaf == RUNNABLE_FRAME => ("runnable", body),
         Some((leaf, body)) if leaf == WAIT_FRAME => ("sleeping", body),
@@ -178,13 +174,7 @@ pub fn run_waits(p: &Profile, run: &Run) -> Vec<WaitCost> {
         let key = site(p, s);
         let text = stack_text
             .entry(s.stack)
-            .or_insert_with(|| {
-                p.stack_frames(s.stack)
-                    .iter()
-                    .map(|f| p.name_text(f.name).into_owned())
-                    .collect::<Vec<_>>()
-                    .join(";")
-            })
+            .or_insert_with(|| p.stack_names(s.stack).join(";"))
             .clone();
         let e = by.entry(key).or_insert_with(|| (0, 0, text));
         e.0 += 1;
@@ -254,38 +244,19 @@ pub struct WaitSummary {
 
 /// Wait sites over runs (`per_run` from [`run_waits`]), longest mean first.
 pub fn summarize(per_run: &[Vec<WaitCost>]) -> Vec<WaitSummary> {
-    let n = per_run.len();
-    type Key<'a> = (&'a str, Option<&'a str>, &'static str);
-    let mut by: HashMap<Key<'_>, Vec<(f64, f64)>> = HashMap::new();
-    for run in per_run {
-        for w in run {
-            by.entry((w.name.as_str(), w.initcall.as_deref(), w.state))
-                .or_default()
-                .push((w.time_ns as f64, w.share));
-        }
-    }
-    let mut out: Vec<WaitSummary> = by
-        .into_iter()
-        .filter_map(|((name, initcall, state), v)| {
-            let times: Vec<f64> = v.iter().map(|&(t, _)| t).collect();
-            Some(WaitSummary {
-                name: name.to_string(),
-                initcall: initcall.map(str::to_string),
-                state,
-                time_ns: Summary::of_sparse(&times, n)?,
-                share: v.iter().map(|&(_, s)| s).sum::<f64>() / n.max(1) as f64,
-                runs_seen: v.len(),
-            })
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        b.time_ns
-            .mean
-            .total_cmp(&a.time_ns.mean)
-            .then_with(|| a.name.cmp(&b.name))
-            .then_with(|| a.initcall.cmp(&b.initcall))
-    });
-    out
+    over_runs(
+        per_run,
+        |w| (w.name.as_str(), w.initcall.as_deref(), w.state),
+        |w| (w.time_ns, w.share),
+        |(name, initcall, state), over| WaitSummary {
+            name: name.to_string(),
+            initcall: initcall.map(str::to_string),
+            state,
+            time_ns: over.time_ns,
+            share: over.share,
+            runs_seen: over.runs_seen,
+        },
+    )
 }
 
 /// True when any run of `p` has blocked stacks.
@@ -296,20 +267,13 @@ pub fn has_waits(p: &Profile) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{FrameKind, TaskInfo};
+    use crate::profile::TaskInfo;
 
     fn sample(stack: Option<u32>, t_ns: u64, vcpu: u32, task: Option<u32>) -> Sample {
         Sample {
             vcpu,
-            t_ns,
-            interval_ns: 10,
-            kind: FrameKind::Kernel,
-            stack,
-            truncated: false,
-            faults: 0,
-            exits: 0,
-            cost_ns: 0,
             task,
+            ..Sample::kernel_at(stack, t_ns, 10)
         }
     }
 

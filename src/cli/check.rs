@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
+use super::symbols::SidesSymbolArgs;
 use crate::analysis::check::{CheckOptions, Threshold};
-use crate::profile::symbols::SymbolConfig;
 use crate::render::check::CheckConfig;
 
 fn threshold(s: &str) -> Result<Threshold, String> {
@@ -48,35 +48,18 @@ pub struct CheckArgs {
     /// Combine traces of different kernels within a side.
     #[arg(long)]
     pub allow_mixed: bool,
-    /// vmlinux for the baseline's symbols (default: found from its traces).
-    #[arg(long, value_name = "FILE")]
-    pub vmlinux_a: Option<PathBuf>,
-    /// vmlinux for the candidate's symbols.
-    #[arg(long, value_name = "FILE")]
-    pub vmlinux_b: Option<PathBuf>,
-    /// System.map for the baseline's symbols (when no vmlinux is found).
-    #[arg(long, value_name = "FILE")]
-    pub system_map_a: Option<PathBuf>,
-    /// System.map for the candidate's symbols.
-    #[arg(long, value_name = "FILE")]
-    pub system_map_b: Option<PathBuf>,
-    /// Use a vmlinux even if its identity does not match the recorded kernel.
-    #[arg(long)]
-    pub force: bool,
+    /// Symbol files of each side.
+    #[command(flatten)]
+    pub symbols: SidesSymbolArgs,
 }
 
 impl CheckArgs {
     /// The library's configuration.
     pub fn into_config(self) -> CheckConfig {
-        let sym = |vmlinux: Option<PathBuf>, system_map: Option<PathBuf>| SymbolConfig {
-            vmlinux,
-            system_map,
-            force: self.force,
-            ..SymbolConfig::default()
-        };
+        let (symbols_a, symbols_b) = self.symbols.into_configs();
         CheckConfig {
-            symbols_a: sym(self.vmlinux_a.clone(), self.system_map_a.clone()),
-            symbols_b: sym(self.vmlinux_b.clone(), self.system_map_b.clone()),
+            symbols_a,
+            symbols_b,
             baseline: self.baseline,
             candidate: self.candidate,
             allow_mixed: self.allow_mixed,

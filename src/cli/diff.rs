@@ -7,12 +7,11 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 
-use super::symbols::WeightArg;
+use super::symbols::{SidesSymbolArgs, WeightArg};
 use crate::analysis::diffnorm::Normalize;
 use crate::analysis::difftable::SortBy;
 use crate::cli::progress::{StderrProgress, Verbosity};
 use crate::cli::record::RecordArgs;
-use crate::profile::symbols::SymbolConfig;
 use crate::render::diff::{DiffConfig, RecordRequest};
 
 /// `--normalize` values.
@@ -61,21 +60,9 @@ pub struct DiffArgs {
     /// Rows in each of the slower and faster tables.
     #[arg(long, value_name = "N", default_value_t = 15)]
     pub top: usize,
-    /// vmlinux for A's symbols (default: found from A's trace).
-    #[arg(long, value_name = "FILE")]
-    pub vmlinux_a: Option<PathBuf>,
-    /// vmlinux for B's symbols (default: found from B's trace).
-    #[arg(long, value_name = "FILE")]
-    pub vmlinux_b: Option<PathBuf>,
-    /// System.map for A's symbols (when no vmlinux is found).
-    #[arg(long, value_name = "FILE")]
-    pub system_map_a: Option<PathBuf>,
-    /// System.map for B's symbols.
-    #[arg(long, value_name = "FILE")]
-    pub system_map_b: Option<PathBuf>,
-    /// Use a vmlinux even if its identity does not match the recorded kernel.
-    #[arg(long)]
-    pub force: bool,
+    /// Symbol files of each side.
+    #[command(flatten)]
+    pub symbols: SidesSymbolArgs,
     /// Kernel images only: boots per kernel, interleaved A B A B…
     #[arg(long, value_name = "N", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -110,15 +97,10 @@ pub struct DiffArgs {
 impl DiffArgs {
     /// The library's configuration.
     pub fn into_config(self) -> DiffConfig {
-        let sym = |vmlinux: Option<PathBuf>, system_map: Option<PathBuf>| SymbolConfig {
-            vmlinux,
-            system_map,
-            force: self.force,
-            ..SymbolConfig::default()
-        };
+        let (symbols_a, symbols_b) = self.symbols.into_configs();
         DiffConfig {
-            symbols_a: sym(self.vmlinux_a.clone(), self.system_map_a.clone()),
-            symbols_b: sym(self.vmlinux_b.clone(), self.system_map_b.clone()),
+            symbols_a,
+            symbols_b,
             a: self.a,
             b: self.b,
             output: self.output,

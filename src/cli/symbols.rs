@@ -39,6 +39,43 @@ impl SymbolArgs {
     }
 }
 
+/// Symbol options of the commands that compare two sides (`diff`, `check`):
+/// A, the baseline, and B, the candidate.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SidesSymbolArgs {
+    /// vmlinux for the baseline's (A's) symbols (default: found from its traces).
+    #[arg(long, value_name = "FILE")]
+    pub vmlinux_a: Option<PathBuf>,
+    /// vmlinux for the candidate's (B's) symbols (default: found from its traces).
+    #[arg(long, value_name = "FILE")]
+    pub vmlinux_b: Option<PathBuf>,
+    /// System.map for the baseline's (A's) symbols (when no vmlinux is found).
+    #[arg(long, value_name = "FILE")]
+    pub system_map_a: Option<PathBuf>,
+    /// System.map for the candidate's (B's) symbols.
+    #[arg(long, value_name = "FILE")]
+    pub system_map_b: Option<PathBuf>,
+    /// Use a vmlinux even if its identity does not match the recorded kernel.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl SidesSymbolArgs {
+    /// The library's symbol configurations of A and of B.
+    pub fn into_configs(self) -> (SymbolConfig, SymbolConfig) {
+        let side = |vmlinux, system_map| SymbolConfig {
+            vmlinux,
+            system_map,
+            force: self.force,
+            ..SymbolConfig::default()
+        };
+        (
+            side(self.vmlinux_a, self.system_map_a),
+            side(self.vmlinux_b, self.system_map_b),
+        )
+    }
+}
+
 /// What a flamegraph's or export's widths measure, on the command line.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum WeightArg {
@@ -103,5 +140,23 @@ mod tests {
         let c = Cli::try_parse_from(["x", "--weight", "page-faults", "--force"]).expect("parse");
         assert_eq!(c.weight, WeightArg::Faults);
         assert!(c.symbols.into_config().force);
+    }
+
+    #[test]
+    fn each_side_gets_its_own_files_and_both_the_force() {
+        #[derive(Parser)]
+        struct Sides {
+            #[command(flatten)]
+            symbols: SidesSymbolArgs,
+        }
+        let c =
+            Sides::try_parse_from(["x", "--vmlinux-a", "va", "--system-map-b", "mb", "--force"])
+                .expect("parse");
+        let (a, b) = c.symbols.into_configs();
+        let file = |p: &str| Some(PathBuf::from(p));
+        assert_eq!((a.vmlinux, a.system_map), (file("va"), None));
+        assert_eq!((b.vmlinux, b.system_map), (None, file("mb")));
+        assert!(a.force && b.force);
+        assert_eq!((a.kernel, b.decompressor), (None, None));
     }
 }

@@ -516,10 +516,7 @@ mod tests {
     }
 
     fn names(p: &Profile, s: &Sample) -> Vec<String> {
-        p.stack_frames(s.stack)
-            .iter()
-            .map(|f| p.name_text(f.name).into_owned())
-            .collect()
+        p.stack_names(s.stack)
     }
 
     #[test]

@@ -137,6 +137,27 @@ pub struct Sample {
     pub task: Option<u32>,
 }
 
+#[cfg(test)]
+impl Sample {
+    /// For unit tests: a kernel sample with `stack` at `t_ns` standing for
+    /// `interval_ns`, on vCPU 0, not truncated, no counters or cost, task
+    /// unknown (struct-update what a test needs otherwise).
+    pub(crate) fn kernel_at(stack: Option<StackId>, t_ns: u64, interval_ns: u64) -> Sample {
+        Sample {
+            vcpu: 0,
+            t_ns,
+            interval_ns,
+            kind: FrameKind::Kernel,
+            stack,
+            truncated: false,
+            faults: 0,
+            exits: 0,
+            cost_ns: 0,
+            task: None,
+        }
+    }
+}
+
 /// A guest task samples ran in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct TaskInfo {
@@ -445,6 +466,14 @@ impl Profile {
         v
     }
 
+    /// The display names of a stack's frames ([`Profile::name_text`]), root first.
+    pub fn stack_names(&self, stack: Option<StackId>) -> Vec<String> {
+        self.stack_frames(stack)
+            .iter()
+            .map(|f| self.name_text(f.name).into_owned())
+            .collect()
+    }
+
     /// The run with index `run`.
     pub fn run(&self, run: u32) -> Option<&Run> {
         self.runs.iter().find(|r| r.run == run)
@@ -509,25 +538,11 @@ mod tests {
     use super::*;
 
     fn sample(stack: Option<StackId>) -> Sample {
-        Sample {
-            vcpu: 0,
-            t_ns: 0,
-            interval_ns: 1,
-            kind: FrameKind::Kernel,
-            stack,
-            truncated: false,
-            faults: 0,
-            exits: 0,
-            cost_ns: 0,
-            task: None,
-        }
+        Sample::kernel_at(stack, 0, 1)
     }
 
     fn names(p: &Profile, s: &Sample) -> Vec<String> {
-        p.stack_frames(s.stack)
-            .iter()
-            .map(|f| p.name_text(f.name).into_owned())
-            .collect()
+        p.stack_names(s.stack)
     }
 
     #[test]

@@ -215,16 +215,18 @@ fn boot_line(label: &str, path: &Path, p: &Profile) -> String {
     )
 }
 
+/// The boot times of `p`'s runs that have one, ns.
+fn boot_times(p: &Profile) -> Vec<f64> {
+    p.runs
+        .iter()
+        .filter_map(|r| r.boot_ns)
+        .map(|v| v as f64)
+        .collect()
+}
+
 /// Boot time A → B with Welch's test over runs.
 fn boot_time_change(a: &Profile, b: &Profile) -> Option<String> {
-    let times = |p: &Profile| -> Vec<f64> {
-        p.runs
-            .iter()
-            .filter_map(|r| r.boot_ns)
-            .map(|v| v as f64)
-            .collect()
-    };
-    let (av, bv) = (times(a), times(b));
+    let (av, bv) = (boot_times(a), boot_times(b));
     let (sa, sb) = (Summary::of(&av)?, Summary::of(&bv)?);
     let p = welch_t_test(&av, &bv).map(|t| t.p);
     Some(format!(
@@ -467,22 +469,13 @@ pub fn json_doc(v: &DiffView<'_>, o: &DiffOptions) -> JsonDiff {
         input: path.display().to_string(),
         runs: p.runs.len(),
         kernel_version: p.info.kernel_version.clone(),
-        boot_ns: Summary::of_u64(&p.runs.iter().filter_map(|r| r.boot_ns).collect::<Vec<_>>()),
+        boot_ns: Summary::of(&boot_times(p)),
     };
     let (a, b) = (side(v.a_path, v.a), side(v.b_path, v.b));
-    let boot_change = a.boot_ns.zip(b.boot_ns).map(|(sa, sb)| {
-        let times = |p: &Profile| -> Vec<f64> {
-            p.runs
-                .iter()
-                .filter_map(|r| r.boot_ns)
-                .map(|v| v as f64)
-                .collect()
-        };
-        JsonBootChange {
-            delta_ns: sb.mean - sa.mean,
-            delta_percent: 100.0 * (sb.mean - sa.mean) / sa.mean.max(1.0),
-            p: welch_t_test(&times(v.a), &times(v.b)).map(|t| t.p),
-        }
+    let boot_change = a.boot_ns.zip(b.boot_ns).map(|(sa, sb)| JsonBootChange {
+        delta_ns: sb.mean - sa.mean,
+        delta_percent: 100.0 * (sb.mean - sa.mean) / sa.mean.max(1.0),
+        p: welch_t_test(&boot_times(v.a), &boot_times(v.b)).map(|t| t.p),
     });
     let deltas = function_deltas(
         &SideRuns::of(v.a),

@@ -270,67 +270,16 @@ fn read_u32<M: GuestPhys + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sample::fake_tasks::{
+        self, COMM, INIT, NVCSW, ON_CPU, PA, PID, PID1, SP, STACK, STACK_BASE, STATE, TASKS, VA,
+    };
     use crate::sample::pagewalk::{FakePageTables, FakePhys};
     use crate::sample::unwind::Method;
-    use boottrace_symbols::typeinfo::{
-        CurrentTaskField, CurrentTaskLocation, Field, InactiveTaskFrameLayout, KernelTypeInfo,
-        PerCpuAddressing, TaskStructLayout, TaskSymbols, TypeInfoSource,
-    };
-
-    const PID: u64 = 0x10;
-    const COMM: u64 = 0x20;
-    const TASKS: u64 = 0x30;
-    const SP: u64 = 0x40;
-    const STACK: u64 = 0x8;
-    const STATE: u64 = 0x0;
-    const ON_CPU: u64 = 0x48;
-    const NVCSW: u64 = 0x50;
-    const NIVCSW: u64 = 0x58;
-
-    /// Kernel virtual base of the fake guest's data, and where it is.
-    const VA: u64 = 0xffff_8880_0010_0000;
-    const PA: u64 = 0x10_0000;
-    /// init_task and pid 1 inside it.
-    const INIT: u64 = VA + 0x1000;
-    const PID1: u64 = VA + 0x2000;
-    /// pid 1's 16 KiB stack.
-    const STACK_BASE: u64 = VA + 0x8000;
 
     fn locator(on_cpu: bool) -> TaskLocator {
-        let f = |offset, size| Field { offset, size };
         TaskLocator {
-            types: KernelTypeInfo {
-                source: TypeInfoSource::Dwarf,
-                task: TaskStructLayout {
-                    size: 0x100,
-                    pid: f(PID, 4),
-                    tgid: f(PID + 4, 4),
-                    comm: f(COMM, 16),
-                    state: f(STATE, 4),
-                    flags: f(4, 4),
-                    stack: f(STACK, 8),
-                    thread_sp: f(SP, 8),
-                    tasks: Some(f(TASKS, 16)),
-                    on_cpu: on_cpu.then_some(f(ON_CPU, 4)),
-                    nvcsw: Some(f(NVCSW, 8)),
-                    nivcsw: Some(f(NIVCSW, 8)),
-                },
-                frame: InactiveTaskFrameLayout {
-                    size: 56,
-                    bp: 40,
-                    ret_addr: 48,
-                },
-                current: CurrentTaskField::PcpuHot { offset: 0 },
-            },
-            symbols: TaskSymbols {
-                current: CurrentTaskLocation {
-                    symbol_value: 0,
-                    field_offset: 0,
-                    addressing: PerCpuAddressing::Global,
-                },
-                init_task: INIT,
-                per_cpu_offset: None,
-            },
+            types: fake_tasks::types(on_cpu),
+            symbols: fake_tasks::symbols(),
         }
     }
 

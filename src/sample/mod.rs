@@ -3,6 +3,8 @@
 
 pub mod blocked;
 pub mod counters;
+#[cfg(test)]
+pub(crate) mod fake_tasks;
 pub mod kaslr;
 pub mod late;
 pub mod pagewalk;

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod type_info;
+
 /// The directory of a built test kernel: `$BOOTTRACE_TINY_FP` (etc.) when
 /// set, else what `kernel/build.sh NAME` prints last (cached: seconds).
 pub fn kernel_dir(name: &str) -> PathBuf {
@@ -13,25 +15,32 @@ pub fn kernel_dir(name: &str) -> PathBuf {
     if let Some(dir) = std::env::var_os(&var) {
         return PathBuf::from(dir);
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernel/build.sh");
+    kernel_script_path("build.sh", name, &format!("kernel/build.sh {name} failed"))
+}
+
+/// Runs `bash kernel/SCRIPT ARG` and returns the path it prints on its last
+/// line. Panics, failing the test, with `failure` and the script's stderr
+/// when it fails.
+pub fn kernel_script_path(script: &str, arg: &str, failure: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("kernel")
+        .join(script);
     let out = Command::new("bash")
-        .arg(&script)
-        .arg(name)
+        .arg(&path)
+        .arg(arg)
         .output()
-        .expect("run kernel/build.sh");
+        .unwrap_or_else(|e| panic!("run kernel/{script}: {e}"));
     assert!(
         out.status.success(),
-        "kernel/build.sh {name} failed:\n{}",
+        "{failure}:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let dir = stdout
+    let last = stdout
         .lines()
         .last()
-        .expect("build.sh printed the kernel directory")
-        .trim()
-        .to_string();
-    PathBuf::from(dir)
+        .unwrap_or_else(|| panic!("kernel/{script} printed no path"));
+    PathBuf::from(last.trim())
 }
 
 /// Runs `boottrace ARGS…` and returns its output.

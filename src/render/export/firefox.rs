@@ -408,15 +408,8 @@ mod tests {
     fn sample(vcpu: u32, t_ns: u64, kind: FrameKind, stack: Option<StackId>) -> Sample {
         Sample {
             vcpu,
-            t_ns,
-            interval_ns: 1_000_000,
             kind,
-            stack,
-            truncated: false,
-            faults: 0,
-            exits: 0,
-            cost_ns: 0,
-            task: None,
+            ..Sample::kernel_at(stack, t_ns, 1_000_000)
         }
     }
 
