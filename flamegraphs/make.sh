@@ -35,8 +35,10 @@ failed=()
 rec() {
     local name=$1; shift
     echo "make.sh: recording $name" >&2
-    if ! "$BT" record "$@" -q -o "$data/$name.data" > "$data/$name.log" 2>&1; then
-        echo "make.sh: $name: record exited with $? (see $data/$name.log)" >&2
+    local status=0
+    "$BT" record "$@" -q -o "$data/$name.data" > "$data/$name.log" 2>&1 || status=$?
+    if [ "$status" -ne 0 ]; then
+        echo "make.sh: $name: record exited with $status (see $data/$name.log)" >&2
         return 1
     fi
 }
