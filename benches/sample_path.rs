@@ -654,8 +654,19 @@ fn lay_out_stack(
         seed ^= seed << 17;
         calls[(seed % calls.len() as u64) as usize] + SLIDE
     };
-    // The leaf: somewhere in a function, at a call site's return address.
-    let rip = pick();
+    // The leaf: somewhere in a function, at a call site's return address
+    // (ORC: one whose entry the first frame can use; a few tries).
+    let mut rip = pick();
+    for _ in 0..64 {
+        let usable = orc.map_or(true, |t| {
+            t.lookup(rip - SLIDE)
+                .is_some_and(|e| e.sp_reg == OrcReg::Sp && e.kind == OrcType::Call)
+        });
+        if usable {
+            break;
+        }
+        rip = pick();
+    }
     let mut sp = top_va - 0x2000;
     let rsp = sp;
     match orc {
