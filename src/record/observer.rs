@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::trace::{Boundary, BoundaryKind, EndKind, Phase, PhaseName, Record, Serial, TraceSink};
-use crate::vmm::breakpoints::{Hit, HitKind, NamedBoundary};
+use crate::vmm::breakpoints::{HitKind, NamedBoundary};
 use crate::vmm::control::EndReason;
-use crate::vmm::{RunObserver, VmmPhase};
+use crate::vmm::{BoundaryHit, RunObserver, VmmPhase};
 
 use super::progress::ConsoleEcho;
 
@@ -154,22 +154,27 @@ impl RunObserver for RunRecorder {
         self.record_phase(phase_name(phase), t_ns);
     }
 
-    fn boundary(&self, vcpu: u32, t_ns: u64, tsc: Option<u64>, hit: Hit, slide: Option<i64>) {
-        if self.boundaries.fetch_add(1, Ordering::Relaxed) >= MAX_BOUNDARIES {
-            return;
+    fn boundaries(&self, hits: &[BoundaryHit]) {
+        let mut recs = Vec::with_capacity(hits.len());
+        for h in hits {
+            if self.boundaries.fetch_add(1, Ordering::Relaxed) >= MAX_BOUNDARIES {
+                continue;
+            }
+            recs.push(Record::Boundary(Boundary {
+                run: self.run,
+                vcpu: h.vcpu,
+                t_ns: h.t_ns,
+                tsc: h.tsc,
+                kind: boundary_kind(h.hit.kind),
+                addr: h.hit.addr,
+                link: h.slide.map(|s| h.hit.addr.wrapping_sub(s as u64)),
+                ret: h.hit.ret,
+                value: None,
+                count: None,
+            }));
         }
-        let _ = self.sink.append(Record::Boundary(Boundary {
-            run: self.run,
-            vcpu,
-            t_ns,
-            tsc,
-            kind: boundary_kind(hit.kind),
-            addr: hit.addr,
-            link: slide.map(|s| hit.addr.wrapping_sub(s as u64)),
-            ret: hit.ret,
-            value: None,
-            count: None,
-        }));
+        // One hand-over (one wake-up of the writer) for the whole batch.
+        let _ = self.sink.append_batch(recs);
     }
 
     fn serial_line(&self, t_ns: u64, line: &str) {
@@ -190,6 +195,53 @@ impl RunObserver for RunRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::{Trace, TraceMeta, TraceWriter};
+    use crate::vmm::breakpoints::Hit;
+
+    #[test]
+    fn boundaries_arrive_as_one_batch_each_kept_within_the_cap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("b.data");
+        let w = TraceWriter::create(&path, &TraceMeta::default())
+            .expect("writer")
+            .spawn()
+            .expect("writer thread");
+        let r = RunRecorder::new(0, w.sink(), None);
+        let hit = |i: u64| BoundaryHit {
+            vcpu: (i % 2) as u32,
+            t_ns: 1000 + i,
+            tsc: Some(5000 + i),
+            hit: Hit {
+                kind: if i % 2 == 0 {
+                    HitKind::InitcallStart
+                } else {
+                    HitKind::InitcallEnd
+                },
+                addr: 0xffff_ffff_8100_0000,
+                ret: (i % 2 == 1).then_some(-19),
+            },
+            slide: Some(0x20_0000),
+        };
+        let batch: Vec<BoundaryHit> = (0..4).map(hit).collect();
+        r.boundaries(&batch);
+        r.boundaries(&[]);
+        w.finish().expect("finish");
+        let t = Trace::open(&path).expect("trace");
+        let b = &t.runs[0].boundaries;
+        assert_eq!(b.len(), 4);
+        assert_eq!(b[1].kind, BoundaryKind::InitcallEnd);
+        assert_eq!(
+            (b[1].vcpu, b[1].t_ns, b[1].tsc, b[1].ret),
+            (1, 1001, Some(5001), Some(-19))
+        );
+        assert_eq!(b[1].link, Some(0xffff_ffff_80e0_0000));
+        assert_eq!(r.boundary_counts(), (4, 0));
+        // Beyond the cap boundaries are counted, not written.
+        r.boundaries.store(MAX_BOUNDARIES - 1, Ordering::Relaxed);
+        let rest: Vec<BoundaryHit> = (4..7).map(hit).collect();
+        r.boundaries(&rest);
+        assert_eq!(r.boundary_counts(), (MAX_BOUNDARIES, 2));
+    }
 
     #[test]
     fn end_kinds_keep_the_names_of_end_reason_kind() {

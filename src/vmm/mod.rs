@@ -147,17 +147,33 @@ pub trait RunObserver: Send + Sync {
     fn stop_reason(&self) -> Option<String> {
         None
     }
-    /// An exact boundary hit on vCPU `vcpu` at `t_ns`, with the guest's TSC
-    /// when readable and the KASLR slide when known.
-    fn boundary(
-        &self,
-        _vcpu: u32,
-        _t_ns: u64,
-        _tsc: Option<u64>,
-        _hit: breakpoints::Hit,
-        _slide: Option<i64>,
-    ) {
-    }
+    /// Exact boundaries one vCPU took, in its time order. They arrive in
+    /// batches some time after the hits: a vCPU thread hands them over at
+    /// an exit that is not a breakpoint's (see [`BoundaryHit`]).
+    fn boundaries(&self, _hits: &[BoundaryHit]) {}
+}
+
+/// An exact boundary as the vCPU took it.
+///
+/// The vCPU thread queues these and hands them to the observer at a later
+/// sampling exit: handing over can wake the trace writer, and on a host
+/// whose CPUs are all busy (an SMP guest) the woken writer may preempt the
+/// vCPU thread for milliseconds. At a breakpoint exit that delay would fall
+/// between the hit and the guest's own clock read after it (initcall_debug's
+/// `rettime`), so the guest would count it and the boundary's host time
+/// would not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundaryHit {
+    /// vCPU that hit it.
+    pub vcpu: u32,
+    /// Host time of the exit, ns since the run's start.
+    pub t_ns: u64,
+    /// The guest's TSC, when readable.
+    pub tsc: Option<u64>,
+    /// What it marks.
+    pub hit: breakpoints::Hit,
+    /// The KASLR slide, when known.
+    pub slide: Option<i64>,
 }
 
 /// Finds the kernel's virtual KASLR slide from guest state.
@@ -253,7 +269,7 @@ pub struct ExactFigures {
     pub console_accesses: u64,
     /// Breakpoint exits.
     pub bp_exits: u64,
-    /// Time the VMM spent handling them, ns.
+    /// Time the VMM spent on them (exit to the next KVM_RUN), ns.
     pub bp_handle_ns: u64,
 }
 

@@ -20,7 +20,7 @@ use super::exit::{
     emulation_failure_action, handle_exit, ExitAction, FailedInstruction, FailureAction, FixCounter,
 };
 use super::kick::{self, ThreadTimer};
-use super::{RunObserver, Until, VmmPhase};
+use super::{BoundaryHit, RunObserver, Until, VmmPhase};
 
 /// What a sampler reports back to the loop.
 #[derive(Debug, Clone, Copy)]
@@ -78,7 +78,7 @@ pub struct BootGoals {
 pub struct ExactMeters {
     /// Breakpoint exits.
     pub bp_exits: AtomicU64,
-    /// Time the VMM spent handling them (exit to re-entry), ns.
+    /// Time the VMM spent on them, from the exit to the next KVM_RUN, ns.
     pub bp_handle_ns: AtomicU64,
     /// Time the guest spent writing to the UART console, ns (see [`CONSOLE_GAP_NS`]).
     pub console_ns: AtomicU64,
@@ -95,6 +95,10 @@ pub const CONSOLE_GAP_NS: u64 = 1_000_000;
 /// Consecutive breakpoint hits at one address after which a vCPU stops
 /// watching kernel boundaries (the guest cannot be stepped past it).
 const MAX_STUCK_HITS: u32 = 16;
+
+/// Boundaries a vCPU queues before handing them over at whatever exit
+/// comes (without sampling there may be no kick to wait for).
+const MAX_PENDING_BOUNDARIES: usize = 256;
 
 /// IA32_TSC.
 const MSR_IA32_TSC: u32 = 0x10;
@@ -149,6 +153,8 @@ pub struct VcpuThread {
     boundaries_off: bool,
     /// Time of this vCPU's previous UART access, ns.
     uart_prev: Option<u64>,
+    /// Boundaries not handed to the observer yet (see [`BoundaryHit`]).
+    pending: Vec<BoundaryHit>,
 }
 
 impl VcpuThread {
@@ -183,6 +189,7 @@ impl VcpuThread {
             stuck: (0, 0),
             boundaries_off: false,
             uart_prev: None,
+            pending: Vec::new(),
         }
     }
 
@@ -235,11 +242,20 @@ impl VcpuThread {
             self.control.end(EndReason::VcpuError(e.to_string()));
         }
         let mut fixes = FixCounter::default();
+        // Exit time of a breakpoint exit not yet re-entered.
+        let mut bp_exit: Option<u64> = None;
         while !self.control.should_stop() {
+            if let Some(t) = bp_exit.take() {
+                self.breakpoint_handled(t);
+            }
             let result = self.vcpu.run();
             // Taken first: boundaries and console time are as close to the
             // guest's instruction as the host lets us see it.
             let t_exit = self.control.now_ns();
+            if matches!(result, Ok(VcpuExit::Debug(_))) {
+                bp_exit = Some(t_exit);
+                self.goals.meters.bp_exits.fetch_add(1, Ordering::Relaxed);
+            }
             let uart = is_uart_exit(&result);
             let action = handle_exit(result, self.devices.as_ref());
             self.carry_out(action, &mut fixes, t_exit);
@@ -266,7 +282,14 @@ impl VcpuThread {
                     .map_or(0, |t| t.since_last_expiry_ns(period_ns));
                 self.take_sample(sampler.as_deref_mut(), &mut started, Some(kick_ns), true);
             }
+            if (kicked && bp_exit.is_none()) || self.pending.len() >= MAX_PENDING_BOUNDARIES {
+                self.hand_over_boundaries();
+            }
         }
+        if let Some(t) = bp_exit {
+            self.breakpoint_handled(t);
+        }
+        self.hand_over_boundaries();
         if let Some(s) = sampler.as_mut() {
             s.finish();
         }
@@ -427,12 +450,22 @@ impl VcpuThread {
             Role::InitEntry => self.user_mode_reached(pc, "hw-breakpoint at /init's entry"),
             _ => self.boundary_hit(role, addr, pc, t_ns),
         }
-        let m = &self.goals.meters;
-        m.bp_exits.fetch_add(1, Ordering::Relaxed);
-        m.bp_handle_ns.fetch_add(
-            self.control.now_ns().saturating_sub(t_ns),
+    }
+
+    /// A breakpoint exit at `t_exit` is over: the guest runs again now.
+    fn breakpoint_handled(&self, t_exit: u64) {
+        self.goals.meters.bp_handle_ns.fetch_add(
+            self.control.now_ns().saturating_sub(t_exit),
             Ordering::Relaxed,
         );
+    }
+
+    /// Hands the queued boundaries to the observer (one batch).
+    fn hand_over_boundaries(&mut self) {
+        if !self.pending.is_empty() {
+            self.observer.boundaries(&self.pending);
+            self.pending.clear();
+        }
     }
 
     /// A kernel-boundary slot fired: the plan decides what it means.
@@ -448,9 +481,13 @@ impl VcpuThread {
                 .flatten(),
         };
         if let Some(hit) = self.goals.plan.hit(role, addr, &regs) {
-            let tsc = self.guest_tsc();
-            self.observer
-                .boundary(self.index, t_ns, tsc, hit, self.slide);
+            self.pending.push(BoundaryHit {
+                vcpu: self.index,
+                t_ns,
+                tsc: self.guest_tsc(),
+                hit,
+                slide: self.slide,
+            });
             if hit.kind == HitKind::Until {
                 let name = self
                     .goals
