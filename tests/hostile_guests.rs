@@ -756,6 +756,11 @@ fn a_dead_vcpu_thread_is_reported_as_such() {
         start.elapsed()
     );
     assert_eq!(out.unstopped_vcpus, 0);
+    eprintln!(
+        "figures: dead vCPU thread: boot ended as {:?} after {:?} (timeout 60 s)",
+        out.end,
+        start.elapsed()
+    );
 }
 
 /// The vCPU threads run under a seccomp filter: a socket opened from the
