@@ -188,3 +188,37 @@ fn one_line(e: &anyhow::Error) -> String {
     }
     out.replace('\n', " ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use boottrace::record::GoalMissed;
+    use boottrace::vmm::control::EndReason;
+    use std::time::Duration;
+
+    fn status_of(end: EndReason) -> u8 {
+        exit_status(&anyhow::Error::new(GoalMissed {
+            failed: 1,
+            runs: 1,
+            end,
+        }))
+    }
+
+    /// The README's exit statuses, by how the (last) boot ended; the boot
+    /// tests check the same through the binary where a guest can cause it
+    /// (a vCPU thread dying cannot be caused from outside: 6 is checked here).
+    #[test]
+    fn exit_status_follows_how_the_boot_ended() {
+        assert_eq!(status_of(EndReason::Panic("Kernel panic".into())), 3);
+        assert_eq!(status_of(EndReason::Shutdown("triple fault".into())), 3);
+        assert_eq!(status_of(EndReason::Reset), 3);
+        assert_eq!(status_of(EndReason::Timeout(Duration::from_secs(1))), 4);
+        assert_eq!(
+            status_of(EndReason::VcpuError("vCPU 0 thread died".into())),
+            6
+        );
+        assert_eq!(status_of(EndReason::HostError("disk full".into())), 1);
+        assert_eq!(status_of(EndReason::Interrupted), 130);
+        assert_eq!(exit_status(&anyhow::anyhow!("no such file")), 1);
+    }
+}

@@ -120,6 +120,17 @@ fn diff_of_two_images_records_them_interleaved() {
         table.contains("Slower in B") && table.contains("Faster in B"),
         "{table}"
     );
+    // stdout holds only diff's table: record's progress and summaries of the
+    // four boots went to stderr (issue 8).
+    assert!(table.starts_with("A: "), "{table}");
+    for status in ["boot ended:", "samples:", "wrote "] {
+        assert!(!table.contains(status), "{status:?} on stdout:\n{table}");
+    }
+    assert_eq!(
+        stderr.matches("boot ended:").count(),
+        4,
+        "one summary per boot on stderr:\n{stderr}"
+    );
     // With two runs a side, Welch's test gives p-values (one run: "n/a").
     let rows: Vec<&str> = table
         .lines()
@@ -207,4 +218,50 @@ fn symbols_are_found_next_to_the_recorded_image() {
         "{source}"
     );
     assert!(folded(&trace).contains("start_kernel"));
+}
+
+/// `diff` of two kernel images writes only its table on stdout; record's
+/// progress and per-boot summaries go to stderr (issue 8). Two flat test
+/// kernels (a `jmp $` and a `nop; jmp` loop) boot for one second each, so
+/// this runs in seconds on any KVM host.
+#[test]
+fn diff_stdout_holds_only_its_table() {
+    let dir = scratch().join("diff-stdout");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let a = common::flat_kernel(&dir, "spin-a.elf", &[0xeb, 0xfe]);
+    let b = common::flat_kernel(&dir, "spin-b.elf", &[0x90, 0xeb, 0xfd]);
+    let rec = "--timeout 1 -F 1000";
+    let out = boottrace(&[
+        "diff",
+        s(&a),
+        s(&b),
+        "--runs",
+        "1",
+        "--record-a",
+        rec,
+        "--record-b",
+        rec,
+        "--record-dir",
+        s(&dir.join("recordings")),
+        "-o",
+        s(&dir.join("diff.svg")),
+    ]);
+    let all = text(&out);
+    assert!(out.status.success(), "diff failed:\n{all}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.starts_with("A: "), "{stdout}");
+    assert!(stdout.contains("Slower in B"), "{stdout}");
+    for status in [
+        "boot ended:",
+        "samples:",
+        "wrote ",
+        "recording",
+        "boottrace",
+    ] {
+        assert!(!stdout.contains(status), "{status:?} on stdout:\n{stdout}");
+    }
+    assert_eq!(stderr.matches("boot ended:").count(), 2, "{stderr}");
+    assert!(stderr.contains("recording A boot 1/1"), "{stderr}");
+    assert!(stderr.contains("wrote "), "{stderr}");
 }

@@ -7,9 +7,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use boottrace::trace::{synth, Record, TraceWriter};
@@ -28,19 +29,44 @@ struct Run {
     max_rss_kib: i64,
 }
 
+/// A child's peak RSS (`ru_maxrss`) starts at this test process's RSS when
+/// it forks the child (children are forked, see [`run`]). A test that
+/// builds a big input in memory holds this lock for writing while it does,
+/// and gives the memory back before it lets go; children are started under
+/// the read lock, so no child is measured with another test's input in its
+/// count.
+static BUILDING_INPUT: RwLock<()> = RwLock::new(());
+
+/// Builds a big input under [`BUILDING_INPUT`], then returns the freed
+/// memory to the system.
+fn build_big_input<T>(build: impl FnOnce() -> T) -> T {
+    let _only_me = BUILDING_INPUT.write().unwrap_or_else(|e| e.into_inner());
+    let out = build();
+    // SAFETY: malloc_trim only gives free heap pages back to the system.
+    unsafe { libc::malloc_trim(0) };
+    out
+}
+
 /// Runs `boottrace ARGS`, killing it after `limit` (the test then fails on
 /// the time bound), and measures it.
 // The child is reaped by wait4 (for its rusage), not by Child::wait.
 #[allow(clippy::zombie_processes)]
 fn run(args: &[&str], limit: Duration) -> Run {
     let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_boottrace"))
-        .args(args)
+    let spawning = BUILDING_INPUT.read().unwrap_or_else(|e| e.into_inner());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_boottrace"));
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run boottrace");
+        .stderr(Stdio::piped());
+    // Fork, not posix_spawn: a vfork-style child runs in this process's
+    // memory until it execs, and Linux then counts this process's peak RSS
+    // as the child's. A forked child starts from this process's current
+    // RSS instead, which `build_big_input` keeps small.
+    // SAFETY: the hook does nothing; having one only makes Command fork.
+    unsafe { cmd.pre_exec(|| Ok(())) };
+    let mut child = cmd.spawn().expect("run boottrace");
+    drop(spawning);
     let pid = child.id() as libc::pid_t;
     let mut out = child.stdout.take().expect("stdout");
     let mut err = child.stderr.take().expect("stderr");
@@ -74,15 +100,37 @@ fn run(args: &[&str], limit: Duration) -> Run {
     let elapsed = start.elapsed();
     let text = reader.join().expect("reader");
     let status = std::process::ExitStatus::from_raw(status);
-    Run {
+    let r = Run {
         code: status.code(),
         text,
         elapsed,
         max_rss_kib: usage.ru_maxrss,
-    }
+    };
+    r.print_figures(args);
+    r
 }
 
 impl Run {
+    /// Prints what was measured (`--nocapture` shows it): the command, exit
+    /// code, wall time, peak RSS and the first error or warning line.
+    fn print_figures(&self, args: &[&str]) {
+        let said = self
+            .text
+            .lines()
+            .find(|l| l.starts_with("boottrace: error:") || l.contains("warning"))
+            .unwrap_or("");
+        let said: String = said.chars().take(160).collect();
+        // Paths left out: the command and its options identify the run.
+        let shown: Vec<&str> = args.iter().copied().filter(|a| !a.contains('/')).collect();
+        eprintln!(
+            "figures: boottrace {} -> exit {:?}, {:.2} s, peak RSS {} MiB; {said}",
+            shown.join(" "),
+            self.code,
+            self.elapsed.as_secs_f64(),
+            self.max_rss_kib >> 10,
+        );
+    }
+
     /// Asserts a usage/input failure: non-zero exit (not a signal or panic),
     /// one error line containing every `needles`, within `secs` seconds.
     fn refused(&self, needles: &[&str], secs: u64) -> &Self {
@@ -129,6 +177,21 @@ fn mkfifo(path: &Path) {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
     // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// A character device node `major:minor` at `path` (the suite runs as root).
+fn mknod_char(path: &Path, major: u32, minor: u32) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    let dev = libc::makedev(major, minor);
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, dev) };
+    assert_eq!(
+        r,
+        0,
+        "mknod {}: {} (this test needs root)",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 /// A sparse file of `len` bytes (no disk blocks) starting with `head`.
@@ -246,7 +309,8 @@ fn bzimage_whose_payload_loads_near_2_64_is_refused_at_once() {
     let hostile = dir.path().join("paddr.bzImage");
     std::fs::write(&hostile, splice(&file, &gzip(&elf))).expect("write");
     record(dir.path(), &hostile, &[])
-        .refused(&["p_paddr 0xfffffffffff00000", "physical end wraps"], 20);
+        .refused(&["p_paddr 0xfffffffffff00000", "physical end wraps"], 20)
+        .rss_below(200);
 }
 
 #[test]
@@ -256,7 +320,9 @@ fn vmlinux_that_loads_near_2_64_is_refused_at_once() {
     set_paddr(&mut elf, 0xffff_ffff_fff0_0000);
     let hostile = dir.path().join("paddr.vmlinux");
     std::fs::write(&hostile, elf).expect("write");
-    record(dir.path(), &hostile, &[]).refused(&["p_paddr 0xfffffffffff00000"], 20);
+    record(dir.path(), &hostile, &[])
+        .refused(&["p_paddr 0xfffffffffff00000"], 20)
+        .rss_below(200);
 }
 
 // Row 2: only regular files are read.
@@ -266,7 +332,9 @@ fn fifo_as_kernel_is_refused_without_blocking() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fifo = dir.path().join("kernel.fifo");
     mkfifo(&fifo);
-    record(dir.path(), &fifo, &[]).refused(&["is not a regular file (it is a FIFO)"], 10);
+    record(dir.path(), &fifo, &[])
+        .refused(&["is not a regular file (it is a FIFO)"], 10)
+        .rss_below(200);
 }
 
 #[test]
@@ -366,7 +434,8 @@ fn directory_as_initrd_is_refused_as_not_a_regular_file() {
     let kernel = dir.path().join("spin.elf");
     std::fs::write(&kernel, tiny_elf(0x20_0000, 2)).expect("write");
     record(dir.path(), &kernel, &["--initrd", s(&initrd)])
-        .refused(&["is not a regular file (it is a directory)"], 20);
+        .refused(&["is not a regular file (it is a directory)"], 20)
+        .rss_below(200);
 }
 
 #[test]
@@ -377,7 +446,8 @@ fn fifo_as_initrd_is_refused_without_blocking() {
     let kernel = dir.path().join("spin.elf");
     std::fs::write(&kernel, tiny_elf(0x20_0000, 2)).expect("write");
     record(dir.path(), &kernel, &["--initrd", s(&initrd)])
-        .refused(&["is not a regular file (it is a FIFO)"], 20);
+        .refused(&["is not a regular file (it is a FIFO)"], 20)
+        .rss_below(200);
 }
 
 // Row 3: many decompressor bases.
@@ -444,7 +514,9 @@ fn elf_with_huge_memsz_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let kernel = dir.path().join("memsz.elf");
     std::fs::write(&kernel, tiny_elf(0x20_0000, u64::MAX - 0x1000)).expect("write");
-    record(dir.path(), &kernel, &[]).refused(&["p_memsz", "wraps"], 20);
+    record(dir.path(), &kernel, &[])
+        .refused(&["p_memsz", "wraps"], 20)
+        .rss_below(200);
 }
 
 #[test]
@@ -455,13 +527,15 @@ fn bzimage_with_pref_address_near_2_64_is_refused() {
     file[0x258..0x260].copy_from_slice(&0xffff_ffff_ffff_0000u64.to_le_bytes());
     let kernel = dir.path().join("pref.bzImage");
     std::fs::write(&kernel, file).expect("write");
-    record(dir.path(), &kernel, &[]).refused(
-        &[
-            "pref_address 0xffffffffffff0000",
-            "beyond any physical address",
-        ],
-        20,
-    );
+    record(dir.path(), &kernel, &[])
+        .refused(
+            &[
+                "pref_address 0xffffffffffff0000",
+                "beyond any physical address",
+            ],
+            20,
+        )
+        .rss_below(200);
 }
 
 // Row 5: messages that say the real limit.
@@ -473,7 +547,8 @@ fn elf_beyond_ram_says_how_much_memory_it_needs() {
     // Loads at 256 MiB: needs 257 MiB, has 64.
     std::fs::write(&kernel, tiny_elf(0x1000_0000, 2)).expect("write");
     record(dir.path(), &kernel, &["--mem", "64M"])
-        .refused(&["--mem 64 MiB is too small", "needs at least 257 MiB"], 20);
+        .refused(&["--mem 64 MiB is too small", "needs at least 257 MiB"], 20)
+        .rss_below(200);
 }
 
 #[test]
@@ -518,9 +593,14 @@ fn record_refuses_a_directory_a_fifo_and_a_symlink_as_its_output() {
     let target = dir.path().join("target.data");
     let link = dir.path().join("link.data");
     std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    // A character device like /dev/null (1, 3), made here: as root, `-o
+    // /dev/null` used to replace /dev/null itself.
+    let null = dir.path().join("a-null-device");
+    mknod_char(&null, 1, 3);
     for (out, needle) in [
         (&out_dir, "is a directory, not a regular file"),
         (&fifo, "is a FIFO, not a regular file"),
+        (&null, "is a character device, not a regular file"),
         (&link, "is a symbolic link; not following it"),
     ] {
         let r = run(
@@ -537,7 +617,7 @@ fn record_refuses_a_directory_a_fifo_and_a_symlink_as_its_output() {
             ],
             Duration::from_secs(60),
         );
-        r.refused(&[needle], 30);
+        r.refused(&[needle], 30).rss_below(200);
         // Nothing was moved aside or created in its place.
         assert!(
             !output_old(out).exists(),
@@ -550,6 +630,10 @@ fn record_refuses_a_directory_a_fifo_and_a_symlink_as_its_output() {
         .expect("fifo")
         .file_type()
         .is_fifo());
+    assert!(std::fs::symlink_metadata(&null)
+        .expect("device")
+        .file_type()
+        .is_char_device());
     assert!(
         !target.exists(),
         "the dangling symlink's target was created"
@@ -600,7 +684,9 @@ fn flame_export_and_diff_do_not_write_through_a_symlink() {
         ],
     ];
     for args in &cases {
-        run(args, Duration::from_secs(60)).refused(&["is a symbolic link; not following it"], 30);
+        run(args, Duration::from_secs(60))
+            .refused(&["is a symbolic link; not following it"], 30)
+            .rss_below(200);
         assert_eq!(
             std::fs::read(&target).expect("read"),
             b"keep me",
@@ -618,4 +704,137 @@ fn flame_export_and_diff_do_not_write_through_a_symlink() {
     assert!(std::fs::read_to_string(&plain)
         .expect("read")
         .contains("<svg"));
+}
+
+// Rows "20 k / 50 k runs", "2 M-frame stack; 16 M frames" and the
+// per-run warning of "exit codes and messages", through the binary.
+
+/// Writes `recs` (the first is the Meta record) as a trace at `path`.
+fn write_records(path: &Path, recs: &[Record]) {
+    let Some((Record::Meta(meta), rest)) = recs.split_first() else {
+        panic!("records start with Meta");
+    };
+    let mut w = TraceWriter::create(path, meta).expect("create trace");
+    for r in rest {
+        w.append(r).expect("append");
+    }
+    w.finish().expect("finish");
+}
+
+/// `report` (text and JSON) on traces of 20 000 and 50 000 one-sample runs
+/// over 2 000 distinct functions, half of the runs without an end record.
+/// Before: 2.9 GB for 20 000 runs (dense per-function × per-run arrays),
+/// out-of-memory abort for 50 000, and one warning line per damaged run.
+#[test]
+fn report_on_tens_of_thousands_of_runs_is_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for runs in [20_000u32, 50_000] {
+        let opts = synth::SynthOptions {
+            runs,
+            samples_per_run: 1,
+            vcpus: 1,
+            period_ns: 1_000_000,
+            seed: 3,
+            extra_functions: 2_000,
+        };
+        let trace = dir.path().join(format!("runs-{runs}.data"));
+        build_big_input(|| {
+            let mut recs = synth::records(&opts);
+            recs.retain(|r| !matches!(r, Record::RunEnd(e) if e.run % 2 == 1));
+            write_records(&trace, &recs);
+        });
+        let map = dir.path().join("System.map");
+        std::fs::write(&map, synth::system_map_for(&opts)).expect("map");
+        let size = std::fs::metadata(&trace).expect("trace").len();
+        eprintln!("figures: {runs} runs: trace of {size} bytes");
+        for json in [false, true] {
+            let mut args = vec!["report", "-i", s(&trace), "--system-map", s(&map)];
+            if json {
+                args.push("--json");
+            }
+            let r = run(&args, Duration::from_secs(120));
+            assert_eq!(r.code, Some(0), "{runs} runs: {}", r.text);
+            assert!(!r.text.contains("panicked"), "{}", r.text);
+            // The trace's problems are one line each (text: "note:", JSON:
+            // "warnings"), not one per run.
+            let kept = boottrace::trace::MAX_RUNS;
+            let skipped = format!("beyond the first {kept} skipped");
+            for what in [skipped.as_str(), "runs have no end record"] {
+                let n = r.text.lines().filter(|l| l.contains(what)).count();
+                assert_eq!(n, 1, "{runs} runs: {n} lines say {what:?}");
+            }
+            assert!(r.elapsed < Duration::from_secs(60), "took {:?}", r.elapsed);
+            r.rss_below(500);
+            eprintln!(
+                "figures: {runs} runs, report{}: {} output bytes in {} lines",
+                if json { " --json" } else { "" },
+                r.text.len(),
+                r.text.lines().count()
+            );
+        }
+    }
+}
+
+/// A one-run trace whose only sample has the stack `deep`.
+fn deep_records(opts: &synth::SynthOptions, deep: Vec<u64>) -> Vec<Record> {
+    vec![
+        Record::Meta(Box::new(synth::meta(opts))),
+        Record::RunStart(boottrace::trace::RunStart {
+            run: 0,
+            wall_time_unix_ns: 1,
+        }),
+        Record::Sample(boottrace::trace::Sample {
+            run: 0,
+            t_ns: 1_000,
+            rip: deep.first().copied().unwrap_or(0),
+            stack: deep,
+            ..boottrace::trace::Sample::default()
+        }),
+        Record::RunEnd(boottrace::trace::RunEnd {
+            run: 0,
+            t_ns: 2_000,
+            ..boottrace::trace::RunEnd::default()
+        }),
+    ]
+}
+
+/// `report` and `flame` on a trace whose one sample has a 16 M-frame stack
+/// (a 16 MB record, delta-encoded). Before: `report` took 115 s on a 2 M-frame
+/// stack (quadratic recursion check) and `flame` 5.2 GB RSS and a 3.7 GB SVG
+/// on 16 M frames; the reader now cuts stacks at the writer's 128 frames.
+#[test]
+fn deep_stacks_are_cut_by_report_and_flame() {
+    const DEPTH: u64 = 16_000_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = synth::SynthOptions::default();
+    let map = dir.path().join("System.map");
+    std::fs::write(&map, synth::system_map()).expect("map");
+    // Return addresses inside one function (recursion), one byte apart so
+    // that the delta-encoded stack fits one record (`MAX_RECORD_LEN`).
+    let base = synth::addr_of("do_one_initcall").expect("a synthetic function") + 8;
+    let trace = dir.path().join("deep.data");
+    build_big_input(|| {
+        let deep: Vec<u64> = (0..DEPTH).map(|i| base + i % 2).collect();
+        write_records(&trace, &deep_records(&opts, deep));
+    });
+    let size = std::fs::metadata(&trace).expect("trace").len();
+    eprintln!("figures: {DEPTH}-frame stack: trace of {size} bytes");
+    let svg = dir.path().join("deep.svg");
+    for args in [
+        vec!["report", "-i", s(&trace), "--system-map", s(&map)],
+        vec!["flame", s(&svg), "-i", s(&trace), "--system-map", s(&map)],
+    ] {
+        let r = run(&args, Duration::from_secs(120));
+        assert_eq!(r.code, Some(0), "{args:?}: {}", r.text);
+        assert!(
+            r.text.contains("1 stack(s) deeper than 128"),
+            "{args:?}: {}",
+            r.text
+        );
+        assert!(r.elapsed < Duration::from_secs(30), "took {:?}", r.elapsed);
+        r.rss_below(500);
+    }
+    let svg_size = std::fs::metadata(&svg).expect("svg").len();
+    eprintln!("figures: flame SVG of {svg_size} bytes");
+    assert!(svg_size < 1 << 20, "SVG of {svg_size} bytes");
 }

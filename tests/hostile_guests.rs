@@ -10,7 +10,7 @@
 mod common;
 
 use std::io::Read;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -55,13 +55,17 @@ fn s(p: &Path) -> &str {
 }
 
 fn spawn(args: &[&str], stderr: Stdio) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_boottrace"))
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_boottrace"));
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .expect("run boottrace")
+        .stderr(stderr);
+    // Fork, not posix_spawn: a vfork-style child runs in this process's
+    // memory until it execs, and Linux then counts this process's peak RSS
+    // (which the in-process boots below raise) as the child's `ru_maxrss`.
+    // SAFETY: the hook does nothing; having one only makes Command fork.
+    unsafe { cmd.pre_exec(|| Ok(())) };
+    cmd.spawn().expect("run boottrace")
 }
 
 /// How a child ended.
@@ -70,6 +74,39 @@ struct Ended {
     /// Since `spawn`-time `start`.
     elapsed: Duration,
     max_rss_kib: i64,
+}
+
+/// Peak RSS any of these recordings may reach: a flat guest touches a few
+/// pages, the VMM and its trace writer some tens of MiB. A guest-driven
+/// leak shows as hundreds (the marker loop took 432 MB before).
+const MAX_RSS_MIB: i64 = 300;
+
+impl Ended {
+    /// Prints what was measured (`--nocapture` shows it): exit code, time,
+    /// peak RSS and the line saying how the boot ended or what was wrong.
+    fn print_figures(&self, what: &[&str], text: &str) {
+        let said = text
+            .lines()
+            .find(|l| l.contains("boot ended:") || l.starts_with("boottrace: error:"))
+            .unwrap_or("");
+        let said: String = said.chars().take(160).collect();
+        eprintln!(
+            "figures: boottrace {} -> exit {:?}, {:.2} s, peak RSS {} MiB; {said}",
+            what.join(" "),
+            self.code,
+            self.elapsed.as_secs_f64(),
+            self.max_rss_kib >> 10
+        );
+    }
+
+    /// Asserts the peak RSS bound.
+    fn rss_bounded(&self, text: &str) {
+        assert!(
+            self.max_rss_kib < MAX_RSS_MIB << 10,
+            "peak RSS {} MiB:\n{text}",
+            self.max_rss_kib >> 10
+        );
+    }
 }
 
 /// Reaps `child` with wait4 (for its rusage), killing it once `limit` has
@@ -117,6 +154,9 @@ fn run(args: &[&str], limit: Duration) -> (Ended, String) {
     });
     let ended = reap(&child, start, limit);
     let bytes = reader.join().expect("reader");
+    // Paths left out: the command and its options are what identify a run.
+    let shown: Vec<&str> = args.iter().copied().filter(|a| !a.contains('/')).collect();
+    ended.print_figures(&shown, &String::from_utf8_lossy(&bytes));
     assert!(
         !bytes.contains(&0x1b),
         "raw ESC reached the terminal:\n{}",
@@ -128,6 +168,7 @@ fn run(args: &[&str], limit: Duration) -> (Ended, String) {
 fn assert_exit(e: &Ended, code: i32, text: &str) {
     assert_eq!(e.code, Some(code), "exit status:\n{text}");
     assert!(!text.contains("panicked"), "panic:\n{text}");
+    e.rss_bounded(text);
 }
 
 /// Waits until the recording has written its first sample or console line
@@ -188,6 +229,7 @@ fn sigint_and_sigterm_end_a_boot_within_a_second() {
         signal(&child, sig);
         let ended = reap(&child, sent, Duration::from_secs(20));
         let text = reader.join().expect("reader");
+        ended.print_figures(&["record", name], &text);
         assert_exit(&ended, 130, &text);
         assert!(
             ended.elapsed < Duration::from_millis(1500),
@@ -221,7 +263,9 @@ fn a_second_sigint_exits_at_once() {
     signal(&child, libc::SIGINT);
     let ended = reap(&child, sent, Duration::from_secs(20));
     let text = reader.join().expect("reader");
+    ended.print_figures(&["record", "(second SIGINT)"], &text);
     assert_eq!(ended.code, Some(130), "{text}");
+    ended.rss_bounded(&text);
     assert!(text.contains("interrupted again: exiting now"), "{text}");
     assert!(
         ended.elapsed < Duration::from_secs(1),
@@ -275,6 +319,8 @@ fn marker_in_a_loop_is_one_phase() {
         Duration::from_secs(40),
     );
     assert_exit(&e, 4, &text);
+    assert!(text.contains("boot ended: timeout after 5.0 s"), "{text}");
+    assert!(e.elapsed < Duration::from_secs(20), "{:?}", e.elapsed);
     assert!(
         text.lines().count() < 60,
         "{} lines:\n{text}",
@@ -296,6 +342,19 @@ fn marker_in_a_loop_is_one_phase() {
         e.max_rss_kib >> 10,
         text.lines().count()
     );
+    // What `report --json` makes of it is as small (before: 396 MB).
+    let (e, json) = run(
+        &["report", "--json", "-i", s(&trace)],
+        Duration::from_secs(30),
+    );
+    assert_exit(&e, 0, &json);
+    assert!(
+        json.len() < 1 << 20,
+        "report --json of {} bytes",
+        json.len()
+    );
+    assert!(e.elapsed < Duration::from_secs(10), "{:?}", e.elapsed);
+    eprintln!("marker loop: report --json of {} bytes", json.len());
     // With --until marker the first write is the goal: status 0.
     let (e, text) = run(
         &[
@@ -335,6 +394,7 @@ fn console_escapes_are_escaped_and_a_panic_exits_3() {
     );
     assert_exit(&e, 4, &text);
     assert!(text.contains("\\x1b]52;c;cHduZWQ=\\x07"), "{text}");
+    assert!(e.elapsed < Duration::from_secs(15), "{:?}", e.elapsed);
 
     let mut panic_text = b"Kernel panic - not syncing: ".to_vec();
     panic_text.extend_from_slice(ESCAPES);
@@ -359,9 +419,11 @@ fn console_escapes_are_escaped_and_a_panic_exits_3() {
         text.contains("boot ended: kernel panic: Kernel panic"),
         "{text}"
     );
+    assert!(e.elapsed < Duration::from_secs(60), "{:?}", e.elapsed);
     let (e, text) = run(&["report", "-i", s(&trace)], Duration::from_secs(30));
     assert_exit(&e, 0, &text);
     assert!(text.contains("\\x1b]0;pwned"), "{text}");
+    assert!(e.elapsed < Duration::from_secs(10), "{:?}", e.elapsed);
 }
 
 /// `record … 2>&1 | head -c100`: the closed pipe ends the echo quietly; the
@@ -389,7 +451,15 @@ fn a_closed_pipe_ends_the_echo_quietly() {
     err.read_exact(&mut first).expect("100 bytes of stderr");
     drop(err);
     let ended = reap(&child, start, Duration::from_secs(40));
+    ended.print_figures(&["record", "2>&1 | head -c100"], "");
     assert_eq!(ended.code, Some(4), "after {:?}", ended.elapsed);
+    // The boot's 3 s and start-up: the closed pipe held nothing up.
+    assert!(
+        ended.elapsed < Duration::from_secs(15),
+        "{:?}",
+        ended.elapsed
+    );
+    ended.rss_bounded("");
     let t = Trace::open(&trace).expect("trace");
     assert!(t.complete, "{:?}", t.warnings);
 }
@@ -445,8 +515,10 @@ fn a_stalled_terminal_does_not_hold_up_the_boot() {
     let ended = reap(&child, start, Duration::from_secs(60));
     let bytes = reader.join().expect("reader");
     let text = String::from_utf8_lossy(&bytes);
+    ended.print_figures(&["record", "2>&1 | sleep"], &text);
     assert!(!text.contains("panicked"), "{text}");
     assert_eq!(ended.code, Some(4), "{text}");
+    ended.rss_bounded(&text);
     assert_eq!(
         finished.runs[0].end.as_ref().map(|e| &e.reason),
         Some(&EndKind::Timeout)
@@ -480,6 +552,7 @@ fn a_triple_fault_is_a_crash_unless_it_is_the_goal() {
     );
     assert_exit(&e, 3, &text);
     assert!(text.contains("boot ended: guest shut down"), "{text}");
+    assert!(e.elapsed < Duration::from_secs(30), "{:?}", e.elapsed);
     let (e, text) = run(
         &[
             "record",
@@ -529,6 +602,7 @@ fn an_emulation_failure_exits_5() {
     } else {
         assert_exit(&e, 3, &text);
     }
+    assert!(e.elapsed < Duration::from_secs(30), "{:?}", e.elapsed);
 }
 
 /// Out-of-range values are usage errors: one line, status 2, at once
@@ -682,6 +756,11 @@ fn a_dead_vcpu_thread_is_reported_as_such() {
         start.elapsed()
     );
     assert_eq!(out.unstopped_vcpus, 0);
+    eprintln!(
+        "figures: dead vCPU thread: boot ended as {:?} after {:?} (timeout 60 s)",
+        out.end,
+        start.elapsed()
+    );
 }
 
 /// The vCPU threads run under a seccomp filter: a socket opened from the

@@ -5,12 +5,19 @@
 //! {vmm, trace} <- sample <- record <- profile <- analysis <- render <- cli
 //! ```
 //! (`main.rs` may use anything.) The symbols crate's modules must not form a
-//! cycle either.
+//! cycle either, and neither may the submodules of any one module
+//! (`analysis::fold` ↔ `analysis::functions` would fail, as
+//! `report::fold` ↔ `report::symbolize` did before issue 8).
 //!
-//! How: every `crate::X` / `$crate::X` path and every `super::` path that
-//! climbs to the crate root is a reference from the file's top-level module
-//! to `X`. Comments and the `#[cfg(test)]` module at the end of a file are
-//! left out (tests may reach across layers).
+//! How: every `crate::…` / `$crate::…` path and every `super::…` path is
+//! resolved to an absolute module path; a reference from module `a::b::c` to
+//! `a::x::y` is an edge `b → x` among the submodules of `a` (at the top
+//! level: from the file's top-level module to `x`). Comments and the
+//! `#[cfg(test)]` module at the end of a file are left out (tests may reach
+//! across layers). Limits: a path through a parent's re-export (`super::Item`
+//! where the parent re-exports a sibling's item) is not seen as naming that
+//! sibling, and `super` inside an inline non-test `mod` is resolved as if it
+//! were at the file's level.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -19,7 +26,7 @@ use std::path::{Path, PathBuf};
 /// cycle); a module may use any lower layer, never a higher one. Modules not
 /// listed (yet) are only checked for cycles.
 const LAYERS: &[&[&str]] = &[
-    &["vmm", "trace"],
+    &["vmm", "trace", "output"],
     &["sample"],
     &["record"],
     &["profile"],
@@ -78,49 +85,76 @@ fn is_ident(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
-/// The first path segment after `at` (skipping a `{` group: all its items).
-fn targets_after(code: &str, at: usize) -> Vec<String> {
-    let rest = &code[at..];
-    if let Some(group) = rest.strip_prefix('{') {
-        // `crate::{a::X, b}`: the first segment of each item at depth 0.
-        let mut out = Vec::new();
-        let mut depth = 0;
-        let mut item_start = true;
-        for (i, c) in group.char_indices() {
-            match c {
-                '{' => depth += 1,
-                '}' if depth == 0 => break,
-                '}' => depth -= 1,
-                ',' if depth == 0 => item_start = true,
-                c if item_start && is_ident(c) => {
-                    let name: String = group[i..].chars().take_while(|&c| is_ident(c)).collect();
-                    out.push(name);
-                    item_start = false;
-                }
-                _ => {}
-            }
-        }
-        return out;
-    }
-    let name: String = rest.chars().take_while(|&c| is_ident(c)).collect();
-    if name.is_empty() {
-        Vec::new()
-    } else {
-        vec![name]
-    }
+/// The paths that start at `code[at..]` (after `crate::` or `super::…`):
+/// `a::b::X` is one path `[a, b, X]`; a `{…}` group gives one path per item
+/// (`a::{b::X, c}` → `[a, b, X]`, `[a, c]`), groups nested at any depth.
+fn paths_after(code: &str, at: usize) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    parse_path(&code[at..], Vec::new(), &mut out);
+    out
 }
 
-/// The top-level modules a file refers to (its own excluded).
-fn references(module: &[String], text: &str) -> BTreeSet<String> {
+/// Parses one path (segments, then maybe a group) at the start of `rest`,
+/// prefixed by `prefix`, into `out`. Returns the bytes consumed.
+fn parse_path(rest: &str, mut prefix: Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
+    let mut pos = 0;
+    loop {
+        let tail = &rest[pos..];
+        if let Some(group) = tail.strip_prefix('{') {
+            return pos + 1 + parse_group(group, &prefix, out);
+        }
+        let name: String = tail.chars().take_while(|&c| is_ident(c)).collect();
+        if name.is_empty() {
+            break;
+        }
+        pos += name.len();
+        prefix.push(name);
+        if rest[pos..].starts_with("::") {
+            pos += 2;
+        } else {
+            break;
+        }
+    }
+    if !prefix.is_empty() {
+        out.push(prefix);
+    }
+    pos
+}
+
+/// Parses the items of a `{…}` group (after its `{`) up to its `}`; returns
+/// the bytes consumed, the `}` included.
+fn parse_group(group: &str, prefix: &[String], out: &mut Vec<Vec<String>>) -> usize {
+    let mut pos = 0;
+    while let Some(c) = group[pos..].chars().next() {
+        match c {
+            '}' => return pos + 1,
+            c if is_ident(c) || c == '{' => {
+                pos += parse_path(&group[pos..], prefix.to_vec(), out).max(1);
+                // `X as Y`: skip to the item's end.
+                while let Some(c) = group[pos..].chars().next() {
+                    if c == ',' || c == '}' {
+                        break;
+                    }
+                    pos += c.len_utf8();
+                }
+            }
+            c => pos += c.len_utf8(),
+        }
+    }
+    pos
+}
+
+/// The absolute paths (from the crate root) a file in `module` refers to.
+fn references(module: &[String], text: &str) -> Vec<Vec<String>> {
     let code = code_of(text);
-    let mut out = BTreeSet::new();
+    let mut out = Vec::new();
     let bytes = code.as_bytes();
     for (at, _) in code.match_indices("crate::") {
         // `pub(crate)` or an identifier ending in "crate" is not a path.
         if at > 0 && is_ident(bytes[at - 1] as char) {
             continue;
         }
-        out.extend(targets_after(&code, at + "crate::".len()));
+        out.extend(paths_after(&code, at + "crate::".len()));
     }
     for (at, _) in code.match_indices("super::") {
         if at > 0 && (is_ident(bytes[at - 1] as char) || bytes[at - 1] == b':') {
@@ -133,34 +167,74 @@ fn references(module: &[String], text: &str) -> BTreeSet<String> {
             pos += "super::".len();
         }
         // A file's items sit in module `module`: `super` is its parent.
-        if ups == module.len() {
-            out.extend(targets_after(&code, pos));
+        let Some(base) = module.len().checked_sub(ups) else {
+            continue;
+        };
+        for p in paths_after(&code, pos) {
+            let mut abs = module[..base].to_vec();
+            abs.extend(p);
+            out.push(abs);
         }
-    }
-    if let Some(me) = module.first() {
-        out.remove(me);
     }
     out
 }
 
-/// Builds the graph of one crate from (path relative to its src/, text).
-fn graph_of(files: &[(PathBuf, String)]) -> Graph {
-    let mut g = Graph::new();
+/// Module graphs of one crate, one per module that has submodules (the
+/// crate root is `[]`): the edges among that module's direct submodules.
+fn graphs_of(files: &[(PathBuf, String)]) -> BTreeMap<Vec<String>, Graph> {
+    let mut graphs: BTreeMap<Vec<String>, Graph> = BTreeMap::new();
+    for (rel, _) in files {
+        let module = module_path(rel);
+        for i in 0..module.len() {
+            graphs
+                .entry(module[..i].to_vec())
+                .or_default()
+                .entry(module[i].clone())
+                .or_default();
+        }
+    }
     for (rel, text) in files {
         let module = module_path(rel);
-        let Some(top) = module.first() else {
+        if module.is_empty() {
             continue; // lib.rs / main.rs: the root may use anything
-        };
-        let refs = references(&module, text);
-        g.entry(top.clone()).or_default().extend(refs);
+        }
+        for target in references(&module, text) {
+            let k = module
+                .iter()
+                .zip(&target)
+                .take_while(|(a, b)| a == b)
+                .count();
+            if k < module.len() && k < target.len() {
+                let g = graphs.entry(module[..k].to_vec()).or_default();
+                g.entry(module[k].clone())
+                    .or_default()
+                    .insert(target[k].clone());
+            }
+        }
     }
-    // Keep only edges to modules of this crate (not `crate::` of a macro
-    // argument or an item defined in lib.rs).
-    let known: BTreeSet<String> = g.keys().cloned().collect();
-    for targets in g.values_mut() {
-        targets.retain(|t| known.contains(t));
+    // Keep only edges to modules (not to items defined in the parent, or
+    // `crate::` of a macro argument).
+    for g in graphs.values_mut() {
+        let known: BTreeSet<String> = g.keys().cloned().collect();
+        for targets in g.values_mut() {
+            targets.retain(|t| known.contains(t));
+        }
     }
-    g
+    graphs
+}
+
+/// The graph of the crate's top-level modules.
+fn graph_of(files: &[(PathBuf, String)]) -> Graph {
+    graphs_of(files).remove(&Vec::new()).unwrap_or_default()
+}
+
+/// Every cycle among the submodules of any module, named by that module.
+fn submodule_cycles(files: &[(PathBuf, String)]) -> Vec<(String, Vec<String>)> {
+    graphs_of(files)
+        .iter()
+        .filter(|(parent, _)| !parent.is_empty())
+        .flat_map(|(parent, g)| cycles(g).into_iter().map(|c| (parent.join("::"), c)))
+        .collect()
 }
 
 /// Every cycle, as a module path that returns to its start (one per
@@ -246,7 +320,7 @@ fn root() -> PathBuf {
 #[test]
 fn boottrace_modules_have_no_cycle_and_no_upward_import() {
     let g = graph_of(&read_tree(&root().join("src")));
-    for m in ["vmm", "trace", "sample", "record", "cli"] {
+    for m in ["vmm", "trace", "output", "sample", "record", "cli"] {
         assert!(g.contains_key(m), "module {m} not found: {:?}", g.keys());
     }
     let cyc = cycles(&g);
@@ -269,6 +343,24 @@ fn boottrace_modules_have_no_cycle_and_no_upward_import() {
     println!("module graph: {g:?}");
 }
 
+/// Within every module, its submodules form no cycle either.
+#[test]
+fn boottrace_submodules_have_no_cycle() {
+    let files = read_tree(&root().join("src"));
+    let graphs = graphs_of(&files);
+    for m in [
+        &["trace"][..],
+        &["render"],
+        &["analysis"],
+        &["render", "report"],
+    ] {
+        let key: Vec<String> = m.iter().map(|s| s.to_string()).collect();
+        assert!(graphs.contains_key(&key), "module {m:?} not found");
+    }
+    let cyc = submodule_cycles(&files);
+    assert!(cyc.is_empty(), "import cycles among submodules: {cyc:?}");
+}
+
 #[test]
 fn symbols_modules_have_no_cycle() {
     let g = graph_of(&read_tree(&root().join("symbols/src")));
@@ -280,6 +372,8 @@ fn symbols_modules_have_no_cycle() {
         cyc.is_empty(),
         "import cycles in the symbols crate: {cyc:?}"
     );
+    let sub = submodule_cycles(&read_tree(&root().join("symbols/src")));
+    assert!(sub.is_empty(), "import cycles among submodules: {sub:?}");
 }
 
 fn files(list: &[(&str, &str)]) -> Vec<(PathBuf, String)> {
@@ -330,6 +424,52 @@ fn checker_finds_a_made_up_cycle_and_an_upward_import() {
         upward_edges(&g),
         [("vmm".to_string(), "sample".to_string())]
     );
+}
+
+/// Cycles among the submodules of one module are found, whether the files
+/// name each other by `super::`, by `crate::` paths or inside groups.
+#[test]
+fn checker_finds_a_made_up_submodule_cycle() {
+    let list = [
+        ("lib.rs", "pub mod analysis; pub mod render;"),
+        (
+            "analysis/mod.rs",
+            "pub mod fold; pub mod functions; pub mod stats;",
+        ),
+        ("analysis/fold.rs", "use super::functions::Cost;"),
+        (
+            "analysis/functions.rs",
+            "use crate::analysis::{stats::Summary, fold::{fold, Weight}};",
+        ),
+        ("analysis/stats.rs", "use super::super::render::Message;"),
+        ("render/mod.rs", "pub mod report; pub mod html;"),
+        ("render/report/mod.rs", "use super::html::render;"),
+        ("render/report/text.rs", "pub fn fmt_ns() {}"),
+        ("render/html.rs", "use crate::render::report::text::fmt_ns;"),
+    ];
+    let files = files(&list);
+    let graphs = graphs_of(&files);
+    let analysis = &graphs[&vec!["analysis".to_string()]];
+    assert_eq!(
+        analysis["functions"],
+        BTreeSet::from(["fold".to_string(), "stats".to_string()]),
+        "{analysis:?}"
+    );
+    // A path that leaves the module is an edge of the level it leaves at.
+    assert!(analysis["stats"].is_empty(), "{analysis:?}");
+    assert_eq!(
+        graphs[&Vec::new()]["analysis"],
+        BTreeSet::from(["render".to_string()])
+    );
+    let mut cyc = submodule_cycles(&files);
+    cyc.sort();
+    assert_eq!(cyc.len(), 2, "{cyc:?}");
+    assert_eq!(cyc[0].0, "analysis");
+    assert!(cyc[0].1.contains(&"fold".to_string()) && cyc[0].1.contains(&"functions".to_string()));
+    assert_eq!(cyc[1].0, "render");
+    assert!(cyc[1].1.contains(&"html".to_string()) && cyc[1].1.contains(&"report".to_string()));
+    // The checked-in layering of the top level is unaffected.
+    assert!(cycles(&graph_of(&files)).is_empty());
 }
 
 #[test]

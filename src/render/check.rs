@@ -12,7 +12,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::diff::is_trace_file;
-use super::report::text::fmt_ns;
+use super::units::fmt_ns;
 use super::Message;
 use crate::analysis::check::{
     compare, CheckOptions, CheckResult, CheckSide, Kind, Row, Status, Verdict,

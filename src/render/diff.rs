@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use inferno::flamegraph::{self, Options};
 
-use super::report::text::fmt_ns;
+use super::units::fmt_ns;
 use super::Message;
 use crate::analysis::diffnorm::{
     differential_lines, normalize, per_run_folded, unit_name, Normalize, NormalizedProfile,

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use anyhow::Context;
 
 use super::flame::{render as render_flame, FlameOptions};
-use super::report::text::fmt_ns;
+use super::units::fmt_ns;
 use crate::analysis::doc::{FunctionSummary, NamedSummary, ReportDoc};
 use crate::analysis::fold::{RunSelect, Weight};
 use crate::analysis::headline::Headline;

@@ -11,6 +11,7 @@
 //! - [`html`]: the report as one self-contained HTML page.
 //! - [`export`]: folded stacks, speedscope, Chrome trace events.
 //! - [`sweep`]: the sweep's chart, table and differential flamegraph.
+//! - [`units`]: durations formatted for people, shared by the above.
 
 pub mod check;
 pub mod diff;
@@ -19,6 +20,7 @@ pub mod flame;
 pub mod html;
 pub mod report;
 pub mod sweep;
+pub mod units;
 
 use std::path::{Path, PathBuf};
 

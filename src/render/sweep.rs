@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use super::diff::{format_p, load_many, render_svg};
-use super::report::text::fmt_ns;
+use super::units::fmt_ns;
 use super::Message;
 use crate::analysis::diffnorm::{normalize, per_run_folded, unit_name, Normalize};
 use crate::analysis::fold::Weight;

@@ -21,9 +21,10 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
-use super::record::{Record, Sample, SampleCost};
+use super::record::{Record, Sample};
+// The compact records are records like any other (their structs live with
+// the rest in `record`); this module is how they are made and undone.
+pub use super::record::{CompactSample, Faults, SampleBlock, StackDef, SysRegs};
 
 /// Most samples in one block: the writer cuts blocks here, the reader skips
 /// larger ones (one block must not expand into unbounded memory).
@@ -32,87 +33,6 @@ pub const MAX_BLOCK_SAMPLES: usize = 1024;
 /// `Sample` records beyond (still correct, only larger), the reader ignores
 /// definitions beyond.
 pub const MAX_STACK_DEFS: usize = 1 << 22;
-
-/// A stack of callers, defined once per file (format 3).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StackDef {
-    /// Id: the number of definitions before this one in the file.
-    pub id: u32,
-    /// Return addresses, innermost first (the leaf is in the sample).
-    #[serde(with = "super::record::delta_seq")]
-    pub frames: Vec<u64>,
-}
-
-/// Control registers and CS, stored only when they change.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SysRegs {
-    /// CR0.
-    pub cr0: u64,
-    /// CR3.
-    pub cr3: u64,
-    /// CR4.
-    pub cr4: u64,
-    /// EFER.
-    pub efer: u64,
-    /// CS selector.
-    pub cs: u16,
-}
-
-/// Host fault counters of one sample, stored only when one is not zero.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Faults {
-    /// [`Sample::minflt`].
-    pub minflt: u64,
-    /// [`Sample::majflt`].
-    pub majflt: u64,
-    /// [`Sample::perf_faults`].
-    pub perf_faults: u64,
-}
-
-/// One sample in a block: deltas against the previous sample of the block
-/// (the first against zero and the block's `t_ns`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CompactSample {
-    /// Time since the previous sample, ns.
-    pub dt_ns: i64,
-    /// RIP delta.
-    pub drip: i64,
-    /// RSP delta.
-    pub drsp: i64,
-    /// RBP delta.
-    pub drbp: i64,
-    /// [`Sample::cpl`].
-    pub cpl: u8,
-    /// [`Sample::stack_end`].
-    pub stack_end: u8,
-    /// 0: the sample has no stack; k: stack definition k − 1.
-    pub stack: u32,
-    /// The stack is RIP followed by the definition's frames (else the
-    /// definition alone).
-    pub leaf_is_rip: bool,
-    /// The control registers, when they differ from the previous sample's
-    /// (always present in a block's first sample).
-    pub sys: Option<SysRegs>,
-    /// Fault counters, when not all zero.
-    pub faults: Option<Faults>,
-    /// [`Sample::kvm`].
-    pub kvm: Vec<(u16, u64)>,
-    /// [`Sample::cost`].
-    pub cost: SampleCost,
-}
-
-/// Consecutive samples of one vCPU of one run (format 3).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SampleBlock {
-    /// Run index.
-    pub run: u32,
-    /// vCPU index.
-    pub vcpu: u32,
-    /// Base time the first sample's `dt_ns` is added to.
-    pub t_ns: u64,
-    /// The samples, in the vCPU's order.
-    pub samples: Vec<CompactSample>,
-}
 
 /// Interns stacks and turns runs of samples into blocks (writer side).
 #[derive(Default)]
@@ -389,7 +309,7 @@ impl Expander {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::{Task, TaskSwitch};
+    use crate::trace::{SampleCost, Task, TaskSwitch};
 
     fn sample(vcpu: u32, t: u64, rip: u64, callers: &[u64]) -> Sample {
         let mut stack = vec![rip];

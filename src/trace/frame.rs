@@ -11,6 +11,7 @@
 use std::io::{self, Read, Write};
 
 use super::record::{Record, RecordType};
+use super::v1;
 use super::TraceError;
 
 /// The first eight bytes of every trace file.
@@ -256,6 +257,55 @@ impl<R: Read> FrameReader<R> {
                 "record {idx} at byte {at}: {ty:?} record could not be decoded ({e}); skipped"
             )),
         }
+    }
+}
+
+/// Decoding bodies depends on the file's format version, which this module
+/// owns: it lives here rather than in `record` (which only encodes today's
+/// format), so that `record` needs neither this module nor the converters
+/// of older formats (`v1`).
+impl Record {
+    /// Decodes a body of a known type in the current format. Trailing bytes
+    /// are ignored.
+    pub fn decode(ty: RecordType, body: &[u8]) -> Result<Record, postcard::Error> {
+        Record::decode_version(VERSION_MAJOR, ty, body)
+    }
+
+    /// Decodes a body written in format `major` (1 or the current one),
+    /// converting older records to today's structs.
+    pub fn decode_version(
+        major: u16,
+        ty: RecordType,
+        body: &[u8],
+    ) -> Result<Record, postcard::Error> {
+        use postcard::from_bytes as de;
+        Ok(match ty {
+            RecordType::Meta if major == 1 => {
+                Record::Meta(Box::new(de::<v1::TraceMetaV1>(body)?.into()))
+            }
+            RecordType::Meta => Record::Meta(Box::new(de(body)?)),
+            RecordType::RunStart => Record::RunStart(de(body)?),
+            RecordType::Phase => Record::Phase(de(body)?),
+            RecordType::Serial => Record::Serial(de(body)?),
+            RecordType::Layout => Record::Layout(de(body)?),
+            RecordType::StatNames => Record::StatNames(de(body)?),
+            RecordType::Sample => Record::Sample(de(body)?),
+            RecordType::RunEnd => Record::RunEnd(de(body)?),
+            RecordType::SamplerCost => Record::SamplerCost(de(body)?),
+            RecordType::Finish => Record::Finish(de(body)?),
+            RecordType::Task => Record::Task(de(body)?),
+            RecordType::TaskSwitch => Record::TaskSwitch(de(body)?),
+            RecordType::DeviceStats => Record::DeviceStats(de(body)?),
+            // Compact samples exist from format 3 on: in an older file they
+            // are damage, not data.
+            RecordType::StackDef | RecordType::SampleBlock if major < 3 => {
+                return Err(postcard::Error::DeserializeBadEncoding)
+            }
+            RecordType::StackDef => Record::StackDef(de(body)?),
+            RecordType::SampleBlock => Record::SampleBlock(de(body)?),
+            RecordType::Boundary => Record::Boundary(de(body)?),
+            RecordType::WaitStack => Record::WaitStack(de(body)?),
+        })
     }
 }
 

@@ -9,11 +9,9 @@
 use boottrace_symbols::identity::KernelIdentity;
 use serde::{Deserialize, Serialize};
 
-use super::compact::{SampleBlock, StackDef};
 use super::layout::TraceLayout;
 use super::names::{BoundaryKind, EndKind, PhaseName, UnwinderKind};
 use super::options::RecordOptions;
-use super::v1;
 
 /// What the trace says about the kernel that was booted.
 ///
@@ -393,6 +391,87 @@ impl DeviceStats {
     }
 }
 
+/// A stack of callers, defined once per file (format 3).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackDef {
+    /// Id: the number of definitions before this one in the file.
+    pub id: u32,
+    /// Return addresses, innermost first (the leaf is in the sample).
+    #[serde(with = "delta_seq")]
+    pub frames: Vec<u64>,
+}
+
+/// Control registers and CS, stored only when they change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SysRegs {
+    /// CR0.
+    pub cr0: u64,
+    /// CR3.
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// EFER.
+    pub efer: u64,
+    /// CS selector.
+    pub cs: u16,
+}
+
+/// Host fault counters of one sample, stored only when one is not zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Faults {
+    /// [`Sample::minflt`].
+    pub minflt: u64,
+    /// [`Sample::majflt`].
+    pub majflt: u64,
+    /// [`Sample::perf_faults`].
+    pub perf_faults: u64,
+}
+
+/// One sample in a block: deltas against the previous sample of the block
+/// (the first against zero and the block's `t_ns`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactSample {
+    /// Time since the previous sample, ns.
+    pub dt_ns: i64,
+    /// RIP delta.
+    pub drip: i64,
+    /// RSP delta.
+    pub drsp: i64,
+    /// RBP delta.
+    pub drbp: i64,
+    /// [`Sample::cpl`].
+    pub cpl: u8,
+    /// [`Sample::stack_end`].
+    pub stack_end: u8,
+    /// 0: the sample has no stack; k: stack definition k − 1.
+    pub stack: u32,
+    /// The stack is RIP followed by the definition's frames (else the
+    /// definition alone).
+    pub leaf_is_rip: bool,
+    /// The control registers, when they differ from the previous sample's
+    /// (always present in a block's first sample).
+    pub sys: Option<SysRegs>,
+    /// Fault counters, when not all zero.
+    pub faults: Option<Faults>,
+    /// [`Sample::kvm`].
+    pub kvm: Vec<(u16, u64)>,
+    /// [`Sample::cost`].
+    pub cost: SampleCost,
+}
+
+/// Consecutive samples of one vCPU of one run (format 3).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SampleBlock {
+    /// Run index.
+    pub run: u32,
+    /// vCPU index.
+    pub vcpu: u32,
+    /// Base time the first sample's `dt_ns` is added to.
+    pub t_ns: u64,
+    /// The samples, in the vCPU's order.
+    pub samples: Vec<CompactSample>,
+}
+
 /// The final record written by `finish`: its presence marks a complete file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finish {
@@ -552,49 +631,6 @@ impl Record {
             Record::Boundary(r) => postcard::to_extend(r, out),
             Record::WaitStack(r) => postcard::to_extend(r, out),
         }
-    }
-
-    /// Decodes a body of a known type in the current format. Trailing bytes
-    /// are ignored.
-    pub fn decode(ty: RecordType, body: &[u8]) -> Result<Record, postcard::Error> {
-        Record::decode_version(super::frame::VERSION_MAJOR, ty, body)
-    }
-
-    /// Decodes a body written in format `major` (1 or the current one),
-    /// converting older records to today's structs.
-    pub fn decode_version(
-        major: u16,
-        ty: RecordType,
-        body: &[u8],
-    ) -> Result<Record, postcard::Error> {
-        use postcard::from_bytes as de;
-        Ok(match ty {
-            RecordType::Meta if major == 1 => {
-                Record::Meta(Box::new(de::<v1::TraceMetaV1>(body)?.into()))
-            }
-            RecordType::Meta => Record::Meta(Box::new(de(body)?)),
-            RecordType::RunStart => Record::RunStart(de(body)?),
-            RecordType::Phase => Record::Phase(de(body)?),
-            RecordType::Serial => Record::Serial(de(body)?),
-            RecordType::Layout => Record::Layout(de(body)?),
-            RecordType::StatNames => Record::StatNames(de(body)?),
-            RecordType::Sample => Record::Sample(de(body)?),
-            RecordType::RunEnd => Record::RunEnd(de(body)?),
-            RecordType::SamplerCost => Record::SamplerCost(de(body)?),
-            RecordType::Finish => Record::Finish(de(body)?),
-            RecordType::Task => Record::Task(de(body)?),
-            RecordType::TaskSwitch => Record::TaskSwitch(de(body)?),
-            RecordType::DeviceStats => Record::DeviceStats(de(body)?),
-            // Compact samples exist from format 3 on: in an older file they
-            // are damage, not data.
-            RecordType::StackDef | RecordType::SampleBlock if major < 3 => {
-                return Err(postcard::Error::DeserializeBadEncoding)
-            }
-            RecordType::StackDef => Record::StackDef(de(body)?),
-            RecordType::SampleBlock => Record::SampleBlock(de(body)?),
-            RecordType::Boundary => Record::Boundary(de(body)?),
-            RecordType::WaitStack => Record::WaitStack(de(body)?),
-        })
     }
 }
 

@@ -10,24 +10,7 @@ use crate::analysis::initcalls::CONSOLE_WARN_PCT;
 use crate::analysis::stats::Summary;
 use crate::analysis::tasks::TaskSummary;
 use crate::analysis::waits::WaitSummary;
-
-/// Formats nanoseconds with a unit that keeps 3–4 significant digits.
-pub fn fmt_ns(ns: f64) -> String {
-    let a = ns.abs();
-    if !ns.is_finite() {
-        "-".to_string()
-    } else if a >= 10e9 {
-        format!("{:.1} s", ns / 1e9)
-    } else if a >= 1e9 {
-        format!("{:.3} s", ns / 1e9)
-    } else if a >= 1e6 {
-        format!("{:.3} ms", ns / 1e6)
-    } else if a >= 1e3 {
-        format!("{:.1} µs", ns / 1e3)
-    } else {
-        format!("{ns:.0} ns")
-    }
-}
+use crate::render::units::fmt_ns;
 
 fn fmt_count(v: f64) -> String {
     if v.fract() == 0.0 || v.abs() >= 100.0 {
@@ -703,16 +686,6 @@ const MAX_DETAILS: usize = 5;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ns_formatting_picks_a_readable_unit() {
-        assert_eq!(fmt_ns(512.0), "512 ns");
-        assert_eq!(fmt_ns(12_345.0), "12.3 µs");
-        assert_eq!(fmt_ns(1_234_567.0), "1.235 ms");
-        assert_eq!(fmt_ns(2_500_000_000.0), "2.500 s");
-        assert_eq!(fmt_ns(45_200_000_000.0), "45.2 s");
-        assert_eq!(fmt_ns(f64::NAN), "-");
-    }
 
     #[test]
     fn table_cuts_long_names_and_aligns_numbers() {
