@@ -10,6 +10,8 @@
 //! - the `initcall_debug ignore_loglevel` boot (shared with the exact-initcall
 //!   tests: same argument list) names the blocking stacks of `kswapd_init`
 //!   and `inet6_init` in `report`.
+//! - `diff --weight wall` of the static-ip boot against the standard one
+//!   (both recordings shared with other tests) shows the sleep that grew.
 
 mod common;
 
@@ -241,4 +243,53 @@ fn initcall_debug_boot_names_the_waits_of_kswapd_and_inet6() {
         section.contains("kswapd_init") && section.contains("inet6_init"),
         "{section}"
     );
+}
+
+/// `diff --weight wall` compares what the boot thread spent its wall time
+/// on: against the suite's standard tiny-fp recording (same kernel and
+/// options, no `ip=`), the static-ip boot's sleep is what grew, under
+/// `ip_auto_config`, by at least 80 % of the time the kernel was silent.
+#[test]
+fn diff_by_wall_time_shows_the_sleep_that_ip_adds() {
+    let (ip, _) = tiny_fp_recording(IP_CMDLINE);
+    let (base, _) = common::standard_recording("tiny-fp");
+    let silence = longest_silence_ns(&ip);
+    let svg = scratch().join("wall-diff.svg");
+    let vml = vmlinux();
+    let out = boottrace(&[
+        "diff",
+        base.to_str().expect("utf-8"),
+        ip.to_str().expect("utf-8"),
+        "-o",
+        svg.to_str().expect("utf-8"),
+        "--weight",
+        "wall",
+        "--sort",
+        "total",
+        "--top",
+        "100",
+        "--json",
+        "--vmlinux-a",
+        &vml,
+        "--vmlinux-b",
+        &vml,
+    ]);
+    assert!(out.status.success(), "diff failed: {}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("diff --json");
+    assert_eq!(
+        (doc["weight"].as_str(), doc["unit"].as_str()),
+        (Some("wall"), Some("ms"))
+    );
+    let slower = doc["slower"].as_array().expect("slower");
+    let row = slower
+        .iter()
+        .find(|r| r["name"] == "ip_auto_config")
+        .unwrap_or_else(|| panic!("ip_auto_config did not grow: {slower:#?}"));
+    let m = &row["total_metric"];
+    let grew_ms = m["b_per_boot"].as_f64().expect("b") - m["a_per_boot"].as_f64().expect("a");
+    assert!(
+        grew_ms * 1e6 >= 0.8 * silence as f64,
+        "ip_auto_config grew {grew_ms} ms for a {silence} ns sleep"
+    );
+    assert!(svg.is_file(), "the differential flamegraph is written");
 }
