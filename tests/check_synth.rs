@@ -280,6 +280,31 @@ fn report_on_three_files_equals_report_on_one_file_with_the_same_runs() {
     let svg = dir.path().join("f.svg");
     let out = boottrace(&["flame", s(&svg), "-i", s(&parts[0]), "-i", s(&parts[1])]);
     assert!(out.status.success(), "{}", text(&out));
+    // So does export: the folded counts of two files add up.
+    let folded_total = |args: &[&str]| -> u64 {
+        let mut all = vec!["export", "--format", "folded"];
+        all.extend_from_slice(args);
+        let out = boottrace(&all);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+            .sum()
+    };
+    let (a, b) = (
+        folded_total(&["-i", s(&parts[0])]),
+        folded_total(&["-i", s(&parts[1])]),
+    );
+    assert!(a > 0 && b > 0);
+    assert_eq!(
+        folded_total(&["-i", s(&parts[0]), "-i", s(&parts[1])]),
+        a + b
+    );
+    // …and a directory, for flame and export as for report.
+    let c = folded_total(&["-i", s(&parts[2])]);
+    assert_eq!(folded_total(&["-i", s(&d)]), a + b + c);
+    let out = boottrace(&["flame", s(&svg), "-i", s(&d)]);
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 #[test]
@@ -352,4 +377,92 @@ fn diff_json_lists_what_got_slower_with_the_boot_change() {
     let out = boottrace(&args);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(json(&out)["slower"][0]["name"], "__init_single_page");
+}
+
+/// The boot row of a `check --json` document.
+fn boot_row(doc: &Value) -> Value {
+    doc["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|x| x["kind"] == "boot")
+        .expect("boot row")
+        .clone()
+}
+
+/// `--alpha` (the test's level), `--top` (rows per kind in the table),
+/// threshold terms that must all be exceeded (`10%,30ms`), and one
+/// candidate run judged against the baseline's spread, which takes at
+/// least 3 baseline runs.
+#[test]
+fn check_alpha_top_threshold_terms_and_one_run_against_many() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = side(dir.path(), "base", &[0, 1, 2]);
+    let slow = side(dir.path(), "slow", &[20, 21, 22]);
+    let run = |extra: &[&str]| {
+        let mut args = vec![s(&base), "-c", s(&slow)];
+        args.extend_from_slice(extra);
+        check(dir.path(), &args)
+    };
+
+    // A level the three runs cannot reach: the growth is undecided, not a
+    // regression (exit 0); a level outside (0, 0.5) is a usage error.
+    let out = run(&["--alpha", "1e-12", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc = json(&out);
+    assert!(regressed(&doc).is_empty(), "{:?}", regressed(&doc));
+    assert_eq!(boot_row(&doc)["status"], "undecided", "{}", boot_row(&doc));
+    let out = run(&["--alpha", "0.5"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // +20 ms of __init_single_page: beyond 10% and 10 ms, not beyond 30 ms;
+    // every term of a threshold must be exceeded.
+    let fun = ("function".to_string(), "__init_single_page".to_string());
+    let doc = json(&run(&["--item-threshold", "10%,10ms", "--json"]));
+    assert!(regressed(&doc).contains(&fun), "{:?}", regressed(&doc));
+    let doc = json(&run(&["--item-threshold", "10%,30ms", "--json"]));
+    assert!(!regressed(&doc).contains(&fun), "{:?}", regressed(&doc));
+
+    // --top 0: no stage or function rows in the table, the same verdict.
+    let rows = |o: &Output| -> usize {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.starts_with("REGRESSED  function") || l.starts_with("REGRESSED  stage"))
+            .count()
+    };
+    let all = run(&[]);
+    let none = run(&["--top", "0"]);
+    assert_eq!((all.status.code(), none.status.code()), (Some(1), Some(1)));
+    assert!(rows(&all) > 0, "{}", text(&all));
+    assert_eq!(rows(&none), 0, "{}", text(&none));
+    assert!(
+        text(&none).contains("more changed rows: --top N"),
+        "{}",
+        text(&none)
+    );
+
+    // Directories of traces as sides.
+    let out = check(
+        dir.path(),
+        &[
+            s(base.parent().expect("dir")),
+            "-c",
+            s(slow.parent().expect("dir")),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
+    // One candidate run against three baseline runs: judged against their
+    // spread, a regression with a p-value.
+    let one = side(dir.path(), "one", &[20]);
+    let out = check(dir.path(), &[s(&base), "-c", s(&one), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let boot = boot_row(&json(&out));
+    assert_eq!(boot["status"], "regressed", "{boot}");
+    assert!(boot["p"].as_f64().is_some_and(|p| p < 0.05), "{boot}");
+    // Two baseline runs cannot judge one: undecided, and no regression.
+    let two = side(dir.path(), "two", &[0, 1]);
+    let out = check(dir.path(), &[s(&two), "-c", s(&one), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(boot_row(&json(&out))["status"], "undecided");
 }

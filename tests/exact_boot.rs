@@ -8,8 +8,9 @@
 //!   initcall_debug's resolution (plus the breakpoint exits' own cost);
 //! - the report shows the exact initcalls with their on-CPU/waiting split
 //!   and the console cost, with its warning (initcall_debug floods the console);
-//! - `--until start_kernel` ends the boot at `start_kernel`'s entry, and an
-//!   unknown function is a one-line usage error (exit 2).
+//! - `--until start_kernel` ends the boot at `start_kernel`'s entry (recorded
+//!   on a terminal: the live line shows the boot), and an unknown function
+//!   is a one-line usage error (exit 2).
 
 mod common;
 
@@ -17,7 +18,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use boottrace::trace::{BoundaryKind, EndKind, PhaseName, Trace};
-use common::{boottrace, kernel_dir, report_json, scratch, text};
+use common::{boottrace, boottrace_on_terminal, kernel_dir, report_json, scratch, text};
 
 const CMDLINE: &str = "initcall_debug ignore_loglevel";
 
@@ -315,6 +316,29 @@ fn report_shows_exact_initcalls_named_points_and_console_cost() {
     );
     // record said it too.
     assert!(out.contains("console output took"), "{out}");
+    // …and how many exact boundaries it took, from how many breakpoint
+    // exits, at what cost each in the VMM: the figures the trace keeps.
+    let line = regex::Regex::new(
+        r"run 1: ([0-9]+) exact boundaries from ([0-9]+) breakpoint exits \(([0-9.]+) us each in the VMM\)",
+    )
+    .expect("regex");
+    let c = line
+        .captures(&out)
+        .unwrap_or_else(|| panic!("no breakpoint line in:\n{out}"));
+    assert_eq!(
+        c[2].parse::<u64>().ok(),
+        run["breakpoints"]["exits"].as_u64(),
+        "{}",
+        &c[0]
+    );
+    let kept: usize = c[1].parse().expect("count");
+    let in_trace = t.runs[0].boundaries.len();
+    assert!(
+        kept > 0 && kept <= in_trace,
+        "{kept} kept, {in_trace} in the trace"
+    );
+    let per_exit: f64 = c[3].parse().expect("cost");
+    assert!(per_exit > 0.0, "{}", &c[0]);
 }
 
 #[test]
@@ -323,7 +347,8 @@ fn until_start_kernel_ends_the_boot_at_its_entry() {
     let k = d.join("bzImage");
     let o = scratch().join("until-start-kernel.data");
     let _one = one_boot();
-    let r = boottrace(&[
+    // On a terminal, as a user runs it: the live line shows the boot.
+    let (code, out) = boottrace_on_terminal(&[
         "record",
         k.to_str().expect("utf-8"),
         "-F",
@@ -335,8 +360,25 @@ fn until_start_kernel_ends_the_boot_at_its_entry() {
         "-o",
         o.to_str().expect("utf-8"),
     ]);
-    let out = text(&r);
-    assert!(r.status.success(), "{out}");
+    assert_eq!(code, Some(0), "{out}");
+    let live =
+        regex::Regex::new(r"boottrace: run 1/1  [0-9]+\.[0-9] s  ([0-9]+) samples  ([a-z_ ]+)")
+            .expect("regex");
+    let shown: Vec<(u64, String)> = live
+        .captures_iter(&out)
+        .map(|c| (c[1].parse().unwrap_or(0), c[2].trim().to_string()))
+        .collect();
+    assert!(!shown.is_empty(), "no live line on a terminal:\n{out:?}");
+    if common::host_is_pvm() {
+        // An emulated boot to start_kernel lasts seconds: the line follows
+        // the samples into the sampled code (bare metal is over in one tick).
+        assert!(
+            shown
+                .iter()
+                .any(|(n, at)| *n > 0 && ["decompressor", "kernel"].contains(&at.as_str())),
+            "{shown:?}"
+        );
+    }
     let t = Trace::open(&o).expect("trace");
     let run = &t.runs[0];
     let end = run.end.as_ref().expect("end");

@@ -38,6 +38,8 @@ fn ok(args: &[&str]) -> Vec<u8> {
 /// A JSON type as documented.
 enum T {
     U64,
+    /// A signed integer.
+    I64,
     Num,
     Str,
     Bool,
@@ -46,6 +48,10 @@ enum T {
     /// `[name, count]`.
     NameCount,
     Obj(Vec<(&'static str, T)>),
+    /// An object of any keys whose values are all the inner type.
+    Map(Box<T>),
+    /// Left out of the document when the trace has no such data (else the inner type).
+    Absent(Box<T>),
 }
 
 fn opt(t: T) -> T {
@@ -56,6 +62,9 @@ fn arr(t: T) -> T {
 }
 fn obj(f: Vec<(&'static str, T)>) -> T {
     T::Obj(f)
+}
+fn absent(t: T) -> T {
+    T::Absent(Box::new(t))
 }
 
 fn span() -> T {
@@ -155,6 +164,91 @@ fn documented_schema() -> T {
             ]),
         ),
         (
+            "layout",
+            absent(obj(vec![
+                ("kaslr_slide", T::I64),
+                ("slide_method", T::Str),
+                ("kernel_phys_start", opt(T::U64)),
+                ("kernel_link_start", T::U64),
+                ("kernel_size", T::U64),
+                ("decompressor_bases", arr(T::U64)),
+            ])),
+        ),
+        (
+            "devices",
+            absent(arr(obj(vec![
+                ("name", T::Str),
+                ("kind", T::Str),
+                ("backend", T::Str),
+                ("notify", T::Str),
+                ("counters", T::Map(Box::new(T::U64))),
+                ("broken", opt(T::Str)),
+            ]))),
+        ),
+        (
+            "exact_initcalls",
+            absent(arr(obj(vec![
+                ("name", T::Str),
+                ("start_ns", T::U64),
+                ("wall_ns", T::U64),
+                ("tsc_cycles", opt(T::U64)),
+                ("ret", opt(T::I64)),
+                ("on_cpu_ns", T::U64),
+                ("waiting_ns", T::U64),
+                ("samples", T::U64),
+            ]))),
+        ),
+        (
+            "points",
+            absent(arr(obj(vec![
+                ("name", T::Str),
+                ("function", opt(T::Str)),
+                ("at_ns", T::U64),
+            ]))),
+        ),
+        (
+            "pairing",
+            absent(obj(vec![
+                ("unmatched_starts", T::U64),
+                ("unmatched_ends", T::U64),
+                ("dropped", T::U64),
+            ])),
+        ),
+        (
+            "console",
+            absent(obj(vec![
+                ("time_ns", T::U64),
+                ("accesses", T::U64),
+                ("percent_of_boot", opt(T::Num)),
+                ("sampled_ns", T::U64),
+                ("sampled_percent_of_boot", opt(T::Num)),
+                ("warning", T::Bool),
+            ])),
+        ),
+        (
+            "breakpoints",
+            absent(obj(vec![
+                ("exits", T::U64),
+                ("handle_ns", T::U64),
+                ("per_exit_ns", opt(T::Num)),
+            ])),
+        ),
+        ("waited_ns", absent(T::U64)),
+        (
+            "waits",
+            absent(arr(obj(vec![
+                ("name", T::Str),
+                ("function", T::Str),
+                ("callers", arr(T::Str)),
+                ("initcall", opt(T::Str)),
+                ("state", T::Str),
+                ("samples", T::U64),
+                ("time_ns", T::U64),
+                ("share", T::Num),
+                ("stack", T::Str),
+            ]))),
+        ),
+        (
             "tasks",
             arr(obj(vec![
                 ("name", T::Str),
@@ -202,6 +296,52 @@ fn documented_schema() -> T {
                 ("share", T::Num),
                 ("runs_seen", T::U64),
             ])),
+        ),
+        (
+            "devices",
+            absent(arr(obj(vec![
+                ("name", T::Str),
+                ("kind", T::Str),
+                ("backend", T::Str),
+                ("notify", T::Str),
+                (
+                    "counters",
+                    arr(obj(vec![("name", T::Str), ("value", summary())])),
+                ),
+                ("runs_seen", T::U64),
+                ("broken_runs", T::U64),
+            ]))),
+        ),
+        (
+            "exact_initcalls",
+            absent(arr(obj(vec![
+                ("name", T::Str),
+                ("wall_ns", summary()),
+                ("on_cpu_ns", summary()),
+                ("waiting_ns", summary()),
+                ("runs_seen", T::U64),
+            ]))),
+        ),
+        (
+            "console",
+            absent(obj(vec![
+                ("time_ns", summary()),
+                ("percent_of_boot", opt(summary())),
+                ("sampled_ns", opt(summary())),
+                ("sampled_percent_of_boot", opt(summary())),
+            ])),
+        ),
+        ("waited_ns", absent(summary())),
+        (
+            "waits",
+            absent(arr(obj(vec![
+                ("name", T::Str),
+                ("initcall", opt(T::Str)),
+                ("state", T::Str),
+                ("time_ns", summary()),
+                ("share", T::Num),
+                ("runs_seen", T::U64),
+            ]))),
         ),
     ]);
     obj(vec![
@@ -271,6 +411,11 @@ fn check(
                 bad("an unsigned integer")
             }
         }
+        T::I64 => {
+            if !v.is_i64() {
+                bad("a signed integer")
+            }
+        }
         T::Num => {
             if !v.is_number() {
                 bad("a number")
@@ -286,11 +431,19 @@ fn check(
                 bad("a boolean")
             }
         }
-        T::Opt(inner) => {
+        T::Opt(inner) | T::Absent(inner) => {
             if !v.is_null() {
                 check(v, inner, path, doc, errors, filled)
             }
         }
+        T::Map(inner) => match v.as_object() {
+            Some(map) => {
+                for (k, item) in map {
+                    check(item, inner, &format!("{path}.{k}"), doc, errors, filled);
+                }
+            }
+            None => bad("an object"),
+        },
         T::NameCount => match v.as_array().map(Vec::as_slice) {
             Some([n, c]) if n.is_string() && c.is_u64() => {}
             _ => bad("[name, count]"),
@@ -312,9 +465,11 @@ fn check(
                 return;
             };
             for (name, ft) in fields {
-                match map.get(*name) {
-                    Some(fv) => check(fv, ft, &format!("{path}.{name}"), doc, errors, filled),
-                    None => errors.push(format!("{path}.{name}: documented field missing")),
+                match (map.get(*name), ft) {
+                    (Some(fv), _) => check(fv, ft, &format!("{path}.{name}"), doc, errors, filled),
+                    // Left out when the trace has no such data.
+                    (None, T::Absent(_)) => {}
+                    (None, _) => errors.push(format!("{path}.{name}: documented field missing")),
                 }
             }
             for key in map.keys() {
@@ -330,7 +485,7 @@ fn check(
 
 fn schema_names(t: &T, out: &mut BTreeSet<&'static str>) {
     match t {
-        T::Opt(i) | T::Arr(i) => schema_names(i, out),
+        T::Opt(i) | T::Arr(i) | T::Map(i) | T::Absent(i) => schema_names(i, out),
         T::Obj(f) => {
             for (n, ft) in f {
                 out.insert(n);
@@ -365,6 +520,19 @@ fn report_json_matches_its_documentation_field_by_field() {
         "report --json vs doc.rs:\n{}",
         errors.join("\n")
     );
+    // The objects left out only when the trace has no such data are here
+    // (a bzImage boot has a layout; breakpoints, the console and blocked
+    // stacks are recorded by every boot with task awareness).
+    let run = &report["runs"][0];
+    for field in ["layout", "pairing", "console", "breakpoints", "waited_ns"] {
+        assert!(!run[field].is_null(), "runs[0].{field} missing");
+    }
+    for field in ["console", "waited_ns"] {
+        assert!(
+            !report["summary"][field].is_null(),
+            "summary.{field} missing"
+        );
+    }
     assert_eq!(report["format"], "boottrace-report");
     assert_eq!(report["version"], 1);
     // Workarounds are applied (and recorded) on a PVM host only.
@@ -392,6 +560,14 @@ fn report_json_matches_its_documentation_field_by_field() {
         "$.summary.faults_by_function",
         "$.summary.exits_by_function",
         "$.summary.tasks",
+        // Trace format 3, on every boot with breakpoints and task awareness.
+        "$.runs[0].layout.decompressor_bases",
+        "$.runs[0].exact_initcalls",
+        "$.runs[0].points",
+        "$.runs[0].waits",
+        "$.runs[0].waits[0].callers",
+        "$.summary.exact_initcalls",
+        "$.summary.waits",
     ] {
         assert!(
             filled.contains(path),
@@ -646,4 +822,170 @@ fn record_prints_the_sampler_cost_per_sample() {
         per("write_ns")
     );
     assert!(output.contains(&want), "want {want:?} in:\n{output}");
+}
+
+/// Samples taken before the kernel analysis was ready keep their RIP only,
+/// and `record` counts them. A vCPU samples in sequence, so those samples
+/// open its sequence: the count is at most the RIP-only (one-frame)
+/// samples each vCPU starts with.
+#[test]
+fn samples_before_the_analysis_keep_their_rip_only_and_are_counted() {
+    let (t, output) = standard_recording("tiny-fp");
+    let line = regex::Regex::new(
+        r"([0-9]+) sample\(s\) before the kernel analysis was ready \(RIP only, not unwound\)",
+    )
+    .expect("regex");
+    let early: usize = line
+        .captures(&output)
+        .map_or(0, |c| c[1].parse().expect("count"));
+    let trace = Trace::open(&t).expect("trace");
+    let run = &trace.runs[0];
+    let vcpus: BTreeSet<u32> = run.samples.iter().map(|s| s.vcpu).collect();
+    let mut rip_only_first = 0;
+    for v in vcpus {
+        let mut mine: Vec<_> = run.samples.iter().filter(|s| s.vcpu == v).collect();
+        mine.sort_by_key(|s| s.t_ns);
+        rip_only_first += mine.iter().take_while(|s| s.stack.len() == 1).count();
+    }
+    assert!(
+        early <= rip_only_first,
+        "record counted {early} early samples; the trace opens with {rip_only_first} RIP-only ones"
+    );
+    if common::host_is_pvm() {
+        // The analysis takes hundreds of ms here, the boot to the first
+        // sample tens: the first samples come before it is ready.
+        assert!(early > 0, "no early samples counted:\n{output}");
+    }
+}
+
+/// The text report shows the recorded layout (the KASLR slide as the JSON
+/// has it, how it was found, where the kernel and the decompressor ran),
+/// the time per guest task, unwind quality and the sampler's overhead.
+#[test]
+fn text_report_shows_layout_tasks_unwind_quality_and_overhead() {
+    let t = fp();
+    let report = report_json(&t);
+    let layout = &report["runs"][0]["layout"];
+    let txt = String::from_utf8(ok(&["report", "-i", s(&t)])).expect("utf-8 report");
+    for section in [
+        "\nLayout (where the kernel ran, as recorded)",
+        "\nTasks (",
+        "\nUnwind quality",
+        "\nSampler overhead",
+    ] {
+        assert!(txt.contains(section), "{section:?} not in:\n{txt}");
+    }
+    let slide = layout["kaslr_slide"].as_i64().expect("kaslr_slide");
+    let method = layout["slide_method"].as_str().expect("slide_method");
+    let want = format!(
+        "KASLR slide {}{:#x} ({method})",
+        if slide < 0 { "-" } else { "+" },
+        slide.unsigned_abs()
+    );
+    assert!(txt.contains(&want), "{want:?} not in:\n{txt}");
+    assert!(txt.contains("decompressor ran at physical"), "{txt}");
+}
+
+/// `export --format firefox` of the real boot, through the CLI: a Firefox
+/// Profiler processed profile with one process per run and one track per
+/// vCPU holding every sample, frames in categories naming their boot phase
+/// (decompressor, head code, start_kernel and initcalls all appear),
+/// inline frames (DWARF) in their category's "inlined" subcategory, and
+/// markers for the VMM phases, kernel phases, start_kernel stages,
+/// initcalls, every console line and the run's end.
+#[test]
+fn firefox_export_through_the_cli() {
+    let t = fp();
+    let report = report_json(&t);
+    let run = &report["runs"][0];
+    let file = scratch().join("outputs-firefox.json");
+    let vmlinux = kernel_dir("tiny-fp").join("vmlinux");
+    let out = boottrace(&[
+        "export",
+        "--format",
+        "firefox",
+        "-i",
+        s(&t),
+        "--vmlinux",
+        s(&vmlinux),
+        "-o",
+        s(&file),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("profile")).expect("profile JSON");
+    assert!(
+        v["meta"]["preprocessedProfileVersion"].is_u64(),
+        "{}",
+        v["meta"]
+    );
+    let cats = v["meta"]["categories"].as_array().expect("categories");
+    let threads = v["threads"].as_array().expect("threads");
+    // tiny-fp: one run on one vCPU.
+    assert_eq!(threads.len(), 1, "one track per vCPU per run");
+    let th = &threads[0];
+    assert_eq!(
+        (th["name"].as_str(), th["processName"].as_str()),
+        (Some("vCPU 0"), Some("boot run 0"))
+    );
+    assert_eq!(
+        th["samples"]["length"].as_u64(),
+        run["samples"].as_u64(),
+        "every sample is in the profile"
+    );
+    let col = |t: &Value, k: &str| -> Vec<u64> {
+        t[k].as_array()
+            .unwrap_or_else(|| panic!("{k}"))
+            .iter()
+            .map(|x| x.as_u64().expect("index"))
+            .collect()
+    };
+    let frames = &th["frameTable"];
+    let (fcat, fsub) = (col(frames, "category"), col(frames, "subcategory"));
+    let used: BTreeSet<&str> = fcat
+        .iter()
+        .map(|&c| cats[c as usize]["name"].as_str().expect("category name"))
+        .collect();
+    for phase in ["decompressor", "head", "start_kernel", "initcalls"] {
+        assert!(used.contains(phase), "no {phase} frames: {used:?}");
+    }
+    let inlined = fcat.iter().zip(&fsub).any(|(&c, &sc)| {
+        cats[c as usize]["subcategories"][sc as usize].as_str() == Some("inlined")
+    });
+    assert!(inlined, "no frame in an \"inlined\" subcategory");
+    // Markers, named by the thread's strings.
+    let strings: Vec<&str> = th["stringArray"]
+        .as_array()
+        .expect("stringArray")
+        .iter()
+        .map(|x| x.as_str().expect("string"))
+        .collect();
+    let markers = &th["markers"];
+    let names: BTreeSet<&str> = col(markers, "name")
+        .iter()
+        .map(|&i| strings[i as usize])
+        .collect();
+    for want in [
+        "VMM phase",
+        "Kernel phase",
+        "start_kernel stage",
+        "Initcall",
+        "Console",
+        "End",
+    ] {
+        assert!(names.contains(want), "no {want} marker: {names:?}");
+    }
+    let texts: Vec<&str> = markers["data"]
+        .as_array()
+        .expect("marker data")
+        .iter()
+        .filter_map(|d| d["text"].as_u64())
+        .map(|i| strings[i as usize])
+        .collect();
+    assert!(
+        texts
+            .iter()
+            .any(|x| x.contains("Run /init as init process")),
+        "console line not a marker"
+    );
 }

@@ -1,83 +1,25 @@
 //! `report --html` in a real browser: headless Chromium loads the page of
 //! the quickstart recording (tiny-fp, the suite's shared one-run
 //! recording) with `?s=start_kernel`, and the DOM it dumps must show the
-//! headline, the tables, the console log, the flamegraph with the search's
-//! result; Chromium's log must have no console message (no script error);
-//! a screenshot must be taken. `BOOTTRACE_KEEP_HTML=DIR` keeps the page,
-//! DOM and screenshot (how flamegraphs/report.html is made).
+//! headline, the tables, the flame chart, the layout, the console log, the
+//! flamegraph with the search's result; Chromium's log must have no console
+//! message (no script error); a screenshot must be taken; and a search for
+//! a console line (`?s=Run /init`) must mark it in the console log.
+//! `BOOTTRACE_KEEP_HTML=DIR` keeps the page, DOM and screenshot.
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{boottrace, kernel_dir, shared_recording, text};
-
-fn chromium() -> Option<PathBuf> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .flat_map(|name| {
-            std::env::var_os("PATH")
-                .into_iter()
-                .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-                .map(move |dir| dir.join(name))
-        })
-        .find(|p| p.is_file())
-}
-
-/// Runs chromium with `args`, killing it after `limit`; returns (stdout, stderr).
-fn run_chromium(bin: &Path, profile: &Path, args: &[String], limit: Duration) -> (String, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
-    let mut child = Command::new(bin)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-extensions",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .stdout(Stdio::from(std::fs::File::create(&out_path).expect("out")))
-        .stderr(Stdio::from(std::fs::File::create(&err_path).expect("err")))
-        .spawn()
-        .expect("start chromium");
-    let deadline = Instant::now() + limit;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("chromium did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (
-        std::fs::read_to_string(&out_path).unwrap_or_default(),
-        std::fs::read_to_string(&err_path).unwrap_or_default(),
-    )
-}
+use common::chromium::Headless;
+use common::{boottrace, standard_recording, text};
 
 #[test]
 fn html_report_renders_searches_and_has_no_script_errors() {
-    let Some(bin) = chromium() else {
-        panic!("cannot run: no chromium in PATH (apt-get install chromium)");
-    };
-    let k = kernel_dir("tiny-fp");
-    let (bz, init) = (k.join("bzImage"), k.join("initramfs.cpio"));
+    // Fails with its reason when there is no Chromium (project rule).
+    let browser = Headless::new(5000);
+    let (trace, _) = standard_recording("tiny-fp");
     let s = |p: &Path| p.to_str().expect("utf-8").to_string();
-    let (trace, _) = shared_recording(&[
-        &s(&bz),
-        "--initrd",
-        &s(&init),
-        "-F",
-        "1000",
-        "--timeout",
-        "900",
-    ]);
     let dir = tempfile::tempdir().expect("tempdir");
     let page = dir.path().join("report.html");
     let out = boottrace(&["report", "-i", &s(&trace), "--html", &s(&page)]);
@@ -106,24 +48,10 @@ fn html_report_renders_searches_and_has_no_script_errors() {
     }
 
     let url = format!("file://{}?s=start_kernel", page.display());
-    let profile = dir.path().join("chromium-profile");
-    let (dom, log) = run_chromium(
-        &bin,
-        &profile,
-        &["--dump-dom".into(), url.clone()],
-        Duration::from_secs(120),
-    );
+    let shown = browser.dump_dom(&url);
+    let (dom, log) = (shown.stdout, shown.log);
     let png = dir.path().join("report.png");
-    run_chromium(
-        &bin,
-        &profile,
-        &[
-            format!("--screenshot={}", png.display()),
-            "--window-size=1280,2400".into(),
-            url,
-        ],
-        Duration::from_secs(120),
-    );
+    let size = browser.screenshot(&url, &png, 1280, 2400);
     if let Some(keep) = std::env::var_os("BOOTTRACE_KEEP_HTML") {
         let keep = PathBuf::from(keep);
         std::fs::create_dir_all(&keep).expect("mkdir");
@@ -144,6 +72,10 @@ fn html_report_renders_searches_and_has_no_script_errors() {
         "Host page faults by function",
         "Console (host time",
         "Run /init as init process",
+        "Flame chart (run ",
+        "VMM phases",
+        "Layout (where the kernel ran)",
+        "Sampler cost",
     ] {
         assert!(dom.contains(want), "{want} not on the page");
     }
@@ -165,6 +97,21 @@ fn html_report_renders_searches_and_has_no_script_errors() {
         dom.contains("rgb(230,0,230)"),
         "no frame in the search colour"
     );
-    let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
     assert!(size > 20_000, "screenshot of {size} bytes");
+
+    // The same search box searches the console log: a console line is
+    // marked, and the count includes it.
+    let url = format!("file://{}?s=Run%20%2Finit", page.display());
+    let dom = browser.dump_dom(&url).stdout;
+    let line =
+        regex::Regex::new(r#"<span data-line="" class="hit">[^<]*Run /init as init process"#)
+            .expect("regex");
+    assert!(line.is_match(&dom), "console line not marked by the search");
+    let count = regex::Regex::new(r#"id="bt-result">([0-9]+) table rows and console lines match"#)
+        .expect("regex");
+    let n: u32 = count
+        .captures(&dom)
+        .and_then(|c| c[1].parse().ok())
+        .expect("no search count");
+    assert!(n >= 1, "{n} matches");
 }

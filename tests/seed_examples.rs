@@ -4,6 +4,7 @@
 //! its settings. No boot: the scripts are examples, run by hand.
 
 mod chart_support;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

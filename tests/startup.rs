@@ -3,11 +3,13 @@
 //! no guest instruction runs, so no emulated boot) still gets the kernel's
 //! analysis, which ran beside the VMM's start-up: the trace's metadata
 //! names the image and its hash, and the analysis' end is a phase of the run.
+//! The same cheap recording shows where the live progress line is drawn:
+//! on a terminal only, and not with `-q`.
 
 mod common;
 
 use boottrace::trace::{PhaseName, Trace};
-use common::{boottrace, kernel_dir, text};
+use common::{boottrace, boottrace_on_terminal, kernel_dir, text};
 
 #[test]
 fn first_instruction_recording_has_the_analysis_beside_it() {
@@ -84,4 +86,57 @@ fn damaged_payload_found_beside_the_boot_is_one_error_and_no_trace() {
     assert_eq!(errors.len(), 1, "{all}");
     assert!(errors[0].contains("cannot use"), "{all}");
     assert!(!trace.exists(), "a trace without metadata was left behind");
+}
+
+/// The live line's text for run `run` of `runs` (`run 1/2  0.1 s  0 samples  …`).
+fn live_lines(shown: &str, run: u32, runs: u32) -> Vec<&str> {
+    let want = format!("boottrace: run {run}/{runs}  ");
+    shown
+        .split(['\r', '\n'])
+        .filter(|l| l.contains(&want) && l.contains(" samples  "))
+        .collect()
+}
+
+/// `record` draws its live line (run, elapsed time, samples, how far the
+/// boot got) when stdout and stderr are a terminal, for each run; not with
+/// `-q`, and not into a pipe. `--until first-instruction`: no guest code
+/// runs, so the line shows the VMM's phases.
+#[test]
+fn the_live_line_is_drawn_on_a_terminal_only_and_not_with_q() {
+    let dir = kernel_dir("tiny-fp");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let kernel = dir.join("bzImage");
+    let trace = tmp.path().join("live.data");
+    let args = |quiet: bool| {
+        let mut a = vec![
+            "record",
+            kernel.to_str().unwrap_or_default(),
+            "--until",
+            "first-instruction",
+            "--runs",
+            "2",
+            "-o",
+            trace.to_str().unwrap_or_default(),
+        ];
+        if quiet {
+            a.push("-q");
+        }
+        a
+    };
+    let (code, shown) = boottrace_on_terminal(&args(false));
+    assert_eq!(code, Some(0), "{shown}");
+    let re =
+        regex::Regex::new(r"run [12]/2  [0-9]+\.[0-9] s  [0-9]+ samples  [a-z_ ]+").expect("regex");
+    for run in [1, 2] {
+        let lines = live_lines(&shown, run, 2);
+        assert!(!lines.is_empty(), "no live line for run {run}:\n{shown:?}");
+        assert!(lines.iter().all(|l| re.is_match(l)), "{lines:?}");
+    }
+    let (code, shown) = boottrace_on_terminal(&args(true));
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(live_lines(&shown, 1, 2).is_empty(), "-q: {shown:?}");
+    let out = boottrace(&args(false));
+    let piped = text(&out);
+    assert!(out.status.success(), "{piped}");
+    assert!(live_lines(&piped, 1, 2).is_empty(), "into a pipe: {piped}");
 }

@@ -2,7 +2,10 @@
 //! anything boots; a real memory sweep of tiny-fp (2 boots, the kernel
 //! proper up to its "Memory:" line) shows boot time growing with memory,
 //! names page-structure initialisation as what grew, and draws a chart
-//! that opens in headless Chromium.
+//! that opens in headless Chromium. Flat test kernels (a few instructions,
+//! no emulated boot) show that several kernels and a repeated `--vary`
+//! make every combination, and that a boot missing its goal stops the
+//! sweep with `record`'s exit status, keeping the traces so far.
 
 mod chart_support;
 mod common;
@@ -156,5 +159,137 @@ fn memory_sweep_shows_page_structure_init_growing() {
     assert!(
         Path::new(&dir.join("diff-first-last.svg")).is_file(),
         "no differential flamegraph"
+    );
+}
+
+/// `jmp $`: a guest that reaches no goal.
+const SPIN: &[u8] = &[0xeb, 0xfe];
+
+/// `mov eax, 0xd0000000; mov byte [rax], 123; jmp $`: the boot marker once.
+const MARKER: &[u8] = &[0xb8, 0x00, 0x00, 0x00, 0xd0, 0xc6, 0x00, 0x7b, 0xeb, 0xfe];
+
+/// `sweep KERNELS… ARGS -F 0 --runs 2 --dir DIR` (flat kernels: nothing to sample).
+fn flat_sweep(kernels: &[&Path], args: &[&str], dir: &Path) -> std::process::Output {
+    let mut all = vec!["sweep"];
+    all.extend(kernels.iter().map(|k| k.to_str().expect("utf-8")));
+    all.extend_from_slice(args);
+    all.extend([
+        "-F",
+        "0",
+        "--runs",
+        "2",
+        "--dir",
+        dir.to_str().expect("utf-8"),
+    ]);
+    boottrace(&all)
+}
+
+/// Two kernels and `--vary cpus=1,2 --vary mem=128M,256M`, two runs: every
+/// combination (2 × 2 × 2) is a setting with its own directory and traces,
+/// in the table, `sweep.json` and the chart; the boots are interleaved
+/// (every setting once, then again).
+#[test]
+fn several_kernels_and_repeated_vary_make_every_combination() {
+    let dir = scratch().join("combinations");
+    let ka = common::flat_kernel(scratch(), "sweep-a.elf", MARKER);
+    let kb = common::flat_kernel(scratch(), "sweep-b.elf", MARKER);
+    let out = flat_sweep(
+        &[&ka, &kb],
+        &[
+            "--until",
+            "marker",
+            "--timeout",
+            "60",
+            "--vary",
+            "cpus=1,2",
+            "--vary",
+            "mem=128M,256M",
+        ],
+        &dir,
+    );
+    let shown = text(&out);
+    assert!(out.status.success(), "sweep failed:\n{shown}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("sweep.json")).expect("sweep.json"))
+            .expect("sweep.json is JSON");
+    let labels: Vec<&str> = json["settings"]
+        .as_array()
+        .expect("settings")
+        .iter()
+        .map(|s| s["label"].as_str().expect("label"))
+        .collect();
+    assert_eq!(labels.len(), 8, "{labels:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    for kernel in ["sweep-a.elf", "sweep-b.elf"] {
+        for part in [kernel, "cpus=1", "cpus=2", "mem=128M", "mem=256M"] {
+            let n = labels
+                .iter()
+                .filter(|l| l.contains(kernel) && l.contains(part))
+                .count();
+            assert_eq!(
+                n,
+                if part == kernel { 4 } else { 2 },
+                "{part} of {kernel}: {labels:?}"
+            );
+        }
+    }
+    for l in &labels {
+        assert!(table.contains(l), "{l} not in the table:\n{table}");
+    }
+    // A directory per setting with its two boots; every first boot started
+    // before any second one.
+    let settings: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .expect("sweep dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(settings.len(), 8, "{settings:?}");
+    let started = |p: &Path| -> u64 {
+        let t = boottrace::trace::Trace::open(p).expect("trace");
+        t.runs[0].wall_time_unix_ns
+    };
+    let first: Vec<u64> = settings
+        .iter()
+        .map(|d| started(&d.join("boot-000.data")))
+        .collect();
+    let second: Vec<u64> = settings
+        .iter()
+        .map(|d| started(&d.join("boot-001.data")))
+        .collect();
+    let last_first = first.iter().max().expect("boots");
+    assert!(
+        second.iter().all(|t| t > last_first),
+        "not interleaved: first boots {first:?}, second boots {second:?}"
+    );
+    assert!(dir.join("sweep.svg").is_file(), "no chart");
+}
+
+/// A boot that misses its `--until` goal (here `--timeout`) stops the sweep
+/// with `record`'s exit status, 4; the first setting's trace is kept and no
+/// later setting is booted.
+#[test]
+fn a_boot_that_misses_its_goal_stops_the_sweep_keeping_the_traces() {
+    let dir = scratch().join("missed-goal");
+    let k = common::flat_kernel(scratch(), "sweep-spin.elf", SPIN);
+    let out = flat_sweep(
+        &[&k],
+        &["--timeout", "0.5", "--vary", "mem=128M,256M"],
+        &dir,
+    );
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{shown}");
+    assert!(shown.contains("traces so far are in"), "{shown}");
+    assert!(
+        dir.join("01-mem-128M").join("boot-000.data").is_file(),
+        "the timed-out boot's trace is kept"
+    );
+    assert!(
+        !dir.join("02-mem-256M").join("boot-000.data").exists(),
+        "the sweep went on after a missed goal"
+    );
+    assert!(
+        !dir.join("sweep.json").exists(),
+        "no results from a failed sweep"
     );
 }

@@ -3,6 +3,8 @@
 //! reading what it wrote.
 #![allow(dead_code)]
 
+pub mod chromium;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -260,4 +262,53 @@ pub fn standard_recording(kernel: &str) -> (PathBuf, String) {
     let args = standard_args(kernel);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     shared_recording(&refs)
+}
+
+/// Runs `boottrace ARGS…` with stdout and stderr on a pseudo-terminal (as
+/// from an interactive shell; stdin is /dev/null) and returns its exit code
+/// and everything it wrote there (a terminal turns `\n` into `\r\n`).
+/// Commands that may boot hold a boot slot, as with [`boottrace`].
+pub fn boottrace_on_terminal(args: &[&str]) -> (Option<i32>, String) {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let _slot = matches!(args.first(), Some(&("record" | "diff" | "sweep"))).then(BootSlot::take);
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two new descriptors into the two ints; the
+    // name, termios and window size pointers may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened by openpty and are owned here only.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_boottrace"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(slave.try_clone().expect("dup pty"))
+        .stderr(slave)
+        .spawn()
+        .expect("run boottrace on a terminal");
+    // The child holds the only other copies of the terminal's slave side:
+    // reading ends (EIO) once it has exited and they are closed.
+    let reader = std::thread::spawn(move || {
+        let mut f = std::fs::File::from(master);
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let status = child.wait().expect("wait for boottrace");
+    let shown = reader.join().expect("pty reader");
+    (status.code(), shown)
 }
