@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::diffnorm::Normalize;
 use super::fold::NameTree;
 use super::fold::Weight;
-use super::functions::{by_function_name, run_total, Cost, FunctionCost};
+use super::functions::{by_function_name_weighted, run_total_weighted, Cost, FunctionCost};
 use super::stats::{welch_t_test, ALPHA};
 use crate::profile::Profile;
 
@@ -23,16 +23,27 @@ pub struct SideRuns {
 }
 
 impl SideRuns {
-    /// Per-run function costs of a profile.
+    /// Per-run function costs of a profile (every sample).
     pub fn of(p: &Profile) -> SideRuns {
+        SideRuns::weighted(p, Weight::Time)
+    }
+
+    /// Per-run function costs of the samples `weight` looks at: for
+    /// [`Weight::Wall`] the boot thread's running samples and blocked
+    /// stacks, as `flame`/`export --weight wall` take them.
+    pub fn weighted(p: &Profile, weight: Weight) -> SideRuns {
         let tree = NameTree::new(p);
         SideRuns {
             functions: p
                 .runs
                 .iter()
-                .map(|r| by_function_name(p, &tree, r))
+                .map(|r| by_function_name_weighted(p, &tree, r, weight))
                 .collect(),
-            totals: p.runs.iter().map(run_total).collect(),
+            totals: p
+                .runs
+                .iter()
+                .map(|r| run_total_weighted(r, weight))
+                .collect(),
         }
     }
 }

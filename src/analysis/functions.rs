@@ -81,7 +81,37 @@ pub fn by_stack(tree: &NameTree, run: &Run) -> HashMap<Option<NameNode>, Cost> {
 
 /// Cost per function of a run.
 pub fn by_function(tree: &NameTree, run: &Run) -> HashMap<FuncKey, FunctionCost> {
-    let stacks = by_stack(tree, run);
+    function_costs(tree, by_stack(tree, run))
+}
+
+/// Cost per function of the samples `weight` looks at: all of them, or for
+/// [`Weight::Wall`] the boot thread's running samples and blocked stacks.
+pub fn by_function_weighted(
+    tree: &NameTree,
+    run: &Run,
+    weight: Weight,
+) -> HashMap<FuncKey, FunctionCost> {
+    let samples = super::fold::weighted_samples(run, weight);
+    function_costs(
+        tree,
+        by_node(tree, samples, |c: &mut Cost, s| c.add_sample(s)),
+    )
+}
+
+/// The total cost of the samples `weight` looks at (see [`by_function_weighted`]).
+pub fn run_total_weighted(run: &Run, weight: Weight) -> Cost {
+    let mut c = Cost::default();
+    for s in super::fold::weighted_samples(run, weight) {
+        c.add_sample(s);
+    }
+    c
+}
+
+/// Self and total cost per function from the cost per stack.
+fn function_costs(
+    tree: &NameTree,
+    stacks: HashMap<Option<NameNode>, Cost>,
+) -> HashMap<FuncKey, FunctionCost> {
     let mut m: HashMap<FuncKey, FunctionCost> = HashMap::new();
     // Stamp of the last stack each function was counted for.
     let mut stamp: HashMap<FrameName, usize> = HashMap::new();
@@ -112,7 +142,17 @@ pub fn function_name(p: &Profile, f: FuncKey) -> String {
 
 /// Cost per function of a run, keyed by display name.
 pub fn by_function_name(p: &Profile, tree: &NameTree, run: &Run) -> HashMap<String, FunctionCost> {
-    by_function(tree, run)
+    by_function_name_weighted(p, tree, run, Weight::Time)
+}
+
+/// [`by_function_weighted`] keyed by display name.
+pub fn by_function_name_weighted(
+    p: &Profile,
+    tree: &NameTree,
+    run: &Run,
+    weight: Weight,
+) -> HashMap<String, FunctionCost> {
+    by_function_weighted(tree, run, weight)
         .into_iter()
         .map(|(f, c)| (function_name(p, f), c))
         .collect()

@@ -328,7 +328,12 @@ pub fn render(v: &DiffView<'_>, o: &DiffOptions, svg: impl Write) -> anyhow::Res
         text.push_str(&l);
         text.push('\n');
     }
-    let deltas = function_deltas(&SideRuns::of(v.a), &SideRuns::of(v.b), weight, o.normalize);
+    let deltas = function_deltas(
+        &SideRuns::weighted(v.a, weight),
+        &SideRuns::weighted(v.b, weight),
+        weight,
+        o.normalize,
+    );
     text.push_str(&table(&deltas, weight, o.normalize, o.sort, o.top));
     Ok(text)
 }
@@ -478,8 +483,8 @@ pub fn json_doc(v: &DiffView<'_>, o: &DiffOptions) -> JsonDiff {
         p: welch_t_test(&boot_times(v.a), &boot_times(v.b)).map(|t| t.p),
     });
     let deltas = function_deltas(
-        &SideRuns::of(v.a),
-        &SideRuns::of(v.b),
+        &SideRuns::weighted(v.a, o.weight),
+        &SideRuns::weighted(v.b, o.weight),
         o.weight,
         o.normalize,
     );
