@@ -44,7 +44,17 @@ pub const DO_ONE_INITCALL_HELPERS: &[&str] = &[
     "strlcat",
     "__warn_printk",
     "add_device_randomness",
+    // add_device_randomness's callee: seen in its place when a sample in its
+    // prologue skips its frame, or without DWARF's inline frames.
+    "_mix_pool_bytes",
 ];
+
+/// True for an x86 interrupt or exception entry stub (`asm_sysvec_*`,
+/// `asm_common_interrupt`, `asm_exc_*`): on a stack it marks where an
+/// interrupt hit, not a call.
+fn is_entry_stub(p: &Profile, name: FrameName) -> bool {
+    p.name_text(name).starts_with("asm_")
+}
 
 /// The init thread's entry (`ret_from_fork` → `kernel_init`).
 pub const KERNEL_INIT: &str = "kernel_init";
@@ -250,12 +260,14 @@ fn facts(p: &Profile, marks: &Marks, stack: Option<StackId>) -> Facts {
     let ic = position(&stack, marks.do_one_initcall);
     let place = if let Some(i) = ic {
         // Skip do_one_initcall's own inlined code: the initcall is called
-        // through a pointer, so it is never an inline frame.
+        // through a pointer, so it is never an inline frame. An interrupt or
+        // exception that hit do_one_initcall itself (an `asm_` entry stub
+        // next) is its own time too, as are its helpers.
         let callee = stack[i + 1..]
             .iter()
             .find(|f| !f.inlined)
             .map(|f| f.name)
-            .filter(|n| !marks.helpers.contains(n));
+            .filter(|n| !marks.helpers.contains(n) && !is_entry_stub(p, *n));
         Place::Initcall(callee)
     } else if has(&marks.idle) {
         Place::Idle
@@ -551,6 +563,41 @@ mod tests {
         );
         assert_eq!(p.initcalls[2].faults, 12);
         assert_eq!(p.initcalls[2].exits, 6);
+    }
+
+    #[test]
+    fn interrupts_and_entropy_helpers_in_do_one_initcall_are_its_own_time() {
+        let mut p = Profile::default();
+        let mut n = |s: &str| FrameName::Symbol(p.strings.intern(s));
+        let (ki, doi, irq, tick, mix, baz) = (
+            n("kernel_init"),
+            n("do_one_initcall"),
+            n("asm_sysvec_apic_timer_interrupt"),
+            n("tick_handle_periodic"),
+            n("_mix_pool_bytes"),
+            n("baz_init"),
+        );
+        let k = FrameKind::Kernel;
+        let timer = p.stack_of_frames(k, &[(ki, false), (doi, false), (irq, false), (tick, false)]);
+        let entropy = p.stack_of_frames(k, &[(ki, false), (doi, false), (mix, false)]);
+        let in_baz = p.stack_of_frames(k, &[(ki, false), (doi, false), (baz, false), (irq, false)]);
+        let mk = |t_ns: u64, stack| Sample::kernel_at(stack, t_ns, 10);
+        let run = Run {
+            samples: vec![mk(0, timer), mk(10, entropy), mk(20, in_baz)],
+            ..Run::default()
+        };
+        let got: Vec<(String, u64)> = kernel_phases(&p, &run)
+            .initcalls
+            .iter()
+            .map(|s| (s.name.clone(), s.samples))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("do_one_initcall [self]".to_string(), 2),
+                ("baz_init".to_string(), 1)
+            ]
+        );
     }
 
     #[test]
