@@ -186,10 +186,12 @@ fn check_attribution<'a>(p: &'a Profile, record_output: &str) -> &'a Run {
     };
     let kthreadd: Vec<_> = tasks_under(p, run, &pid2).into_iter().flatten().collect();
     assert_mostly_in(p, run, &pid2, 2, kthreadd.len());
+    // A sample can pause the guest inside set_task_comm's copy: one CI run
+    // read "kthreadd0" ("kthreadd" written over "swapper/0", its NUL not yet).
     for (pid, comm) in &kthreadd {
         if *pid == 2 {
             assert!(
-                *comm == "kthreadd" || comm.starts_with("swapper"),
+                comm.starts_with("kthreadd") || comm.starts_with("swapper"),
                 "pid 2 named {comm}"
             );
         }
