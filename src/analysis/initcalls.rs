@@ -273,7 +273,7 @@ pub fn breakpoint_cost(run: &Run) -> Option<BreakpointCost> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{FrameKind, RunFigures, Sample, TaskInfo};
+    use crate::profile::{RunFigures, Sample, TaskInfo};
 
     fn mark(kind: BoundaryKind, t_ns: u64, addr: u64, name: &str) -> BoundaryMark {
         BoundaryMark {
@@ -361,16 +361,8 @@ mod tests {
         // 10 samples 100 ns apart from t=1000: 4 in pid 1, then 6 idle.
         for i in 0..10u64 {
             run.samples.push(Sample {
-                vcpu: 0,
-                t_ns: 1000 + i * 100,
-                interval_ns: 100,
-                kind: FrameKind::Kernel,
-                stack,
-                truncated: false,
-                faults: 0,
-                exits: 0,
-                cost_ns: 0,
                 task: Some(if i < 4 { 0 } else { 1 }),
+                ..Sample::kernel_at(stack, 1000 + i * 100, 100)
             });
         }
         run.boundaries = vec![
