@@ -379,6 +379,45 @@ fn host_memset_shows_in_both_counters() {
     assert!(d.minflt < pages as u64 / 8, "{}", describe(&n, &d));
 }
 
+/// `VcpuCounters` reads perf only when getrusage moved (user-only scope):
+/// its perf deltas must be those of a perf group read at every sample.
+#[test]
+fn skipped_perf_reads_give_what_reads_give() {
+    let pages = 64;
+    let g = Guest::new(1 << 20, &[0xf4]);
+    let mut c = VcpuCounters::new(&g.vcpu);
+    let mut every = PerfFaults::open(PerfScope::UserOnly)
+        .unwrap_or_else(|e| panic!("cannot open a perf software event here: {e}"));
+    let mut fresh = Mapping::new(pages * PAGE);
+    let mut prev = every.read().expect("perf read").faults;
+    let mut step = |c: &mut VcpuCounters| {
+        let d = c.sample();
+        let now = every.read().expect("perf read").faults;
+        let r = (d.perf_faults, Some(now - prev), d.minflt);
+        prev = now;
+        r
+    };
+    // The first rounds fault this code's own pages in, between the reads.
+    for _ in 0..3 {
+        step(&mut c);
+    }
+    let mut check = |c: &mut VcpuCounters, what: &str| {
+        let (skipped_or_read, read, minflt) = step(c);
+        assert_eq!(skipped_or_read, read, "{what}");
+        minflt
+    };
+    // Nothing happens: getrusage still, perf skipped, 0 as a read says.
+    for _ in 0..100 {
+        check(&mut c, "idle");
+    }
+    // The host faults pages in from user mode: both move, perf is read.
+    fresh.touch_pages(pages);
+    assert!(check(&mut c, "fresh pages") >= pages as u64);
+    for _ in 0..10 {
+        check(&mut c, "idle again");
+    }
+}
+
 /// Not a timed assertion: prints the cost of `sample()` and of its parts.
 #[test]
 fn per_sample_cost() {

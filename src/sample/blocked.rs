@@ -35,9 +35,10 @@ use super::unwind::{StackEnd, Truncation, UnwindRegs, Unwinder};
 /// stacks are 16 KiB (32 KiB with KASAN); more is garbage.
 const MAX_STACK_SIZE: u64 = 64 * 1024;
 
-/// One blocked-stack observation of the critical task.
+/// One blocked-stack observation of the critical task; its frames went
+/// into the buffer the caller gave [`BlockedReader::sample`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WaitCapture {
+pub struct Wait {
     /// The run's task id of the blocked task (`None`: its identity could
     /// not be read).
     pub task: Option<u32>,
@@ -45,9 +46,6 @@ pub struct WaitCapture {
     pub new_task: Option<NewTask>,
     /// The task's `__state` (0: runnable, waiting for a CPU; else sleeping).
     pub state: u32,
-    /// Innermost first: the return address into `__schedule`, then callers;
-    /// empty when the saved stack could not be read.
-    pub frames: Vec<u64>,
     /// How the unwind ended.
     pub end: StackEnd,
 }
@@ -96,7 +94,12 @@ impl BlockedReader {
     /// is running (on this vCPU: `current` is `current`; on another: its
     /// `on_cpu`), when nothing can be read yet (no slide, no long-mode
     /// paging), or when the sampled vCPU's running task is not known.
-    /// `current` is the `task_struct` running on the sampled vCPU.
+    /// `current` is the `task_struct` running on the sampled vCPU. The
+    /// frames go into `frames` (cleared first; empty when there is no wait,
+    /// or the saved stack could not be read), innermost first: the return
+    /// address into `__schedule`, then callers. The sampler reuses one
+    /// buffer: nothing is allocated per sample.
+    #[allow(clippy::too_many_arguments)]
     pub fn sample<M: GuestPhys + ?Sized>(
         &mut self,
         mem: &M,
@@ -105,7 +108,9 @@ impl BlockedReader {
         current: Option<u64>,
         unwinder: Option<&Unwinder>,
         tasks: &RunTasks,
-    ) -> Option<WaitCapture> {
+        frames: &mut Vec<u64>,
+    ) -> Option<Wait> {
+        frames.clear();
         if !matches!(regs.paging_mode(), PagingMode::Level4 | PagingMode::Level5) {
             return None;
         }
@@ -132,49 +137,72 @@ impl BlockedReader {
         let state = read_u32(&mut walker, target, t.state.offset).unwrap_or(0);
         let Some(sp) = read_u64(&mut walker, target, t.thread_sp.offset) else {
             let (task, new_task) = self.identities.identify(mem, regs, target, tasks);
-            return Some(WaitCapture {
+            return Some(Wait {
                 task,
                 new_task,
                 state,
-                frames: Vec::new(),
                 end: StackEnd::Truncated(Truncation::UnreadableStack),
             });
         };
-        let switches = match (t.nvcsw, t.nivcsw) {
-            (Some(v), Some(iv)) => read_u64(&mut walker, target, v.offset)
-                .zip(read_u64(&mut walker, target, iv.offset))
-                .map(|(a, b)| a.wrapping_add(b)),
-            _ => None,
-        };
-        // Not switched since the last walk: same task, same stack.
+        let switches = self.switches(&mut walker, target);
+        // Not switched since the last walk: same task, same stack. (A task
+        // other than `current` at both samples does not say the critical
+        // task stayed off the CPU: it may have run and switched out in
+        // between, which only its switch count tells.)
         if let Some(c) = &self.cache {
             if c.task == target && c.sp == sp && switches.is_some() && c.switches == switches {
-                return Some(WaitCapture {
+                frames.extend_from_slice(&c.frames);
+                return Some(Wait {
                     task: c.id,
                     new_task: None,
                     state,
-                    frames: c.frames.clone(),
                     end: c.end,
                 });
             }
         }
         let (task, new_task) = self.identities.identify(mem, regs, target, tasks);
-        let (frames, end) = self.walk(mem, regs, &mut walker, target, sp, unwinder);
+        let end = self.walk(mem, regs, &mut walker, target, sp, unwinder, frames);
+        // The cache keeps its buffer from one walk to the next.
+        let mut kept = self.cache.take().map(|c| c.frames).unwrap_or_default();
+        kept.clear();
+        kept.extend_from_slice(frames);
         self.cache = Some(Cached {
             task: target,
             sp,
             switches,
             id: task,
-            frames: frames.clone(),
+            frames: kept,
             end,
         });
-        Some(WaitCapture {
+        Some(Wait {
             task,
             new_task,
             state,
-            frames,
             end,
         })
+    }
+
+    /// `nvcsw + nivcsw` of `task` (one read when the two are adjacent, as
+    /// they are in `task_struct`); `None` when unknown or unreadable.
+    fn switches<M: GuestPhys + ?Sized>(
+        &self,
+        walker: &mut PageWalker<'_, M>,
+        task: u64,
+    ) -> Option<u64> {
+        let t = self.locator.types.task;
+        let (v, iv) = (t.nvcsw?, t.nivcsw?);
+        if iv.offset == v.offset.checked_add(8)? {
+            let mut b = [0u8; 16];
+            if !walker.read(task.checked_add(v.offset)?, &mut b) {
+                return None;
+            }
+            let (lo, hi) = b.split_at(8);
+            let word = |x: &[u8]| u64::from_le_bytes(x.try_into().unwrap_or_default());
+            return Some(word(lo).wrapping_add(word(hi)));
+        }
+        read_u64(walker, task, v.offset)
+            .zip(read_u64(walker, task, iv.offset))
+            .map(|(a, b)| a.wrapping_add(b))
     }
 
     /// pid 1 through `init_task.tasks.next`: the first task forked.
@@ -193,6 +221,9 @@ impl BlockedReader {
         (read_u32(walker, task, t.pid.offset)? == 1).then_some(task)
     }
 
+    /// Unwinds the saved stack at `sp` into `frames` (empty when the saved
+    /// frame itself is implausible or unreadable).
+    #[allow(clippy::too_many_arguments)]
     fn walk<M: GuestPhys + ?Sized>(
         &self,
         mem: &M,
@@ -201,8 +232,10 @@ impl BlockedReader {
         task: u64,
         sp: u64,
         unwinder: Option<&Unwinder>,
-    ) -> (Vec<u64>, StackEnd) {
-        let bad = |t| (Vec::new(), StackEnd::Truncated(t));
+        frames: &mut Vec<u64>,
+    ) -> StackEnd {
+        frames.clear();
+        let bad = StackEnd::Truncated;
         let t = self.locator.types.task;
         let f = self.locator.types.frame;
         if sp < KERNEL_HALF || sp % 8 != 0 {
@@ -236,15 +269,13 @@ impl BlockedReader {
             r13: 0,
             ..*regs
         };
-        let mut frames = Vec::with_capacity(32);
-        let end = match unwinder {
-            Some(u) => u.unwind(mem, &start, &mut frames),
+        match unwinder {
+            Some(u) => u.unwind(mem, &start, frames),
             None => {
                 frames.push(ret);
                 StackEnd::Truncated(Truncation::NoUnwindInfo)
             }
-        };
-        (frames, end)
+        }
     }
 }
 
@@ -347,20 +378,53 @@ mod tests {
         Unwinder::new(Method::FramePointer)
     }
 
+    /// A [`Wait`] with its frames.
+    #[derive(Debug, PartialEq, Eq)]
+    struct WaitCapture {
+        task: Option<u32>,
+        new_task: Option<NewTask>,
+        state: u32,
+        frames: Vec<u64>,
+        end: StackEnd,
+    }
+
+    fn sample_with(
+        r: &mut BlockedReader,
+        g: &Guest,
+        slide: Option<i64>,
+        current: Option<u64>,
+        u: Option<&Unwinder>,
+    ) -> Option<WaitCapture> {
+        let mut frames = vec![0xdead];
+        let w = r.sample(
+            &g.mem,
+            &g.regs,
+            slide,
+            current,
+            u,
+            &RunTasks::default(),
+            &mut frames,
+        );
+        let Some(w) = w else {
+            assert!(frames.is_empty(), "no wait, no frames");
+            return None;
+        };
+        Some(WaitCapture {
+            task: w.task,
+            new_task: w.new_task,
+            state: w.state,
+            frames,
+            end: w.end,
+        })
+    }
+
     fn sample(
         r: &mut BlockedReader,
         g: &Guest,
         current: u64,
         u: Option<&Unwinder>,
     ) -> Option<WaitCapture> {
-        r.sample(
-            &g.mem,
-            &g.regs,
-            Some(0),
-            Some(current),
-            u,
-            &RunTasks::default(),
-        )
+        sample_with(r, g, Some(0), Some(current), u)
     }
 
     #[test]
@@ -379,16 +443,9 @@ mod tests {
         // pid 1 running on this vCPU: no wait.
         assert_eq!(sample(&mut r, &g, PID1, Some(&u)), None);
         // Unknown current (user mode, a failed read): nothing to say.
-        let tasks = RunTasks::default();
-        assert_eq!(
-            r.sample(&g.mem, &g.regs, Some(0), None, Some(&u), &tasks),
-            None
-        );
+        assert_eq!(sample_with(&mut r, &g, Some(0), None, Some(&u)), None);
         // No slide yet: nothing.
-        assert_eq!(
-            r.sample(&g.mem, &g.regs, None, Some(INIT), Some(&u), &tasks),
-            None
-        );
+        assert_eq!(sample_with(&mut r, &g, None, Some(INIT), Some(&u)), None);
     }
 
     #[test]

@@ -35,6 +35,7 @@
 //! # Ok(()) }
 //! ```
 
+mod batch;
 pub mod compact;
 mod error;
 pub mod frame;
@@ -47,6 +48,7 @@ pub mod synth;
 mod v1;
 mod writer;
 
+pub use batch::RecordBatch;
 pub use error::TraceError;
 pub use frame::MAX_RECORD_LEN;
 pub use layout::TraceLayout;

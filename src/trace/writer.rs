@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::batch::RecordBatch;
 use super::compact::Compactor;
 use super::frame::{encode_frame, write_header};
 use super::record::{Finish, Record, TraceMeta};
@@ -236,6 +237,7 @@ impl TraceWriter {
 enum Msg {
     Record(Box<Record>),
     Batch(Vec<Record>),
+    Packed(RecordBatch),
     Flush(mpsc::Sender<()>),
     Finish,
 }
@@ -259,6 +261,9 @@ fn writer_loop(mut w: TraceWriter, rx: mpsc::Receiver<Msg>) -> Result<u64, Trace
         match msg {
             Some(Msg::Record(rec)) => w.append(&rec)?,
             Some(Msg::Batch(recs)) => w.append_batch(recs)?,
+            // Rebuilt here: the records' vectors are allocated and freed on
+            // this thread only.
+            Some(Msg::Packed(batch)) => w.append_batch(batch.into_records())?,
             Some(Msg::Flush(ack)) => {
                 w.flush()?;
                 // The requester may have given up waiting; nothing to do then.
@@ -305,6 +310,17 @@ impl TraceSink {
         }
         self.tx
             .send(Msg::Batch(recs))
+            .map_err(|_| TraceError::WriterClosed)
+    }
+
+    /// Queues a [`RecordBatch`]: like [`Self::append_batch`], without a heap
+    /// allocation per record on the calling thread.
+    pub fn append_packed(&self, batch: RecordBatch) -> Result<(), TraceError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.tx
+            .send(Msg::Packed(batch))
             .map_err(|_| TraceError::WriterClosed)
     }
 

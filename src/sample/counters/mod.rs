@@ -55,8 +55,9 @@ pub struct CounterDeltas<'a> {
 /// and call [`sample`](Self::sample) there at every sample. It is deliberately
 /// not `Send`, so it cannot be moved to another thread by mistake.
 ///
-/// Per sample it costs one `getrusage`, one `read` of the perf group (if
-/// available) and one `pread` of the KVM stats (if available), and allocates
+/// Per sample it costs one `getrusage` and one `pread` of the KVM stats (if
+/// available), plus one `read` of the perf group (if available) when perf
+/// can have counted something ([`sample`](Self::sample)), and allocates
 /// nothing.
 #[derive(Debug)]
 pub struct VcpuCounters {
@@ -67,6 +68,8 @@ pub struct VcpuCounters {
     rusage_error: Option<RusageError>,
     prev_rusage: ThreadFaults,
     prev_perf: PerfFaultCounts,
+    /// Set once perf has been read (the baseline).
+    perf_read: bool,
     prev_kvm: Vec<u64>,
     cur_kvm: Vec<u64>,
     kvm_deltas: Vec<(u16, u64)>,
@@ -102,6 +105,7 @@ impl VcpuCounters {
             rusage_error: None,
             prev_rusage: ThreadFaults::default(),
             prev_perf: PerfFaultCounts::default(),
+            perf_read: false,
             prev_kvm: vec![0; n],
             cur_kvm: vec![0; n],
             kvm_deltas: Vec::with_capacity(n),
@@ -144,6 +148,20 @@ impl VcpuCounters {
     /// the recording and its error kept for [`perf_unavailable`] /
     /// [`kvm_stats_unavailable`]; the sample itself never fails.
     ///
+    /// With [`PerfScope::UserOnly`], perf is read only when getrusage's
+    /// counts moved: perf then counts page faults raised in this thread's
+    /// user mode, and each of those that completes is counted in the
+    /// thread's `min_flt`/`maj_flt` too, before the thread runs on (a fault
+    /// retried for a pending signal is counted by perf at each attempt and
+    /// by getrusage once, when it completes; one that fails is a SIGSEGV or
+    /// SIGBUS, fatal here; a legacy vsyscall, never made by this program,
+    /// is the one completed user fault perf counts alone). So unmoved
+    /// getrusage counts mean unmoved perf counts, and the `read(2)` — the
+    /// dearest of the three counter reads, an IPI-style
+    /// `smp_call_function_single` to this CPU — is skipped with the same
+    /// result. Other scopes (uaccess faults fixed up with `-EFAULT` count in
+    /// perf only) read perf every time.
+    ///
     /// [`perf_unavailable`]: Self::perf_unavailable
     /// [`kvm_stats_unavailable`]: Self::kvm_stats_unavailable
     pub fn sample(&mut self) -> CounterDeltas<'_> {
@@ -167,8 +185,17 @@ impl VcpuCounters {
         };
 
         let (mut perf_faults, mut perf_majflt) = (None, None);
+        let rusage_still = self.rusage_error.is_none() && minflt == 0 && majflt == 0;
         if let Some(perf) = self.perf.as_mut() {
-            match perf.read() {
+            let skip = rusage_still && self.perf_read && perf.scope() == PerfScope::UserOnly;
+            let read = if skip {
+                // Nothing perf counts happened: as a read would say.
+                Ok(self.prev_perf)
+            } else {
+                perf.read()
+            };
+            self.perf_read = true;
+            match read {
                 Ok(now) => {
                     perf_faults = Some(now.faults.saturating_sub(self.prev_perf.faults));
                     perf_majflt = match (now.majflt, self.prev_perf.majflt) {

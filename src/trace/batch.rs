@@ -1,0 +1,173 @@
+//! A batch of records handed from a vCPU thread to the writer thread with no
+//! heap allocation per record.
+//!
+//! A `Sample` or `WaitStack` owns its stack (and a sample its KVM deltas) as
+//! `Vec`s. Made on the vCPU thread and freed on the writer thread, each of
+//! those was a cross-thread malloc/free pair per sample: glibc then takes
+//! the arena lock on both threads, and the vCPU thread waited for it (a
+//! tenth of a sample's own cost in `benches/sample_path.rs`). A
+//! [`RecordBatch`] keeps every stack and delta list of the batch in shared
+//! buffers instead; the writer thread rebuilds the records
+//! ([`RecordBatch::into_records`]), so allocations and frees stay on one
+//! thread. The records, their order and the file's bytes are unchanged.
+
+use std::ops::Range;
+
+use super::record::{Record, Sample, WaitStack};
+
+/// Records in order, with the stacks and KVM deltas of samples and wait
+/// stacks kept aside in two buffers (see the module doc).
+#[derive(Debug, Default)]
+pub struct RecordBatch {
+    entries: Vec<Entry>,
+    frames: Vec<u64>,
+    kvm: Vec<(u16, u64)>,
+    samples: usize,
+}
+
+/// One record; for samples and wait stacks, where their vectors are.
+#[derive(Debug)]
+struct Entry {
+    record: Record,
+    frames: Range<usize>,
+    kvm: Range<usize>,
+}
+
+impl RecordBatch {
+    /// An empty batch with room for `records` records (stacks of about 32
+    /// frames) before it allocates.
+    pub fn with_capacity(records: usize) -> RecordBatch {
+        RecordBatch {
+            entries: Vec::with_capacity(records),
+            frames: Vec::with_capacity(records * 32),
+            kvm: Vec::with_capacity(records * 4),
+            samples: 0,
+        }
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Samples in the batch (pushed with [`Self::push_sample`]).
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+
+    /// True when the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends any record as it is.
+    pub fn push(&mut self, record: Record) {
+        self.entries.push(Entry {
+            record,
+            frames: 0..0,
+            kvm: 0..0,
+        });
+    }
+
+    /// Appends a sample whose `stack` and `kvm` are `stack` and `kvm` (the
+    /// sample's own vectors are left empty and filled in by
+    /// [`Self::into_records`]).
+    pub fn push_sample(&mut self, sample: Sample, stack: &[u64], kvm: &[(u16, u64)]) {
+        let frames = self.put_frames(stack);
+        let start = self.kvm.len();
+        self.kvm.extend_from_slice(kvm);
+        self.samples += 1;
+        self.entries.push(Entry {
+            record: Record::Sample(sample),
+            frames,
+            kvm: start..self.kvm.len(),
+        });
+    }
+
+    /// Appends a wait stack whose `stack` is `stack` (as [`Self::push_sample`]).
+    pub fn push_wait(&mut self, wait: WaitStack, stack: &[u64]) {
+        let frames = self.put_frames(stack);
+        self.entries.push(Entry {
+            record: Record::WaitStack(wait),
+            frames,
+            kvm: 0..0,
+        });
+    }
+
+    fn put_frames(&mut self, stack: &[u64]) -> Range<usize> {
+        let start = self.frames.len();
+        self.frames.extend_from_slice(stack);
+        start..self.frames.len()
+    }
+
+    /// The records, in order, with their vectors filled in.
+    pub fn into_records(self) -> Vec<Record> {
+        let RecordBatch {
+            entries,
+            frames,
+            kvm,
+            ..
+        } = self;
+        let slice = |r: Range<usize>| frames.get(r).unwrap_or_default().to_vec();
+        entries
+            .into_iter()
+            .map(|e| match e.record {
+                Record::Sample(mut s) if !e.frames.is_empty() || !e.kvm.is_empty() => {
+                    s.stack = slice(e.frames);
+                    s.kvm = kvm.get(e.kvm).unwrap_or_default().to_vec();
+                    Record::Sample(s)
+                }
+                Record::WaitStack(mut w) if !e.frames.is_empty() => {
+                    w.stack = slice(e.frames);
+                    Record::WaitStack(w)
+                }
+                r => r,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::record::TaskSwitch;
+
+    #[test]
+    fn records_come_back_in_order_with_their_vectors() {
+        let mut b = RecordBatch::with_capacity(2);
+        let switch = Record::TaskSwitch(TaskSwitch {
+            run: 0,
+            vcpu: 1,
+            task: Some(3),
+        });
+        b.push(switch.clone());
+        let s = Sample {
+            t_ns: 5,
+            ..Sample::default()
+        };
+        b.push_sample(s.clone(), &[1, 2, 3], &[(4, 9)]);
+        let w = WaitStack {
+            t_ns: 5,
+            state: 2,
+            ..WaitStack::default()
+        };
+        b.push_wait(w.clone(), &[7, 8]);
+        // A sample with nothing in its vectors stays as it is.
+        b.push_sample(s.clone(), &[], &[]);
+        assert_eq!((b.len(), b.samples()), (4, 2));
+        let want = vec![
+            switch,
+            Record::Sample(Sample {
+                stack: vec![1, 2, 3],
+                kvm: vec![(4, 9)],
+                ..s.clone()
+            }),
+            Record::WaitStack(WaitStack {
+                stack: vec![7, 8],
+                ..w
+            }),
+            Record::Sample(s),
+        ];
+        assert_eq!(b.into_records(), want);
+    }
+}
