@@ -184,6 +184,10 @@ impl SamplerFactory for RecordSampler {
     }
 
     fn create(&self, index: u32, vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Box<dyn VcpuSampler> {
+        // Batches are made (their pages touched) before the counters start,
+        // so the vCPU thread's host faults are the guest's, not the sampler's.
+        self.sink.reserve_batches(BATCHES_PER_VCPU, BATCH);
+        let batch = self.sink.take_batch(BATCH);
         let counters = VcpuCounters::new(vcpu);
         if !counters.stat_names().is_empty()
             && !self.stat_names_written.swap(true, Ordering::SeqCst)
@@ -207,7 +211,7 @@ impl SamplerFactory for RecordSampler {
             totals: self.totals.clone(),
             stack: Vec::with_capacity(64),
             last_write_ns: 0,
-            batch: RecordBatch::with_capacity(BATCH),
+            batch,
             batch_since: None,
             wait_frames: Vec::with_capacity(64),
             tracker: None,
@@ -266,6 +270,9 @@ pub struct VcpuSamplerImpl {
 /// test host (`benches/sample_path.rs`), so at high rates this many samples
 /// share one; at low rates [`BATCH_AGE`] cuts batches first.
 const BATCH: usize = 256;
+/// Batches made ready per vCPU before it samples: the one it fills, one in
+/// the writer's queue and one spare; the writer hands emptied ones back.
+const BATCHES_PER_VCPU: usize = 3;
 /// Longest a sample waits in a batch: what a SIGKILLed `record` can lose
 /// on top of the writer's own flush interval.
 const BATCH_AGE: std::time::Duration = std::time::Duration::from_millis(20);
@@ -420,7 +427,7 @@ impl VcpuSamplerImpl {
     }
 
     fn send_batch(&mut self) {
-        let batch = std::mem::replace(&mut self.batch, RecordBatch::with_capacity(BATCH));
+        let batch = std::mem::replace(&mut self.batch, self.sink.take_batch(BATCH));
         self.batch_since = None;
         let _ = self.sink.append_packed(batch);
     }

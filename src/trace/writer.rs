@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::batch::RecordBatch;
+use super::batch::{BatchPool, RecordBatch};
 use super::compact::Compactor;
 use super::frame::{encode_frame, write_header};
 use super::record::{Finish, Record, TraceMeta};
@@ -165,10 +165,12 @@ impl TraceWriter {
         let path = self.path.clone();
         let failure = Arc::new(Mutex::new(None));
         let failed = failure.clone();
+        let pool = Arc::new(BatchPool::default());
+        let returns = pool.clone();
         let handle = std::thread::Builder::new()
             .name("trace-writer".into())
             .spawn(move || {
-                let result = writer_loop(self, rx);
+                let result = writer_loop(self, rx, &returns);
                 if let (Err(e), Ok(mut f)) = (&result, failed.lock()) {
                     // Sinks see this at once (e.g. disk full ends the boot).
                     *f = Some(e.to_string());
@@ -180,6 +182,7 @@ impl TraceWriter {
             tx: Some(tx),
             handle: Some(handle),
             failure,
+            pool,
         })
     }
 
@@ -196,14 +199,15 @@ impl TraceWriter {
         let (tx, rx) = mpsc::sync_channel(SINK_QUEUE);
         let failure = Arc::new(Mutex::new(None));
         let failed = failure.clone();
+        let pool = Arc::new(BatchPool::default());
+        let returns = pool.clone();
         let shown = path.clone();
         let handle = std::thread::Builder::new()
             .name("trace-writer".into())
             .spawn(move || {
                 let result = match meta() {
-                    Ok(m) => {
-                        TraceWriter::with_file(path, file, &m).and_then(|w| writer_loop(w, rx))
-                    }
+                    Ok(m) => TraceWriter::with_file(path, file, &m)
+                        .and_then(|w| writer_loop(w, rx, &returns)),
                     Err(e) => {
                         drop(file);
                         let _ = std::fs::remove_file(&path);
@@ -223,6 +227,7 @@ impl TraceWriter {
             tx: Some(tx),
             handle: Some(handle),
             failure,
+            pool,
         })
     }
 
@@ -242,8 +247,13 @@ enum Msg {
     Finish,
 }
 
-/// Runs on the writer thread until `Finish` or until every sender is gone.
-fn writer_loop(mut w: TraceWriter, rx: mpsc::Receiver<Msg>) -> Result<u64, TraceError> {
+/// Runs on the writer thread until `Finish` or until every sender is gone;
+/// emptied batches go back to `pool`.
+fn writer_loop(
+    mut w: TraceWriter,
+    rx: mpsc::Receiver<Msg>,
+    pool: &BatchPool,
+) -> Result<u64, TraceError> {
     loop {
         let msg = match w.flush_deadline() {
             None => rx.recv().ok(),
@@ -263,7 +273,11 @@ fn writer_loop(mut w: TraceWriter, rx: mpsc::Receiver<Msg>) -> Result<u64, Trace
             Some(Msg::Batch(recs)) => w.append_batch(recs)?,
             // Rebuilt here: the records' vectors are allocated and freed on
             // this thread only.
-            Some(Msg::Packed(batch)) => w.append_batch(batch.into_records())?,
+            Some(Msg::Packed(mut batch)) => {
+                let records = batch.take_records();
+                pool.give_back(batch);
+                w.append_batch(records)?;
+            }
             Some(Msg::Flush(ack)) => {
                 w.flush()?;
                 // The requester may have given up waiting; nothing to do then.
@@ -284,6 +298,7 @@ fn writer_loop(mut w: TraceWriter, rx: mpsc::Receiver<Msg>) -> Result<u64, Trace
 pub struct TraceSink {
     tx: mpsc::SyncSender<Msg>,
     failure: Arc<Mutex<Option<String>>>,
+    pool: Arc<BatchPool>,
 }
 
 impl TraceSink {
@@ -324,6 +339,18 @@ impl TraceSink {
             .map_err(|_| TraceError::WriterClosed)
     }
 
+    /// An empty batch for [`Self::append_packed`]: one the writer emptied, or
+    /// a new one with room for `records` records.
+    pub fn take_batch(&self, records: usize) -> RecordBatch {
+        self.pool.take(records)
+    }
+
+    /// Makes `n` batches of `records` records ready for [`Self::take_batch`]
+    /// (their pages touched by the calling thread now).
+    pub fn reserve_batches(&self, n: usize, records: usize) {
+        self.pool.reserve(n, records);
+    }
+
     /// Waits until every record queued before this call is in the file.
     pub fn flush(&self) -> Result<(), TraceError> {
         let (ack_tx, ack_rx) = mpsc::channel();
@@ -339,6 +366,7 @@ pub struct TraceWriterThread {
     tx: Option<mpsc::SyncSender<Msg>>,
     handle: Option<JoinHandle<Result<u64, TraceError>>>,
     failure: Arc<Mutex<Option<String>>>,
+    pool: Arc<BatchPool>,
 }
 
 impl TraceWriterThread {
@@ -348,6 +376,7 @@ impl TraceWriterThread {
         TraceSink {
             tx: self.tx.clone().expect("sender present until finish"),
             failure: self.failure.clone(),
+            pool: self.pool.clone(),
         }
     }
 
