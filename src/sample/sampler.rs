@@ -186,8 +186,9 @@ impl SamplerFactory for RecordSampler {
     fn create(&self, index: u32, vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Box<dyn VcpuSampler> {
         // Batches are made (their pages touched) before the counters start,
         // so the vCPU thread's host faults are the guest's, not the sampler's.
-        self.sink.reserve_batches(BATCHES_PER_VCPU, BATCH);
-        let batch = self.sink.take_batch(BATCH);
+        let batch_records = batch_records(self.freq);
+        let batch = RecordBatch::with_capacity(batch_records);
+        self.sink.reserve_batches(SPARE_BATCHES, batch_records);
         let counters = VcpuCounters::new(vcpu);
         if !counters.stat_names().is_empty()
             && !self.stat_names_written.swap(true, Ordering::SeqCst)
@@ -270,9 +271,19 @@ pub struct VcpuSamplerImpl {
 /// test host (`benches/sample_path.rs`), so at high rates this many samples
 /// share one; at low rates [`BATCH_AGE`] cuts batches first.
 const BATCH: usize = 256;
-/// Batches made ready per vCPU before it samples: the one it fills, one in
-/// the writer's queue and one spare; the writer hands emptied ones back.
-const BATCHES_PER_VCPU: usize = 3;
+/// Batches made ready per vCPU besides the one it fills (one in the
+/// writer's queue, one spare); the writer hands emptied ones back.
+const SPARE_BATCHES: usize = 2;
+/// Most samples a batch holds while no emptied batch can replace it.
+const MAX_HELD: usize = 64 * BATCH;
+
+/// Records a batch is made for at `freq` Hz: what [`BATCH_AGE`] collects
+/// (with room for the task records among them), at most [`BATCH`]; so a
+/// 1 kHz batch is ~15 KiB, not the ~150 KiB of a full one.
+fn batch_records(freq: u32) -> usize {
+    let per_age = u64::from(freq) * BATCH_AGE.as_millis() as u64 / 1000;
+    (per_age as usize + per_age as usize / 4 + 8).min(BATCH)
+}
 /// Longest a sample waits in a batch: what a SIGKILLed `record` can lose
 /// on top of the writer's own flush interval.
 const BATCH_AGE: std::time::Duration = std::time::Duration::from_millis(20);
@@ -426,8 +437,23 @@ impl VcpuSamplerImpl {
         self.batch.push_wait(wait, &self.wait_frames);
     }
 
+    /// Hands the batch to the writer when an emptied one can replace it.
+    /// While none is free (the writer is still waiting for the kernel
+    /// analysis before it writes, or lags), the batch keeps filling and
+    /// grows as its records need: a new batch made here would cost this
+    /// thread page faults for its whole size, charged to the guest.
     fn send_batch(&mut self) {
-        let batch = std::mem::replace(&mut self.batch, self.sink.take_batch(BATCH));
+        let next = match self.sink.try_take_batch() {
+            Some(b) => b,
+            None if self.batch.samples() < MAX_HELD => return,
+            None => RecordBatch::default(),
+        };
+        self.flush_batch(next);
+    }
+
+    /// Hands the batch to the writer, going on with `next`.
+    fn flush_batch(&mut self, next: RecordBatch) {
+        let batch = std::mem::replace(&mut self.batch, next);
         self.batch_since = None;
         let _ = self.sink.append_packed(batch);
     }
@@ -536,9 +562,23 @@ impl VcpuSampler for VcpuSamplerImpl {
     }
 
     fn finish(&mut self) {
-        self.send_batch();
+        self.flush_batch(RecordBatch::default());
         if let Some(l) = self.layout.current() {
             self.layout.publish(self.run, &l, &self.sink);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_sized_to_what_their_age_collects() {
+        // 1 kHz: 20 samples in 20 ms, plus room for task records.
+        assert_eq!(batch_records(1000), 33);
+        // High rates fill a whole batch before it ages.
+        assert_eq!(batch_records(100_000), BATCH);
+        assert!(batch_records(0) > 0);
     }
 }

@@ -13,11 +13,12 @@
 //!
 //! The batches themselves are reused ([`BatchPool`]): the writer thread
 //! empties a batch and hands it back with its buffers' capacity kept. A
-//! fresh batch per hand-over (about 150 KiB, which glibc serves with `mmap`)
-//! made the vCPU thread take a page fault per 4 KiB touched, hundreds per
-//! boot, counted in the host faults the trace charges to the guest.
+//! fresh batch per hand-over made the vCPU thread take a page fault per
+//! 4 KiB it touched, hundreds per boot, counted in the host faults the trace
+//! charges to the guest.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::record::{Record, Sample, WaitStack};
@@ -159,6 +160,9 @@ impl RecordBatch {
 #[derive(Debug, Default)]
 pub struct BatchPool {
     free: Mutex<Vec<RecordBatch>>,
+    /// The largest batch size reserved (records): what emptied batches are
+    /// kept near.
+    records: AtomicUsize,
 }
 
 /// Most emptied batches a pool keeps: a few per vCPU is plenty, since the
@@ -166,16 +170,15 @@ pub struct BatchPool {
 const POOL_MAX: usize = 64;
 
 impl BatchPool {
-    /// An emptied batch, or a new one with room for `records` records when
-    /// none is free.
-    pub fn take(&self, records: usize) -> RecordBatch {
-        let reused = self.free.lock().ok().and_then(|mut f| f.pop());
-        reused.unwrap_or_else(|| RecordBatch::with_capacity(records))
+    /// An emptied batch, if one is free.
+    pub fn try_take(&self) -> Option<RecordBatch> {
+        self.free.lock().ok().and_then(|mut f| f.pop())
     }
 
     /// Makes `n` batches of `records` records ready in the pool (called on a
     /// vCPU thread before it samples, so their pages are in place).
     pub fn reserve(&self, n: usize, records: usize) {
+        self.records.fetch_max(records, Ordering::Relaxed);
         let fresh: Vec<RecordBatch> = (0..n)
             .map(|_| RecordBatch::with_capacity(records))
             .collect();
@@ -184,9 +187,22 @@ impl BatchPool {
         }
     }
 
+    /// The size batches were reserved at (records; 0 before any was).
+    pub fn records(&self) -> usize {
+        self.records.load(Ordering::Relaxed)
+    }
+
     /// Returns an emptied batch for reuse (dropped when the pool is full).
-    pub fn give_back(&self, mut batch: RecordBatch) {
+    /// A batch that grew far beyond `records` records (it kept filling
+    /// while none was free) is shrunk first, so the pool holds little more
+    /// than its working set.
+    pub fn give_back(&self, mut batch: RecordBatch, records: usize) {
         batch.clear();
+        if records > 0 && batch.entries.capacity() > records * 4 {
+            batch.entries.shrink_to(records);
+            batch.frames.shrink_to(records * 32);
+            batch.kvm.shrink_to(records * 4);
+        }
         if let Ok(mut f) = self.free.lock() {
             if f.len() < POOL_MAX {
                 f.push(batch);
@@ -255,20 +271,31 @@ mod tests {
         let pool = BatchPool::default();
         pool.reserve(2, 4);
         assert_eq!(pool.len(), 2);
-        let mut b = pool.take(4);
+        let mut b = pool.try_take().expect("reserved");
         let cap = b.frames.capacity();
         b.push_sample(Sample::default(), &[1; 100], &[]);
         let grown = b.frames.capacity();
         assert!(grown >= 100 && grown >= cap);
-        pool.give_back(b);
+        pool.give_back(b, 4);
         assert_eq!(pool.len(), 2);
         // The most recently given back comes out first, emptied, capacity kept.
-        let again = pool.take(4);
+        let again = pool.try_take().expect("given back");
         assert!(again.is_empty());
         assert_eq!(again.frames.capacity(), grown);
-        pool.take(4);
-        assert_eq!(pool.len(), 0);
-        // An empty pool makes a new batch.
-        assert!(pool.take(4).frames.capacity() >= 4 * 32);
+        assert!(pool.try_take().is_some());
+        // None is made when none is free.
+        assert!(pool.try_take().is_none());
+        // A batch that grew far past its size comes back shrunk.
+        let mut big = again;
+        for _ in 0..100 {
+            big.push_sample(Sample::default(), &[1; 32], &[]);
+        }
+        pool.give_back(big, 4);
+        let small = pool.try_take().expect("given back");
+        assert!(
+            small.entries.capacity() < 100,
+            "{}",
+            small.entries.capacity()
+        );
     }
 }

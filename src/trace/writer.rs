@@ -275,7 +275,7 @@ fn writer_loop(
             // this thread only.
             Some(Msg::Packed(mut batch)) => {
                 let records = batch.take_records();
-                pool.give_back(batch);
+                pool.give_back(batch, pool.records());
                 w.append_batch(records)?;
             }
             Some(Msg::Flush(ack)) => {
@@ -339,14 +339,15 @@ impl TraceSink {
             .map_err(|_| TraceError::WriterClosed)
     }
 
-    /// An empty batch for [`Self::append_packed`]: one the writer emptied, or
-    /// a new one with room for `records` records.
-    pub fn take_batch(&self, records: usize) -> RecordBatch {
-        self.pool.take(records)
+    /// An empty batch for [`Self::append_packed`], if the writer has one
+    /// it emptied (or one reserved is left).
+    pub fn try_take_batch(&self) -> Option<RecordBatch> {
+        self.pool.try_take()
     }
 
-    /// Makes `n` batches of `records` records ready for [`Self::take_batch`]
-    /// (their pages touched by the calling thread now).
+    /// Makes `n` batches of `records` records ready for
+    /// [`Self::try_take_batch`] (their pages touched by the calling thread
+    /// now); the writer keeps emptied batches near that size.
     pub fn reserve_batches(&self, n: usize, records: usize) {
         self.pool.reserve(n, records);
     }
