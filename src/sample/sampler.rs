@@ -213,6 +213,7 @@ impl SamplerFactory for RecordSampler {
             stack: Vec::with_capacity(64),
             last_write_ns: 0,
             batch,
+            batch_records,
             batch_since: None,
             wait_frames: Vec::with_capacity(64),
             tracker: None,
@@ -246,6 +247,8 @@ pub struct VcpuSamplerImpl {
     /// Records not yet handed to the writer: samples' stacks and deltas in
     /// shared buffers, so a sample allocates nothing on this thread.
     batch: RecordBatch,
+    /// Records a batch is made for ([`batch_records`]).
+    batch_records: usize,
     batch_since: Option<Instant>,
     /// The boot task's blocked stack at this sample (reused buffer).
     wait_frames: Vec<u64>,
@@ -274,8 +277,10 @@ const BATCH: usize = 256;
 /// Batches made ready per vCPU besides the one it fills (one in the
 /// writer's queue, one spare); the writer hands emptied ones back.
 const SPARE_BATCHES: usize = 2;
-/// Most samples a batch holds while no emptied batch can replace it.
-const MAX_HELD: usize = 64 * BATCH;
+
+/// How many times its size a batch grows while no emptied batch replaces
+/// it ([`VcpuSamplerImpl::send_batch`]).
+const GROW_LIMIT: usize = 8;
 
 /// Records a batch is made for at `freq` Hz: what [`BATCH_AGE`] collects
 /// (with room for the task records among them), at most [`BATCH`]; so a
@@ -437,16 +442,18 @@ impl VcpuSamplerImpl {
         self.batch.push_wait(wait, &self.wait_frames);
     }
 
-    /// Hands the batch to the writer when an emptied one can replace it.
-    /// While none is free (the writer is still waiting for the kernel
-    /// analysis before it writes, or lags), the batch keeps filling and
-    /// grows as its records need: a new batch made here would cost this
-    /// thread page faults for its whole size, charged to the guest.
+    /// Hands the batch to the writer, going on with an emptied one. While
+    /// the writer has none to hand back (it waits for the kernel analysis
+    /// before it writes, or lags behind), the batch keeps filling, growing
+    /// only as its records need, up to [`GROW_LIMIT`] times its size; then a
+    /// new one is made. So in the steady state this thread allocates
+    /// nothing and touches no new page: a host fault here is charged to the
+    /// guest's sample (`tests/host_faults.rs`).
     fn send_batch(&mut self) {
         let next = match self.sink.try_take_batch() {
             Some(b) => b,
-            None if self.batch.samples() < MAX_HELD => return,
-            None => RecordBatch::default(),
+            None if self.batch.len() < GROW_LIMIT * self.batch_records => return,
+            None => RecordBatch::with_capacity(self.batch_records),
         };
         self.flush_batch(next);
     }

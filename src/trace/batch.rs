@@ -194,11 +194,11 @@ impl BatchPool {
 
     /// Returns an emptied batch for reuse (dropped when the pool is full).
     /// A batch that grew far beyond `records` records (it kept filling
-    /// while none was free) is shrunk first, so the pool holds little more
-    /// than its working set.
+    /// while none was free, longer than the sampler lets it) is shrunk
+    /// first, so the pool holds little more than its working set.
     pub fn give_back(&self, mut batch: RecordBatch, records: usize) {
         batch.clear();
-        if records > 0 && batch.entries.capacity() > records * 4 {
+        if records > 0 && batch.entries.capacity() > records * 16 {
             batch.entries.shrink_to(records);
             batch.frames.shrink_to(records * 32);
             batch.kvm.shrink_to(records * 4);
@@ -287,7 +287,7 @@ mod tests {
         assert!(pool.try_take().is_none());
         // A batch that grew far past its size comes back shrunk.
         let mut big = again;
-        for _ in 0..100 {
+        for _ in 0..200 {
             big.push_sample(Sample::default(), &[1; 32], &[]);
         }
         pool.give_back(big, 4);
