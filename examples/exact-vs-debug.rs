@@ -162,6 +162,44 @@ fn main() -> Result<()> {
             &per_vcpu[..2],
             &other[..2]
         );
+        // Where initcall_debug's span is longer, what pid 1 was doing just
+        // outside the exact one (its wait stacks: not running, so neither
+        // the entry nor the return breakpoint could see that time).
+        if diff < -1000.0 {
+            let gap = (-diff * 1e3) as u64 + 5_000_000;
+            for (label, lo, hi) in [
+                ("before entry", s.t_ns.saturating_sub(gap), s.t_ns),
+                ("after return", e.t_ns, e.t_ns + gap),
+            ] {
+                let mut stacks: HashMap<String, (u32, u64)> = HashMap::new();
+                for w in run.waits.iter().filter(|w| w.t_ns >= lo && w.t_ns < hi) {
+                    let names = p.stack_names(w.stack);
+                    let top: Vec<&str> = names.iter().rev().take(4).map(String::as_str).collect();
+                    let e = stacks.entry(top.join(" <- ")).or_default();
+                    e.0 += 1;
+                    e.1 += w.interval_ns;
+                }
+                for x in run.samples.iter().filter(|x| {
+                    x.t_ns >= lo && x.t_ns < hi && run.task(x).is_some_and(|t| t.pid == 1)
+                }) {
+                    let names = p.stack_names(x.stack);
+                    let top: Vec<&str> = names.iter().rev().take(5).map(String::as_str).collect();
+                    let e = stacks
+                        .entry(format!("[on CPU] {}", top.join(" <- ")))
+                        .or_default();
+                    e.0 += 1;
+                    e.1 += x.interval_ns;
+                }
+                let mut v: Vec<_> = stacks.into_iter().collect();
+                v.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+                for (stack, (n, ns)) in v.iter().take(4) {
+                    println!(
+                        "    pid 1 {label}: {n} samples, {:.1} ms: {stack}",
+                        *ns as f64 / 1e6
+                    );
+                }
+            }
+        }
     }
     Ok(())
 }

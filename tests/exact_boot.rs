@@ -17,6 +17,10 @@ mod common;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use boottrace::analysis::initcalls::pair;
+use boottrace::profile::build::open;
+use boottrace::profile::symbols::SymbolConfig;
+use boottrace::profile::Profile;
 use boottrace::trace::{BoundaryKind, EndKind, PhaseName, Trace};
 use common::{boottrace, boottrace_on_terminal, kernel_dir, report_json, scratch, text};
 
@@ -111,6 +115,45 @@ fn exact_times(doc: &serde_json::Value) -> HashMap<String, u64> {
     m
 }
 
+/// Time (µs) pid 1's own samples place between initcall_debug's clock reads
+/// and `name`'s exact entry/return: samples of pid 1 on the vCPU of the hit,
+/// within `window_us` before the entry or after the return, still in
+/// `do_one_initcall` but neither in the initcall nor printing (the clock is
+/// read after the "calling" line is printed and before the "returned" one).
+/// On an emulated host a timer interrupt there takes milliseconds
+/// (tick_periodic, load tracking), which initcall_debug counts and the
+/// entry → return span rightly does not. Also returns those samples' stacks.
+fn outside_span_us(p: &Profile, name: &str, window_us: f64) -> (f64, Vec<String>) {
+    let run = &p.runs[0];
+    let window = (window_us * 1e3) as u64;
+    let (pairs, _) = pair(&run.boundaries);
+    let mut us = 0.0;
+    let mut stacks = Vec::new();
+    for (si, ei) in pairs {
+        let (s, e) = (&run.boundaries[si], &run.boundaries[ei]);
+        if s.function.as_deref() != Some(name) {
+            continue;
+        }
+        for x in &run.samples {
+            let before = x.vcpu == s.vcpu && x.t_ns < s.t_ns && x.t_ns + window >= s.t_ns;
+            let after = x.vcpu == e.vcpu && x.t_ns > e.t_ns && x.t_ns <= e.t_ns + window;
+            if !(before || after) || !run.task(x).is_some_and(|t| t.pid == 1) {
+                continue;
+            }
+            let names = p.stack_names(x.stack);
+            let has = |f: &str| names.iter().any(|n| n == f);
+            // initcall_blacklisted runs before the "calling" line is printed.
+            let before_clock = has("initcall_blacklisted");
+            if has("do_one_initcall") && !has(name) && !has("vprintk_emit") && !before_clock {
+                us += x.interval_ns as f64 / 1e3;
+                let top: Vec<&str> = names.iter().rev().take(4).map(String::as_str).collect();
+                stacks.push(top.join(" <- "));
+            }
+        }
+    }
+    (us, stacks)
+}
+
 /// The comparison both kernels must pass; returns how many initcalls were
 /// compared at the 10 % rule.
 fn check_against_initcall_debug(trace_path: &PathBuf, out: &str) -> usize {
@@ -140,6 +183,7 @@ fn check_against_initcall_debug(trace_path: &PathBuf, out: &str) -> usize {
             .max(1.0)
         / 1e3;
     let slack_us = 1.0 + 2.0 * (per_exit_us + kick_us);
+    let profile = open(trace_path, &SymbolConfig::default()).expect("profile");
     let mut long = 0;
     let mut within = 0;
     let mut diffs = Vec::new();
@@ -163,10 +207,21 @@ fn check_against_initcall_debug(trace_path: &PathBuf, out: &str) -> usize {
         }
         if *us >= 50 * interval_us {
             long += 1;
-            assert!(
-                diff <= 0.10 * *us as f64,
-                "{name}: boottrace {ours_us:.0} us vs initcall_debug {us} us: more than 10 % apart"
-            );
+            if diff > 0.10 * *us as f64 {
+                // Only time boottrace itself saw pid 1 spend between a clock
+                // read and the span may explain the difference.
+                let (outside, stacks) =
+                    outside_span_us(&profile, name, diff + 2.0 * interval_us as f64);
+                let left = (*us as f64 - outside - ours_us).abs();
+                eprintln!(
+                    "{name}: {outside:.0} us of pid 1's samples lie between initcall_debug's clock reads and the exact span: {stacks:?}"
+                );
+                assert!(
+                    ours_us < *us as f64 && left <= 0.10 * *us as f64,
+                    "{name}: boottrace {ours_us:.0} us vs initcall_debug {us} us: more than 10 % apart \
+                     ({outside:.0} us of pid 1 samples outside the span explain only part)"
+                );
+            }
         }
     }
     diffs.sort_by(f64::total_cmp);
@@ -198,14 +253,6 @@ fn exact_initcall_times_match_initcall_debug_on_tiny_fp() {
 }
 
 #[test]
-#[ignore = "open (issue 9): on tiny-orc --cpus 2 every exact initcall time came out 7-10 ms shorter \
-            than initcall_debug's (e.g. blkdev_init 40.5 vs 50.9 ms; tiny-fp agrees). Suspected: \
-            VMM time at the return breakpoint's exit, which initcall_debug's clock read after it \
-            counts and the boundary's host time does not (SMP CI traces: vCPUs held at a \
-            breakpoint 2-18 ms, hand-overs to the trace writer up to 190 ms). Boundaries are now \
-            handed over away from breakpoint exits (exit to re-entry 13.6 us each, was 0.5-1 ms); \
-            not re-measured: the re-run (host load ~11) spent its last 12 min in \
-            clocksource_done_booting and hit the 900 s timeout before any kvm-clock initcall"]
 fn exact_initcall_times_match_initcall_debug_on_tiny_orc_with_2_cpus() {
     let (trace, out) = recording("tiny-orc", &["--cpus", "2"]);
     let long = check_against_initcall_debug(&trace, &out);
