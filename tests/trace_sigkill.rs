@@ -7,18 +7,29 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use boottrace::trace::synth::{self, SynthOptions};
-use boottrace::trace::{PhaseName, Record, RunStart, Trace, TraceWriter};
+use boottrace::trace::{
+    PhaseName, Record, RunStart, Trace, TraceSink, TraceWriter, TraceWriterThread,
+};
 
 const CHILD_ENV: &str = "BOOTTRACE_TEST_SIGKILL_CHILD";
+
+/// In the child (`env` names the file to write): a threaded writer of a
+/// synthetic trace and a sink; `None` in a normal test run.
+fn child_writer(env: &str, opts: &SynthOptions) -> Option<(TraceWriterThread, TraceSink)> {
+    let path = std::env::var_os(env)?;
+    let writer = TraceWriter::create(PathBuf::from(path), &synth::meta(opts))
+        .expect("create")
+        .spawn()
+        .expect("spawn");
+    let sink = writer.sink();
+    Some((writer, sink))
+}
 
 /// In the child: writes samples through a threaded sink forever, never
 /// calling `flush` or `finish` itself, so only the periodic flush saves them.
 /// In a normal test run (no env var) it does nothing.
 #[test]
 fn sigkill_child_writer() {
-    let Some(path) = std::env::var_os(CHILD_ENV) else {
-        return;
-    };
     let opts = SynthOptions {
         runs: 1,
         samples_per_run: 50_000,
@@ -27,11 +38,9 @@ fn sigkill_child_writer() {
         seed: 3,
         ..SynthOptions::default()
     };
-    let writer = TraceWriter::create(PathBuf::from(path), &synth::meta(&opts))
-        .expect("create")
-        .spawn()
-        .expect("spawn");
-    let sink = writer.sink();
+    let Some((writer, sink)) = child_writer(CHILD_ENV, &opts) else {
+        return;
+    };
     sink.append(Record::RunStart(RunStart {
         run: 0,
         wall_time_unix_ns: 1,
@@ -50,9 +59,6 @@ fn sigkill_child_writer() {
 /// (each wait just before its sample).
 #[test]
 fn sigkill_child_wait_writer() {
-    let Some(path) = std::env::var_os(WAITS_CHILD_ENV) else {
-        return;
-    };
     let opts = SynthOptions {
         runs: 1,
         samples_per_run: 50_000,
@@ -61,11 +67,9 @@ fn sigkill_child_wait_writer() {
         seed: 4,
         ..SynthOptions::default()
     };
-    let writer = TraceWriter::create(PathBuf::from(path), &synth::meta(&opts))
-        .expect("create")
-        .spawn()
-        .expect("spawn");
-    let sink = writer.sink();
+    let Some((writer, sink)) = child_writer(WAITS_CHILD_ENV, &opts) else {
+        return;
+    };
     // From the initcall phase on, where pid 1 waits (the run's other
     // records first).
     let recs = synth::records_with_waits(&opts);

@@ -66,19 +66,15 @@ impl Compactor {
         for rec in recs {
             match rec {
                 Record::Sample(s) => {
-                    let same = group
-                        .first()
-                        .is_some_and(|f| f.run == s.run && f.vcpu == s.vcpu);
-                    if !same || group.len() >= MAX_BLOCK_SAMPLES {
+                    let first = group.first().map(|f| (f.run, f.vcpu));
+                    if cuts(first, (s.run, s.vcpu), group.len()) {
                         self.block(&mut group, out);
                     }
                     group.push(s);
                 }
                 Record::WaitStack(w) => {
-                    let same = waits
-                        .first()
-                        .is_some_and(|f| f.run == w.run && f.vcpu == w.vcpu);
-                    if !same || waits.len() >= MAX_BLOCK_SAMPLES {
+                    let first = waits.first().map(|f| (f.run, f.vcpu));
+                    if cuts(first, (w.run, w.vcpu), waits.len()) {
                         self.wait_block(&mut waits, out);
                     }
                     waits.push(w);
@@ -241,6 +237,12 @@ impl Compactor {
         }
         out.append(&mut plain);
     }
+}
+
+/// Whether an entry of (run, vCPU) `key` starts a new block after a group
+/// of `len` entries whose first has `first`: another stream, or a full block.
+fn cuts(first: Option<(u32, u32)>, key: (u32, u32), len: usize) -> bool {
+    first != Some(key) || len >= MAX_BLOCK_SAMPLES
 }
 
 /// Why a block or definition was not used (reader side).
