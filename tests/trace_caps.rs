@@ -104,10 +104,13 @@ fn runs_are_capped_and_warnings_do_not_grow_per_run() {
 
 /// Compact records from a hostile file: a stack definition with a huge id
 /// is refused without allocating by it, a block that refers to a stack never
-/// defined keeps its samples with RIP only, and both are reported.
+/// defined keeps its samples with RIP only (its waits without frames), a
+/// wait block over the cap is skipped, and all are reported.
 #[test]
 fn hostile_stack_ids_allocate_nothing() {
-    use boottrace::trace::compact::{CompactSample, SampleBlock, StackDef};
+    use boottrace::trace::compact::{
+        CompactSample, CompactWait, SampleBlock, StackDef, WaitBlock, MAX_BLOCK_SAMPLES,
+    };
     use boottrace::trace::frame::encode_frame;
     let mut bytes = Vec::new();
     boottrace::trace::frame::write_header(&mut bytes).expect("header");
@@ -128,6 +131,22 @@ fn hostile_stack_ids_allocate_nothing() {
                 ..CompactSample::default()
             }],
         }),
+        Record::WaitBlock(WaitBlock {
+            run: 0,
+            vcpu: 0,
+            t_ns: 10,
+            waits: vec![CompactWait {
+                stack: u32::MAX,
+                state: 2,
+                ..CompactWait::default()
+            }],
+        }),
+        Record::WaitBlock(WaitBlock {
+            run: 0,
+            vcpu: 0,
+            t_ns: 20,
+            waits: vec![CompactWait::default(); MAX_BLOCK_SAMPLES + 1],
+        }),
     ];
     for r in &recs {
         encode_frame(r, &mut bytes).expect("frame");
@@ -138,6 +157,16 @@ fn hostile_stack_ids_allocate_nothing() {
     let s = &t.runs[0].samples;
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].stack, vec![0x1234]);
+    let w = &t.runs[0].waits;
+    assert_eq!(w.len(), 1, "the block over the cap is skipped");
+    assert!(w[0].stack.is_empty() && w[0].t_ns == 10 && w[0].state == 2);
+    assert!(
+        t.warnings
+            .iter()
+            .any(|w| w.contains("WaitBlock record could not be decoded")),
+        "{:?}",
+        t.warnings
+    );
     assert!(
         t.warnings.iter().any(|w| w.contains("out of order")),
         "{:?}",

@@ -308,3 +308,91 @@ fn format2_plain_samples_read_and_format3_is_smaller() {
         "format 3 {new_len} bytes vs format 2.1 {old_len} bytes"
     );
 }
+
+/// Format 3.0 stored each wait stack as a plain `WaitStack` record (type
+/// 13); 3.1 writes wait blocks into the sample stacks' table. A 3.0 file
+/// (written frame by frame here as the 3.0 writer did: plain waits between
+/// a vCPU's samples) reads its waits and samples; the same records written
+/// today read back equal, and the waits add a third of their plain bytes.
+#[test]
+fn format30_plain_wait_stacks_read_and_format31_is_smaller() {
+    use boottrace::trace::frame::{encode_frame, MAGIC};
+    use boottrace::trace::synth::{self, SynthOptions};
+    use boottrace::trace::{Finish, TraceMeta};
+    let opts = SynthOptions {
+        runs: 2,
+        samples_per_run: 600,
+        vcpus: 1,
+        period_ns: 1_000_000,
+        seed: 11,
+        extra_functions: 50,
+    };
+    let recs = synth::records_with_waits(&opts);
+    let is_wait = |r: &&Record| matches!(r, Record::WaitStack(_));
+    let waits = recs.iter().filter(is_wait).count();
+    assert!(waits > 100, "only {waits} waits");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = dir.path().join("format3.0.data");
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend_from_slice(&3u16.to_le_bytes());
+    bytes.extend_from_slice(&0u16.to_le_bytes());
+    bytes.extend_from_slice(&0u32.to_le_bytes());
+    for r in recs.iter().chain([&Record::Finish(Finish {
+        records: recs.len() as u64,
+    })]) {
+        encode_frame(r, &mut bytes).expect("frame");
+    }
+    std::fs::write(&old, &bytes).expect("write");
+    let t30 = Trace::open(&old).expect("read 3.0");
+    assert_eq!((t30.format_major, t30.format_minor), (3, 0));
+    assert!(
+        t30.complete && t30.warnings.is_empty(),
+        "{:?}",
+        t30.warnings
+    );
+    assert_eq!(t30.runs.iter().map(|r| r.waits.len()).sum::<usize>(), waits);
+    assert!(t30
+        .runs
+        .iter()
+        .all(|r| r.waits.iter().all(|w| w.stack.len() > 4)));
+
+    // Today's writer, handed batches as the sampler does (one vCPU here).
+    let write = |name: &str, recs: &[Record]| {
+        let path = dir.path().join(name);
+        let mut w = TraceWriter::create(&path, &TraceMeta::default()).expect("create");
+        for chunk in recs[1..].chunks(64) {
+            w.append_batch(chunk.to_vec()).expect("append");
+        }
+        w.finish().expect("finish");
+        path
+    };
+    let new = write("format3.1.data", &recs);
+    let t31 = Trace::open(&new).expect("read 3.1");
+    assert_eq!(
+        (t31.format_major, t31.format_minor),
+        (
+            boottrace::trace::frame::VERSION_MAJOR,
+            boottrace::trace::frame::VERSION_MINOR
+        )
+    );
+    assert!(
+        t31.complete && t31.warnings.is_empty(),
+        "{:?}",
+        t31.warnings
+    );
+    assert!(t31.runs == t30.runs, "3.1 reads back other runs than 3.0");
+
+    // What the waits cost: the same file without them, against their plain records.
+    let no_waits: Vec<Record> = recs.iter().filter(|r| !is_wait(r)).cloned().collect();
+    let len = |p: &Path| std::fs::metadata(p).expect("stat").len() as usize;
+    let cost = len(&new) - len(&write("no-waits.data", &no_waits));
+    let plain: usize = recs
+        .iter()
+        .filter(is_wait)
+        .map(|r| r.encode_into(Vec::new()).expect("encode").len() + 8)
+        .sum();
+    assert!(
+        cost * 3 < plain,
+        "{waits} waits: {cost} bytes in format 3.1, {plain} bytes as plain records"
+    );
+}

@@ -107,3 +107,67 @@ fn wait_stacks_are_read_sorted_and_capped() {
         "{wall:?}"
     );
 }
+
+/// A recording killed at any byte (SIGKILL mid-write leaves a prefix of the
+/// file) reads as a prefix of the whole: the samples and wait stacks before
+/// the cut, equal to the complete file's, and never a wait stack whose
+/// sample is lost (a batch's wait block follows its sample blocks).
+#[test]
+fn wait_blocks_survive_truncation_at_every_byte() {
+    let opts = synth::SynthOptions {
+        runs: 1,
+        samples_per_run: 150,
+        vcpus: 1,
+        period_ns: 1_000_000,
+        seed: 5,
+        extra_functions: 20,
+    };
+    let recs = synth::records_with_waits(&opts);
+    let Some((Record::Meta(meta), rest)) = recs.split_first() else {
+        panic!("synth starts with its metadata")
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("full.data");
+    let mut w = TraceWriter::create(&path, meta).expect("create");
+    // Batches as the sampler hands them over (a wait, then its sample).
+    for chunk in rest.chunks(20) {
+        w.append_batch(chunk.to_vec()).expect("append");
+    }
+    w.finish().expect("finish");
+    let bytes = std::fs::read(&path).expect("read file");
+    let full = Trace::read_from(&bytes[..], &path).expect("read");
+    assert!(
+        full.complete && full.warnings.is_empty(),
+        "{:?}",
+        full.warnings
+    );
+    let (all_samples, all_waits) = (&full.runs[0].samples, &full.runs[0].waits);
+    assert!(all_waits.len() > 20, "only {} waits", all_waits.len());
+
+    let meta_end = {
+        // The smallest prefix that still opens: header + metadata record.
+        (1..bytes.len())
+            .find(|&n| Trace::read_from(&bytes[..n], &path).is_ok())
+            .expect("a prefix opens")
+    };
+    let (mut last_samples, mut last_waits) = (0, 0);
+    for cut in meta_end..bytes.len() {
+        let t =
+            Trace::read_from(&bytes[..cut], &path).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        assert!(!t.complete, "cut at {cut}");
+        let Some(run) = t.runs.first() else { continue };
+        let (s, w) = (&run.samples, &run.waits);
+        assert!(s[..] == all_samples[..s.len()], "cut at {cut}: samples");
+        assert!(w[..] == all_waits[..w.len()], "cut at {cut}: waits");
+        assert!(s.len() >= last_samples && w.len() >= last_waits);
+        (last_samples, last_waits) = (s.len(), w.len());
+        for wait in w {
+            assert!(
+                s.iter().any(|x| x.vcpu == wait.vcpu && x.t_ns == wait.t_ns),
+                "cut at {cut}: wait at {} without its sample",
+                wait.t_ns
+            );
+        }
+    }
+    assert_eq!(last_waits, all_waits.len());
+}

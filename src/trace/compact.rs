@@ -13,21 +13,32 @@
 //! - [`SampleBlock`] (type 17) holds consecutive samples of one vCPU of one
 //!   run, each a [`CompactSample`] of deltas against the previous one in the
 //!   block and a reference to its stack definition, written before the block.
+//! - [`WaitBlock`] (type 18, format 3.1) does the same for the boot task's
+//!   blocked stacks ([`WaitStack`], up to one per boot-vCPU sample): each a
+//!   [`CompactWait`] of a time delta, task, state and a reference into the
+//!   same stack table. Without it a boot whose pid 1 waits a lot pays a
+//!   ~136-byte `WaitStack` per sample, and each one, written between two
+//!   samples, also cut the vCPU's sample block in two.
 //!
-//! The writer compacts [`Record::Sample`]s as it frames them ([`Compactor`]);
-//! the reader expands blocks back into [`Sample`]s ([`Expander`]). Both stay
-//! append-only: a block is one framed record, so a killed `record` loses at
-//! most the block being written, like any other record.
+//! The writer compacts [`Record::Sample`]s and [`Record::WaitStack`]s as it
+//! frames them ([`Compactor`]); the reader expands blocks back into
+//! [`Sample`]s and [`WaitStack`]s ([`Expander`]), so analysis code sees the
+//! plain records. Both stay append-only: a block is one framed record, so a
+//! killed `record` loses at most the block being written, like any other
+//! record. Blocks carry no state across records (each starts from absolute
+//! values), so a skipped or damaged block costs only its own entries.
 
 use std::collections::HashMap;
 
-use super::record::{Record, Sample};
+use super::record::{Record, Sample, WaitStack};
 // The compact records are records like any other (their structs live with
 // the rest in `record`); this module is how they are made and undone.
-pub use super::record::{CompactSample, Faults, SampleBlock, StackDef, SysRegs};
+pub use super::record::{
+    CompactSample, CompactWait, Faults, SampleBlock, StackDef, SysRegs, WaitBlock,
+};
 
-/// Most samples in one block: the writer cuts blocks here, the reader skips
-/// larger ones (one block must not expand into unbounded memory).
+/// Most samples (or waits) in one block: the writer cuts blocks here, the
+/// reader skips larger ones (one block must not expand into unbounded memory).
 pub const MAX_BLOCK_SAMPLES: usize = 1024;
 /// Most distinct stacks one file defines; the writer falls back to plain
 /// `Sample` records beyond (still correct, only larger), the reader ignores
@@ -43,29 +54,89 @@ pub struct Compactor {
 impl Compactor {
     /// Appends to `out` the records that stand for `recs`: consecutive
     /// samples of one (run, vCPU) become stack definitions (for stacks new
-    /// to the file) followed by one block; other records pass unchanged.
-    /// Order within each vCPU's stream is kept, so task switches between
-    /// samples stay where they were.
+    /// to the file) followed by one block, and so do the wait stacks of one
+    /// (run, vCPU); other records pass unchanged. The order of samples and
+    /// task switches within each vCPU's stream is kept, so samples keep
+    /// their tasks. Waits (placed by run and time when read) and task
+    /// definitions (looked up by id) do not cut sample blocks: the sampler
+    /// writes them between samples.
     pub fn compact(&mut self, recs: impl IntoIterator<Item = Record>, out: &mut Vec<Record>) {
         let mut group: Vec<Sample> = Vec::new();
+        let mut waits: Vec<WaitStack> = Vec::new();
         for rec in recs {
             match rec {
                 Record::Sample(s) => {
-                    let same = group
-                        .first()
-                        .is_some_and(|f| f.run == s.run && f.vcpu == s.vcpu);
-                    if !same || group.len() >= MAX_BLOCK_SAMPLES {
+                    let first = group.first().map(|f| (f.run, f.vcpu));
+                    if cuts(first, (s.run, s.vcpu), group.len()) {
                         self.block(&mut group, out);
                     }
                     group.push(s);
                 }
+                Record::WaitStack(w) => {
+                    let first = waits.first().map(|f| (f.run, f.vcpu));
+                    if cuts(first, (w.run, w.vcpu), waits.len()) {
+                        self.wait_block(&mut waits, out);
+                    }
+                    waits.push(w);
+                }
+                task @ Record::Task(_) => out.push(task),
+                switch @ Record::TaskSwitch(_) => {
+                    self.block(&mut group, out);
+                    out.push(switch);
+                }
                 other => {
                     self.block(&mut group, out);
+                    self.wait_block(&mut waits, out);
                     out.push(other);
                 }
             }
         }
         self.block(&mut group, out);
+        self.wait_block(&mut waits, out);
+    }
+
+    /// The stack reference of a block entry: 0 for an empty stack, else its
+    /// definition's id + 1 (defined in `defs` when new); `None` when the
+    /// file's stack table is full.
+    fn stack_ref(&mut self, frames: &[u64], defs: &mut Vec<Record>) -> Option<u32> {
+        if frames.is_empty() {
+            return Some(0);
+        }
+        self.intern(frames, defs).map(|id| id + 1)
+    }
+
+    /// Turns `waits` (wait stacks of one vCPU, emptied) into definitions and
+    /// a block; a wait whose stack finds no room in the table stays plain.
+    fn wait_block(&mut self, waits: &mut Vec<WaitStack>, out: &mut Vec<Record>) {
+        let Some(first) = waits.first() else {
+            return;
+        };
+        let mut block = WaitBlock {
+            run: first.run,
+            vcpu: first.vcpu,
+            t_ns: first.t_ns,
+            waits: Vec::with_capacity(waits.len()),
+        };
+        let mut prev_t = first.t_ns;
+        let mut plain = Vec::new();
+        for w in waits.drain(..) {
+            let Some(stack) = self.stack_ref(&w.stack, out) else {
+                plain.push(Record::WaitStack(w));
+                continue;
+            };
+            block.waits.push(CompactWait {
+                dt_ns: w.t_ns.wrapping_sub(prev_t) as i64,
+                task: w.task,
+                state: w.state,
+                stack,
+                stack_end: w.stack_end,
+            });
+            prev_t = w.t_ns;
+        }
+        if !block.waits.is_empty() {
+            out.push(Record::WaitBlock(block));
+        }
+        out.append(&mut plain);
     }
 
     /// The id of `frames`, defining it in `out` when new; `None` when the
@@ -168,6 +239,12 @@ impl Compactor {
     }
 }
 
+/// Whether an entry of (run, vCPU) `key` starts a new block after a group
+/// of `len` entries whose first has `first`: another stream, or a full block.
+fn cuts(first: Option<(u32, u32)>, key: (u32, u32), len: usize) -> bool {
+    first != Some(key) || len >= MAX_BLOCK_SAMPLES
+}
+
 /// Why a block or definition was not used (reader side).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExpandError {
@@ -182,8 +259,8 @@ pub enum ExpandError {
     /// More definitions than [`MAX_STACK_DEFS`].
     #[error("more than {MAX_STACK_DEFS} stack definitions")]
     TooManyDefs,
-    /// More samples in a block than [`MAX_BLOCK_SAMPLES`].
-    #[error("a sample block of {0} samples (at most {MAX_BLOCK_SAMPLES})")]
+    /// More samples (or waits) in a block than [`MAX_BLOCK_SAMPLES`].
+    #[error("a block of {0} samples or waits (at most {MAX_BLOCK_SAMPLES})")]
     BlockTooLarge(usize),
     /// A sample refers to a stack not defined before it.
     #[error("a sample refers to undefined stack {0}")]
@@ -304,6 +381,50 @@ impl Expander {
         }
         Ok((out, counts))
     }
+
+    /// The wait stacks of a block, each stack cut to `max_depth` frames. A
+    /// wait referring to an undefined stack keeps no frames (an unreadable
+    /// stack, as the recorder writes it); both are counted.
+    pub fn expand_waits(
+        &self,
+        b: WaitBlock,
+        max_depth: usize,
+    ) -> Result<(Vec<WaitStack>, ExpandCounts), ExpandError> {
+        if b.waits.len() > MAX_BLOCK_SAMPLES {
+            return Err(ExpandError::BlockTooLarge(b.waits.len()));
+        }
+        let mut counts = ExpandCounts::default();
+        let mut t = b.t_ns;
+        let mut out = Vec::with_capacity(b.waits.len());
+        for c in b.waits {
+            t = t.wrapping_add(c.dt_ns as u64);
+            let stack = match c.stack.checked_sub(1) {
+                None => Vec::new(),
+                Some(id) => match self.stacks.get(id as usize) {
+                    Some((frames, cut)) => {
+                        if *cut || frames.len() > max_depth {
+                            counts.cut += 1;
+                        }
+                        frames[..frames.len().min(max_depth)].to_vec()
+                    }
+                    None => {
+                        counts.undefined += 1;
+                        Vec::new()
+                    }
+                },
+            };
+            out.push(WaitStack {
+                run: b.run,
+                vcpu: b.vcpu,
+                t_ns: t,
+                task: c.task,
+                state: c.state,
+                stack,
+                stack_end: c.stack_end,
+            });
+        }
+        Ok((out, counts))
+    }
 }
 
 #[cfg(test)]
@@ -365,6 +486,11 @@ mod tests {
                     assert_eq!(counts, ExpandCounts::default());
                     back.extend(s.into_iter().map(Record::Sample));
                 }
+                Record::WaitBlock(b) => {
+                    let (w, counts) = e.expand_waits(b, 128).expect("expand waits");
+                    assert_eq!(counts, ExpandCounts::default());
+                    back.extend(w.into_iter().map(Record::WaitStack));
+                }
                 other => back.push(other),
             }
         }
@@ -409,6 +535,156 @@ mod tests {
             bytes * 2 < plain,
             "compact {bytes} bytes vs plain {plain} bytes"
         );
+    }
+
+    /// (wait stacks, task definitions, other records), each in its order:
+    /// the compactor keeps the order of samples and task switches only.
+    fn split_waits(recs: Vec<Record>) -> (Vec<Record>, Vec<Record>, Vec<Record>) {
+        let (waits, rest): (Vec<_>, Vec<_>) = recs
+            .into_iter()
+            .partition(|r| matches!(r, Record::WaitStack(_)));
+        let (tasks, rest) = rest.into_iter().partition(|r| matches!(r, Record::Task(_)));
+        (waits, tasks, rest)
+    }
+
+    fn count(recs: &[Record], ty: crate::trace::RecordType) -> usize {
+        recs.iter().filter(|r| r.record_type() == ty).count()
+    }
+
+    #[test]
+    fn waits_share_the_stack_table_and_do_not_cut_sample_blocks() {
+        use crate::trace::RecordType;
+        let base = 0xffff_ffff_8100_0000u64;
+        let waits = [
+            vec![base + 0x105, base + 0x2045, base + 0x3085],
+            vec![base + 0x105, base + 0x4045],
+            // The same frames as the samples' callers below: one definition.
+            vec![base + 0x8005, base + 0x9005],
+        ];
+        let mut recs = Vec::new();
+        for i in 0..300u64 {
+            let t = 1_000_000 * i;
+            if i % 10 != 0 {
+                recs.push(Record::WaitStack(WaitStack {
+                    run: 0,
+                    vcpu: 0,
+                    t_ns: t,
+                    task: (i != 33).then_some(1),
+                    state: if i % 7 == 0 { 0 } else { 0x402 },
+                    stack: if i == 150 {
+                        Vec::new()
+                    } else {
+                        waits[(i / 100) as usize].clone()
+                    },
+                    stack_end: 1,
+                }));
+            }
+            if i == 100 {
+                recs.push(Record::Task(Task::default()));
+            }
+            if i == 200 {
+                recs.push(Record::TaskSwitch(TaskSwitch {
+                    run: 0,
+                    vcpu: 0,
+                    task: Some(2),
+                }));
+            }
+            recs.push(Record::Sample(sample(
+                0,
+                t,
+                base + 0x7000 + (i % 5) * 8,
+                &waits[2],
+            )));
+        }
+        recs.push(Record::WaitStack(WaitStack {
+            vcpu: 1,
+            t_ns: 5,
+            stack: waits[0].clone(),
+            ..WaitStack::default()
+        }));
+
+        let mut c = Compactor::default();
+        let mut out = Vec::new();
+        c.compact(recs.clone(), &mut out);
+        // Only the task switch cuts vCPU 0's samples; its waits make one
+        // block, vCPU 1's another; three wait stacks and one sample stack
+        // (shared with a wait stack) are defined once each.
+        assert_eq!(count(&out, RecordType::SampleBlock), 2);
+        assert_eq!(count(&out, RecordType::WaitBlock), 2);
+        assert_eq!(count(&out, RecordType::StackDef), 3);
+        assert_eq!(count(&out, RecordType::WaitStack), 0);
+
+        let (back, _) = round_trip(&recs);
+        let (back_waits, back_tasks, back_rest) = split_waits(back);
+        let (want_waits, want_tasks, want_rest) = split_waits(recs);
+        assert!(back_rest == want_rest, "samples or task switches differ");
+        assert_eq!(back_tasks, want_tasks);
+        assert!(back_waits == want_waits, "waits differ");
+
+        let wait_bytes: usize = out
+            .iter()
+            .filter(|r| r.record_type() == RecordType::WaitBlock)
+            .map(|r| r.encode_into(Vec::new()).expect("encode").len() + 8)
+            .sum();
+        let plain: usize = want_waits
+            .iter()
+            .map(|r| r.encode_into(Vec::new()).expect("encode").len() + 8)
+            .sum();
+        let n = want_waits.len();
+        assert!(
+            wait_bytes < 12 * n && wait_bytes * 3 < plain,
+            "{n} waits: {wait_bytes} bytes in blocks, {plain} bytes plain"
+        );
+    }
+
+    #[test]
+    fn hostile_wait_blocks_keep_their_waits_without_bad_frames() {
+        let mut e = Expander::default();
+        e.define(
+            StackDef {
+                id: 0,
+                frames: vec![7; 1000],
+            },
+            128,
+        )
+        .expect("definition");
+        let b = WaitBlock {
+            run: 1,
+            vcpu: 0,
+            t_ns: u64::MAX,
+            waits: vec![
+                CompactWait {
+                    stack: u32::MAX,
+                    dt_ns: 2,
+                    ..CompactWait::default()
+                },
+                CompactWait {
+                    stack: 1,
+                    dt_ns: -1,
+                    ..CompactWait::default()
+                },
+                CompactWait::default(),
+            ],
+        };
+        let (w, counts) = e.expand_waits(b, 128).expect("expand");
+        assert_eq!(
+            counts,
+            ExpandCounts {
+                undefined: 1,
+                cut: 1
+            }
+        );
+        let got: Vec<(u64, usize)> = w.iter().map(|w| (w.t_ns, w.stack.len())).collect();
+        // Times wrap as they were written; no stack, a cut one, none.
+        assert_eq!(got, [(1, 0), (0, 128), (0, 0)]);
+        let big = WaitBlock {
+            waits: vec![CompactWait::default(); MAX_BLOCK_SAMPLES + 1],
+            ..WaitBlock::default()
+        };
+        assert!(matches!(
+            e.expand_waits(big, 128),
+            Err(ExpandError::BlockTooLarge(_))
+        ));
     }
 
     #[test]

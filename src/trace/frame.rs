@@ -29,10 +29,13 @@ pub const VERSION_MAJOR: u16 = 3;
 /// The oldest major format version this build still reads.
 pub const OLDEST_READABLE_MAJOR: u16 = 1;
 /// Minor format version: new minor versions only add record types.
-/// 3.0: interned stacks (`StackDef`) and compact samples (`SampleBlock`),
-/// with the record types added since 2.1 (`DeviceStats`, and the wait
-/// stacks and exact boundaries of the wall-clock view).
-pub const VERSION_MINOR: u16 = 0;
+/// 3.1: compact wait stacks (`WaitBlock`, type 18: interned in the sample
+/// stacks' table, delta-encoded times); a 3.0 reader skips them with a
+/// warning and loses only the wait view. Plain `WaitStack` records (3.0)
+/// still read. 3.0: interned stacks (`StackDef`) and compact samples
+/// (`SampleBlock`), with the record types added since 2.1 (`DeviceStats`,
+/// and the wait stacks and exact boundaries of the wall-clock view).
+pub const VERSION_MINOR: u16 = 1;
 /// Size of the file header in bytes.
 pub const HEADER_LEN: usize = 16;
 /// Size of a record's frame header (length + CRC) in bytes.
@@ -298,13 +301,14 @@ impl Record {
             RecordType::DeviceStats => Record::DeviceStats(de(body)?),
             // Compact samples exist from format 3 on: in an older file they
             // are damage, not data.
-            RecordType::StackDef | RecordType::SampleBlock if major < 3 => {
+            RecordType::StackDef | RecordType::SampleBlock | RecordType::WaitBlock if major < 3 => {
                 return Err(postcard::Error::DeserializeBadEncoding)
             }
             RecordType::StackDef => Record::StackDef(de(body)?),
             RecordType::SampleBlock => Record::SampleBlock(de(body)?),
             RecordType::Boundary => Record::Boundary(de(body)?),
             RecordType::WaitStack => Record::WaitStack(de(body)?),
+            RecordType::WaitBlock => Record::WaitBlock(de(body)?),
         })
     }
 }

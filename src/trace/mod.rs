@@ -12,7 +12,8 @@
 //! exact boundaries and run figures (`Boundary`).
 //! Format 3 stores samples
 //! compactly ([`compact`]: each distinct stack once, samples in per-vCPU
-//! blocks of deltas); plain `Sample` records of older files still read. A
+//! blocks of deltas), and from 3.1 wait stacks too; plain `Sample` and
+//! `WaitStack` records of older files still read. A
 //! reader stops at the first truncated or corrupted frame and keeps
 //! everything before it.
 //!

@@ -391,21 +391,23 @@ impl Builder {
                 }
                 Err(e) => self.compact_problem(e.to_string()),
             },
-            Record::WaitStack(mut w) => {
-                if w.stack.len() > MAX_STACK_DEPTH {
-                    w.stack.truncate(MAX_STACK_DEPTH);
-                    w.stack.shrink_to_fit();
-                    self.capped.stacks += 1;
-                }
-                let mut capped = false;
-                if let Some(d) = self.run(w.run) {
-                    capped = d.waits.len() >= MAX_WAITS_PER_RUN;
-                    if !capped {
-                        d.waits.push(w);
+            Record::WaitStack(w) => self.add_wait(w),
+            Record::WaitBlock(b) => match self.stacks.expand_waits(b, MAX_STACK_DEPTH) {
+                Ok((waits, counts)) => {
+                    self.capped.undefined_stacks += counts.undefined;
+                    self.capped.stacks += counts.cut;
+                    // Counted against the record cap as plain records would be.
+                    for w in waits {
+                        if self.records + self.block_samples >= MAX_RECORDS {
+                            self.capped.records += 1;
+                            continue;
+                        }
+                        self.add_wait(w);
+                        self.block_samples += 1;
                     }
                 }
-                self.capped.waits += u64::from(capped);
-            }
+                Err(e) => self.compact_problem(e.to_string()),
+            },
             Record::Task(t) => {
                 if let Some(d) = self.run(t.run) {
                     let tasks = &mut d.tasks;
@@ -483,6 +485,22 @@ impl Builder {
         }
     }
 
+    fn add_wait(&mut self, mut w: WaitStack) {
+        if w.stack.len() > MAX_STACK_DEPTH {
+            w.stack.truncate(MAX_STACK_DEPTH);
+            w.stack.shrink_to_fit();
+            self.capped.stacks += 1;
+        }
+        let mut capped = false;
+        if let Some(d) = self.run(w.run) {
+            capped = d.waits.len() >= MAX_WAITS_PER_RUN;
+            if !capped {
+                d.waits.push(w);
+            }
+        }
+        self.capped.waits += u64::from(capped);
+    }
+
     /// A refused stack definition or block: listed up to the warning cap.
     fn compact_problem(&mut self, m: String) {
         if self.warnings.len() <= MAX_WARNINGS {
@@ -544,7 +562,8 @@ impl Builder {
             ),
             (
                 c.undefined_stacks,
-                "sample(s) referring to an undefined stack kept with RIP only".to_string(),
+                "sample(s) or wait stack(s) referring to an undefined stack kept without its frames"
+                    .to_string(),
             ),
             (
                 c.compact,

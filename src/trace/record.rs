@@ -468,8 +468,44 @@ pub struct SampleBlock {
     pub vcpu: u32,
     /// Base time the first sample's `dt_ns` is added to.
     pub t_ns: u64,
-    /// The samples, in the vCPU's order.
+    /// The samples, in the vCPU's order (at most
+    /// `compact::MAX_BLOCK_SAMPLES`: longer lists are refused while decoding).
+    #[serde(deserialize_with = "capped_seq::deserialize")]
     pub samples: Vec<CompactSample>,
+}
+
+/// One wait stack in a [`WaitBlock`]: its time as a delta against the
+/// previous wait of the block (the first against the block's `t_ns`), its
+/// stack as a reference to a [`StackDef`] (the one table samples use).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactWait {
+    /// Time since the previous wait of the block, ns.
+    pub dt_ns: i64,
+    /// [`WaitStack::task`].
+    pub task: Option<u32>,
+    /// [`WaitStack::state`].
+    pub state: u32,
+    /// 0: the wait has no stack; k: stack definition k − 1 (the whole
+    /// stack: a wait has no leaf register to split off).
+    pub stack: u32,
+    /// [`WaitStack::stack_end`].
+    pub stack_end: u8,
+}
+
+/// Consecutive wait stacks of one vCPU of one run (format 3.1): what
+/// [`WaitStack`] records cost ~136 bytes each, in ~10.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitBlock {
+    /// Run index.
+    pub run: u32,
+    /// vCPU index.
+    pub vcpu: u32,
+    /// Base time the first wait's `dt_ns` is added to.
+    pub t_ns: u64,
+    /// The waits, in the vCPU's order (at most `compact::MAX_BLOCK_SAMPLES`:
+    /// longer lists are refused while decoding).
+    #[serde(deserialize_with = "capped_seq::deserialize")]
+    pub waits: Vec<CompactWait>,
 }
 
 /// The final record written by `finish`: its presence marks a complete file.
@@ -512,6 +548,8 @@ pub enum Record {
     StackDef(StackDef),
     /// Compact samples of one vCPU (format 3).
     SampleBlock(SampleBlock),
+    /// Compact wait stacks of one vCPU (format 3.1).
+    WaitBlock(WaitBlock),
     /// An exact boundary or a run figure (format 3).
     Boundary(Boundary),
     /// The boot task's blocked stack at a sample (format 3).
@@ -556,6 +594,8 @@ pub enum RecordType {
     Boundary = 14,
     /// [`Record::WaitStack`] (format 3).
     WaitStack = 13,
+    /// [`Record::WaitBlock`] (format 3.1).
+    WaitBlock = 18,
 }
 
 impl RecordType {
@@ -579,6 +619,7 @@ impl RecordType {
             17 => RecordType::SampleBlock,
             14 => RecordType::Boundary,
             13 => RecordType::WaitStack,
+            18 => RecordType::WaitBlock,
             _ => return None,
         })
     }
@@ -605,6 +646,7 @@ impl Record {
             Record::SampleBlock(_) => RecordType::SampleBlock,
             Record::Boundary(_) => RecordType::Boundary,
             Record::WaitStack(_) => RecordType::WaitStack,
+            Record::WaitBlock(_) => RecordType::WaitBlock,
         }
     }
 
@@ -630,6 +672,7 @@ impl Record {
             Record::SampleBlock(r) => postcard::to_extend(r, out),
             Record::Boundary(r) => postcard::to_extend(r, out),
             Record::WaitStack(r) => postcard::to_extend(r, out),
+            Record::WaitBlock(r) => postcard::to_extend(r, out),
         }
     }
 }
@@ -671,6 +714,49 @@ pub(super) mod delta_seq {
             }
         }
         d.deserialize_seq(V)
+    }
+}
+
+/// Decodes the list of a block, refusing it once it holds more than
+/// `compact::MAX_BLOCK_SAMPLES` entries: the length comes from the file, and a
+/// 16 MiB record of small entries would otherwise expand to about ten
+/// times that in memory before the block's own check could refuse it. The
+/// encoding is postcard's plain sequence, unchanged.
+mod capped_seq {
+    use std::marker::PhantomData;
+
+    use serde::de::{Deserialize, Error, SeqAccess, Visitor};
+    use serde::Deserializer;
+
+    use super::super::compact::MAX_BLOCK_SAMPLES;
+
+    pub fn deserialize<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Vec<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "a block of at most {MAX_BLOCK_SAMPLES} entries")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+                let hint = seq.size_hint().unwrap_or(0);
+                if hint > MAX_BLOCK_SAMPLES {
+                    return Err(A::Error::invalid_length(hint, &self));
+                }
+                let mut out = Vec::with_capacity(hint);
+                while let Some(x) = seq.next_element()? {
+                    if out.len() >= MAX_BLOCK_SAMPLES {
+                        return Err(A::Error::invalid_length(out.len() + 1, &self));
+                    }
+                    out.push(x);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V(PhantomData))
     }
 }
 
@@ -744,6 +830,40 @@ mod tests {
         assert_eq!(bytes[0], 13);
         let ty = RecordType::from_u8(bytes[0]).expect("known type");
         assert_eq!(Record::decode(ty, &bytes[1..]).expect("decode"), rec);
+    }
+
+    #[test]
+    fn blocks_longer_than_the_cap_are_refused_while_decoding() {
+        use super::super::compact::MAX_BLOCK_SAMPLES;
+        let decode = |rec: &Record| {
+            let bytes = rec.encode_into(Vec::new()).expect("encode");
+            let ty = RecordType::from_u8(bytes[0]).expect("known type");
+            Record::decode(ty, &bytes[1..])
+        };
+        for n in [MAX_BLOCK_SAMPLES, MAX_BLOCK_SAMPLES + 1] {
+            let samples = Record::SampleBlock(SampleBlock {
+                samples: vec![CompactSample::default(); n],
+                ..SampleBlock::default()
+            });
+            let waits = Record::WaitBlock(WaitBlock {
+                waits: vec![CompactWait::default(); n],
+                ..WaitBlock::default()
+            });
+            for rec in [samples, waits] {
+                let got = decode(&rec);
+                if n <= MAX_BLOCK_SAMPLES {
+                    assert_eq!(got.expect("decode"), rec);
+                } else {
+                    assert!(got.is_err(), "{n} entries decoded");
+                }
+            }
+        }
+        // A length prefix of 2^32 - 1 entries over three bytes of body: an
+        // error, not an allocation.
+        let mut body = vec![0, 0, 0];
+        body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3]);
+        assert!(Record::decode(RecordType::WaitBlock, &body).is_err());
+        assert!(Record::decode(RecordType::SampleBlock, &body).is_err());
     }
 
     #[test]

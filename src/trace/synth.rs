@@ -10,7 +10,7 @@ use super::names::{EndKind, PhaseName, UnwinderKind};
 use super::options::RecordOptions;
 use super::record::{
     HostFacts, KernelInfo, Layout, Phase, Record, RunEnd, RunStart, Sample, SampleCost,
-    SamplerCost, Serial, StackEnd, StatNames, TraceMeta,
+    SamplerCost, Serial, StackEnd, StatNames, Task, TaskSwitch, TraceMeta, WaitStack,
 };
 use super::{TraceError, TraceWriter};
 
@@ -124,6 +124,30 @@ const IDLE: &[&str] = &[
     "default_idle",
 ];
 
+/// Scheduler and wait functions of the boot task's blocked stacks
+/// ([`records_with_waits`]); function `i` starts at [`wait_addr`]`(opts, i)`,
+/// after the extra functions.
+pub const WAIT_FUNCTIONS: &[&str] = &[
+    "__schedule",
+    "schedule",
+    "schedule_timeout",
+    "wait_for_completion",
+    "__flush_work",
+    "msleep",
+    "kthread_create_on_node",
+];
+
+/// The blocked paths of pid 1 in the initcall phase, innermost first, as
+/// indices into [`WAIT_FUNCTIONS`] followed by names of [`FUNCTIONS`].
+const WAIT_PATHS: &[(&[usize], &[&str])] = &[
+    (&[0, 1, 2, 3, 4], &["do_one_initcall"]),
+    (&[0, 1, 2, 5], &["foo_driver_init", "do_one_initcall"]),
+    (&[0, 1, 3, 6], &["bar_subsys_init", "do_one_initcall"]),
+];
+
+/// The callers below `do_one_initcall` in every blocked path, innermost first.
+const WAIT_ROOT: &[&str] = &["do_initcalls", "kernel_init_freeable", "kernel_init"];
+
 /// KVM stat names recorded in synthetic traces.
 pub const STATS: &[&str] = &["exits", "io_exits", "mmio_exits", "halt_exits", "pf_taken"];
 
@@ -175,6 +199,12 @@ pub fn system_map() -> String {
     system_map_for(&SynthOptions::default())
 }
 
+/// Start address of wait function `i` ([`WAIT_FUNCTIONS`]) in a trace made
+/// with `opts`.
+pub fn wait_addr(opts: &SynthOptions, i: usize) -> u64 {
+    extra_addr(opts.extra_functions) + i as u64 * FUNC_SIZE
+}
+
 /// The fake kernel's System.map, with the extra functions `opts` asks for.
 pub fn system_map_for(opts: &SynthOptions) -> String {
     let mut s = String::from("ffffffff81000000 T _text\n");
@@ -187,9 +217,12 @@ pub fn system_map_for(opts: &SynthOptions) -> String {
     for i in 0..opts.extra_functions {
         s.push_str(&format!("{:016x} T initcall_fn_{i}\n", extra_addr(i)));
     }
+    for (i, f) in WAIT_FUNCTIONS.iter().enumerate() {
+        s.push_str(&format!("{:016x} T {f}\n", wait_addr(opts, i)));
+    }
     s.push_str(&format!(
         "{:016x} T _etext\n",
-        extra_addr(opts.extra_functions)
+        wait_addr(opts, WAIT_FUNCTIONS.len())
     ));
     s
 }
@@ -430,11 +463,110 @@ pub fn records(opts: &SynthOptions) -> Vec<Record> {
     out
 }
 
+/// Task ids of [`records_with_waits`]: the boot CPU's task, pid 1, and the
+/// worker vCPU 0 runs while pid 1 waits.
+const TASKS: [(u32, &str); 3] = [(0, "swapper/0"), (1, "init"), (20, "kworker/0:1")];
+
+/// Like [`records`], with the guest tasks of vCPU 0 and the boot task's
+/// blocked stacks of a boot whose pid 1 waits a lot: in the initcall phase
+/// it blocks in spells of 1–100 samples (between runs of 1–50), on one of
+/// a few wait paths, and every vCPU 0 sample of a spell carries a
+/// [`WaitStack`] (written just before the sample, as `record` does), the
+/// spell's last one runnable. vCPU 0 runs a worker meanwhile.
+pub fn records_with_waits(opts: &SynthOptions) -> Vec<Record> {
+    let mut rng = Rng(opts.seed ^ 0x5851_f42d_4c95_7f2d);
+    let initcall = addr_of("do_one_initcall").unwrap_or(TEXT_BASE);
+    let ret = |base: u64, site: u64| base + 5 + site * 0x40;
+    let paths: Vec<Vec<u64>> = WAIT_PATHS
+        .iter()
+        .map(|(waits, funcs)| {
+            let waits = waits.iter().map(|&i| wait_addr(opts, i));
+            let funcs = funcs
+                .iter()
+                .chain(WAIT_ROOT)
+                .map(|f| addr_of(f).unwrap_or(TEXT_BASE));
+            waits
+                .chain(funcs)
+                .enumerate()
+                .map(|(d, a)| ret(a, d as u64 % 3))
+                .collect()
+        })
+        .collect();
+    let switch = |run, task| {
+        Record::TaskSwitch(TaskSwitch {
+            run,
+            vcpu: 0,
+            task: Some(task),
+        })
+    };
+    let mut out = Vec::new();
+    // (samples left in this spell, blocked?, the spell's path)
+    let mut spell = (0u64, false, 0usize);
+    for rec in records(opts) {
+        match &rec {
+            Record::RunStart(r) => {
+                let run = r.run;
+                out.push(rec);
+                for (id, &(pid, comm)) in TASKS.iter().enumerate() {
+                    out.push(Record::Task(Task {
+                        run,
+                        id: id as u32,
+                        pid,
+                        tgid: pid,
+                        comm: comm.into(),
+                        addr: 0xffff_8880_0100_0000 + id as u64 * 0x2000,
+                    }));
+                }
+                out.push(switch(run, 0));
+                spell = (0, false, 0);
+                continue;
+            }
+            Record::Sample(s)
+                if s.vcpu == 0
+                    && s.stack
+                        .iter()
+                        .any(|&a| a.wrapping_sub(initcall) < FUNC_SIZE) =>
+            {
+                let (run, t_ns) = (s.run, s.t_ns);
+                if spell.0 == 0 {
+                    let blocked = !spell.1;
+                    let len = 1 + rng.below(if blocked { 100 } else { 50 });
+                    let path = rng.below(paths.len() as u64) as usize;
+                    spell = (len, blocked, path);
+                    out.push(switch(run, if blocked { 2 } else { 1 }));
+                }
+                spell.0 -= 1;
+                if spell.1 {
+                    out.push(Record::WaitStack(WaitStack {
+                        run,
+                        vcpu: 0,
+                        t_ns,
+                        task: Some(1),
+                        state: if spell.0 == 0 { 0 } else { 2 },
+                        stack: paths[spell.2].clone(),
+                        stack_end: StackEnd::Root.as_u8(),
+                    }));
+                }
+            }
+            _ => {}
+        }
+        out.push(rec);
+    }
+    out
+}
+
 /// Writes a complete synthetic trace to `path`.
 pub fn write(path: &Path, opts: &SynthOptions) -> Result<(), TraceError> {
-    let recs = records(opts);
+    write_records(path, &records(opts))
+}
+
+/// Writes `recs` (`Meta` first, as [`records`] makes them) as a complete
+/// trace to `path`, one record at a time.
+pub fn write_records(path: &Path, recs: &[Record]) -> Result<(), TraceError> {
     let Some((Record::Meta(meta), rest)) = recs.split_first() else {
-        unreachable!("records() starts with Meta");
+        return Err(TraceError::NoMeta(
+            "the records do not start with Meta".into(),
+        ));
     };
     let mut w = TraceWriter::create(path, meta)?;
     for r in rest {

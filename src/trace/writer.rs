@@ -86,9 +86,10 @@ impl TraceWriter {
     }
 
     /// Appends one record; writes the buffer out when it is due. A sample
-    /// is stored compactly (a block of one, and its stack's definition when new).
+    /// or wait stack is stored compactly (a block of one, and its stack's
+    /// definition when new).
     pub fn append(&mut self, rec: &Record) -> Result<(), TraceError> {
-        if let Record::Sample(_) = rec {
+        if let Record::Sample(_) | Record::WaitStack(_) = rec {
             return self.append_batch(vec![rec.clone()]);
         }
         self.frame(rec)?;
@@ -96,7 +97,8 @@ impl TraceWriter {
     }
 
     /// Appends records in order; consecutive samples of one vCPU become one
-    /// block (the sampler hands them over in batches).
+    /// block, and so do its wait stacks (the sampler hands them over in
+    /// batches).
     pub fn append_batch(&mut self, recs: Vec<Record>) -> Result<(), TraceError> {
         let mut out = std::mem::take(&mut self.scratch);
         self.compactor.compact(recs, &mut out);
