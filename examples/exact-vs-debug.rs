@@ -191,7 +191,7 @@ fn main() -> Result<()> {
                     e.1 += x.interval_ns;
                 }
                 let mut v: Vec<_> = stacks.into_iter().collect();
-                v.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+                v.sort_by_key(|x| std::cmp::Reverse(x.1 .1));
                 for (stack, (n, ns)) in v.iter().take(4) {
                     println!(
                         "    pid 1 {label}: {n} samples, {:.1} ms: {stack}",
