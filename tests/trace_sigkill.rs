@@ -83,10 +83,19 @@ fn sigkill_child_wait_writer() {
         .filter(|(i, r)| i + 1 >= first_wait || !matches!(r, Record::Sample(_)))
         .map(|(_, r)| r.clone())
         .collect();
-    for chunk in recs.chunks(20) {
-        sink.append_batch(chunk.to_vec()).expect("append");
-        std::thread::sleep(Duration::from_millis(2));
+    // Batches end after a sample, as the sampler's do (a wait is queued
+    // just before its sample, so the two are always handed over together).
+    let mut batch = Vec::new();
+    for r in recs {
+        let sample = matches!(r, Record::Sample(_));
+        batch.push(r);
+        if sample && batch.len() >= 20 {
+            sink.append_batch(std::mem::take(&mut batch))
+                .expect("append");
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
+    sink.append_batch(batch).expect("append");
     writer.finish().expect("finish");
 }
 
