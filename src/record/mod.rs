@@ -32,6 +32,7 @@ use crate::trace::{TraceWriter, TraceWriterThread};
 use crate::vmm::compat::CompatMode;
 use crate::vmm::loader::KernelFormat;
 use crate::vmm::memory::MemoryOptions;
+use crate::vmm::steps::{StartupLog, Step, StepKind, MAIN_THREAD as MAIN};
 use crate::vmm::{self, BootConfig};
 
 pub use config::{RecordConfig, DEFAULT_FREQ, PVM_DEFAULT_FREQ};
@@ -42,7 +43,19 @@ pub use summary::{RecordSummary, RunSummary, SAMPLING_SHARE_WARN_PCT};
 /// missing, the trace cannot be written, a boot cannot start, or no boot
 /// reached its end condition (the trace keeps whatever was recorded).
 pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordSummary> {
-    let compat = CompatMode::resolve(cfg.compat);
+    // The first run's start-up counts from process start: `record`'s own
+    // steps before the VMM's are part of it.
+    let startup = Arc::new(StartupLog::new(cfg.started));
+    startup.push(Step {
+        thread: MAIN,
+        name: "arguments, reporter",
+        kind: StepKind::Own,
+        start_ns: 0,
+        end_ns: startup.now_ns(),
+    });
+    let compat = startup.time(MAIN, "host check", StepKind::Own, || {
+        CompatMode::resolve(cfg.compat)
+    });
     let freq = cfg.freq_for(compat);
     if compat == CompatMode::Pvm {
         progress.status(&format!(
@@ -50,12 +63,14 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
             compat.workarounds().join("; ")
         ));
     }
-    check_inputs(cfg)?;
+    startup.time(MAIN, "check inputs", StepKind::Own, || check_inputs(cfg))?;
     // The kernel is analysed (decompression, ORC, kallsyms, type info,
     // hashing) on a thread of its own while the VMM starts: nothing of it is
     // needed before the guest's first instruction. Only a skipped
     // decompressor needs the payload extracted first.
-    let analysis = kernel::Analysis::start(cfg)?;
+    let analysis = startup.time(MAIN, "kernel header, analysis", StepKind::Own, || {
+        kernel::Analysis::start(cfg)
+    })?;
     // Exact boundaries (initcalls, named points) are watched once the
     // analysis has the symbols. An unknown --until function is a usage error
     // before anything is written, so that one case waits for the symbols.
@@ -73,7 +88,10 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
             "booting the bzImage's ELF payload directly (--skip-decompressor: no decompression, no KASLR)",
         );
     }
-    let writer = open_trace(cfg, &analysis, compat, freq)?;
+    let writer = startup.time(MAIN, "open trace", StepKind::Own, || {
+        open_trace(cfg, &analysis, compat, freq)
+    })?;
+    let mut startup = Some(startup);
     let ctx = run::RunContext {
         cfg,
         analysis: &analysis,
@@ -86,7 +104,7 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
     for i in 0..cfg.runs {
         let sink = writer.sink();
         let echo = progress.console();
-        let summary = match ctx.record_run(i, &sink, echo.clone()) {
+        let summary = match ctx.record_run(i, &sink, echo.clone(), startup.take()) {
             Ok(s) => s,
             Err(e) => {
                 // Keep what earlier runs recorded: the file stays readable.
@@ -320,6 +338,15 @@ fn report_run(
         ));
     }
     report_exact(progress, s);
+    // Every start-up step, timed: shown for the recording that measures
+    // start-up (--until first-instruction), else with -v.
+    for line in s.startup_lines() {
+        if matches!(s.end, vmm::control::EndReason::FirstInstruction) {
+            progress.status(&line);
+        } else {
+            progress.detail(&line);
+        }
+    }
     if s.unstopped_vcpus > 0 {
         progress.warning(&format!(
             "run {}: {} vCPU thread(s) did not stop; no further runs",

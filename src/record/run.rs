@@ -13,6 +13,7 @@ use crate::trace::{
     Boundary, BoundaryKind, PhaseName, Record, RunEnd, RunStart, SamplerCost, TraceSink,
 };
 use crate::vmm::control::EndReason;
+use crate::vmm::steps::StartupLog;
 use crate::vmm::{self, BootConfig, BootOutcome};
 
 use super::config::RecordConfig;
@@ -55,8 +56,11 @@ impl RunContext<'_> {
         run: u32,
         sink: &TraceSink,
         echo: Option<Arc<dyn ConsoleEcho>>,
+        log: Option<Arc<StartupLog>>,
     ) -> Result<RunSummary> {
         let (recorder, t0) = self.start_run(run, sink, echo);
+        // The first run's log has `record`'s own steps since process start.
+        let log = log.unwrap_or_else(|| Arc::new(StartupLog::new(t0)));
         // One layout detector per run: the sampler feeds it and the VMM asks
         // it for the KASLR slide (for the return-to-user breakpoint).
         let layout = Arc::new(SharedLayout::new(self.analysis.published.kernel.clone()));
@@ -73,12 +77,13 @@ impl RunContext<'_> {
                 Box::new(move || rec.phases().last().map(|(p, _)| p.to_string())),
             )
         });
-        let outcome = vmm::boot(
+        let outcome = vmm::boot_logged(
             &self.boot,
             t0,
             recorder.clone(),
             sampler,
             Some(layout.clone() as Arc<dyn vmm::KernelLocator>),
+            log,
         )
         .map_err(|e| {
             anyhow::Error::new(e).context(BootFailed {
@@ -185,6 +190,7 @@ impl RunContext<'_> {
             unstopped_vcpus: outcome.unstopped_vcpus,
             figures: outcome.figures,
             boundaries: recorder.boundary_counts(),
+            startup: outcome.startup,
         }
     }
 }

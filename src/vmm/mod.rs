@@ -16,6 +16,7 @@ pub mod loader;
 pub mod memory;
 pub mod mptable;
 pub mod seccomp;
+pub mod steps;
 pub mod vcpu;
 pub mod virtio;
 
@@ -25,7 +26,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
@@ -35,6 +36,7 @@ use control::{EndReason, RunControl};
 use devices::{Devices, LineSink};
 use loader::{EntryMode, LoadedKernel};
 use memory::MemoryOptions;
+use steps::{StartupLog, StepKind, BOOT_VCPU_THREAD, MAIN_THREAD as MAIN};
 pub use vcpu::{SampleInfo, VcpuSampler};
 
 /// When a boot counts as finished.
@@ -258,6 +260,8 @@ pub struct BootOutcome {
     pub unstopped_vcpus: u32,
     /// Console and breakpoint costs.
     pub figures: ExactFigures,
+    /// The start-up's steps, timed (ns since the run's start).
+    pub startup: Vec<steps::Step>,
 }
 
 /// What the console and the breakpoints cost in one boot (host-side, summed over vCPUs).
@@ -281,11 +285,30 @@ pub fn boot(
     sampler: Option<Arc<dyn SamplerFactory>>,
     locator: Option<Arc<dyn KernelLocator>>,
 ) -> Result<BootOutcome, VmmError> {
+    let log = Arc::new(StartupLog::new(t0));
+    boot_logged(cfg, t0, observer, sampler, locator, log)
+}
+
+/// The thread that makes the VM's devices while the kernel loads.
+const VM_SETUP: &str = "vm-setup";
+
+/// [`boot`], timing its start-up steps into `log` (whose clock is `t0`'s;
+/// the caller may have logged earlier steps of the same run).
+pub fn boot_logged(
+    cfg: &BootConfig,
+    t0: Instant,
+    observer: Arc<dyn RunObserver>,
+    sampler: Option<Arc<dyn SamplerFactory>>,
+    locator: Option<Arc<dyn KernelLocator>>,
+    log: Arc<StartupLog>,
+) -> Result<BootOutcome, VmmError> {
     let control = Arc::new(RunControl::new(t0));
     let phase = |p: VmmPhase| observer.phase(p, control.now_ns());
 
-    let kvm = open_kvm()?;
-    let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+    let kvm = log.time(MAIN, "open /dev/kvm", StepKind::Own, open_kvm)?;
+    let vm = log
+        .kvm(MAIN, "KVM_CREATE_VM", || kvm.create_vm())
+        .map_err(kvm_err("KVM_CREATE_VM"))?;
     phase(VmmPhase::CreateVm);
 
     // The VM's own devices (TSS, interrupt controller, PIT) and the CPUID
@@ -294,45 +317,42 @@ pub fn boot(
     let (vm_setup, guest) = std::thread::scope(|s| {
         let helper = std::thread::Builder::new()
             .name("vm-setup".into())
-            .spawn_scoped(s, || {
-                vm_devices(&vm)?;
-                cpu::supported_cpuid(&kvm).map_err(VmmError::from)
+            .spawn_scoped(s, {
+                let started = log.now_ns();
+                let (kvm, vm, log) = (&kvm, &vm, &log);
+                move || {
+                    log.scheduled(VM_SETUP, started);
+                    vm_setup(kvm, vm, log, VM_SETUP)
+                }
             });
-        let guest = load_guest(cfg, &vm, &phase);
+        let guest = load_guest(cfg, &vm, &phase, &log);
         let vm_setup = match helper {
-            Ok(h) => h
-                .join()
+            Ok(h) => log
+                .time(MAIN, "wait for vm-setup", StepKind::Wait(VM_SETUP), || {
+                    h.join()
+                })
                 .unwrap_or_else(|_| Err(VmmError::Host("the VM set-up thread died".into()))),
             // No thread to spare: the same calls here, one after the other.
-            Err(_) => vm_devices(&vm).and_then(|()| Ok(cpu::supported_cpuid(&kvm)?)),
+            Err(_) => vm_setup(&kvm, &vm, &log, MAIN),
         };
         (vm_setup, guest)
     });
     let (mem, kernel, cmdline) = guest?;
     let base_cpuid = vm_setup?;
 
-    let devices =
-        Arc::new(
-            create_devices(&vm, &control, &cfg.until, observer.clone())?
+    let devices = Arc::new(log.time(MAIN, "devices", StepKind::Own, || {
+        Ok::<_, VmmError>(
+            create_devices(&vm, &control, &cfg.until, observer.clone(), &log)?
                 .with_virtio(virtio::attach(&vm, &mem, &cfg.virtio)?),
-        );
+        )
+    })?);
     let mut vcpus = Vec::with_capacity(cfg.cpus as usize);
     for id in 0..cfg.cpus {
-        let vcpu = vm
-            .create_vcpu(u64::from(id))
-            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
-        cpu::setup_cpuid(&vcpu, &base_cpuid, id, cfg.cpus)?;
-        cpu::setup_fpu(&vcpu)?;
-        cpu::setup_lapic(&vcpu)?;
-        if id == 0 {
-            cpu::setup_sregs(&vcpu, kernel.mode)?;
-            cpu::setup_regs(&vcpu, kernel.mode, kernel.entry)?;
-        }
-        vcpus.push(vcpu);
+        vcpus.push(create_vcpu(&vm, &base_cpuid, id, cfg.cpus, &kernel, &log)?);
     }
     phase(VmmPhase::Vcpus);
 
-    timer_setup()?;
+    log.time(MAIN, "signal handlers", StepKind::Own, timer_setup)?;
     let goals = Arc::new(vcpu::BootGoals {
         until: cfg.until.clone(),
         user_seen: AtomicBool::new(false),
@@ -355,22 +375,36 @@ pub fn boot(
             observer.clone(),
             cfg.compat,
             sampler.clone(),
-        );
+        )
+        .with_startup_log((index == 0).then(|| log.clone()));
         let ctl = control.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("vcpu{index}"))
-            .spawn(move || {
-                // A vCPU thread that dies ends the boot at once, as what it is
-                // (not as a timeout seen much later by the main thread).
-                let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| thread.run()));
-                if let Err(payload) = died {
-                    ctl.end(EndReason::VcpuError(format!(
-                        "vCPU {index} thread died: {}",
-                        panic_text(payload.as_ref())
-                    )));
-                }
-            })
-            .map_err(|e| VmmError::Host(format!("cannot start vCPU thread: {e}")))?;
+        let spawn = || {
+            std::thread::Builder::new()
+                .name(format!("vcpu{index}"))
+                .spawn(move || {
+                    // A vCPU thread that dies ends the boot at once, as what it is
+                    // (not as a timeout seen much later by the main thread).
+                    let died =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| thread.run()));
+                    if let Err(payload) = died {
+                        ctl.end(EndReason::VcpuError(format!(
+                            "vCPU {index} thread died: {}",
+                            panic_text(payload.as_ref())
+                        )));
+                    }
+                })
+                .map_err(|e| VmmError::Host(format!("cannot start vCPU thread: {e}")))
+        };
+        let handle = if index == 0 {
+            log.time(
+                MAIN,
+                "start vCPU 0's thread",
+                StepKind::Handoff(BOOT_VCPU_THREAD),
+                spawn,
+            )?
+        } else {
+            spawn()?
+        };
         handles.push(handle);
     }
 
@@ -423,6 +457,7 @@ pub fn boot(
         devices: device_stats,
         unstopped_vcpus: unstopped,
         figures,
+        startup: log.steps(),
     })
 }
 
@@ -473,18 +508,58 @@ fn open_kvm() -> Result<Kvm, VmmError> {
 }
 
 /// The VM-level devices every boot has: TSS area, in-kernel interrupt
-/// controller, PIT (Firecracker's set).
-fn vm_devices(vm: &VmFd) -> Result<(), VmmError> {
-    vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
-        .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-    vm.create_irq_chip()
-        .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+/// controller, PIT (Firecracker's set); then the CPUID KVM offers. Each
+/// ioctl is a step of `thread` in `log`.
+fn vm_setup(
+    kvm: &Kvm,
+    vm: &VmFd,
+    log: &StartupLog,
+    thread: &'static str,
+) -> Result<CpuId, VmmError> {
+    let timed = |name: &'static str, f: &dyn Fn() -> Result<(), kvm_ioctls::Error>| {
+        log.kvm(thread, name, f).map_err(kvm_err(name))
+    };
+    timed("KVM_SET_TSS_ADDR", &|| {
+        vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
+    })?;
+    timed("KVM_CREATE_IRQCHIP", &|| vm.create_irq_chip())?;
     let pit = kvm_pit_config {
         flags: KVM_PIT_SPEAKER_DUMMY,
         ..Default::default()
     };
-    vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
-    Ok(())
+    timed("KVM_CREATE_PIT2", &|| vm.create_pit2(pit))?;
+    Ok(log.kvm(thread, "KVM_GET_SUPPORTED_CPUID", || {
+        cpu::supported_cpuid(kvm)
+    })?)
+}
+
+/// Creates vCPU `id` of `cpus` and sets it up for `kernel`'s entry (the
+/// registers only on the boot vCPU), each ioctl a step in `log`.
+fn create_vcpu(
+    vm: &VmFd,
+    base_cpuid: &CpuId,
+    id: u8,
+    cpus: u8,
+    kernel: &LoadedKernel,
+    log: &StartupLog,
+) -> Result<VcpuFd, VmmError> {
+    let vcpu = log
+        .kvm(MAIN, "KVM_CREATE_VCPU", || vm.create_vcpu(u64::from(id)))
+        .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+    log.kvm(MAIN, "KVM_SET_CPUID2", || {
+        cpu::setup_cpuid(&vcpu, base_cpuid, id, cpus)
+    })?;
+    log.kvm(MAIN, "KVM_SET_FPU", || cpu::setup_fpu(&vcpu))?;
+    log.kvm(MAIN, "KVM_GET/SET_LAPIC", || cpu::setup_lapic(&vcpu))?;
+    if id == 0 {
+        log.kvm(MAIN, "KVM_GET/SET_SREGS", || {
+            cpu::setup_sregs(&vcpu, kernel.mode)
+        })?;
+        log.kvm(MAIN, "KVM_SET_REGS", || {
+            cpu::setup_regs(&vcpu, kernel.mode, kernel.entry)
+        })?;
+    }
+    Ok(vcpu)
 }
 
 /// Guest memory with the kernel, command line, initrd and boot tables in it.
@@ -492,37 +567,50 @@ fn load_guest(
     cfg: &BootConfig,
     vm: &VmFd,
     phase: &dyn Fn(VmmPhase),
+    log: &StartupLog,
 ) -> Result<(GuestMemoryMmap, LoadedKernel, String), VmmError> {
-    let mem = memory::create_guest_memory(&cfg.mem)?;
-    register_memory(vm, &mem)?;
+    let own =
+        |name, f: &mut dyn FnMut() -> Result<(), VmmError>| log.time(MAIN, name, StepKind::Own, f);
+    let mem = log.time(MAIN, "map guest memory", StepKind::Own, || {
+        memory::create_guest_memory(&cfg.mem)
+    })?;
+    register_memory(vm, &mem, log)?;
     phase(VmmPhase::Memory);
 
-    let kernel = loader::load_kernel(&mem, &cfg.kernel, cfg.mem.size)?;
+    let kernel = log.time(MAIN, "load kernel", StepKind::Own, || {
+        loader::load_kernel(&mem, &cfg.kernel, cfg.mem.size)
+    })?;
     let parts = cmdline_parts(cfg.compat, &cfg.virtio, &cfg.cmdline_extra);
     let refs: Vec<&str> = parts.iter().map(|p| p.as_ref()).collect();
     let cmdline = loader::build_cmdline(&refs, kernel.cmdline_max)?;
     loader::write_cmdline(&mem, layout::CMDLINE_START, &cmdline)?;
-    let initrd = match &cfg.initrd {
-        Some(p) => Some(loader::load_initrd(&mem, p, cfg.mem.size, &kernel)?),
-        None => None,
-    };
+    let mut initrd = None;
+    if let Some(p) = &cfg.initrd {
+        own("load initrd", &mut || {
+            initrd = Some(loader::load_initrd(&mem, p, cfg.mem.size, &kernel)?);
+            Ok(())
+        })?;
+    }
     let inputs = bootparams::BootInputs {
         cmdline_addr: layout::CMDLINE_START,
         cmdline_len: cmdline.len(),
         initrd,
     };
-    let e820 = memory::e820_map(cfg.mem.size);
-    match kernel.mode {
-        EntryMode::Long64 => bootparams::write_zero_page(&mem, &kernel, &inputs, &e820)?,
-        EntryMode::Pvh32 => bootparams::write_pvh_start_info(&mem, &inputs, &e820)?,
-    }
-    mptable::write(&mem, cfg.cpus)?;
-    cpu::write_boot_tables(&mem, kernel.mode)?;
+    own("boot tables", &mut || {
+        let e820 = memory::e820_map(cfg.mem.size);
+        match kernel.mode {
+            EntryMode::Long64 => bootparams::write_zero_page(&mem, &kernel, &inputs, &e820)?,
+            EntryMode::Pvh32 => bootparams::write_pvh_start_info(&mem, &inputs, &e820)?,
+        }
+        mptable::write(&mem, cfg.cpus)?;
+        cpu::write_boot_tables(&mem, kernel.mode)?;
+        Ok(())
+    })?;
     phase(VmmPhase::LoadKernel);
     Ok((mem, kernel, cmdline))
 }
 
-fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmmError> {
+fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap, log: &StartupLog) -> Result<(), VmmError> {
     for (slot, region) in mem.iter().enumerate() {
         let host = mem
             .get_host_address(region.start_addr())
@@ -534,9 +622,12 @@ fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmmError> {
             memory_size: region.len(),
             userspace_addr: host as u64,
         };
-        // SAFETY: the region's host mapping lives as long as `mem`, which the
-        // caller keeps alive until every vCPU thread has been joined.
-        unsafe { vm.set_user_memory_region(r) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        log.kvm(MAIN, "KVM_SET_USER_MEMORY_REGION", || {
+            // SAFETY: the region's host mapping lives as long as `mem`, which
+            // the caller keeps alive until every vCPU thread has been joined.
+            unsafe { vm.set_user_memory_region(r) }
+        })
+        .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
     }
     Ok(())
 }
@@ -546,11 +637,14 @@ fn create_devices(
     control: &Arc<RunControl>,
     until: &Until,
     observer: Arc<dyn RunObserver>,
+    log: &StartupLog,
 ) -> Result<Devices, VmmError> {
     let irq =
         EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmmError::Host(format!("eventfd: {e}")))?;
-    vm.register_irqfd(&irq, layout::ports::COM1_IRQ)
-        .map_err(kvm_err("KVM_IRQFD"))?;
+    log.kvm(MAIN, "KVM_IRQFD", || {
+        vm.register_irqfd(&irq, layout::ports::COM1_IRQ)
+    })
+    .map_err(kvm_err("KVM_IRQFD"))?;
     let control = control.clone();
     let until = until.clone();
     let sink = LineSink::new(Box::new(move |line: &str| {
