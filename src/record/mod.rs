@@ -7,6 +7,7 @@
 //! - [`meta`]: the trace's metadata record.
 //! - [`run`]: one boot, in named steps.
 //! - [`observer`]: phases and console lines of a run, into the trace.
+//! - [`priority`]: the kernel analysis gives way to the VMM's start-up.
 //! - [`summary`]: what each boot and the recording report back.
 //! - [`devices`]: each virtio device's counters, into the trace.
 //! - [`sweep`]: `boottrace sweep`, boots over a range of settings.
@@ -18,6 +19,7 @@ pub mod kernel;
 pub mod live;
 pub mod meta;
 pub mod observer;
+pub mod priority;
 pub mod progress;
 pub mod run;
 pub mod summary;

@@ -77,10 +77,16 @@ impl RunContext<'_> {
                 Box::new(move || rec.phases().last().map(|(p, _)| p.to_string())),
             )
         });
+        // The analysis gives the CPUs back to the boot's own threads from
+        // the first instruction on (see `priority`).
+        let observer: Arc<dyn vmm::RunObserver> = Arc::new(AtFirstInstruction {
+            inner: recorder.clone(),
+            then: self.analysis.priority.clone(),
+        });
         let outcome = vmm::boot_logged(
             &self.boot,
             t0,
-            recorder.clone(),
+            observer,
             sampler,
             Some(layout.clone() as Arc<dyn vmm::KernelLocator>),
             log,
@@ -94,6 +100,8 @@ impl RunContext<'_> {
         if let Some(t) = ticker {
             t.stop();
         }
+        // A boot that never got to its first instruction does not keep the analysis low.
+        self.analysis.priority.restore();
         let outcome = outcome?;
         if run == 0 {
             // The analysis ran beside this boot: its end is a phase of the
@@ -192,6 +200,34 @@ impl RunContext<'_> {
             boundaries: recorder.boundary_counts(),
             startup: outcome.startup,
         }
+    }
+}
+
+/// The run's observer, which also restores the analysis' priority at the
+/// first instruction (right after that phase is recorded).
+struct AtFirstInstruction {
+    inner: Arc<RunRecorder>,
+    then: super::priority::StartupPriority,
+}
+
+impl vmm::RunObserver for AtFirstInstruction {
+    fn phase(&self, phase: vmm::VmmPhase, t_ns: u64) {
+        self.inner.phase(phase, t_ns);
+        if phase == vmm::VmmPhase::FirstInstruction {
+            self.then.restore();
+        }
+    }
+
+    fn serial_line(&self, t_ns: u64, line: &str) {
+        self.inner.serial_line(t_ns, line);
+    }
+
+    fn stop_reason(&self) -> Option<String> {
+        self.inner.stop_reason()
+    }
+
+    fn boundaries(&self, hits: &[vmm::BoundaryHit]) {
+        self.inner.boundaries(hits);
     }
 }
 
