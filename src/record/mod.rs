@@ -8,6 +8,7 @@
 //! - [`run`]: one boot, in named steps.
 //! - [`observer`]: phases and console lines of a run, into the trace.
 //! - [`priority`]: the kernel analysis gives way to the VMM's start-up.
+//! - [`prime`]: the host's slow first perf event, opened beside the start-up.
 //! - [`summary`]: what each boot and the recording report back.
 //! - [`devices`]: each virtio device's counters, into the trace.
 //! - [`sweep`]: `boottrace sweep`, boots over a range of settings.
@@ -19,6 +20,7 @@ pub mod kernel;
 pub mod live;
 pub mod meta;
 pub mod observer;
+pub mod prime;
 pub mod priority;
 pub mod progress;
 pub mod run;
@@ -59,6 +61,10 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
         CompatMode::resolve(cfg.compat)
     });
     let freq = cfg.freq_for(compat);
+    // Only a sampling vCPU opens perf events; kept until the first run is over.
+    let mut primer = (freq > 0)
+        .then(|| startup.time(MAIN, "perf primer", StepKind::Own, prime::PerfPrimer::start))
+        .flatten();
     if compat == CompatMode::Pvm {
         progress.status(&format!(
             "PVM nested-KVM host: applying workarounds ({}); guest times are emulated-KVM times, ~1000x bare metal",
@@ -118,6 +124,7 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
                 return Err(e);
             }
         };
+        drop(primer.take());
         if let Some(e) = &echo {
             // Console lines still queued for the terminal go out before the summary.
             e.drain();
