@@ -305,6 +305,16 @@ pub fn boot_logged(
     let control = Arc::new(RunControl::new(t0));
     let phase = |p: VmmPhase| observer.phase(p, control.now_ns());
 
+    // vCPU 0's thread is started first, to wait for its vCPU while the VM is
+    // made: on a busy host a new thread waits for a CPU longer than a woken one.
+    let (to_vcpu0, for_vcpu0) = std::sync::mpsc::sync_channel::<vcpu::VcpuThread>(1);
+    let mut vcpu0 = log
+        .time(MAIN, "start vCPU 0's thread", StepKind::Own, || {
+            spawn_vcpu_thread(0, control.clone(), move || for_vcpu0.recv().ok())
+        })
+        .ok()
+        .map(|h| (h, to_vcpu0));
+
     let kvm = log.time(MAIN, "open /dev/kvm", StepKind::Own, open_kvm)?;
     let vm = log
         .kvm(MAIN, "KVM_CREATE_VM", || kvm.create_vm())
@@ -377,33 +387,28 @@ pub fn boot_logged(
             sampler.clone(),
         )
         .with_startup_log((index == 0).then(|| log.clone()));
-        let ctl = control.clone();
-        let spawn = || {
-            std::thread::Builder::new()
-                .name(format!("vcpu{index}"))
-                .spawn(move || {
-                    // A vCPU thread that dies ends the boot at once, as what it is
-                    // (not as a timeout seen much later by the main thread).
-                    let died =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| thread.run()));
-                    if let Err(payload) = died {
-                        ctl.end(EndReason::VcpuError(format!(
-                            "vCPU {index} thread died: {}",
-                            panic_text(payload.as_ref())
-                        )));
-                    }
-                })
-                .map_err(|e| VmmError::Host(format!("cannot start vCPU thread: {e}")))
-        };
-        let handle = if index == 0 {
-            log.time(
+        let handle = match (index, vcpu0.take()) {
+            (0, Some((handle, tx))) => {
+                log.time(
+                    MAIN,
+                    "hand vCPU 0 to its thread",
+                    StepKind::Handoff(BOOT_VCPU_THREAD),
+                    || tx.send(thread),
+                )
+                .map_err(|_| VmmError::Host("vCPU 0's thread is gone".into()))?;
+                handle
+            }
+            // No early thread for vCPU 0 (or another vCPU): started now.
+            _ => log.time(
                 MAIN,
-                "start vCPU 0's thread",
-                StepKind::Handoff(BOOT_VCPU_THREAD),
-                spawn,
-            )?
-        } else {
-            spawn()?
+                "start the vCPU's thread",
+                if index == 0 {
+                    StepKind::Handoff(BOOT_VCPU_THREAD)
+                } else {
+                    StepKind::Own
+                },
+                || spawn_vcpu_thread(index as u32, control.clone(), move || Some(thread)),
+            )?,
         };
         handles.push(handle);
     }
@@ -459,6 +464,32 @@ pub fn boot_logged(
         figures,
         startup: log.steps(),
     })
+}
+
+/// Starts vCPU `index`'s thread, which runs the vCPU `vcpu` gives it (or
+/// ends at once on `None`: the boot did not get that far).
+fn spawn_vcpu_thread(
+    index: u32,
+    ctl: Arc<RunControl>,
+    vcpu: impl FnOnce() -> Option<vcpu::VcpuThread> + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, VmmError> {
+    std::thread::Builder::new()
+        .name(format!("vcpu{index}"))
+        .spawn(move || {
+            let Some(thread) = vcpu() else {
+                return;
+            };
+            // A vCPU thread that dies ends the boot at once, as what it is
+            // (not as a timeout seen much later by the main thread).
+            let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| thread.run()));
+            if let Err(payload) = died {
+                ctl.end(EndReason::VcpuError(format!(
+                    "vCPU {index} thread died: {}",
+                    panic_text(payload.as_ref())
+                )));
+            }
+        })
+        .map_err(|e| VmmError::Host(format!("cannot start vCPU thread: {e}")))
 }
 
 /// How long the vCPU threads get to leave KVM_RUN once the boot has ended.

@@ -116,12 +116,12 @@ impl StartupLog {
         self.time(thread, name, StepKind::Kvm, f)
     }
 
-    /// Records that `thread`, started at `since_ns`, runs now: the time a
-    /// new thread waits for a CPU.
+    /// Records that `thread`, started or woken at `since_ns`, runs now: the
+    /// time it waited for a CPU.
     pub fn scheduled(&self, thread: &'static str, since_ns: u64) {
         self.push(Step {
             thread,
-            name: "thread start (waits for a CPU)",
+            name: "waits for a CPU",
             kind: StepKind::Own,
             start_ns: since_ns,
             end_ns: self.now_ns(),
