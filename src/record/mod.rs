@@ -96,9 +96,7 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
             "booting the bzImage's ELF payload directly (--skip-decompressor: no decompression, no KASLR)",
         );
     }
-    let writer = startup.time(MAIN, "open trace", StepKind::Own, || {
-        open_trace(cfg, &analysis, compat, freq)
-    })?;
+    let writer = open_trace(cfg, &analysis, compat, freq, &startup)?;
     let mut startup = Some(startup);
     let ctx = run::RunContext {
         cfg,
@@ -248,22 +246,24 @@ fn open_trace(
     analysis: &kernel::Analysis,
     compat: CompatMode,
     freq: u32,
+    log: &StartupLog,
 ) -> Result<TraceWriterThread> {
     let path = &cfg.output;
-    let file = crate::output::create_in_place(path, crate::output::Backup::Old)?;
+    let file = log.time(MAIN, "trace file (old one moved)", StepKind::Own, || {
+        crate::output::create_in_place(path, crate::output::Backup::Old)
+    })?;
     let pending = analysis.pending();
     let cfg = cfg.clone();
     let wall_start = meta::unix_ns();
-    TraceWriter::spawn_deferred(
-        path.to_path_buf(),
-        file,
-        Box::new(move || {
-            let facts = pending.wait().map_err(|e| format!("{e:#}"))?;
-            let mut m = meta::trace_meta(&cfg, &facts, compat, freq);
-            m.wall_start_unix_ns = wall_start;
-            Ok(m)
-        }),
-    )
+    let meta = Box::new(move || {
+        let facts = pending.wait().map_err(|e| format!("{e:#}"))?;
+        let mut m = meta::trace_meta(&cfg, &facts, compat, freq);
+        m.wall_start_unix_ns = wall_start;
+        Ok(m)
+    });
+    log.time(MAIN, "trace writer thread", StepKind::Own, || {
+        TraceWriter::spawn_deferred(path.to_path_buf(), file, meta)
+    })
     .with_context(|| format!("cannot create {}", path.display()))
 }
 

@@ -26,8 +26,9 @@ pub enum StepKind {
     /// The thread waits for the named thread to finish: during the wait that
     /// thread is the critical path.
     Wait(&'static str),
-    /// The thread starts the named thread, which carries the critical path
-    /// on from the end of this step.
+    /// The thread starts or wakes the named thread, which carries the
+    /// critical path on from the start of this step (the woken thread may
+    /// run before the waker's call returns).
     Handoff(&'static str),
 }
 
@@ -152,8 +153,8 @@ impl StartupLog {
 }
 
 /// The critical path as (thread, start, end) windows: "main" from 0, a
-/// waited-for thread during the wait, a started thread from its hand-off
-/// on, up to `first_ns`.
+/// waited-for thread during the wait, a started or woken thread from its
+/// hand-off on, up to `first_ns`.
 fn path_windows(steps: &[Step], first_ns: u64) -> Vec<(&'static str, u64, u64)> {
     let mut windows = Vec::new();
     let (mut thread, mut from) = (MAIN_THREAD, 0u64);
@@ -170,7 +171,7 @@ fn path_windows(steps: &[Step], first_ns: u64) -> Vec<(&'static str, u64, u64)> 
                     from = s.end_ns;
                     None
                 }
-                StepKind::Handoff(other) => Some((other, s.end_ns)),
+                StepKind::Handoff(other) => Some((other, s.start_ns)),
                 _ => None,
             }
         });
@@ -227,7 +228,7 @@ mod tests {
     }
 
     /// main runs 0..100 with an ioctl of 10; waits 40..70 for a helper whose
-    /// ioctl 20..60 overlaps the wait by 20; hands off at 80 to vcpu0, whose
+    /// ioctl 20..60 overlaps the wait by 20; hands off at 75 to vcpu0, whose
     /// ioctl 85..95 counts, as do none of the helper's beyond the wait or
     /// main's after the hand-off.
     #[test]
