@@ -393,9 +393,10 @@ pub fn boot_logged(
                     MAIN,
                     "hand vCPU 0 to its thread",
                     StepKind::Handoff(BOOT_VCPU_THREAD),
-                    || tx.send(thread),
+                    || tx.send(thread).is_ok(),
                 )
-                .map_err(|_| VmmError::Host("vCPU 0's thread is gone".into()))?;
+                .then_some(())
+                .ok_or_else(|| VmmError::Host("vCPU 0's thread is gone".into()))?;
                 handle
             }
             // No early thread for vCPU 0 (or another vCPU): started now.
