@@ -59,8 +59,6 @@ impl RunContext<'_> {
         log: Option<Arc<StartupLog>>,
     ) -> Result<RunSummary> {
         let (recorder, t0) = self.start_run(run, sink, echo);
-        // The first run's log has `record`'s own steps since process start.
-        let log = log.unwrap_or_else(|| Arc::new(StartupLog::new(t0)));
         // One layout detector per run: the sampler feeds it and the VMM asks
         // it for the KASLR slide (for the return-to-user breakpoint).
         let layout = Arc::new(SharedLayout::new(self.analysis.published.kernel.clone()));
@@ -83,12 +81,13 @@ impl RunContext<'_> {
             inner: recorder.clone(),
             then: self.analysis.priority.clone(),
         });
-        let outcome = vmm::boot_logged(
+        let outcome = vmm::boot(
             &self.boot,
             t0,
             observer,
             sampler,
             Some(layout.clone() as Arc<dyn vmm::KernelLocator>),
+            // The first run's log has `record`'s own steps since process start.
             log,
         )
         .map_err(|e| {

@@ -277,31 +277,22 @@ pub struct ExactFigures {
     pub bp_handle_ns: u64,
 }
 
-/// Boots `cfg` once. Times are measured from `t0` (the run's start).
+/// The thread that makes the VM's devices while the kernel loads.
+const VM_SETUP: &str = "vm-setup";
+
+/// Boots `cfg` once. Times are measured from `t0` (the run's start). The
+/// start-up's steps are timed into `log` when given (on `t0`'s clock: the
+/// caller may have logged earlier steps of the same run), else into a log
+/// of their own; either way they come back in [`BootOutcome::startup`].
 pub fn boot(
     cfg: &BootConfig,
     t0: Instant,
     observer: Arc<dyn RunObserver>,
     sampler: Option<Arc<dyn SamplerFactory>>,
     locator: Option<Arc<dyn KernelLocator>>,
+    log: Option<Arc<StartupLog>>,
 ) -> Result<BootOutcome, VmmError> {
-    let log = Arc::new(StartupLog::new(t0));
-    boot_logged(cfg, t0, observer, sampler, locator, log)
-}
-
-/// The thread that makes the VM's devices while the kernel loads.
-const VM_SETUP: &str = "vm-setup";
-
-/// [`boot`], timing its start-up steps into `log` (whose clock is `t0`'s;
-/// the caller may have logged earlier steps of the same run).
-pub fn boot_logged(
-    cfg: &BootConfig,
-    t0: Instant,
-    observer: Arc<dyn RunObserver>,
-    sampler: Option<Arc<dyn SamplerFactory>>,
-    locator: Option<Arc<dyn KernelLocator>>,
-    log: Arc<StartupLog>,
-) -> Result<BootOutcome, VmmError> {
+    let log = log.unwrap_or_else(|| Arc::new(StartupLog::new(t0)));
     let control = Arc::new(RunControl::new(t0));
     let phase = |p: VmmPhase| observer.phase(p, control.now_ns());
 
