@@ -280,6 +280,16 @@ pub struct ExactFigures {
 /// The thread that makes the VM's devices while the kernel loads.
 const VM_SETUP: &str = "vm-setup";
 
+/// What the vm-setup thread is woken with.
+struct VmSetupJob {
+    kvm: Arc<Kvm>,
+    vm: Arc<VmFd>,
+    mem: GuestMemoryMmap,
+    log: Arc<StartupLog>,
+    /// When it was handed over (its wait for a CPU starts here).
+    sent_ns: u64,
+}
+
 /// Boots `cfg` once. Times are measured from `t0` (the run's start). The
 /// start-up's steps are timed into `log` when given (on `t0`'s clock: the
 /// caller may have logged earlier steps of the same run), else into a log
@@ -306,39 +316,61 @@ pub fn boot(
         .ok()
         .map(|h| (h, to_vcpu0));
 
-    let kvm = log.time(MAIN, "open /dev/kvm", StepKind::Own, open_kvm)?;
-    let vm = log
-        .kvm(MAIN, "KVM_CREATE_VM", || kvm.create_vm())
-        .map_err(kvm_err("KVM_CREATE_VM"))?;
+    // The VM's ioctls (the memory slot, TSS, interrupt controller, PIT, the
+    // CPUID KVM offers) cost milliseconds on some hosts, and on a PVM host
+    // two at once slow each other down (KVM_SET_USER_MEMORY_REGION: 0.16 ms
+    // median alone, 5.6 ms beside KVM_CREATE_IRQCHIP). So they run one
+    // after the other on a helper thread while this one fills guest memory,
+    // which needs none of them. The helper is started now and woken with
+    // its work, like vCPU 0's thread.
+    let (to_setup, for_setup) = std::sync::mpsc::sync_channel::<VmSetupJob>(1);
+    let setup_thread = log
+        .time(MAIN, "start the vm-setup thread", StepKind::Own, || {
+            std::thread::Builder::new()
+                .name(VM_SETUP.into())
+                .spawn(move || {
+                    let job = for_setup.recv().ok()?;
+                    job.log.scheduled(VM_SETUP, job.sent_ns);
+                    Some(vm_setup(&job.kvm, &job.vm, &job.mem, &job.log, VM_SETUP))
+                })
+        })
+        .ok();
+
+    let kvm = Arc::new(log.time(MAIN, "open /dev/kvm", StepKind::Own, open_kvm)?);
+    let vm = Arc::new(
+        log.kvm(MAIN, "KVM_CREATE_VM", || kvm.create_vm())
+            .map_err(kvm_err("KVM_CREATE_VM"))?,
+    );
     phase(VmmPhase::CreateVm);
 
-    // The VM's own devices (TSS, interrupt controller, PIT) and the CPUID
-    // KVM offers cost milliseconds of ioctls on some hosts: they are made on
-    // a helper thread while this one maps memory and loads the kernel.
-    let (vm_setup, guest) = std::thread::scope(|s| {
-        let helper = std::thread::Builder::new()
-            .name("vm-setup".into())
-            .spawn_scoped(s, {
-                let started = log.now_ns();
-                let (kvm, vm, log) = (&kvm, &vm, &log);
-                move || {
-                    log.scheduled(VM_SETUP, started);
-                    vm_setup(kvm, vm, log, VM_SETUP)
-                }
-            });
-        let guest = load_guest(cfg, &vm, &phase, &log);
-        let vm_setup = match helper {
-            Ok(h) => log
-                .time(MAIN, "wait for vm-setup", StepKind::Wait(VM_SETUP), || {
-                    h.join()
-                })
-                .unwrap_or_else(|_| Err(VmmError::Host("the VM set-up thread died".into()))),
-            // No thread to spare: the same calls here, one after the other.
-            Err(_) => vm_setup(&kvm, &vm, &log, MAIN),
+    let mem = log.time(MAIN, "map guest memory", StepKind::Own, || {
+        memory::create_guest_memory(&cfg.mem)
+    })?;
+    phase(VmmPhase::Memory);
+
+    let helper = setup_thread.and_then(|h| {
+        let job = VmSetupJob {
+            kvm: kvm.clone(),
+            vm: vm.clone(),
+            mem: mem.clone(),
+            log: log.clone(),
+            sent_ns: log.now_ns(),
         };
-        (vm_setup, guest)
+        to_setup.send(job).is_ok().then_some(h)
     });
-    let (mem, kernel, cmdline) = guest?;
+    let guest = load_guest(cfg, &mem, &phase, &log);
+    let vm_setup = match helper {
+        Some(h) => log
+            .time(MAIN, "wait for vm-setup", StepKind::Wait(VM_SETUP), || {
+                h.join()
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Err(VmmError::Host("the VM set-up thread died".into()))),
+        // No thread to spare: the same calls here, one after the other.
+        None => vm_setup(&kvm, &vm, &mem, &log, MAIN),
+    };
+    let (kernel, cmdline) = guest?;
     let base_cpuid = vm_setup?;
 
     let devices = Arc::new(log.time(MAIN, "devices", StepKind::Own, || {
@@ -530,15 +562,17 @@ fn open_kvm() -> Result<Kvm, VmmError> {
     Kvm::new_with_path(&c).map_err(|source| VmmError::NoKvm { path, source })
 }
 
-/// The VM-level devices every boot has: TSS area, in-kernel interrupt
-/// controller, PIT (Firecracker's set); then the CPUID KVM offers. Each
-/// ioctl is a step of `thread` in `log`.
+/// Guest memory registered with the VM, then the VM-level devices every
+/// boot has: TSS area, in-kernel interrupt controller, PIT (Firecracker's
+/// set); then the CPUID KVM offers. Each ioctl is a step of `thread` in `log`.
 fn vm_setup(
     kvm: &Kvm,
     vm: &VmFd,
+    mem: &GuestMemoryMmap,
     log: &StartupLog,
     thread: &'static str,
 ) -> Result<CpuId, VmmError> {
+    register_memory(vm, mem, log, thread)?;
     let timed = |name: &'static str, f: &dyn Fn() -> Result<(), kvm_ioctls::Error>| {
         log.kvm(thread, name, f).map_err(kvm_err(name))
     };
@@ -585,32 +619,26 @@ fn create_vcpu(
     Ok(vcpu)
 }
 
-/// Guest memory with the kernel, command line, initrd and boot tables in it.
+/// The kernel, command line, initrd and boot tables, in guest memory.
 fn load_guest(
     cfg: &BootConfig,
-    vm: &VmFd,
+    mem: &GuestMemoryMmap,
     phase: &dyn Fn(VmmPhase),
     log: &StartupLog,
-) -> Result<(GuestMemoryMmap, LoadedKernel, String), VmmError> {
+) -> Result<(LoadedKernel, String), VmmError> {
     let own =
         |name, f: &mut dyn FnMut() -> Result<(), VmmError>| log.time(MAIN, name, StepKind::Own, f);
-    let mem = log.time(MAIN, "map guest memory", StepKind::Own, || {
-        memory::create_guest_memory(&cfg.mem)
-    })?;
-    register_memory(vm, &mem, log)?;
-    phase(VmmPhase::Memory);
-
     let kernel = log.time(MAIN, "load kernel", StepKind::Own, || {
-        loader::load_kernel(&mem, &cfg.kernel, cfg.mem.size)
+        loader::load_kernel(mem, &cfg.kernel, cfg.mem.size)
     })?;
     let parts = cmdline_parts(cfg.compat, &cfg.virtio, &cfg.cmdline_extra);
     let refs: Vec<&str> = parts.iter().map(|p| p.as_ref()).collect();
     let cmdline = loader::build_cmdline(&refs, kernel.cmdline_max)?;
-    loader::write_cmdline(&mem, layout::CMDLINE_START, &cmdline)?;
+    loader::write_cmdline(mem, layout::CMDLINE_START, &cmdline)?;
     let mut initrd = None;
     if let Some(p) = &cfg.initrd {
         own("load initrd", &mut || {
-            initrd = Some(loader::load_initrd(&mem, p, cfg.mem.size, &kernel)?);
+            initrd = Some(loader::load_initrd(mem, p, cfg.mem.size, &kernel)?);
             Ok(())
         })?;
     }
@@ -622,18 +650,23 @@ fn load_guest(
     own("boot tables", &mut || {
         let e820 = memory::e820_map(cfg.mem.size);
         match kernel.mode {
-            EntryMode::Long64 => bootparams::write_zero_page(&mem, &kernel, &inputs, &e820)?,
-            EntryMode::Pvh32 => bootparams::write_pvh_start_info(&mem, &inputs, &e820)?,
+            EntryMode::Long64 => bootparams::write_zero_page(mem, &kernel, &inputs, &e820)?,
+            EntryMode::Pvh32 => bootparams::write_pvh_start_info(mem, &inputs, &e820)?,
         }
-        mptable::write(&mem, cfg.cpus)?;
-        cpu::write_boot_tables(&mem, kernel.mode)?;
+        mptable::write(mem, cfg.cpus)?;
+        cpu::write_boot_tables(mem, kernel.mode)?;
         Ok(())
     })?;
     phase(VmmPhase::LoadKernel);
-    Ok((mem, kernel, cmdline))
+    Ok((kernel, cmdline))
 }
 
-fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap, log: &StartupLog) -> Result<(), VmmError> {
+fn register_memory(
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    log: &StartupLog,
+    thread: &'static str,
+) -> Result<(), VmmError> {
     for (slot, region) in mem.iter().enumerate() {
         let host = mem
             .get_host_address(region.start_addr())
@@ -645,7 +678,7 @@ fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap, log: &StartupLog) -> Result
             memory_size: region.len(),
             userspace_addr: host as u64,
         };
-        log.kvm(MAIN, "KVM_SET_USER_MEMORY_REGION", || {
+        log.kvm(thread, "KVM_SET_USER_MEMORY_REGION", || {
             // SAFETY: the region's host mapping lives as long as `mem`, which
             // the caller keeps alive until every vCPU thread has been joined.
             unsafe { vm.set_user_memory_region(r) }
