@@ -17,6 +17,10 @@ use common::{boottrace, boottrace_on_terminal, kernel_dir, text};
 fn first_instruction_recording_has_the_analysis_beside_it() {
     let dir = kernel_dir("tiny-fp");
     let tmp = tempfile::tempdir().expect("tempdir");
+    let split = regex::Regex::new(
+        r"critical path to the first instruction: ([0-9.]+) ms = boottrace's own ([0-9.]+) ms \+ KVM ioctls ([0-9.]+) ms",
+    )
+    .expect("regex");
     for image in ["bzImage", "vmlinux"] {
         let trace = tmp.path().join(format!("{image}.data"));
         let kernel = dir.join(image);
@@ -55,10 +59,6 @@ fn first_instruction_recording_has_the_analysis_beside_it() {
             assert!(all.contains(step), "no step {step}: {all}");
         }
         assert!(all.contains("step vcpu0"), "{all}");
-        let split = regex::Regex::new(
-            r"critical path to the first instruction: ([0-9.]+) ms = boottrace's own ([0-9.]+) ms \+ KVM ioctls ([0-9.]+) ms",
-        )
-        .expect("regex");
         let c = split
             .captures(&all)
             .unwrap_or_else(|| panic!("no split: {all}"));
