@@ -103,6 +103,11 @@ pub fn old_path(path: &Path) -> PathBuf {
 /// Moves the regular file at `path` to `PATH.old`.
 fn keep_old(path: &Path) -> Result<(), OutputError> {
     let old = old_path(path);
+    // An older `.old` goes first: renaming over an existing file makes ext4
+    // write the renamed file's data out at once (auto_da_alloc), milliseconds
+    // `record` spends before the boot. remove_file removes a symlink itself,
+    // never its target; a directory stays, and the rename below reports it.
+    let _ = std::fs::remove_file(&old);
     // rename(2) replaces a symlink or file at `.old` itself, never its target;
     // a directory there makes it fail, which is reported.
     std::fs::rename(path, &old).map_err(|source| OutputError::Io {

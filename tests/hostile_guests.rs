@@ -742,6 +742,7 @@ fn a_dead_vcpu_thread_is_reported_as_such() {
         Arc::new(Quiet),
         Some(Arc::new(Panicking)),
         None,
+        None,
     )
     .expect("boot starts");
     match &out.end {
@@ -845,6 +846,7 @@ fn the_vcpu_loop_cannot_open_a_socket() {
         Instant::now(),
         Arc::new(Quiet),
         Some(Arc::new(Factory(tries.clone()))),
+        None,
         None,
     )
     .expect("boot starts");

@@ -3,6 +3,8 @@
 //! no guest instruction runs, so no emulated boot) still gets the kernel's
 //! analysis, which ran beside the VMM's start-up: the trace's metadata
 //! names the image and its hash, and the analysis' end is a phase of the run.
+//! Its start-up steps are timed, the critical path split into boottrace's
+//! own time and the time inside KVM ioctls.
 //! The same cheap recording shows where the live progress line is drawn:
 //! on a terminal only, and not with `-q`.
 
@@ -15,6 +17,10 @@ use common::{boottrace, boottrace_on_terminal, kernel_dir, text};
 fn first_instruction_recording_has_the_analysis_beside_it() {
     let dir = kernel_dir("tiny-fp");
     let tmp = tempfile::tempdir().expect("tempdir");
+    let split = regex::Regex::new(
+        r"critical path to the first instruction: ([0-9.]+) ms = boottrace's own ([0-9.]+) ms \+ KVM ioctls ([0-9.]+) ms",
+    )
+    .expect("regex");
     for image in ["bzImage", "vmlinux"] {
         let trace = tmp.path().join(format!("{image}.data"));
         let kernel = dir.join(image);
@@ -47,6 +53,19 @@ fn first_instruction_recording_has_the_analysis_beside_it() {
         assert!(first > 0 && analysis > 0, "{:?}", run.phases);
         // The phase table says when the analysis ended, on the same clock.
         assert!(all.contains("kernel_analysis"), "{all}");
+        // Every start-up step is timed, on each thread of the critical path,
+        // and the path is split into boottrace's own time and KVM ioctls'.
+        for step in ["KVM_CREATE_VM", "KVM_CREATE_VCPU", "load kernel"] {
+            assert!(all.contains(step), "no step {step}: {all}");
+        }
+        assert!(all.contains("step vcpu0"), "{all}");
+        let c = split
+            .captures(&all)
+            .unwrap_or_else(|| panic!("no split: {all}"));
+        let ms = |i: usize| c[i].parse::<f64>().expect("ms");
+        assert!((ms(2) + ms(3) - ms(1)).abs() < 0.01, "{all}");
+        assert!(ms(3) > 0.0, "KVM_CREATE_VM is on every path: {all}");
+        assert!((ms(1) - first as f64 / 1e6).abs() < 0.01, "{all}");
     }
 }
 

@@ -397,6 +397,7 @@ mod tests {
             ],
             sampling,
             layout: None,
+            startup: Vec::new(),
             stopped_at,
             devices: Vec::new(),
             goal_reached: true,

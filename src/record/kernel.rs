@@ -48,6 +48,8 @@ pub struct Analysis {
     pub boot_path: PathBuf,
     /// Parts published while the analysis runs.
     pub published: Published,
+    /// The analysis thread's priority, low until the first instruction.
+    pub priority: super::priority::StartupPriority,
     result: Arc<Pending>,
 }
 
@@ -111,6 +113,7 @@ impl Analysis {
             return Ok(Analysis {
                 boot_path,
                 published,
+                priority: Default::default(),
                 result,
             });
         }
@@ -118,9 +121,12 @@ impl Analysis {
             .with_context(|| format!("cannot use {} as a kernel", cfg.kernel.display()))?;
         let (path, vmlinux) = (cfg.kernel.clone(), cfg.vmlinux.clone());
         let (out, slot) = (published.clone(), result.clone());
+        let priority = super::priority::StartupPriority::default();
+        let yielding = priority.clone();
         std::thread::Builder::new()
             .name("kernel-analysis".into())
             .spawn(move || {
+                yielding.lower_current_thread();
                 let r = analyse(&path, vmlinux.as_deref(), false, &out);
                 slot.set(r, elapsed());
             })
@@ -128,6 +134,7 @@ impl Analysis {
         Ok(Analysis {
             boot_path: cfg.kernel.clone(),
             published,
+            priority,
             result,
         })
     }

@@ -7,6 +7,8 @@
 //! - [`meta`]: the trace's metadata record.
 //! - [`run`]: one boot, in named steps.
 //! - [`observer`]: phases and console lines of a run, into the trace.
+//! - [`priority`]: the kernel analysis gives way to the VMM's start-up.
+//! - [`prime`]: the host's slow first perf event, opened beside the start-up.
 //! - [`summary`]: what each boot and the recording report back.
 //! - [`devices`]: each virtio device's counters, into the trace.
 //! - [`sweep`]: `boottrace sweep`, boots over a range of settings.
@@ -18,6 +20,8 @@ pub mod kernel;
 pub mod live;
 pub mod meta;
 pub mod observer;
+pub mod prime;
+pub mod priority;
 pub mod progress;
 pub mod run;
 pub mod summary;
@@ -32,6 +36,7 @@ use crate::trace::{TraceWriter, TraceWriterThread};
 use crate::vmm::compat::CompatMode;
 use crate::vmm::loader::KernelFormat;
 use crate::vmm::memory::MemoryOptions;
+use crate::vmm::steps::{StartupLog, Step, StepKind, MAIN_THREAD as MAIN};
 use crate::vmm::{self, BootConfig};
 
 pub use config::{RecordConfig, DEFAULT_FREQ, PVM_DEFAULT_FREQ};
@@ -42,20 +47,38 @@ pub use summary::{RecordSummary, RunSummary, SAMPLING_SHARE_WARN_PCT};
 /// missing, the trace cannot be written, a boot cannot start, or no boot
 /// reached its end condition (the trace keeps whatever was recorded).
 pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordSummary> {
-    let compat = CompatMode::resolve(cfg.compat);
+    // The first run's start-up counts from process start: `record`'s own
+    // steps before the VMM's are part of it.
+    let startup = Arc::new(StartupLog::new(cfg.started));
+    startup.push(Step {
+        thread: MAIN,
+        name: "arguments, reporter",
+        kind: StepKind::Own,
+        start_ns: 0,
+        end_ns: startup.now_ns(),
+    });
+    let compat = startup.time(MAIN, "host check", StepKind::Own, || {
+        CompatMode::resolve(cfg.compat)
+    });
     let freq = cfg.freq_for(compat);
+    // Only a sampling vCPU opens perf events; kept until the first run is over.
+    let mut primer = (freq > 0)
+        .then(|| startup.time(MAIN, "perf primer", StepKind::Own, prime::PerfPrimer::start))
+        .flatten();
     if compat == CompatMode::Pvm {
         progress.status(&format!(
             "PVM nested-KVM host: applying workarounds ({}); guest times are emulated-KVM times, ~1000x bare metal",
             compat.workarounds().join("; ")
         ));
     }
-    check_inputs(cfg)?;
+    startup.time(MAIN, "check inputs", StepKind::Own, || check_inputs(cfg))?;
     // The kernel is analysed (decompression, ORC, kallsyms, type info,
     // hashing) on a thread of its own while the VMM starts: nothing of it is
     // needed before the guest's first instruction. Only a skipped
     // decompressor needs the payload extracted first.
-    let analysis = kernel::Analysis::start(cfg)?;
+    let analysis = startup.time(MAIN, "kernel header, analysis", StepKind::Own, || {
+        kernel::Analysis::start(cfg)
+    })?;
     // Exact boundaries (initcalls, named points) are watched once the
     // analysis has the symbols. An unknown --until function is a usage error
     // before anything is written, so that one case waits for the symbols.
@@ -73,7 +96,8 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
             "booting the bzImage's ELF payload directly (--skip-decompressor: no decompression, no KASLR)",
         );
     }
-    let writer = open_trace(cfg, &analysis, compat, freq)?;
+    let writer = open_trace(cfg, &analysis, compat, freq, &startup)?;
+    let mut startup = Some(startup);
     let ctx = run::RunContext {
         cfg,
         analysis: &analysis,
@@ -86,7 +110,7 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
     for i in 0..cfg.runs {
         let sink = writer.sink();
         let echo = progress.console();
-        let summary = match ctx.record_run(i, &sink, echo.clone()) {
+        let summary = match ctx.record_run(i, &sink, echo.clone(), startup.take()) {
             Ok(s) => s,
             Err(e) => {
                 // Keep what earlier runs recorded: the file stays readable.
@@ -98,6 +122,7 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
                 return Err(e);
             }
         };
+        drop(primer.take());
         if let Some(e) = &echo {
             // Console lines still queued for the terminal go out before the summary.
             e.drain();
@@ -221,22 +246,24 @@ fn open_trace(
     analysis: &kernel::Analysis,
     compat: CompatMode,
     freq: u32,
+    log: &StartupLog,
 ) -> Result<TraceWriterThread> {
     let path = &cfg.output;
-    let file = crate::output::create_in_place(path, crate::output::Backup::Old)?;
+    let file = log.time(MAIN, "trace file (old one moved)", StepKind::Own, || {
+        crate::output::create_in_place(path, crate::output::Backup::Old)
+    })?;
     let pending = analysis.pending();
     let cfg = cfg.clone();
     let wall_start = meta::unix_ns();
-    TraceWriter::spawn_deferred(
-        path.to_path_buf(),
-        file,
-        Box::new(move || {
-            let facts = pending.wait().map_err(|e| format!("{e:#}"))?;
-            let mut m = meta::trace_meta(&cfg, &facts, compat, freq);
-            m.wall_start_unix_ns = wall_start;
-            Ok(m)
-        }),
-    )
+    let meta = Box::new(move || {
+        let facts = pending.wait().map_err(|e| format!("{e:#}"))?;
+        let mut m = meta::trace_meta(&cfg, &facts, compat, freq);
+        m.wall_start_unix_ns = wall_start;
+        Ok(m)
+    });
+    log.time(MAIN, "trace writer thread", StepKind::Own, || {
+        TraceWriter::spawn_deferred(path.to_path_buf(), file, meta)
+    })
     .with_context(|| format!("cannot create {}", path.display()))
 }
 
@@ -320,6 +347,15 @@ fn report_run(
         ));
     }
     report_exact(progress, s);
+    // Every start-up step, timed: shown for the recording that measures
+    // start-up (--until first-instruction), else with -v.
+    for line in s.startup_lines() {
+        if matches!(s.end, vmm::control::EndReason::FirstInstruction) {
+            progress.status(&line);
+        } else {
+            progress.detail(&line);
+        }
+    }
     if s.unstopped_vcpus > 0 {
         progress.warning(&format!(
             "run {}: {} vCPU thread(s) did not stop; no further runs",

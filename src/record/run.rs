@@ -13,6 +13,7 @@ use crate::trace::{
     Boundary, BoundaryKind, PhaseName, Record, RunEnd, RunStart, SamplerCost, TraceSink,
 };
 use crate::vmm::control::EndReason;
+use crate::vmm::steps::StartupLog;
 use crate::vmm::{self, BootConfig, BootOutcome};
 
 use super::config::RecordConfig;
@@ -55,6 +56,7 @@ impl RunContext<'_> {
         run: u32,
         sink: &TraceSink,
         echo: Option<Arc<dyn ConsoleEcho>>,
+        log: Option<Arc<StartupLog>>,
     ) -> Result<RunSummary> {
         let (recorder, t0) = self.start_run(run, sink, echo);
         // One layout detector per run: the sampler feeds it and the VMM asks
@@ -73,12 +75,20 @@ impl RunContext<'_> {
                 Box::new(move || rec.phases().last().map(|(p, _)| p.to_string())),
             )
         });
+        // The analysis gives the CPUs back to the boot's own threads from
+        // the first instruction on (see `priority`).
+        let observer: Arc<dyn vmm::RunObserver> = Arc::new(AtFirstInstruction {
+            inner: recorder.clone(),
+            then: self.analysis.priority.clone(),
+        });
         let outcome = vmm::boot(
             &self.boot,
             t0,
-            recorder.clone(),
+            observer,
             sampler,
             Some(layout.clone() as Arc<dyn vmm::KernelLocator>),
+            // The first run's log has `record`'s own steps since process start.
+            log,
         )
         .map_err(|e| {
             anyhow::Error::new(e).context(BootFailed {
@@ -89,6 +99,8 @@ impl RunContext<'_> {
         if let Some(t) = ticker {
             t.stop();
         }
+        // A boot that never got to its first instruction does not keep the analysis low.
+        self.analysis.priority.restore();
         let outcome = outcome?;
         if run == 0 {
             // The analysis ran beside this boot: its end is a phase of the
@@ -185,7 +197,36 @@ impl RunContext<'_> {
             unstopped_vcpus: outcome.unstopped_vcpus,
             figures: outcome.figures,
             boundaries: recorder.boundary_counts(),
+            startup: outcome.startup,
         }
+    }
+}
+
+/// The run's observer, which also restores the analysis' priority at the
+/// first instruction (right after that phase is recorded).
+struct AtFirstInstruction {
+    inner: Arc<RunRecorder>,
+    then: super::priority::StartupPriority,
+}
+
+impl vmm::RunObserver for AtFirstInstruction {
+    fn phase(&self, phase: vmm::VmmPhase, t_ns: u64) {
+        self.inner.phase(phase, t_ns);
+        if phase == vmm::VmmPhase::FirstInstruction {
+            self.then.restore();
+        }
+    }
+
+    fn serial_line(&self, t_ns: u64, line: &str) {
+        self.inner.serial_line(t_ns, line);
+    }
+
+    fn stop_reason(&self) -> Option<String> {
+        self.inner.stop_reason()
+    }
+
+    fn boundaries(&self, hits: &[vmm::BoundaryHit]) {
+        self.inner.boundaries(hits);
     }
 }
 

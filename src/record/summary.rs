@@ -11,6 +11,7 @@ use crate::sample::sampler::CostTotals;
 use crate::trace::{EndKind, PhaseName};
 use crate::vmm::control::EndReason;
 use crate::vmm::loader::LoadedKernel;
+use crate::vmm::steps::{self, StartupSplit, Step, StepKind};
 use crate::vmm::Until;
 
 /// Sampling that takes more than this share of a boot's host time earns a warning.
@@ -108,6 +109,8 @@ pub struct RunSummary {
     pub figures: crate::vmm::ExactFigures,
     /// Exact boundaries written, and dropped beyond the per-run cap.
     pub boundaries: (u64, u64),
+    /// The start-up's steps, timed (ns since the run's start).
+    pub startup: Vec<Step>,
 }
 
 impl RunSummary {
@@ -125,6 +128,53 @@ impl RunSummary {
     /// True when the boot reached its `--until` goal (see [`goal_reached`]).
     pub fn reached_goal(&self) -> bool {
         self.goal_reached
+    }
+
+    /// The time to the first instruction split into boottrace's own and
+    /// the KVM ioctls' on its critical path, when the boot got that far.
+    pub fn startup_split(&self) -> Option<StartupSplit> {
+        self.phase(PhaseName::FirstInstruction)
+            .map(|first| steps::split(&self.startup, first))
+    }
+
+    /// The start-up's steps and its split, as lines for the reporter
+    /// (empty when the boot did not reach its first instruction).
+    pub fn startup_lines(&self) -> Vec<String> {
+        let Some(split) = self.startup_split() else {
+            return Vec::new();
+        };
+        let ms = |ns: u64| ns as f64 / 1e6;
+        let mut out = vec![format!(
+            "run {}: start-up steps (ms since {}; kvm: a KVM ioctl, the hypervisor's time)",
+            self.run + 1,
+            if self.run == 0 {
+                "process start"
+            } else {
+                "run start"
+            }
+        )];
+        for s in self.startup.iter().filter(|s| s.start_ns <= split.total_ns) {
+            let what = match s.kind {
+                StepKind::Kvm => " kvm".to_string(),
+                StepKind::Wait(t) => format!(" (waits for {t})"),
+                StepKind::Handoff(t) => format!(" ({t} goes on)"),
+                StepKind::Own => String::new(),
+            };
+            out.push(format!(
+                "  step {:<9} {:<28} at {:>8.3} took {:>8.3}{what}",
+                s.thread,
+                s.name,
+                ms(s.start_ns),
+                ms(s.took_ns())
+            ));
+        }
+        out.push(format!(
+            "  critical path to the first instruction: {:.3} ms = boottrace's own {:.3} ms + KVM ioctls {:.3} ms",
+            ms(split.total_ns),
+            ms(split.own_ns()),
+            ms(split.kvm_ns)
+        ));
+        out
     }
 }
 

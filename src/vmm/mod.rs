@@ -16,6 +16,7 @@ pub mod loader;
 pub mod memory;
 pub mod mptable;
 pub mod seccomp;
+pub mod steps;
 pub mod vcpu;
 pub mod virtio;
 
@@ -25,7 +26,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
@@ -35,6 +36,7 @@ use control::{EndReason, RunControl};
 use devices::{Devices, LineSink};
 use loader::{EntryMode, LoadedKernel};
 use memory::MemoryOptions;
+use steps::{StartupLog, StepKind, BOOT_VCPU_THREAD, MAIN_THREAD as MAIN};
 pub use vcpu::{SampleInfo, VcpuSampler};
 
 /// When a boot counts as finished.
@@ -258,6 +260,8 @@ pub struct BootOutcome {
     pub unstopped_vcpus: u32,
     /// Console and breakpoint costs.
     pub figures: ExactFigures,
+    /// The start-up's steps, timed (ns since the run's start).
+    pub startup: Vec<steps::Step>,
 }
 
 /// What the console and the breakpoints cost in one boot (host-side, summed over vCPUs).
@@ -273,66 +277,115 @@ pub struct ExactFigures {
     pub bp_handle_ns: u64,
 }
 
-/// Boots `cfg` once. Times are measured from `t0` (the run's start).
+/// The thread that makes the VM's devices while the kernel loads.
+const VM_SETUP: &str = "vm-setup";
+
+/// What the vm-setup thread is woken with.
+struct VmSetupJob {
+    kvm: Arc<Kvm>,
+    vm: Arc<VmFd>,
+    mem: GuestMemoryMmap,
+    log: Arc<StartupLog>,
+    /// When it was handed over (its wait for a CPU starts here).
+    sent_ns: u64,
+}
+
+/// Boots `cfg` once. Times are measured from `t0` (the run's start). The
+/// start-up's steps are timed into `log` when given (on `t0`'s clock: the
+/// caller may have logged earlier steps of the same run), else into a log
+/// of their own; either way they come back in [`BootOutcome::startup`].
 pub fn boot(
     cfg: &BootConfig,
     t0: Instant,
     observer: Arc<dyn RunObserver>,
     sampler: Option<Arc<dyn SamplerFactory>>,
     locator: Option<Arc<dyn KernelLocator>>,
+    log: Option<Arc<StartupLog>>,
 ) -> Result<BootOutcome, VmmError> {
+    let log = log.unwrap_or_else(|| Arc::new(StartupLog::new(t0)));
     let control = Arc::new(RunControl::new(t0));
     let phase = |p: VmmPhase| observer.phase(p, control.now_ns());
 
-    let kvm = open_kvm()?;
-    let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+    // vCPU 0's thread is started first, to wait for its vCPU while the VM is
+    // made: on a busy host a new thread waits for a CPU longer than a woken one.
+    let (to_vcpu0, for_vcpu0) = std::sync::mpsc::sync_channel::<vcpu::VcpuThread>(1);
+    let mut vcpu0 = log
+        .time(MAIN, "start vCPU 0's thread", StepKind::Own, || {
+            spawn_vcpu_thread(0, control.clone(), move || for_vcpu0.recv().ok())
+        })
+        .ok()
+        .map(|h| (h, to_vcpu0));
+
+    // The VM's ioctls (the memory slot, TSS, interrupt controller, PIT, the
+    // CPUID KVM offers) cost milliseconds on some hosts, and on a PVM host
+    // two at once slow each other down (KVM_SET_USER_MEMORY_REGION: 0.16 ms
+    // median alone, 5.6 ms beside KVM_CREATE_IRQCHIP). So they run one
+    // after the other on a helper thread while this one fills guest memory,
+    // which needs none of them. The helper is started now and woken with
+    // its work, like vCPU 0's thread.
+    let (to_setup, for_setup) = std::sync::mpsc::sync_channel::<VmSetupJob>(1);
+    let setup_thread = log
+        .time(MAIN, "start the vm-setup thread", StepKind::Own, || {
+            std::thread::Builder::new()
+                .name(VM_SETUP.into())
+                .spawn(move || {
+                    let job = for_setup.recv().ok()?;
+                    job.log.scheduled(VM_SETUP, job.sent_ns);
+                    Some(vm_setup(&job.kvm, &job.vm, &job.mem, &job.log, VM_SETUP))
+                })
+        })
+        .ok();
+
+    let kvm = Arc::new(log.time(MAIN, "open /dev/kvm", StepKind::Own, open_kvm)?);
+    let vm = Arc::new(
+        log.kvm(MAIN, "KVM_CREATE_VM", || kvm.create_vm())
+            .map_err(kvm_err("KVM_CREATE_VM"))?,
+    );
     phase(VmmPhase::CreateVm);
 
-    // The VM's own devices (TSS, interrupt controller, PIT) and the CPUID
-    // KVM offers cost milliseconds of ioctls on some hosts: they are made on
-    // a helper thread while this one maps memory and loads the kernel.
-    let (vm_setup, guest) = std::thread::scope(|s| {
-        let helper = std::thread::Builder::new()
-            .name("vm-setup".into())
-            .spawn_scoped(s, || {
-                vm_devices(&vm)?;
-                cpu::supported_cpuid(&kvm).map_err(VmmError::from)
-            });
-        let guest = load_guest(cfg, &vm, &phase);
-        let vm_setup = match helper {
-            Ok(h) => h
-                .join()
-                .unwrap_or_else(|_| Err(VmmError::Host("the VM set-up thread died".into()))),
-            // No thread to spare: the same calls here, one after the other.
-            Err(_) => vm_devices(&vm).and_then(|()| Ok(cpu::supported_cpuid(&kvm)?)),
+    let mem = log.time(MAIN, "map guest memory", StepKind::Own, || {
+        memory::create_guest_memory(&cfg.mem)
+    })?;
+    phase(VmmPhase::Memory);
+
+    let helper = setup_thread.and_then(|h| {
+        let job = VmSetupJob {
+            kvm: kvm.clone(),
+            vm: vm.clone(),
+            mem: mem.clone(),
+            log: log.clone(),
+            sent_ns: log.now_ns(),
         };
-        (vm_setup, guest)
+        to_setup.send(job).is_ok().then_some(h)
     });
-    let (mem, kernel, cmdline) = guest?;
+    let guest = load_guest(cfg, &mem, &phase, &log);
+    let vm_setup = match helper {
+        Some(h) => log
+            .time(MAIN, "wait for vm-setup", StepKind::Wait(VM_SETUP), || {
+                h.join()
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Err(VmmError::Host("the VM set-up thread died".into()))),
+        // No thread to spare: the same calls here, one after the other.
+        None => vm_setup(&kvm, &vm, &mem, &log, MAIN),
+    };
+    let (kernel, cmdline) = guest?;
     let base_cpuid = vm_setup?;
 
-    let devices =
-        Arc::new(
-            create_devices(&vm, &control, &cfg.until, observer.clone())?
+    let devices = Arc::new(log.time(MAIN, "devices", StepKind::Own, || {
+        Ok::<_, VmmError>(
+            create_devices(&vm, &control, &cfg.until, observer.clone(), &log)?
                 .with_virtio(virtio::attach(&vm, &mem, &cfg.virtio)?),
-        );
+        )
+    })?);
     let mut vcpus = Vec::with_capacity(cfg.cpus as usize);
     for id in 0..cfg.cpus {
-        let vcpu = vm
-            .create_vcpu(u64::from(id))
-            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
-        cpu::setup_cpuid(&vcpu, &base_cpuid, id, cfg.cpus)?;
-        cpu::setup_fpu(&vcpu)?;
-        cpu::setup_lapic(&vcpu)?;
-        if id == 0 {
-            cpu::setup_sregs(&vcpu, kernel.mode)?;
-            cpu::setup_regs(&vcpu, kernel.mode, kernel.entry)?;
-        }
-        vcpus.push(vcpu);
+        vcpus.push(create_vcpu(&vm, &base_cpuid, id, cfg.cpus, &kernel, &log)?);
     }
     phase(VmmPhase::Vcpus);
 
-    timer_setup()?;
+    log.time(MAIN, "signal handlers", StepKind::Own, timer_setup)?;
     let goals = Arc::new(vcpu::BootGoals {
         until: cfg.until.clone(),
         user_seen: AtomicBool::new(false),
@@ -355,22 +408,32 @@ pub fn boot(
             observer.clone(),
             cfg.compat,
             sampler.clone(),
-        );
-        let ctl = control.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("vcpu{index}"))
-            .spawn(move || {
-                // A vCPU thread that dies ends the boot at once, as what it is
-                // (not as a timeout seen much later by the main thread).
-                let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| thread.run()));
-                if let Err(payload) = died {
-                    ctl.end(EndReason::VcpuError(format!(
-                        "vCPU {index} thread died: {}",
-                        panic_text(payload.as_ref())
-                    )));
-                }
-            })
-            .map_err(|e| VmmError::Host(format!("cannot start vCPU thread: {e}")))?;
+        )
+        .with_startup_log((index == 0).then(|| log.clone()));
+        let handle = match (index, vcpu0.take()) {
+            (0, Some((handle, tx))) => {
+                log.time(
+                    MAIN,
+                    "hand vCPU 0 to its thread",
+                    StepKind::Handoff(BOOT_VCPU_THREAD),
+                    || tx.send(thread).is_ok(),
+                )
+                .then_some(())
+                .ok_or_else(|| VmmError::Host("vCPU 0's thread is gone".into()))?;
+                handle
+            }
+            // No early thread for vCPU 0 (or another vCPU): started now.
+            _ => log.time(
+                MAIN,
+                "start the vCPU's thread",
+                if index == 0 {
+                    StepKind::Handoff(BOOT_VCPU_THREAD)
+                } else {
+                    StepKind::Own
+                },
+                || spawn_vcpu_thread(index as u32, control.clone(), move || Some(thread)),
+            )?,
+        };
         handles.push(handle);
     }
 
@@ -423,7 +486,34 @@ pub fn boot(
         devices: device_stats,
         unstopped_vcpus: unstopped,
         figures,
+        startup: log.steps(),
     })
+}
+
+/// Starts vCPU `index`'s thread, which runs the vCPU `vcpu` gives it (or
+/// ends at once on `None`: the boot did not get that far).
+fn spawn_vcpu_thread(
+    index: u32,
+    ctl: Arc<RunControl>,
+    vcpu: impl FnOnce() -> Option<vcpu::VcpuThread> + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, VmmError> {
+    std::thread::Builder::new()
+        .name(format!("vcpu{index}"))
+        .spawn(move || {
+            let Some(thread) = vcpu() else {
+                return;
+            };
+            // A vCPU thread that dies ends the boot at once, as what it is
+            // (not as a timeout seen much later by the main thread).
+            let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| thread.run()));
+            if let Err(payload) = died {
+                ctl.end(EndReason::VcpuError(format!(
+                    "vCPU {index} thread died: {}",
+                    panic_text(payload.as_ref())
+                )));
+            }
+        })
+        .map_err(|e| VmmError::Host(format!("cannot start vCPU thread: {e}")))
 }
 
 /// How long the vCPU threads get to leave KVM_RUN once the boot has ended.
@@ -472,57 +562,111 @@ fn open_kvm() -> Result<Kvm, VmmError> {
     Kvm::new_with_path(&c).map_err(|source| VmmError::NoKvm { path, source })
 }
 
-/// The VM-level devices every boot has: TSS area, in-kernel interrupt
-/// controller, PIT (Firecracker's set).
-fn vm_devices(vm: &VmFd) -> Result<(), VmmError> {
-    vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
-        .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-    vm.create_irq_chip()
-        .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+/// Guest memory registered with the VM, then the VM-level devices every
+/// boot has: TSS area, in-kernel interrupt controller, PIT (Firecracker's
+/// set); then the CPUID KVM offers. Each ioctl is a step of `thread` in `log`.
+fn vm_setup(
+    kvm: &Kvm,
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    log: &StartupLog,
+    thread: &'static str,
+) -> Result<CpuId, VmmError> {
+    register_memory(vm, mem, log, thread)?;
+    let timed = |name: &'static str, f: &dyn Fn() -> Result<(), kvm_ioctls::Error>| {
+        log.kvm(thread, name, f).map_err(kvm_err(name))
+    };
+    timed("KVM_SET_TSS_ADDR", &|| {
+        vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
+    })?;
+    timed("KVM_CREATE_IRQCHIP", &|| vm.create_irq_chip())?;
     let pit = kvm_pit_config {
         flags: KVM_PIT_SPEAKER_DUMMY,
         ..Default::default()
     };
-    vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
-    Ok(())
+    timed("KVM_CREATE_PIT2", &|| vm.create_pit2(pit))?;
+    Ok(log.kvm(thread, "KVM_GET_SUPPORTED_CPUID", || {
+        cpu::supported_cpuid(kvm)
+    })?)
 }
 
-/// Guest memory with the kernel, command line, initrd and boot tables in it.
+/// Creates vCPU `id` of `cpus` and sets it up for `kernel`'s entry (the
+/// registers only on the boot vCPU), each ioctl a step in `log`.
+fn create_vcpu(
+    vm: &VmFd,
+    base_cpuid: &CpuId,
+    id: u8,
+    cpus: u8,
+    kernel: &LoadedKernel,
+    log: &StartupLog,
+) -> Result<VcpuFd, VmmError> {
+    let vcpu = log
+        .kvm(MAIN, "KVM_CREATE_VCPU", || vm.create_vcpu(u64::from(id)))
+        .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+    log.kvm(MAIN, "KVM_SET_CPUID2", || {
+        cpu::setup_cpuid(&vcpu, base_cpuid, id, cpus)
+    })?;
+    log.kvm(MAIN, "KVM_SET_FPU", || cpu::setup_fpu(&vcpu))?;
+    log.kvm(MAIN, "KVM_GET/SET_LAPIC", || cpu::setup_lapic(&vcpu))?;
+    if id == 0 {
+        log.kvm(MAIN, "KVM_GET/SET_SREGS", || {
+            cpu::setup_sregs(&vcpu, kernel.mode)
+        })?;
+        log.kvm(MAIN, "KVM_SET_REGS", || {
+            cpu::setup_regs(&vcpu, kernel.mode, kernel.entry)
+        })?;
+    }
+    Ok(vcpu)
+}
+
+/// The kernel, command line, initrd and boot tables, in guest memory.
 fn load_guest(
     cfg: &BootConfig,
-    vm: &VmFd,
+    mem: &GuestMemoryMmap,
     phase: &dyn Fn(VmmPhase),
-) -> Result<(GuestMemoryMmap, LoadedKernel, String), VmmError> {
-    let mem = memory::create_guest_memory(&cfg.mem)?;
-    register_memory(vm, &mem)?;
-    phase(VmmPhase::Memory);
-
-    let kernel = loader::load_kernel(&mem, &cfg.kernel, cfg.mem.size)?;
+    log: &StartupLog,
+) -> Result<(LoadedKernel, String), VmmError> {
+    let own =
+        |name, f: &mut dyn FnMut() -> Result<(), VmmError>| log.time(MAIN, name, StepKind::Own, f);
+    let kernel = log.time(MAIN, "load kernel", StepKind::Own, || {
+        loader::load_kernel(mem, &cfg.kernel, cfg.mem.size)
+    })?;
     let parts = cmdline_parts(cfg.compat, &cfg.virtio, &cfg.cmdline_extra);
     let refs: Vec<&str> = parts.iter().map(|p| p.as_ref()).collect();
     let cmdline = loader::build_cmdline(&refs, kernel.cmdline_max)?;
-    loader::write_cmdline(&mem, layout::CMDLINE_START, &cmdline)?;
-    let initrd = match &cfg.initrd {
-        Some(p) => Some(loader::load_initrd(&mem, p, cfg.mem.size, &kernel)?),
-        None => None,
-    };
+    loader::write_cmdline(mem, layout::CMDLINE_START, &cmdline)?;
+    let mut initrd = None;
+    if let Some(p) = &cfg.initrd {
+        own("load initrd", &mut || {
+            initrd = Some(loader::load_initrd(mem, p, cfg.mem.size, &kernel)?);
+            Ok(())
+        })?;
+    }
     let inputs = bootparams::BootInputs {
         cmdline_addr: layout::CMDLINE_START,
         cmdline_len: cmdline.len(),
         initrd,
     };
-    let e820 = memory::e820_map(cfg.mem.size);
-    match kernel.mode {
-        EntryMode::Long64 => bootparams::write_zero_page(&mem, &kernel, &inputs, &e820)?,
-        EntryMode::Pvh32 => bootparams::write_pvh_start_info(&mem, &inputs, &e820)?,
-    }
-    mptable::write(&mem, cfg.cpus)?;
-    cpu::write_boot_tables(&mem, kernel.mode)?;
+    own("boot tables", &mut || {
+        let e820 = memory::e820_map(cfg.mem.size);
+        match kernel.mode {
+            EntryMode::Long64 => bootparams::write_zero_page(mem, &kernel, &inputs, &e820)?,
+            EntryMode::Pvh32 => bootparams::write_pvh_start_info(mem, &inputs, &e820)?,
+        }
+        mptable::write(mem, cfg.cpus)?;
+        cpu::write_boot_tables(mem, kernel.mode)?;
+        Ok(())
+    })?;
     phase(VmmPhase::LoadKernel);
-    Ok((mem, kernel, cmdline))
+    Ok((kernel, cmdline))
 }
 
-fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmmError> {
+fn register_memory(
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    log: &StartupLog,
+    thread: &'static str,
+) -> Result<(), VmmError> {
     for (slot, region) in mem.iter().enumerate() {
         let host = mem
             .get_host_address(region.start_addr())
@@ -534,9 +678,12 @@ fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmmError> {
             memory_size: region.len(),
             userspace_addr: host as u64,
         };
-        // SAFETY: the region's host mapping lives as long as `mem`, which the
-        // caller keeps alive until every vCPU thread has been joined.
-        unsafe { vm.set_user_memory_region(r) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        log.kvm(thread, "KVM_SET_USER_MEMORY_REGION", || {
+            // SAFETY: the region's host mapping lives as long as `mem`, which
+            // the caller keeps alive until every vCPU thread has been joined.
+            unsafe { vm.set_user_memory_region(r) }
+        })
+        .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
     }
     Ok(())
 }
@@ -546,11 +693,14 @@ fn create_devices(
     control: &Arc<RunControl>,
     until: &Until,
     observer: Arc<dyn RunObserver>,
+    log: &StartupLog,
 ) -> Result<Devices, VmmError> {
     let irq =
         EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmmError::Host(format!("eventfd: {e}")))?;
-    vm.register_irqfd(&irq, layout::ports::COM1_IRQ)
-        .map_err(kvm_err("KVM_IRQFD"))?;
+    log.kvm(MAIN, "KVM_IRQFD", || {
+        vm.register_irqfd(&irq, layout::ports::COM1_IRQ)
+    })
+    .map_err(kvm_err("KVM_IRQFD"))?;
     let control = control.clone();
     let until = until.clone();
     let sink = LineSink::new(Box::new(move |line: &str| {

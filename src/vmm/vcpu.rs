@@ -20,6 +20,7 @@ use super::exit::{
     emulation_failure_action, handle_exit, ExitAction, FailedInstruction, FailureAction, FixCounter,
 };
 use super::kick::{self, ThreadTimer};
+use super::steps::{StartupLog, StepKind};
 use super::{BoundaryHit, RunObserver, Until, VmmPhase};
 
 /// What a sampler reports back to the loop.
@@ -115,6 +116,14 @@ fn is_uart_exit(result: &Result<VcpuExit<'_>, kvm_ioctls::Error>) -> bool {
     }
 }
 
+/// Runs `f` as the boot vCPU's set-up step `name` when `log` is given.
+fn timed<T>(log: Option<&StartupLog>, name: &'static str, f: impl FnOnce() -> T) -> T {
+    match log {
+        Some(log) => log.time(super::steps::BOOT_VCPU_THREAD, name, StepKind::Own, f),
+        None => f(),
+    }
+}
+
 /// Offset of `ip` in x86_64 `struct pt_regs`.
 const PT_REGS_IP: u64 = 128;
 
@@ -155,6 +164,8 @@ pub struct VcpuThread {
     uart_prev: Option<u64>,
     /// Boundaries not handed to the observer yet (see [`BoundaryHit`]).
     pending: Vec<BoundaryHit>,
+    /// Where the boot vCPU times its set-up steps, and when its thread was started.
+    startup: Option<(Arc<StartupLog>, u64)>,
 }
 
 impl VcpuThread {
@@ -190,24 +201,44 @@ impl VcpuThread {
             boundaries_off: false,
             uart_prev: None,
             pending: Vec::new(),
+            startup: None,
         }
+    }
+
+    /// Times this thread's set-up steps into `log` (the boot vCPU's: they
+    /// are on the way to the first instruction).
+    /// Call right before starting the thread: its wait for a CPU is a step.
+    pub fn with_startup_log(mut self, log: Option<Arc<StartupLog>>) -> Self {
+        self.startup = log.map(|l| {
+            let now = l.now_ns();
+            (l, now)
+        });
+        self
     }
 
     /// Runs the vCPU until the boot ends.
     pub fn run(mut self) {
-        let mut sampler = self
-            .sampler_factory
-            .take()
-            .map(|f| f.create(self.index, &self.vcpu, &self.mem));
+        let log = self.startup.take().map(|(log, started)| {
+            log.scheduled(super::steps::BOOT_VCPU_THREAD, started);
+            log
+        });
+        let factory = self.sampler_factory.take();
+        let mut sampler = timed(log.as_deref(), "sampler (host counters)", || {
+            factory.map(|f| f.create(self.index, &self.vcpu, &self.mem))
+        });
         let run_ptr = self.vcpu.get_kvm_run() as *mut kvm_bindings::kvm_run;
         let _guard = kick::register_kvm_run(run_ptr);
         // SYNC_REGS: KVM copies regs/sregs into kvm_run on every exit, so
         // boot-end checks and samples need no extra ioctl.
         self.vcpu.set_sync_valid_reg(SyncReg::Register);
         self.vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
-        self.sync_breakpoints(false);
+        timed(log.as_deref(), "breakpoints", || {
+            self.sync_breakpoints(false)
+        });
         let _timer = if self.freq > 0 && sampler.is_some() {
-            match ThreadTimer::start_for_current_thread(self.freq) {
+            match timed(log.as_deref(), "sampling timer", || {
+                ThreadTimer::start_for_current_thread(self.freq)
+            }) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     self.control.end(EndReason::VcpuError(format!(
