@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Sampler overhead benchmark: boots the same kernel with -F 0 (no sampling),
-# 1 kHz (SYNC_REGS capture, and KVM_GET_REGS+GET_SREGS ioctls) and 10 kHz,
-# interleaved round by round so machine drift hits every configuration, then
-# prints boot time ratios against -F 0 and the per-sample cost split
-# (kick/exit, register capture, unwind + counters, write).
+# 1 kHz (SYNC_REGS capture, KVM_GET_REGS+GET_SREGS ioctls, and kicks only:
+# --capture none, the bare exit round trip) and 10 kHz, interleaved round by
+# round so machine drift hits every configuration, then prints boot time
+# ratios against -F 0, the per-sample cost split (kick/exit, register
+# capture, unwind + counters, write), the boot time each kick and each full
+# sample added, and the highest rate that keeps the boot within 1.2x.
 #   examples/bench-overhead.sh [ROUNDS] [KERNEL]   (default: 2 rounds, tiny-fp bzImage)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +15,7 @@ kernel=${2:-$dir/bzImage}
 cargo build --release -q
 bt=target/release/boottrace
 out=$(mktemp -d)
-configs=("F0:-F 0" "F1k:-F 1000" "F1k-ioctl:-F 1000 --capture ioctl" "F10k:-F 10000")
+configs=("F0:-F 0" "F1k-kick:-F 1000 --capture none" "F1k:-F 1000" "F1k-ioctl:-F 1000 --capture ioctl" "F10k:-F 10000")
 # A boot that did not reach init (record's status is not 0) is listed in
 # $out/failed and left out of the medians: a panic or timeout is not a boot time.
 : > "$out/failed"
@@ -31,7 +33,7 @@ done
 python3 - "$out" "$rounds" <<'PY'
 import json, subprocess, sys, statistics
 out, rounds = sys.argv[1], int(sys.argv[2])
-names = ["F0", "F1k", "F1k-ioctl", "F10k"]
+names = ["F0", "F1k-kick", "F1k", "F1k-ioctl", "F10k"]
 failed = dict(l.split() for l in open(f"{out}/failed") if l.strip())
 rows = {}
 for n in names:
@@ -61,6 +63,21 @@ for n in names:
         print(f"{n:<12} {b:>16.2f} {b/base:>14.3f} {m[4]:>8.0f} {m[0]:>13.1f} {m[1]:>11.2f} {m[2]:>19.2f} {m[3]:>9.2f} {ok:>5}/{rounds}")
     else:
         print(f"{n:<12} {b:>16.2f} {b/base:>14.3f} {'':>64} {ok:>5}/{rounds}")
+# Boot time added per kick (F1k-kick: exit and re-entry only) and per full
+# sample: (T - T0) / kicks. With c that cost, T = T0 / (1 - f c), so the
+# boot stays within 1.2x of -F 0 up to f = 1 / (6 c).
+def added_us(n):
+    b, parts, _ = rows[n]
+    if b is None or base is None or not parts:
+        return None
+    k = statistics.median(p[4] for p in parts)
+    return (b - base) / k * 1e6 if k else None
+bare, full = added_us("F1k-kick"), added_us("F1k")
+if bare is not None and full is not None:
+    print(f"boot time added: bare round trip (kick, exit, re-entry) {bare:.1f} us per kick; full sample {full:.1f} us "
+          f"(boottrace's own share {full - bare:.1f} us)")
+    if full > 0:
+        print(f"highest rate within 1.2x of -F 0: {1e6 / (6 * full):.0f} Hz (bare round trip alone: {1e6 / (6 * max(bare, 1e-3)):.0f} Hz)")
 print(f"(traces in {out}; times on this host are what its KVM gives: emulated-KVM times on a PVM host)")
 for name, status in failed.items():
     print(f"FAILED boot {name}: record exited with status {status} (log: {out}/{name}.log)", file=sys.stderr)

@@ -102,6 +102,9 @@ pub enum CaptureArg {
     Sync,
     /// KVM_GET_REGS + KVM_GET_SREGS per sample.
     Ioctl,
+    /// Kick only: the timer kicks, the vCPU re-enters, nothing is recorded
+    /// (the bare exit round trip, for benchmarks).
+    None,
 }
 
 fn check_until(s: &str) -> Result<String, String> {
@@ -180,6 +183,7 @@ impl RecordArgs {
             capture: match self.capture {
                 CaptureArg::Sync => CaptureMode::Sync,
                 CaptureArg::Ioctl => CaptureMode::Ioctl,
+                CaptureArg::None => CaptureMode::None,
             },
             virtio,
             argv,

@@ -31,6 +31,11 @@ pub enum CaptureMode {
     Sync,
     /// KVM_GET_REGS + KVM_GET_SREGS: two ioctls per sample.
     Ioctl,
+    /// Kick only: the timer still kicks the vCPU out of the guest, which
+    /// re-enters at once; nothing is captured, unwound, counted or written
+    /// (only the kicks and their latency are totalled). The bare exit round
+    /// trip, to set beside a full sample (`examples/bench-overhead.sh`).
+    None,
 }
 
 impl CaptureMode {
@@ -39,6 +44,7 @@ impl CaptureMode {
         match self {
             CaptureMode::Sync => "sync",
             CaptureMode::Ioctl => "ioctl",
+            CaptureMode::None => "none",
         }
     }
 }
@@ -474,6 +480,12 @@ impl VcpuSampler for VcpuSamplerImpl {
         kick_ns: u64,
         fresh: bool,
     ) -> Option<SampleInfo> {
+        if self.capture == CaptureMode::None {
+            let t = &self.totals;
+            t.samples.fetch_add(1, Ordering::Relaxed);
+            t.kick_ns.fetch_add(kick_ns, Ordering::Relaxed);
+            return None;
+        }
         // Four clock reads per sample: each step ends where the next starts.
         let t_capture = Instant::now();
         let (regs, sregs) = self.capture(vcpu, fresh)?;
