@@ -25,7 +25,7 @@ use serde::Serialize;
 
 pub use crate::trace::{BoundaryKind, DeviceStats, EndKind, PhaseName, UnwinderKind};
 
-pub use build::{build, open, BuildError};
+pub use build::{build, build_table, open, BuildError};
 pub use frames::FrameTable;
 pub use many::{open_many, ManyError};
 pub use stacks::{StackId, StackNode, StackTable};

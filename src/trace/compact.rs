@@ -190,6 +190,29 @@ pub enum ExpandError {
     UndefinedStack(u32),
 }
 
+/// Whether definition `id` may follow `defined` earlier ones: ids count up
+/// from 0 in file order, at most [`MAX_STACK_DEFS`] of them.
+pub fn check_definition(id: u32, defined: usize) -> Result<(), ExpandError> {
+    if id as usize != defined {
+        return Err(ExpandError::OutOfOrder {
+            id,
+            expected: defined,
+        });
+    }
+    if defined >= MAX_STACK_DEFS {
+        return Err(ExpandError::TooManyDefs);
+    }
+    Ok(())
+}
+
+/// Whether a block is small enough to expand (at most [`MAX_BLOCK_SAMPLES`]).
+pub fn check_block(b: &SampleBlock) -> Result<(), ExpandError> {
+    if b.samples.len() > MAX_BLOCK_SAMPLES {
+        return Err(ExpandError::BlockTooLarge(b.samples.len()));
+    }
+    Ok(())
+}
+
 /// Holds the file's stack definitions and expands blocks (reader side).
 #[derive(Default)]
 pub struct Expander {
@@ -209,15 +232,7 @@ pub struct ExpandCounts {
 impl Expander {
     /// Adds a definition; frames beyond `max_depth` are cut.
     pub fn define(&mut self, def: StackDef, max_depth: usize) -> Result<(), ExpandError> {
-        if def.id as usize != self.stacks.len() {
-            return Err(ExpandError::OutOfOrder {
-                id: def.id,
-                expected: self.stacks.len(),
-            });
-        }
-        if self.stacks.len() >= MAX_STACK_DEFS {
-            return Err(ExpandError::TooManyDefs);
-        }
+        check_definition(def.id, self.stacks.len())?;
         let mut frames = def.frames;
         let cut = frames.len() > max_depth;
         frames.truncate(max_depth);
@@ -232,9 +247,7 @@ impl Expander {
         b: SampleBlock,
         max_depth: usize,
     ) -> Result<(Vec<Sample>, ExpandCounts), ExpandError> {
-        if b.samples.len() > MAX_BLOCK_SAMPLES {
-            return Err(ExpandError::BlockTooLarge(b.samples.len()));
-        }
+        check_block(&b)?;
         let mut out = Vec::with_capacity(b.samples.len());
         let mut counts = ExpandCounts::default();
         let mut prev = Sample {
