@@ -107,6 +107,23 @@ fn typed_name(space: AddrSpace, f: &SymFrame) -> Option<Unresolved> {
     }
 }
 
+/// Slots of `Builder::recent` (a power of two).
+const RECENT_SLOTS: usize = 1 << 16;
+
+/// The slot of an address in `Builder::recent`: Fibonacci hashing of the
+/// address. Addresses that collide (by chance or made by a guest) only
+/// fall through to the keyed map.
+fn recent_slot(space: AddrSpace) -> usize {
+    let a = match space {
+        AddrSpace::Kernel(a)
+        | AddrSpace::Decompressor(a)
+        | AddrSpace::Setup(a)
+        | AddrSpace::Unknown(a) => a,
+        AddrSpace::User => 0,
+    };
+    (a.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - RECENT_SLOTS.trailing_zeros())) as usize
+}
+
 /// How a row uses its callers: its CPL, whether its unwind was cut and
 /// whether its leaf is the RIP (the stack differs with each).
 type Use = (u8, bool, bool);
@@ -117,6 +134,10 @@ struct Builder<'a> {
     p: Profile,
     /// Address → index into `addr_frames`.
     by_addr: HashMap<AddrSpace, u32>,
+    /// In front of `by_addr`: the last address seen per [`recent_slot`].
+    /// A boot's samples hit a few thousand addresses millions of times;
+    /// most lookups then skip the keyed hash.
+    recent: Box<[Option<(AddrSpace, u32)>]>,
     /// Frame lists (root first), deduplicated: addresses in one function share one.
     by_frames: HashMap<Vec<FrameId>, u32>,
     addr_frames: Vec<Vec<FrameId>>,
@@ -143,6 +164,7 @@ impl<'a> Builder<'a> {
             symbols,
             p: Profile::default(),
             by_addr: HashMap::new(),
+            recent: vec![None; RECENT_SLOTS].into_boxed_slice(),
             by_frames: HashMap::new(),
             addr_frames: Vec::new(),
             no_symbol: Vec::new(),
@@ -166,6 +188,19 @@ impl<'a> Builder<'a> {
     }
 
     fn addr(&mut self, space: AddrSpace) -> u32 {
+        let slot = recent_slot(space);
+        if let Some((known, id)) = self.recent[slot] {
+            if known == space {
+                return id;
+            }
+        }
+        let id = self.addr_slow(space);
+        self.recent[slot] = Some((space, id));
+        id
+    }
+
+    /// [`Builder::addr`] past the direct-mapped cache.
+    fn addr_slow(&mut self, space: AddrSpace) -> u32 {
         if let Some(&id) = self.by_addr.get(&space) {
             return id;
         }
@@ -224,17 +259,20 @@ impl<'a> Builder<'a> {
         let leaf_only = [rip];
         let raw = if raw.is_empty() { &leaf_only[..] } else { raw };
         self.push_addrs(&mut key, layout, raw, cpl, leaf_is_return);
-        let stack = match self.by_key.get(&key) {
-            Some(&id) => Some(id),
-            None => {
-                let parent = self.intern_key(None, &key);
-                if let Some(id) = parent {
-                    self.by_key.insert(key.clone(), id);
-                }
-                parent
-            }
-        };
+        let stack = self.key_stack(&key);
         self.key = key;
+        stack
+    }
+
+    /// The stack of a list of `addr_frames` indices, root first.
+    fn key_stack(&mut self, key: &[u32]) -> Option<StackId> {
+        if let Some(&id) = self.by_key.get(key) {
+            return Some(id);
+        }
+        let stack = self.intern_key(None, key);
+        if let Some(id) = stack {
+            self.by_key.insert(key.to_vec(), id);
+        }
         stack
     }
 
@@ -307,7 +345,8 @@ impl<'a> Builder<'a> {
             }
             // Every caller is a return address (the leaf is the RIP).
             self.push_addrs(&mut k, layout, callers, r.cpl, true);
-            let s = self.intern_key(None, &k);
+            // Callers that differ only in call sites give the same key.
+            let s = self.key_stack(&k);
             self.key = k;
             self.remember_callers(r.callers, how, s);
             s

@@ -28,7 +28,7 @@ pub use crate::trace::{BoundaryKind, DeviceStats, EndKind, PhaseName, UnwinderKi
 pub use build::{build, build_table, open, BuildError};
 pub use frames::FrameTable;
 pub use many::{open_many, ManyError};
-pub use stacks::{StackId, StackNode, StackTable};
+pub use stacks::{StackId, StackMemo, StackNode, StackTable};
 pub use strings::{StrId, StringTable};
 
 /// Index of a frame in [`Profile::frames`].
