@@ -35,6 +35,7 @@
 //! # Ok(()) }
 //! ```
 
+mod bodies;
 pub mod compact;
 mod error;
 pub mod frame;

@@ -11,10 +11,10 @@ use super::compact::{check_block, ExpandCounts, ExpandError, Expander, SampleBlo
 use super::frame::{read_header, FrameReader, HeaderProblem, Next, VERSION_MAJOR, VERSION_MINOR};
 use super::names::PhaseName;
 use super::record::{
-    Boundary, DeviceStats, Phase, Record, RunEnd, Sample, SamplerCost, Serial, Task, TraceMeta,
-    WaitStack,
+    Boundary, DeviceStats, Phase, Record, RecordType, RunEnd, Sample, SamplerCost, Serial, Task,
+    TraceMeta, WaitStack,
 };
-use super::samples::SampleTable;
+use super::samples::{Parsed, SampleTable};
 use super::TraceError;
 
 /// Everything recorded about one run (one boot).
@@ -214,8 +214,26 @@ fn read_with<S: SampleSink>(mut r: impl Read, path: &Path) -> Result<(Trace, S::
                  {VERSION_MAJOR}.{VERSION_MINOR}: records it does not know are skipped"
         ));
     }
+    // Compact records are known from format 3 on: earlier files decode
+    // them as errors, the ordinary way.
+    let own_decoding = format_major >= 3;
     loop {
-        match frames.next_record() {
+        let mut parsed = None;
+        let next = if own_decoding {
+            frames.next_record_or(|ty, body| {
+                parsed = b.samples.parse(ty, body);
+                parsed.is_some()
+            })
+        } else {
+            Some(frames.next_record())
+        };
+        let Some(next) = next else {
+            if let Some(p) = parsed {
+                b.add_parsed(p);
+            }
+            continue;
+        };
+        match next {
             Next::Record(rec) => b.add(rec),
             Next::Skipped(m) => {
                 b.records += 1;
@@ -260,6 +278,20 @@ trait SampleSink: Default {
     ) -> Result<ExpandCounts, ExpandError>;
     /// Hands the samples over: `runs` are the trace's runs in their final order.
     fn finish(self, runs: &mut [RunData]) -> Self::Out;
+    /// Decodes a body itself when it can (see [`SampleTable::parse`]);
+    /// `None`: decode it the ordinary way.
+    fn parse(&mut self, _ty: RecordType, _body: &[u8]) -> Option<Parsed> {
+        None
+    }
+    /// Stores what [`SampleSink::parse`] decoded (a block: its first `store` samples).
+    fn take_parsed(
+        &mut self,
+        _p: &Parsed,
+        _store: usize,
+        _task: Option<u32>,
+    ) -> Result<(), ExpandError> {
+        Ok(())
+    }
 }
 
 /// Samples as [`Sample`]s in `RunData::samples`.
@@ -334,6 +366,19 @@ impl SampleSink for TableSink {
 
     fn finish(self, runs: &mut [RunData]) -> SampleTable {
         self.0.into_runs(runs.iter().map(|r| r.run))
+    }
+
+    fn parse(&mut self, ty: RecordType, body: &[u8]) -> Option<Parsed> {
+        self.0.parse(ty, body, MAX_STACK_DEPTH)
+    }
+
+    fn take_parsed(
+        &mut self,
+        p: &Parsed,
+        store: usize,
+        task: Option<u32>,
+    ) -> Result<(), ExpandError> {
+        self.0.take_parsed(p, store, task, MAX_STACK_DEPTH)
     }
 }
 
@@ -463,13 +508,47 @@ impl<S: SampleSink> Builder<S> {
         Some(self.runs.entry(run).or_insert_with(|| RunData::new(run)))
     }
 
-    fn add(&mut self, rec: Record) {
+    /// Starts adding a record: false when it is over the record cap (and
+    /// counted so); the final record is never.
+    fn begin(&mut self, finish: bool) -> bool {
         if self.complete {
             self.after_finish += 1;
         }
-        let finish = matches!(rec, Record::Finish(_));
         if !finish && self.records + self.block_samples >= MAX_RECORDS {
             self.capped.records += 1;
+            return false;
+        }
+        true
+    }
+
+    /// A record the sink decoded itself ([`SampleSink::parse`]), added as
+    /// [`Builder::add`] adds the record it stands for.
+    fn add_parsed(&mut self, p: Parsed) {
+        if !self.begin(false) {
+            return;
+        }
+        match p {
+            Parsed::Def { .. } => {
+                if let Err(e) = self.samples.take_parsed(&p, 0, None) {
+                    self.compact_problem(e.to_string());
+                }
+            }
+            Parsed::Block { head, counts } => {
+                // The parser takes no block over the cap: nothing to refuse.
+                let n = head.samples as usize;
+                let (keep, store, task) = self.place_block(head.run, head.vcpu, n);
+                match self.samples.take_parsed(&p, store, task) {
+                    Ok(()) => self.count_block(counts, n, keep),
+                    Err(e) => self.compact_problem(e.to_string()),
+                }
+            }
+        }
+        self.records += 1;
+    }
+
+    fn add(&mut self, rec: Record) {
+        let finish = matches!(rec, Record::Finish(_));
+        if !self.begin(finish) {
             return;
         }
         match rec {
@@ -615,26 +694,37 @@ impl<S: SampleSink> Builder<S> {
             self.compact_problem(e.to_string());
             return;
         }
-        let room = MAX_RECORDS.saturating_sub(self.records + self.block_samples);
         let n = b.samples.len();
+        let (keep, store, task) = self.place_block(b.run, b.vcpu, n);
+        match self.samples.block(b, store, task) {
+            Ok(counts) => self.count_block(counts, n, keep),
+            Err(e) => self.compact_problem(e.to_string()),
+        }
+    }
+
+    /// Where a block of `n` samples of (`run`, `vcpu`) goes: how many of
+    /// its samples the record cap keeps, how many are stored (none when
+    /// its run cannot be), and their task.
+    fn place_block(&mut self, run: u32, vcpu: u32, n: usize) -> (usize, usize, Option<u32>) {
+        let room = MAX_RECORDS.saturating_sub(self.records + self.block_samples);
         let keep = usize::try_from(room).map_or(n, |r| r.min(n));
         // One block is one vCPU of one run: one task, one run to check.
-        let task = self.running.get(&(b.run, b.vcpu)).copied();
+        let task = self.running.get(&(run, vcpu)).copied();
         let mut store = keep;
-        if keep > 0 && self.run(b.run).is_none() {
+        if keep > 0 && self.run(run).is_none() {
             // Counted once per sample, as plain records are (`run` counted one).
             self.capped.runs += keep as u64 - 1;
             store = 0;
         }
-        match self.samples.block(b, store, task) {
-            Ok(counts) => {
-                self.capped.undefined_stacks += counts.undefined;
-                self.capped.stacks += counts.cut;
-                self.capped.records += (n - keep) as u64;
-                self.block_samples += keep as u64;
-            }
-            Err(e) => self.compact_problem(e.to_string()),
-        }
+        (keep, store, task)
+    }
+
+    /// Counts what a block of `n` samples, `keep` of them kept, lacked and left out.
+    fn count_block(&mut self, counts: ExpandCounts, n: usize, keep: usize) {
+        self.capped.undefined_stacks += counts.undefined;
+        self.capped.stacks += counts.cut;
+        self.capped.records += (n - keep) as u64;
+        self.block_samples += keep as u64;
     }
 
     /// A refused stack definition or block: listed up to the warning cap.
