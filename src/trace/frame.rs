@@ -147,6 +147,14 @@ pub enum Next {
     Damaged(String),
 }
 
+/// What reading one frame gave: an intact frame of a known type (its
+/// type, byte offset and index; the body in the reader's buffer), or what
+/// to return instead.
+enum Step {
+    Intact(RecordType, u64, u64),
+    Not(Next),
+}
+
 /// Reads framed records one by one after the header.
 pub struct FrameReader<R> {
     inner: R,
@@ -186,8 +194,8 @@ impl<R: Read> FrameReader<R> {
             return Next::End;
         }
         let next = match self.step() {
-            Ok((ty, at, idx)) => self.decode(ty, at, idx),
-            Err(next) => next,
+            Step::Intact(ty, at, idx) => self.decode(ty, at, idx),
+            Step::Not(next) => next,
         };
         self.stop_at(&next);
         next
@@ -203,9 +211,9 @@ impl<R: Read> FrameReader<R> {
             return Some(Next::End);
         }
         let next = match self.step() {
-            Ok((ty, _, _)) if take(ty, &self.buf[1..]) => return None,
-            Ok((ty, at, idx)) => self.decode(ty, at, idx),
-            Err(next) => next,
+            Step::Intact(ty, _, _) if take(ty, &self.buf[1..]) => return None,
+            Step::Intact(ty, at, idx) => self.decode(ty, at, idx),
+            Step::Not(next) => next,
         };
         self.stop_at(&next);
         Some(next)
@@ -230,30 +238,30 @@ impl<R: Read> FrameReader<R> {
 
     /// Reads the next frame into `buf`: its type, byte offset and index
     /// when it is intact and of a known type, else what to return instead.
-    fn step(&mut self) -> Result<(RecordType, u64, u64), Next> {
+    fn step(&mut self) -> Step {
         let at = self.offset;
         let idx = self.index;
         let mut fh = [0u8; FRAME_HEADER_LEN];
         let n = match read_full(&mut self.inner, &mut fh) {
             Ok(n) => n,
             Err(e) => {
-                return Err(Next::Damaged(format!(
+                return Step::Not(Next::Damaged(format!(
                     "record {idx} at byte {at}: read error: {e}"
                 )))
             }
         };
         if n == 0 {
-            return Err(Next::End);
+            return Step::Not(Next::End);
         }
         if n < FRAME_HEADER_LEN {
-            return Err(Next::Damaged(format!(
+            return Step::Not(Next::Damaged(format!(
                 "record {idx} at byte {at}: file ends inside the record header (truncated)"
             )));
         }
         let len = u32::from_le_bytes([fh[0], fh[1], fh[2], fh[3]]) as usize;
         let crc = u32::from_le_bytes([fh[4], fh[5], fh[6], fh[7]]);
         if len == 0 || len > MAX_RECORD_LEN {
-            return Err(Next::Damaged(format!(
+            return Step::Not(Next::Damaged(format!(
                 "record {idx} at byte {at}: implausible length {len} (corrupted)"
             )));
         }
@@ -267,7 +275,7 @@ impl<R: Read> FrameReader<R> {
             let n = match read_full(&mut self.inner, &mut self.buf[got..got + want]) {
                 Ok(n) => n,
                 Err(e) => {
-                    return Err(Next::Damaged(format!(
+                    return Step::Not(Next::Damaged(format!(
                         "record {idx} at byte {at}: read error: {e}"
                     )))
                 }
@@ -278,12 +286,12 @@ impl<R: Read> FrameReader<R> {
             }
         }
         if got < len {
-            return Err(Next::Damaged(format!(
+            return Step::Not(Next::Damaged(format!(
                 "record {idx} at byte {at}: file ends after {got} of {len} bytes (truncated)"
             )));
         }
         if crc32fast::hash(&self.buf) != crc {
-            return Err(Next::Damaged(format!(
+            return Step::Not(Next::Damaged(format!(
                 "record {idx} at byte {at}: checksum mismatch (corrupted)"
             )));
         }
@@ -291,11 +299,11 @@ impl<R: Read> FrameReader<R> {
         self.index += 1;
         let ty_byte = self.buf[0];
         let Some(ty) = RecordType::from_u8(ty_byte) else {
-            return Err(Next::Skipped(format!(
+            return Step::Not(Next::Skipped(format!(
                 "record {idx} at byte {at}: unknown record type {ty_byte} skipped (newer format?)"
             )));
         };
-        Ok((ty, at, idx))
+        Step::Intact(ty, at, idx)
     }
 }
 
