@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use boottrace::analysis::doc;
-use boottrace::analysis::fold::{RunSelect, Weight};
+use boottrace::analysis::fold::Weight;
 use boottrace::profile::symbols::{setup, SymbolConfig};
 use boottrace::profile::{build_table, Profile};
 use boottrace::render::diff::{render as render_diff, DiffOptions, DiffView};
@@ -63,16 +63,9 @@ fn main() -> Result<()> {
     let d = timed("analysis (doc::build)", || Ok(doc::build(&pa, 15)))?;
     timed("text", || Ok(text::render(&d, 30).len()))?;
     println!("flame:");
-    let o = FlameOptions {
-        runs: RunSelect::All,
-        weight: Weight::Samples,
-        chart: false,
-        width: 1200,
-        by_task: false,
-    };
     timed("fold + SVG", || {
         let mut svg = Vec::new();
-        render_flame(&pa, &o, &mut svg)?;
+        render_flame(&pa, &FlameOptions::default(), &mut svg)?;
         Ok(svg.len())
     })?;
     println!("diff (A loaded above):");

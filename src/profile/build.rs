@@ -665,16 +665,23 @@ mod tests {
     use super::*;
     use crate::trace::synth::{self, SynthOptions};
 
-    fn synthetic(dir: &Path) -> (Trace, SymbolSetup) {
+    /// Writes a synthetic trace `t.data` of `opts` and its System.map into
+    /// `dir`: the trace's path and the symbol configuration naming the map.
+    fn write_synthetic(dir: &Path, opts: &SynthOptions) -> (std::path::PathBuf, SymbolConfig) {
         let path = dir.join("t.data");
-        synth::write(&path, &SynthOptions::default()).expect("write");
-        let trace = Trace::open(&path).expect("open");
+        synth::write(&path, opts).expect("write");
         let map = dir.join("System.map");
-        std::fs::write(&map, synth::system_map()).expect("write map");
+        std::fs::write(&map, synth::system_map_for(opts)).expect("write map");
         let cfg = SymbolConfig {
             system_map: Some(map),
             ..SymbolConfig::default()
         };
+        (path, cfg)
+    }
+
+    fn synthetic(dir: &Path) -> (Trace, SymbolSetup) {
+        let (path, cfg) = write_synthetic(dir, &SynthOptions::default());
+        let trace = Trace::open(&path).expect("open");
         let s = setup(&trace, &cfg).expect("setup");
         (trace, s)
     }
@@ -793,7 +800,6 @@ mod tests {
     #[test]
     fn a_table_read_builds_the_profile_a_whole_read_builds() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("t.data");
         let opts = SynthOptions {
             runs: 3,
             samples_per_run: 300,
@@ -801,13 +807,7 @@ mod tests {
             extra_functions: 40,
             ..SynthOptions::default()
         };
-        synth::write(&path, &opts).expect("write");
-        let map = dir.path().join("System.map");
-        std::fs::write(&map, synth::system_map_for(&opts)).expect("write map");
-        let cfg = SymbolConfig {
-            system_map: Some(map),
-            ..SymbolConfig::default()
-        };
+        let (path, cfg) = write_synthetic(dir.path(), &opts);
         let mut whole = Trace::open(&path).expect("open");
         let sym = setup(&whole, &cfg).expect("setup");
         let a0 = build(&whole, &sym);

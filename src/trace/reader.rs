@@ -256,6 +256,9 @@ fn read_with<S: SampleSink>(mut r: impl Read, path: &Path) -> Result<(Trace, S::
     Ok(b.build(meta, format_major, format_minor))
 }
 
+/// What a block lacked, counted, or why it was refused.
+type Counted = Result<ExpandCounts, ExpandError>;
+
 /// Where the reader puts samples: whole [`Sample`]s ([`Trace::open`]) or
 /// table rows ([`Trace::open_table`]). The [`Builder`] applies the caps and
 /// task attribution; a sink only stores.
@@ -270,12 +273,7 @@ trait SampleSink: Default {
     fn define(&mut self, def: StackDef) -> Result<(), ExpandError>;
     /// The first `keep` samples of a checked block, with `task`; what is
     /// wrong is counted over the whole block.
-    fn block(
-        &mut self,
-        b: SampleBlock,
-        keep: usize,
-        task: Option<u32>,
-    ) -> Result<ExpandCounts, ExpandError>;
+    fn block(&mut self, b: SampleBlock, keep: usize, task: Option<u32>) -> Counted;
     /// Hands the samples over: `runs` are the trace's runs in their final order.
     fn finish(self, runs: &mut [RunData]) -> Self::Out;
     /// Decodes a body itself when it can (see [`SampleTable::parse`]);
@@ -313,12 +311,7 @@ impl SampleSink for PlainSink {
         self.stacks.define(def, MAX_STACK_DEPTH)
     }
 
-    fn block(
-        &mut self,
-        b: SampleBlock,
-        keep: usize,
-        task: Option<u32>,
-    ) -> Result<ExpandCounts, ExpandError> {
+    fn block(&mut self, b: SampleBlock, keep: usize, task: Option<u32>) -> Counted {
         let run = b.run;
         let (samples, counts) = self.stacks.expand(b, MAX_STACK_DEPTH)?;
         let out = self.by_run.entry(run).or_default();
@@ -355,12 +348,7 @@ impl SampleSink for TableSink {
         self.0.define(&def, MAX_STACK_DEPTH)
     }
 
-    fn block(
-        &mut self,
-        b: SampleBlock,
-        keep: usize,
-        task: Option<u32>,
-    ) -> Result<ExpandCounts, ExpandError> {
+    fn block(&mut self, b: SampleBlock, keep: usize, task: Option<u32>) -> Counted {
         self.0.add_block(&b, keep, task, MAX_STACK_DEPTH)
     }
 
