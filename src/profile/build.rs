@@ -107,8 +107,10 @@ fn typed_name(space: AddrSpace, f: &SymFrame) -> Option<Unresolved> {
     }
 }
 
-/// Slots of `Builder::recent` (a power of two).
-const RECENT_SLOTS: usize = 1 << 16;
+/// Slots of `Builder::recent` (a power of two): room for a boot's hot
+/// addresses, small enough (384 KiB) that a profile of one short trace,
+/// one of thousands `open_many` reads, does not pay for clearing it.
+const RECENT_SLOTS: usize = 1 << 14;
 
 /// The slot of an address in `Builder::recent`: Fibonacci hashing of the
 /// address. Addresses that collide (by chance or made by a guest) only
