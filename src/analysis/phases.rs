@@ -14,11 +14,12 @@
 //! Times are host time, summed over vCPUs (with one vCPU: wall time).
 //! Each distinct stack is examined once; each sample then costs O(1).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::profile::{Frame, FrameKind, FrameName, Profile, Run, Sample, StackId};
+use crate::profile::{Frame, FrameKind, FrameName, Profile, Run, Sample, StackId, StackMemo};
 
 /// The function whose direct children are the `start_kernel` stages.
 pub const START_KERNEL: &str = "start_kernel";
@@ -246,6 +247,9 @@ struct Facts {
     place: Place,
     has_start_kernel: bool,
     has_initcall: bool,
+    /// The stage or initcall span its samples go to (in `stages` or
+    /// `initcalls` by `place`), once the first one went.
+    span: Option<usize>,
 }
 
 fn position(stack: &[&Frame], name: Option<FrameName>) -> Option<usize> {
@@ -285,13 +289,14 @@ fn facts(p: &Profile, marks: &Marks, stack: Option<StackId>) -> Facts {
         place,
         has_start_kernel: sk.is_some(),
         has_initcall: ic.is_some(),
+        span: None,
     }
 }
 
 /// Computes the kernel phases of `run`.
 pub fn kernel_phases(p: &Profile, run: &Run) -> KernelPhases {
     let marks = Marks::new(p);
-    let mut memo: HashMap<Option<StackId>, Facts> = HashMap::new();
+    let mut memo: StackMemo<Facts> = StackMemo::new(&p.stacks);
     let mut ms = Milestones::default();
     for s in &run.samples {
         let t = run.rel_ns(s);
@@ -300,9 +305,7 @@ pub fn kernel_phases(p: &Profile, run: &Run) -> KernelPhases {
         };
         match s.kind {
             FrameKind::Kernel => {
-                let f = memo
-                    .entry(s.stack)
-                    .or_insert_with(|| facts(p, &marks, s.stack));
+                let f = memo.get_or_insert_with(s.stack, || facts(p, &marks, s.stack));
                 first(&mut ms.first_kernel_ns);
                 if f.has_start_kernel {
                     first(&mut ms.start_kernel_ns);
@@ -316,7 +319,7 @@ pub fn kernel_phases(p: &Profile, run: &Run) -> KernelPhases {
         }
     }
 
-    let mut phases: HashMap<KernelPhase, Span> = HashMap::new();
+    let mut phases: [Option<Span>; KernelPhase::ALL.len()] = Default::default();
     let mut stages = Tally::default();
     let mut initcalls = Tally::default();
     let self_stage = format!("{START_KERNEL} [self]");
@@ -329,23 +332,26 @@ pub fn kernel_phases(p: &Profile, run: &Run) -> KernelPhases {
             FrameKind::User => KernelPhase::User,
             FrameKind::Unknown => KernelPhase::Unknown,
             FrameKind::Kernel => {
-                let f = memo
-                    .entry(s.stack)
-                    .or_insert_with(|| facts(p, &marks, s.stack));
+                let f = memo.get_or_insert_with(s.stack, || facts(p, &marks, s.stack));
+                // The span's name is looked up once per stack, not per sample.
+                let name = |n: Option<FrameName>, own: &str| match n {
+                    Some(n) => p.name_text(n),
+                    None => Cow::Owned(own.to_string()),
+                };
                 match f.place {
                     Place::Initcall(callee) => {
-                        match callee {
-                            Some(n) => initcalls.add(&p.name_text(n), s, t),
-                            None => initcalls.add(&self_initcall, s, t),
-                        }
+                        let i = *f.span.get_or_insert_with(|| {
+                            initcalls.slot(&name(callee, &self_initcall), t)
+                        });
+                        initcalls.add(i, s, t);
                         KernelPhase::Initcalls
                     }
                     Place::Idle => KernelPhase::Idle,
                     Place::StartKernel(stage) => {
-                        match stage {
-                            Some(n) => stages.add(&p.name_text(n), s, t),
-                            None => stages.add(&self_stage, s, t),
-                        }
+                        let i = *f
+                            .span
+                            .get_or_insert_with(|| stages.slot(&name(stage, &self_stage), t));
+                        stages.add(i, s, t);
                         KernelPhase::StartKernel
                     }
                     _ if !matches!(ms.start_kernel_ns, Some(x) if t >= x) => KernelPhase::Head,
@@ -355,16 +361,14 @@ pub fn kernel_phases(p: &Profile, run: &Run) -> KernelPhases {
                 }
             }
         };
-        phases
-            .entry(phase)
-            .or_insert_with(|| Span::new(phase.as_str().to_string(), t))
+        phases[phase as usize]
+            .get_or_insert_with(|| Span::new(phase.as_str().to_string(), t))
             .add(s, t);
     }
-    let mut phase_list: Vec<(KernelPhase, Span)> = phases.into_iter().collect();
-    phase_list.sort_by_key(|(p, _)| *p);
     KernelPhases {
         milestones: ms,
-        phases: phase_list.into_iter().map(|(_, s)| s).collect(),
+        // `ALL` order is boot order.
+        phases: phases.into_iter().flatten().collect(),
         stages: stages.into_ordered(),
         initcalls: initcalls.into_ordered(),
     }
@@ -378,16 +382,23 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, name: &str, s: &Sample, t_ns: u64) {
-        let i = match self.index.get(name) {
+    /// The span named `name`, started at `t_ns` when new.
+    fn slot(&mut self, name: &str, t_ns: u64) -> usize {
+        match self.index.get(name) {
             Some(&i) => i,
             None => {
                 self.spans.push(Span::new(name.to_string(), t_ns));
                 self.index.insert(name.to_string(), self.spans.len() - 1);
                 self.spans.len() - 1
             }
-        };
-        self.spans[i].add(s, t_ns);
+        }
+    }
+
+    /// Adds a sample to span `i` (from [`Tally::slot`]).
+    fn add(&mut self, i: usize, s: &Sample, t_ns: u64) {
+        if let Some(span) = self.spans.get_mut(i) {
+            span.add(s, t_ns);
+        }
     }
 
     fn into_ordered(mut self) -> Vec<Span> {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::profile::{FrameKind, Profile, Run, StackId};
+use crate::profile::{FrameKind, Profile, Run, StackMemo};
 
 /// Functions where a complete kernel stack ends.
 pub const KNOWN_ROOTS: &[&str] = &[
@@ -104,8 +104,10 @@ pub fn unwind_quality(p: &Profile, run: &Run, start_kernel_ns: Option<u64>) -> U
         return UnwindQuality::default();
     };
     // Decide once per stack: there are far fewer stacks than samples.
-    let mut root_of: HashMap<Option<StackId>, (bool, String)> = HashMap::new();
-    let mut bad: HashMap<String, u64> = HashMap::new();
+    // Per stack: rooted, and the index of its root's name in `roots`.
+    let mut root_of: StackMemo<(bool, usize)> = StackMemo::new(&p.stacks);
+    let mut roots: Vec<(String, u64)> = Vec::new();
+    let mut root_index: HashMap<String, usize> = HashMap::new();
     let mut q = UnwindQuality::default();
     for s in run
         .samples
@@ -116,24 +118,29 @@ pub fn unwind_quality(p: &Profile, run: &Run, start_kernel_ns: Option<u64>) -> U
         if s.truncated {
             q.truncated += 1;
         }
-        let (ok, root) = root_of.entry(s.stack).or_insert_with(|| {
+        let (ok, root) = *root_of.get_or_insert_with(s.stack, || {
             let outermost = p.stacks.path(s.stack).last().and_then(|n| p.frame(n.frame));
-            match outermost {
+            let (ok, name) = match outermost {
                 Some(f) => {
                     let name = p.name_text(f.name).into_owned();
                     (is_known_root(&name), name)
                 }
                 None => (false, "[no frames]".to_string()),
-            }
+            };
+            let i = *root_index.entry(name).or_insert_with_key(|name| {
+                roots.push((name.clone(), 0));
+                roots.len() - 1
+            });
+            (ok, i)
         });
-        if *ok {
+        if ok {
             q.rooted += 1;
-        } else {
-            *bad.entry(root.clone()).or_default() += 1;
+        } else if let Some((_, n)) = roots.get_mut(root) {
+            *n += 1;
         }
     }
     q.percent = percent(q.rooted, q.considered);
-    q.bad_roots = top(bad);
+    q.bad_roots = top(roots.into_iter().filter(|(_, n)| *n > 0).collect());
     q
 }
 

@@ -25,7 +25,7 @@ use super::{
     FrameName, InputInfo, PhaseMark, PhaseName, Profile, Run, RunFigures, Sample, StackId,
     TaskInfo, Unresolved, RUNNABLE_FRAME, WAIT_FRAME,
 };
-use crate::trace::{RunData, StackEnd, Trace, TraceError};
+use crate::trace::{RunData, SampleRow, SampleTable, StackEnd, Trace, TraceError, MAX_STACK_DEPTH};
 
 /// Why a trace could not become a profile.
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +40,9 @@ pub enum BuildError {
 
 /// Reads `input`, sets up its symbols and builds the profile.
 pub fn open(input: &Path, config: &SymbolConfig) -> Result<Profile, BuildError> {
-    let trace = Trace::open(input)?;
+    let (trace, table) = Trace::open_table(input)?;
     let symbols = setup(&trace, config)?;
-    let mut p = build(&trace, &symbols);
+    let mut p = build_table(&trace, &table, &symbols);
     p.info.path = input.display().to_string();
     Ok(p)
 }
@@ -107,12 +107,39 @@ fn typed_name(space: AddrSpace, f: &SymFrame) -> Option<Unresolved> {
     }
 }
 
+/// Slots of `Builder::recent` (a power of two): room for a boot's hot
+/// addresses, small enough (384 KiB) that a profile of one short trace,
+/// one of thousands `open_many` reads, does not pay for clearing it.
+const RECENT_SLOTS: usize = 1 << 14;
+
+/// The slot of an address in `Builder::recent`: Fibonacci hashing of the
+/// address. Addresses that collide (by chance or made by a guest) only
+/// fall through to the keyed map.
+fn recent_slot(space: AddrSpace) -> usize {
+    let a = match space {
+        AddrSpace::Kernel(a)
+        | AddrSpace::Decompressor(a)
+        | AddrSpace::Setup(a)
+        | AddrSpace::Unknown(a) => a,
+        AddrSpace::User => 0,
+    };
+    (a.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - RECENT_SLOTS.trailing_zeros())) as usize
+}
+
+/// How a row uses its callers: its CPL, whether its unwind was cut and
+/// whether its leaf is the RIP (the stack differs with each).
+type Use = (u8, bool, bool);
+
 /// Per-address frames and per-stack interning over one profile.
 struct Builder<'a> {
     symbols: &'a SymbolSetup,
     p: Profile,
     /// Address → index into `addr_frames`.
     by_addr: HashMap<AddrSpace, u32>,
+    /// In front of `by_addr`: the last address seen per [`recent_slot`].
+    /// A boot's samples hit a few thousand addresses millions of times;
+    /// most lookups then skip the keyed hash.
+    recent: Box<[Option<(AddrSpace, u32)>]>,
     /// Frame lists (root first), deduplicated: addresses in one function share one.
     by_frames: HashMap<Vec<FrameId>, u32>,
     addr_frames: Vec<Vec<FrameId>>,
@@ -121,6 +148,16 @@ struct Builder<'a> {
     /// A sample's list of `addr_frames` indices (0 = truncated root) → its stack.
     by_key: HashMap<Vec<u32>, StackId>,
     key: Vec<u32>,
+    /// Per run (addresses classify by the run's layout): a row's callers
+    /// → the stack of the callers alone (leaf is RIP) or of the whole
+    /// sample. Indexed by callers id, for the first [`Use`] met in the
+    /// run (`run_gen` tells the run); other uses in `other_callers`.
+    by_callers: Vec<Option<(u32, Use, Option<StackId>)>>,
+    other_callers: HashMap<(u32, Use), Option<StackId>>,
+    /// Counts runs, so `by_callers` needs no clearing between them.
+    run_gen: u32,
+    /// (callers' stack, leaf's `addr_frames` index) → the sample's stack.
+    by_leaf: HashMap<(Option<StackId>, u32), Option<StackId>>,
 }
 
 impl<'a> Builder<'a> {
@@ -129,11 +166,16 @@ impl<'a> Builder<'a> {
             symbols,
             p: Profile::default(),
             by_addr: HashMap::new(),
+            recent: vec![None; RECENT_SLOTS].into_boxed_slice(),
             by_frames: HashMap::new(),
             addr_frames: Vec::new(),
             no_symbol: Vec::new(),
             by_key: HashMap::new(),
             key: Vec::new(),
+            by_callers: Vec::new(),
+            other_callers: HashMap::new(),
+            run_gen: 0,
+            by_leaf: HashMap::new(),
         };
         let root = b.p.frames.intern(Frame {
             name: FrameName::Unknown(Unresolved::TruncatedStack),
@@ -148,6 +190,19 @@ impl<'a> Builder<'a> {
     }
 
     fn addr(&mut self, space: AddrSpace) -> u32 {
+        let slot = recent_slot(space);
+        if let Some((known, id)) = self.recent[slot] {
+            if known == space {
+                return id;
+            }
+        }
+        let id = self.addr_slow(space);
+        self.recent[slot] = Some((space, id));
+        id
+    }
+
+    /// [`Builder::addr`] past the direct-mapped cache.
+    fn addr_slow(&mut self, space: AddrSpace) -> u32 {
         if let Some(&id) = self.by_addr.get(&space) {
             return id;
         }
@@ -205,6 +260,35 @@ impl<'a> Builder<'a> {
         }
         let leaf_only = [rip];
         let raw = if raw.is_empty() { &leaf_only[..] } else { raw };
+        self.push_addrs(&mut key, layout, raw, cpl, leaf_is_return);
+        let stack = self.key_stack(&key);
+        self.key = key;
+        stack
+    }
+
+    /// The stack of a list of `addr_frames` indices, root first.
+    fn key_stack(&mut self, key: &[u32]) -> Option<StackId> {
+        if let Some(&id) = self.by_key.get(key) {
+            return Some(id);
+        }
+        let stack = self.intern_key(None, key);
+        if let Some(id) = stack {
+            self.by_key.insert(key.to_vec(), id);
+        }
+        stack
+    }
+
+    /// Appends to `key` the `addr_frames` index of each address of `raw`
+    /// (innermost first), root first. Return addresses are looked up at
+    /// `addr - 1`; the innermost is one only when `leaf_is_return`.
+    fn push_addrs(
+        &mut self,
+        key: &mut Vec<u32>,
+        layout: &RunLayout,
+        raw: &[u64],
+        cpl: u8,
+        leaf_is_return: bool,
+    ) {
         // Root first: walk the innermost-first raw stack backwards.
         for (depth, &a) in raw.iter().enumerate().rev() {
             let at = if depth == 0 && !leaf_is_return {
@@ -221,26 +305,93 @@ impl<'a> Builder<'a> {
             }
             key.push(id);
         }
-        let stack = match self.by_key.get(&key) {
-            Some(&id) => Some(id),
-            None => {
-                let mut parent = None;
-                for &k in &key {
-                    for &f in &self.addr_frames[k as usize] {
-                        parent = Some(self.p.stacks.intern(parent, f));
-                    }
-                }
-                if let Some(id) = parent {
-                    self.by_key.insert(key.clone(), id);
-                }
-                parent
-            }
-        };
-        self.key = key;
-        stack
     }
 
-    fn run(&mut self, raw: &RunData, exits_idx: Option<u16>) -> Run {
+    /// The stack of `parent` extended by the frames of each `addr_frames` index in `key`.
+    fn intern_key(&mut self, mut parent: Option<StackId>, key: &[u32]) -> Option<StackId> {
+        for &k in key {
+            for &f in &self.addr_frames[k as usize] {
+                parent = Some(self.p.stacks.intern(parent, f));
+            }
+        }
+        parent
+    }
+
+    /// The stack of a sample row whose RIP classifies as `leaf`: the same
+    /// stack [`Builder::stack`] gives for its raw stack, with the callers'
+    /// part worked out once per distinct callers and the rest one lookup.
+    fn row_stack(
+        &mut self,
+        layout: &RunLayout,
+        table: &SampleTable,
+        r: &SampleRow,
+        leaf: AddrSpace,
+        truncated: bool,
+    ) -> Option<StackId> {
+        let callers = table.callers(r, MAX_STACK_DEPTH);
+        let how: Use = (r.cpl, truncated, r.leaf_is_rip);
+        let known = self.known_callers(r.callers, how);
+        if !r.leaf_is_rip {
+            // The callers are the whole stack (never empty: see `SampleRow`).
+            return known.unwrap_or_else(|| {
+                let s = self.stack(layout, callers, r.rip, r.cpl, truncated, false);
+                self.remember_callers(r.callers, how, s);
+                s
+            });
+        }
+        let prefix = known.unwrap_or_else(|| {
+            let mut k = std::mem::take(&mut self.key);
+            k.clear();
+            if truncated {
+                k.push(0);
+            }
+            // Every caller is a return address (the leaf is the RIP).
+            self.push_addrs(&mut k, layout, callers, r.cpl, true);
+            // Callers that differ only in call sites give the same key.
+            let s = self.key_stack(&k);
+            self.key = k;
+            self.remember_callers(r.callers, how, s);
+            s
+        });
+        let id = self.addr(leaf);
+        match self.by_leaf.get(&(prefix, id)) {
+            Some(&s) => s,
+            None => {
+                let s = self.intern_key(prefix, &[id]);
+                self.by_leaf.insert((prefix, id), s);
+                s
+            }
+        }
+    }
+
+    /// The stack worked out for callers `id` used `how` in this run, if any.
+    fn known_callers(&self, id: u32, how: Use) -> Option<Option<StackId>> {
+        match self.by_callers.get(id as usize).copied().flatten() {
+            Some((gen, first, s)) if gen == self.run_gen => {
+                if first == how {
+                    Some(s)
+                } else {
+                    self.other_callers.get(&(id, how)).copied()
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Keeps the stack of callers `id` used `how` for the rest of the run.
+    fn remember_callers(&mut self, id: u32, how: Use, s: Option<StackId>) {
+        let gen = self.run_gen;
+        match self.by_callers.get_mut(id as usize) {
+            Some(slot) if !matches!(*slot, Some((g, _, _)) if g == gen) => {
+                *slot = Some((gen, how, s));
+            }
+            _ => {
+                self.other_callers.insert((id, how), s);
+            }
+        }
+    }
+
+    fn run(&mut self, raw: &RunData, table: &SampleTable, rows: &[SampleRow]) -> Run {
         let layout = match &raw.layout {
             Some(l) => l.clone(),
             None => {
@@ -255,28 +406,31 @@ impl<'a> Builder<'a> {
         };
         let first_instruction_ns = raw.phase(PhaseName::FirstInstruction);
         let t0 = first_instruction_ns
-            .or_else(|| raw.samples.first().map(|s| s.t_ns))
+            .or_else(|| rows.first().map(|s| s.t_ns))
             .unwrap_or(0);
         let (tasks, task_index) = run_tasks(raw);
-        let mut samples: Vec<Sample> = Vec::with_capacity(raw.samples.len());
-        for s in &raw.samples {
-            let end = StackEnd::from_u8(s.stack_end);
+        // Callers classify by this run's layout: forget the last run's.
+        self.run_gen += 1;
+        self.other_callers.clear();
+        if self.by_callers.len() < table.stacks.len() {
+            self.by_callers.resize(table.stacks.len(), None);
+        }
+        let mut samples: Vec<Sample> = Vec::with_capacity(rows.len());
+        for r in rows {
+            let end = StackEnd::from_u8(r.stack_end);
             let truncated = matches!(end, StackEnd::Truncated | StackEnd::DepthLimit);
-            let c = s.cost;
+            let space = layout.classify(r.rip, r.cpl);
             samples.push(Sample {
-                vcpu: s.vcpu,
-                t_ns: s.t_ns,
+                vcpu: r.vcpu,
+                t_ns: r.t_ns,
                 interval_ns: 0,
-                kind: kind_of(layout.classify(s.rip, s.cpl)),
-                stack: self.stack(&layout, &s.stack, s.rip, s.cpl, truncated, false),
+                kind: kind_of(space),
+                stack: self.row_stack(&layout, table, r, space, truncated),
                 truncated,
-                faults: s.minflt.saturating_add(s.majflt),
-                exits: exits_idx.map_or(0, |i| s.kvm_stat(i)),
-                cost_ns: u64::from(c.kick_ns)
-                    + u64::from(c.capture_ns)
-                    + u64::from(c.unwind_ns)
-                    + u64::from(c.write_ns),
-                task: s.task.and_then(|id| task_index.get(&id).copied()),
+                faults: r.faults,
+                exits: r.exits,
+                cost_ns: r.cost_ns,
+                task: r.task.and_then(|id| task_index.get(&id).copied()),
             });
         }
         // Intervals on the report clock (since t0), as reports always measured them.
@@ -290,12 +444,12 @@ impl<'a> Builder<'a> {
         }
         let (boundaries, figures) = self.boundaries(raw, &layout);
         let waits = self.waits(raw, &layout, &samples, &task_index);
-        let has_span = raw.end.is_some() || !raw.samples.is_empty();
+        let has_span = raw.end.is_some() || !rows.is_empty();
         Run {
             run: raw.run,
             t0_ns: t0,
             first_instruction_ns,
-            boot_ns: has_span.then(|| raw.boot_ns()),
+            boot_ns: has_span.then(|| raw.boot_ns_with(rows.last().map(|s| s.t_ns))),
             phases: raw
                 .phases
                 .iter()
@@ -468,10 +622,22 @@ fn run_tasks(raw: &RunData) -> (Vec<TaskInfo>, HashMap<u32, u32>) {
 /// Builds the profile of `trace` with `symbols` (`info.path` is left empty;
 /// [`open`] fills it).
 pub fn build(trace: &Trace, symbols: &SymbolSetup) -> Profile {
-    let exits_idx = trace.stat_index("exits");
+    let table =
+        SampleTable::from_runs(trace.runs.iter().map(|r| &r.samples[..]), &trace.stat_names);
+    build_table(trace, &table, symbols)
+}
+
+/// Builds the profile of a trace read by [`Trace::open_table`], its
+/// samples in `table` (as [`build`]; `trace`'s own samples are not read).
+pub fn build_table(trace: &Trace, table: &SampleTable, symbols: &SymbolSetup) -> Profile {
     let mut b = Builder::new(symbols);
     b.p.notes = symbols.notes.clone();
-    let runs: Vec<Run> = trace.runs.iter().map(|r| b.run(r, exits_idx)).collect();
+    let runs: Vec<Run> = trace
+        .runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| b.run(r, table, table.run(i)))
+        .collect();
     let mut p = b.p;
     p.runs = runs;
     let m = &trace.meta;
@@ -501,16 +667,23 @@ mod tests {
     use super::*;
     use crate::trace::synth::{self, SynthOptions};
 
-    fn synthetic(dir: &Path) -> (Trace, SymbolSetup) {
+    /// Writes a synthetic trace `t.data` of `opts` and its System.map into
+    /// `dir`: the trace's path and the symbol configuration naming the map.
+    fn write_synthetic(dir: &Path, opts: &SynthOptions) -> (std::path::PathBuf, SymbolConfig) {
         let path = dir.join("t.data");
-        synth::write(&path, &SynthOptions::default()).expect("write");
-        let trace = Trace::open(&path).expect("open");
+        synth::write(&path, opts).expect("write");
         let map = dir.join("System.map");
-        std::fs::write(&map, synth::system_map()).expect("write map");
+        std::fs::write(&map, synth::system_map_for(opts)).expect("write map");
         let cfg = SymbolConfig {
             system_map: Some(map),
             ..SymbolConfig::default()
         };
+        (path, cfg)
+    }
+
+    fn synthetic(dir: &Path) -> (Trace, SymbolSetup) {
+        let (path, cfg) = write_synthetic(dir, &SynthOptions::default());
+        let trace = Trace::open(&path).expect("open");
         let s = setup(&trace, &cfg).expect("setup");
         (trace, s)
     }
@@ -624,6 +797,55 @@ mod tests {
             ["[truncated stack]", RUNNABLE_FRAME]
         );
         assert!(run.waits[1].truncated);
+    }
+
+    #[test]
+    fn a_table_read_builds_the_profile_a_whole_read_builds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = SynthOptions {
+            runs: 3,
+            samples_per_run: 300,
+            vcpus: 2,
+            extra_functions: 40,
+            ..SynthOptions::default()
+        };
+        let (path, cfg) = write_synthetic(dir.path(), &opts);
+        let mut whole = Trace::open(&path).expect("open");
+        let sym = setup(&whole, &cfg).expect("setup");
+        let a0 = build(&whole, &sym);
+        // A truncated sample, one without a stack, one whose stack does not
+        // start at RIP: each takes another way through `row_stack`.
+        let s = &mut whole.runs[1].samples;
+        s[3].stack_end = StackEnd::Truncated.as_u8();
+        s[4].stack.clear();
+        s[5].stack[0] ^= 0x40;
+        let (table_trace, _) = Trace::open_table(&path).expect("open table");
+        assert!(table_trace.runs.iter().all(|r| r.samples.is_empty()));
+        let a = build(&whole, &sym);
+        let b = open(&path, &cfg).expect("open profile");
+        let table =
+            SampleTable::from_runs(whole.runs.iter().map(|r| &r.samples[..]), &whole.stat_names);
+        let c = build_table(&table_trace, &table, &sym);
+        for (a, p) in [(&a0, &b), (&a, &c)] {
+            assert_eq!(p.runs.len(), a.runs.len());
+            assert_eq!(p.stacks.len(), a.stacks.len());
+            for (ra, rb) in a.runs.iter().zip(&p.runs) {
+                assert_eq!(ra.boot_ns, rb.boot_ns);
+                assert_eq!(ra.t0_ns, rb.t0_ns);
+                assert_eq!(ra.samples.len(), rb.samples.len());
+                for (x, y) in ra.samples.iter().zip(&rb.samples) {
+                    assert_eq!(names(a, x), names(p, y));
+                    let (x2, y2) = (Sample { stack: None, ..*x }, Sample { stack: None, ..*y });
+                    assert_eq!(x2, y2);
+                }
+            }
+        }
+        // The edited samples differ from the file's: `b` read the file.
+        let edited = |p: &Profile| names(p, &p.runs[1].samples[3])[0].clone();
+        assert_eq!(edited(&a), "[truncated stack]");
+        assert_ne!(edited(&b), "[truncated stack]");
+        assert_eq!(edited(&c), "[truncated stack]");
+        assert!(a.runs[0].samples.iter().any(|s| s.exits > 0));
     }
 
     /// Offset of a return address inside a synthetic function.

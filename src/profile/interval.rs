@@ -14,28 +14,41 @@ use std::collections::HashMap;
 /// is the run's end on the same clock.
 pub fn intervals(samples: &[(u32, u64)], end_ns: Option<u64>) -> Vec<u64> {
     let mut out = vec![0u64; samples.len()];
-    let mut by_vcpu: HashMap<u32, Vec<usize>> = HashMap::new();
-    for (i, &(vcpu, _)) in samples.iter().enumerate() {
-        by_vcpu.entry(vcpu).or_default().push(i);
+    // Per vCPU (a slot each): its latest sample so far and its gaps, in one pass.
+    let mut last: Vec<usize> = Vec::new();
+    let mut gaps: Vec<Vec<u64>> = Vec::new();
+    let mut slot_of: HashMap<u32, usize> = HashMap::new();
+    let mut cur: Option<(u32, usize)> = None;
+    for (i, &(vcpu, t)) in samples.iter().enumerate() {
+        let slot = match cur {
+            // Consecutive samples are often of one vCPU.
+            Some((v, slot)) if v == vcpu => slot,
+            _ => *slot_of.entry(vcpu).or_insert_with(|| {
+                last.push(usize::MAX);
+                gaps.push(Vec::new());
+                last.len() - 1
+            }),
+        };
+        cur = Some((vcpu, slot));
+        let prev = last[slot];
+        if prev != usize::MAX {
+            let gap = t.saturating_sub(samples[prev].1);
+            out[prev] = gap;
+            gaps[slot].push(gap);
+        }
+        last[slot] = i;
     }
-    for idx in by_vcpu.values() {
-        let mut gaps = Vec::with_capacity(idx.len());
-        for pair in idx.windows(2) {
-            let gap = samples[pair[1]].1.saturating_sub(samples[pair[0]].1);
-            out[pair[0]] = gap;
-            gaps.push(gap);
-        }
-        gaps.sort_unstable();
-        let median = gaps.get(gaps.len() / 2).copied();
-        if let Some(&last) = idx.last() {
-            let to_end = end_ns.map(|e| e.saturating_sub(samples[last].1));
-            out[last] = match (to_end, median) {
-                (Some(e), Some(m)) => e.min(m),
-                (Some(e), None) => e,
-                (None, Some(m)) => m,
-                (None, None) => 0,
-            };
-        }
+    for (&l, mut g) in last.iter().zip(gaps) {
+        // The median as a sort would give it: the middle element.
+        let mid = g.len() / 2;
+        let median = (!g.is_empty()).then(|| *g.select_nth_unstable(mid).1);
+        let to_end = end_ns.map(|e| e.saturating_sub(samples[l].1));
+        out[l] = match (to_end, median) {
+            (Some(e), Some(m)) => e.min(m),
+            (Some(e), None) => e,
+            (None, Some(m)) => m,
+            (None, None) => 0,
+        };
     }
     out
 }

@@ -25,10 +25,10 @@ use serde::Serialize;
 
 pub use crate::trace::{BoundaryKind, DeviceStats, EndKind, PhaseName, UnwinderKind};
 
-pub use build::{build, open, BuildError};
+pub use build::{build, build_table, open, BuildError};
 pub use frames::FrameTable;
 pub use many::{open_many, ManyError};
-pub use stacks::{StackId, StackNode, StackTable};
+pub use stacks::{StackId, StackMemo, StackNode, StackTable};
 pub use strings::{StrId, StringTable};
 
 /// Index of a frame in [`Profile::frames`].

@@ -70,6 +70,36 @@ impl StackTable {
     }
 }
 
+/// A value per stack (and one for "no stack"), each computed once: for
+/// analyses that decide something per distinct stack, indexing by stack id
+/// instead of hashing once per sample.
+#[derive(Debug, Clone)]
+pub struct StackMemo<T> {
+    /// Index 0: no stack; `id + 1`: stack `id`.
+    slots: Vec<Option<T>>,
+}
+
+impl<T> StackMemo<T> {
+    /// Room for every stack of `stacks`.
+    pub fn new(stacks: &StackTable) -> StackMemo<T> {
+        StackMemo {
+            slots: std::iter::repeat_with(|| None)
+                .take(stacks.len() + 1)
+                .collect(),
+        }
+    }
+
+    /// The value of `stack`, computed by `f` the first time.
+    pub fn get_or_insert_with(&mut self, stack: Option<StackId>, f: impl FnOnce() -> T) -> &mut T {
+        let i = stack.map_or(0, |s| s as usize + 1);
+        if i >= self.slots.len() {
+            // Not a stack of the table it was made for: room is made.
+            self.slots.resize_with(i + 1, || None);
+        }
+        self.slots[i].get_or_insert_with(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +115,16 @@ mod tests {
         let frames: Vec<u32> = t.path(Some(ac)).map(|n| n.frame).collect();
         assert_eq!(frames, vec![2, 0]);
         assert_eq!(t.path(None).count(), 0);
+
+        let mut m = StackMemo::new(&t);
+        let mut calls = 0;
+        for stack in [Some(ab), None, Some(ab), Some(99), None] {
+            m.get_or_insert_with(stack, || {
+                calls += 1;
+                stack
+            });
+        }
+        assert_eq!(calls, 3, "once per distinct stack");
+        assert_eq!(*m.get_or_insert_with(Some(99), || None), Some(99));
     }
 }

@@ -29,6 +29,19 @@ pub struct FlameOptions {
     pub by_task: bool,
 }
 
+impl Default for FlameOptions {
+    /// A flamegraph of every run by samples, 1200 pixels wide (`flame`'s defaults).
+    fn default() -> FlameOptions {
+        FlameOptions {
+            runs: RunSelect::All,
+            weight: Weight::Samples,
+            chart: false,
+            width: 1200,
+            by_task: false,
+        }
+    }
+}
+
 /// What `boottrace flame` does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlameConfig {

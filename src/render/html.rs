@@ -18,7 +18,7 @@ use anyhow::Context;
 use super::flame::{render as render_flame, FlameOptions};
 use super::units::fmt_ns;
 use crate::analysis::doc::{FunctionSummary, NamedSummary, ReportDoc};
-use crate::analysis::fold::{RunSelect, Weight};
+use crate::analysis::fold::RunSelect;
 use crate::analysis::headline::Headline;
 use crate::profile::Profile;
 
@@ -312,13 +312,7 @@ fn console(out: &mut String, p: &Profile) {
 /// Renders the page of profile `p` and its report `d`.
 pub fn render(p: &Profile, d: &ReportDoc) -> anyhow::Result<String> {
     let mut flame = Vec::new();
-    let o = FlameOptions {
-        runs: RunSelect::All,
-        weight: Weight::Samples,
-        chart: false,
-        width: 1200,
-        by_task: false,
-    };
+    let o = FlameOptions::default();
     render_flame(p, &o, &mut flame).context("the flamegraph")?;
     let flame = String::from_utf8(flame).context("the flamegraph is not UTF-8")?;
     let first = p.runs.first().map_or(0, |r| r.run);

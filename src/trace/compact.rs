@@ -267,6 +267,29 @@ pub enum ExpandError {
     UndefinedStack(u32),
 }
 
+/// Whether definition `id` may follow `defined` earlier ones: ids count up
+/// from 0 in file order, at most [`MAX_STACK_DEFS`] of them.
+pub fn check_definition(id: u32, defined: usize) -> Result<(), ExpandError> {
+    if id as usize != defined {
+        return Err(ExpandError::OutOfOrder {
+            id,
+            expected: defined,
+        });
+    }
+    if defined >= MAX_STACK_DEFS {
+        return Err(ExpandError::TooManyDefs);
+    }
+    Ok(())
+}
+
+/// Whether a block is small enough to expand (at most [`MAX_BLOCK_SAMPLES`]).
+pub fn check_block(b: &SampleBlock) -> Result<(), ExpandError> {
+    if b.samples.len() > MAX_BLOCK_SAMPLES {
+        return Err(ExpandError::BlockTooLarge(b.samples.len()));
+    }
+    Ok(())
+}
+
 /// Holds the file's stack definitions and expands blocks (reader side).
 #[derive(Default)]
 pub struct Expander {
@@ -286,15 +309,7 @@ pub struct ExpandCounts {
 impl Expander {
     /// Adds a definition; frames beyond `max_depth` are cut.
     pub fn define(&mut self, def: StackDef, max_depth: usize) -> Result<(), ExpandError> {
-        if def.id as usize != self.stacks.len() {
-            return Err(ExpandError::OutOfOrder {
-                id: def.id,
-                expected: self.stacks.len(),
-            });
-        }
-        if self.stacks.len() >= MAX_STACK_DEFS {
-            return Err(ExpandError::TooManyDefs);
-        }
+        check_definition(def.id, self.stacks.len())?;
         let mut frames = def.frames;
         let cut = frames.len() > max_depth;
         frames.truncate(max_depth);
@@ -309,9 +324,7 @@ impl Expander {
         b: SampleBlock,
         max_depth: usize,
     ) -> Result<(Vec<Sample>, ExpandCounts), ExpandError> {
-        if b.samples.len() > MAX_BLOCK_SAMPLES {
-            return Err(ExpandError::BlockTooLarge(b.samples.len()));
-        }
+        check_block(&b)?;
         let mut out = Vec::with_capacity(b.samples.len());
         let mut counts = ExpandCounts::default();
         let mut prev = Sample {
@@ -390,41 +403,56 @@ impl Expander {
         b: WaitBlock,
         max_depth: usize,
     ) -> Result<(Vec<WaitStack>, ExpandCounts), ExpandError> {
-        if b.waits.len() > MAX_BLOCK_SAMPLES {
-            return Err(ExpandError::BlockTooLarge(b.waits.len()));
-        }
-        let mut counts = ExpandCounts::default();
-        let mut t = b.t_ns;
-        let mut out = Vec::with_capacity(b.waits.len());
-        for c in b.waits {
-            t = t.wrapping_add(c.dt_ns as u64);
-            let stack = match c.stack.checked_sub(1) {
-                None => Vec::new(),
-                Some(id) => match self.stacks.get(id as usize) {
-                    Some((frames, cut)) => {
-                        if *cut || frames.len() > max_depth {
-                            counts.cut += 1;
-                        }
-                        frames[..frames.len().min(max_depth)].to_vec()
-                    }
-                    None => {
-                        counts.undefined += 1;
-                        Vec::new()
-                    }
-                },
-            };
-            out.push(WaitStack {
-                run: b.run,
-                vcpu: b.vcpu,
-                t_ns: t,
-                task: c.task,
-                state: c.state,
-                stack,
-                stack_end: c.stack_end,
-            });
-        }
-        Ok((out, counts))
+        expand_wait_block(b, max_depth, |id| {
+            self.stacks
+                .get(id as usize)
+                .map(|(frames, cut)| (&frames[..], *cut))
+        })
     }
+}
+
+/// The wait stacks of a block, with `lookup` giving a stack definition's
+/// frames and whether they were cut when stored (`None`: undefined); each
+/// stack is cut to `max_depth` frames. Shared by both readers' stack tables.
+pub(crate) fn expand_wait_block<'a>(
+    b: WaitBlock,
+    max_depth: usize,
+    lookup: impl Fn(u32) -> Option<(&'a [u64], bool)>,
+) -> Result<(Vec<WaitStack>, ExpandCounts), ExpandError> {
+    if b.waits.len() > MAX_BLOCK_SAMPLES {
+        return Err(ExpandError::BlockTooLarge(b.waits.len()));
+    }
+    let mut counts = ExpandCounts::default();
+    let mut t = b.t_ns;
+    let mut out = Vec::with_capacity(b.waits.len());
+    for c in b.waits {
+        t = t.wrapping_add(c.dt_ns as u64);
+        let stack = match c.stack.checked_sub(1) {
+            None => Vec::new(),
+            Some(id) => match lookup(id) {
+                Some((frames, cut)) => {
+                    if cut || frames.len() > max_depth {
+                        counts.cut += 1;
+                    }
+                    frames[..frames.len().min(max_depth)].to_vec()
+                }
+                None => {
+                    counts.undefined += 1;
+                    Vec::new()
+                }
+            },
+        };
+        out.push(WaitStack {
+            run: b.run,
+            vcpu: b.vcpu,
+            t_ns: t,
+            task: c.task,
+            state: c.state,
+            stack,
+            stack_end: c.stack_end,
+        });
+    }
+    Ok((out, counts))
 }
 
 #[cfg(test)]

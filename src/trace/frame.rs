@@ -150,6 +150,14 @@ pub enum Next {
     Damaged(String),
 }
 
+/// What reading one frame gave: an intact frame of a known type (its
+/// type, byte offset and index; the body in the reader's buffer), or what
+/// to return instead.
+enum Step {
+    Intact(RecordType, u64, u64),
+    Not(Next),
+}
+
 /// Reads framed records one by one after the header.
 pub struct FrameReader<R> {
     inner: R,
@@ -188,35 +196,77 @@ impl<R: Read> FrameReader<R> {
         if self.stopped {
             return Next::End;
         }
-        let step = self.step();
-        if matches!(step, Next::End | Next::Damaged(_)) {
-            self.stopped = true;
-        }
-        step
+        let next = match self.step() {
+            Step::Intact(ty, at, idx) => self.decode(ty, at, idx),
+            Step::Not(next) => next,
+        };
+        self.stop_at(&next);
+        next
     }
 
-    fn step(&mut self) -> Next {
+    /// [`FrameReader::next_record`], but an intact frame's body is first
+    /// offered to `take` (its type, the body after the type byte): when
+    /// `take` returns true the record is its caller's (a reader that
+    /// decodes some types itself) and `None` is returned; else the record
+    /// is decoded as usual.
+    pub fn next_record_or(&mut self, take: impl FnOnce(RecordType, &[u8]) -> bool) -> Option<Next> {
+        if self.stopped {
+            return Some(Next::End);
+        }
+        let next = match self.step() {
+            Step::Intact(ty, _, _) if take(ty, &self.buf[1..]) => return None,
+            Step::Intact(ty, at, idx) => self.decode(ty, at, idx),
+            Step::Not(next) => next,
+        };
+        self.stop_at(&next);
+        Some(next)
+    }
+
+    /// After the end or damage, reading stops.
+    fn stop_at(&mut self, next: &Next) {
+        if matches!(next, Next::End | Next::Damaged(_)) {
+            self.stopped = true;
+        }
+    }
+
+    /// The record of the intact frame in `buf` (index `idx`, at byte `at`).
+    fn decode(&self, ty: RecordType, at: u64, idx: u64) -> Next {
+        match Record::decode_version(self.major, ty, &self.buf[1..]) {
+            Ok(r) => Next::Record(r),
+            Err(e) => Next::Skipped(format!(
+                "record {idx} at byte {at}: {ty:?} record could not be decoded ({e}); skipped"
+            )),
+        }
+    }
+
+    /// Reads the next frame into `buf`: its type, byte offset and index
+    /// when it is intact and of a known type, else what to return instead.
+    fn step(&mut self) -> Step {
         let at = self.offset;
         let idx = self.index;
         let mut fh = [0u8; FRAME_HEADER_LEN];
         let n = match read_full(&mut self.inner, &mut fh) {
             Ok(n) => n,
-            Err(e) => return Next::Damaged(format!("record {idx} at byte {at}: read error: {e}")),
+            Err(e) => {
+                return Step::Not(Next::Damaged(format!(
+                    "record {idx} at byte {at}: read error: {e}"
+                )))
+            }
         };
         if n == 0 {
-            return Next::End;
+            return Step::Not(Next::End);
         }
         if n < FRAME_HEADER_LEN {
-            return Next::Damaged(format!(
+            return Step::Not(Next::Damaged(format!(
                 "record {idx} at byte {at}: file ends inside the record header (truncated)"
-            ));
+            )));
         }
         let len = u32::from_le_bytes([fh[0], fh[1], fh[2], fh[3]]) as usize;
         let crc = u32::from_le_bytes([fh[4], fh[5], fh[6], fh[7]]);
         if len == 0 || len > MAX_RECORD_LEN {
-            return Next::Damaged(format!(
+            return Step::Not(Next::Damaged(format!(
                 "record {idx} at byte {at}: implausible length {len} (corrupted)"
-            ));
+            )));
         }
         // Grow the buffer in steps as data actually arrives, so a lying length
         // field cannot make us allocate more than the file holds (+64 KiB).
@@ -228,7 +278,9 @@ impl<R: Read> FrameReader<R> {
             let n = match read_full(&mut self.inner, &mut self.buf[got..got + want]) {
                 Ok(n) => n,
                 Err(e) => {
-                    return Next::Damaged(format!("record {idx} at byte {at}: read error: {e}"))
+                    return Step::Not(Next::Damaged(format!(
+                        "record {idx} at byte {at}: read error: {e}"
+                    )))
                 }
             };
             got += n;
@@ -237,29 +289,24 @@ impl<R: Read> FrameReader<R> {
             }
         }
         if got < len {
-            return Next::Damaged(format!(
+            return Step::Not(Next::Damaged(format!(
                 "record {idx} at byte {at}: file ends after {got} of {len} bytes (truncated)"
-            ));
+            )));
         }
         if crc32fast::hash(&self.buf) != crc {
-            return Next::Damaged(format!(
+            return Step::Not(Next::Damaged(format!(
                 "record {idx} at byte {at}: checksum mismatch (corrupted)"
-            ));
+            )));
         }
         self.offset += (FRAME_HEADER_LEN + len) as u64;
         self.index += 1;
         let ty_byte = self.buf[0];
         let Some(ty) = RecordType::from_u8(ty_byte) else {
-            return Next::Skipped(format!(
+            return Step::Not(Next::Skipped(format!(
                 "record {idx} at byte {at}: unknown record type {ty_byte} skipped (newer format?)"
-            ));
+            )));
         };
-        match Record::decode_version(self.major, ty, &self.buf[1..]) {
-            Ok(r) => Next::Record(r),
-            Err(e) => Next::Skipped(format!(
-                "record {idx} at byte {at}: {ty:?} record could not be decoded ({e}); skipped"
-            )),
-        }
+        Step::Intact(ty, at, idx)
     }
 }
 

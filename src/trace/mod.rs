@@ -37,6 +37,7 @@
 //! ```
 
 mod batch;
+mod bodies;
 pub mod compact;
 mod error;
 pub mod frame;
@@ -45,6 +46,7 @@ mod names;
 mod options;
 mod reader;
 mod record;
+pub mod samples;
 pub mod synth;
 mod v1;
 mod writer;
@@ -64,4 +66,5 @@ pub use record::{
     RunEnd, RunStart, Sample, SampleCost, SamplerCost, Serial, StackEnd, StatNames, Task,
     TaskSwitch, TraceMeta, WaitStack,
 };
+pub use samples::{SampleRow, SampleTable};
 pub use writer::{TraceSink, TraceWriter, TraceWriterThread, FLUSH_BYTES, FLUSH_INTERVAL};

@@ -7,13 +7,16 @@ use std::path::Path;
 
 use boottrace_symbols::layout::RunLayout;
 
-use super::compact::Expander;
+use super::compact::{
+    check_block, expand_wait_block, ExpandCounts, ExpandError, Expander, SampleBlock, StackDef,
+};
 use super::frame::{read_header, FrameReader, HeaderProblem, Next, VERSION_MAJOR, VERSION_MINOR};
 use super::names::PhaseName;
 use super::record::{
-    Boundary, DeviceStats, Phase, Record, RunEnd, Sample, SamplerCost, Serial, Task, TraceMeta,
-    WaitStack,
+    Boundary, DeviceStats, Phase, Record, RecordType, RunEnd, Sample, SamplerCost, Serial, Task,
+    TraceMeta, WaitBlock, WaitStack,
 };
+use super::samples::{Parsed, SampleTable};
 use super::TraceError;
 
 /// Everything recorded about one run (one boot).
@@ -73,12 +76,18 @@ impl RunData {
     /// Boot duration: end time (or, without one, the last sample) minus the
     /// first guest instruction (or 0 without one).
     pub fn boot_ns(&self) -> u64 {
+        self.boot_ns_with(self.samples.last().map(|s| s.t_ns))
+    }
+
+    /// [`RunData::boot_ns`] for a run whose samples are held elsewhere (a
+    /// [`SampleTable`]): `last_sample_ns` is the time of its last sample.
+    pub fn boot_ns_with(&self, last_sample_ns: Option<u64>) -> u64 {
         let start = self.phase(PhaseName::FirstInstruction).unwrap_or(0);
         let end = self
             .end
             .as_ref()
             .map(|e| e.t_ns)
-            .or_else(|| self.samples.last().map(|s| s.t_ns))
+            .or(last_sample_ns)
             .unwrap_or(start);
         end.saturating_sub(start)
     }
@@ -115,72 +124,35 @@ impl Trace {
         Trace::read_from(BufReader::with_capacity(256 << 10, file), path)
     }
 
-    /// Reads a trace from any reader; `path` is used in messages only.
-    pub fn read_from(mut r: impl Read, path: &Path) -> Result<Trace, TraceError> {
-        let (format_major, format_minor) = read_header(&mut r).map_err(|p| match p {
-            HeaderProblem::Io(source) => TraceError::Io {
-                path: path.to_path_buf(),
-                source,
-            },
-            HeaderProblem::BadMagic => TraceError::BadMagic {
-                path: path.to_path_buf(),
-            },
-            HeaderProblem::Version(major, minor) => TraceError::UnsupportedVersion {
-                path: path.to_path_buf(),
-                major,
-                minor,
-                supported: VERSION_MAJOR,
-            },
-            HeaderProblem::Flags(flags) => TraceError::UnsupportedFlags {
-                path: path.to_path_buf(),
-                flags,
-            },
-        })?;
-        let mut frames = FrameReader::with_major(r, format_major);
-        let missing = |detail: String| TraceError::MissingMeta {
+    /// Reads a trace file as [`Trace::open`] does, except that the samples
+    /// go into a [`SampleTable`] (index `i` of the table is `runs[i]`) and
+    /// every `RunData::samples` stays empty: what profiling needs, at a
+    /// fraction of the time and memory.
+    pub fn open_table(path: impl AsRef<Path>) -> Result<(Trace, SampleTable), TraceError> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|source| TraceError::Io {
             path: path.to_path_buf(),
-            detail,
-        };
-        let meta = match frames.next_record() {
-            Next::Record(Record::Meta(m)) => *m,
-            Next::Record(other) => {
-                return Err(missing(format!(
-                    "first record is {:?}, not Meta",
-                    other.record_type()
-                )))
-            }
-            Next::Skipped(m) | Next::Damaged(m) => return Err(missing(m)),
-            Next::End => return Err(missing("the file holds no record".into())),
-        };
-        let mut b = Builder::default();
-        if format_major == VERSION_MAJOR && format_minor > VERSION_MINOR {
-            b.warnings.push(format!(
-                "trace format {VERSION_MAJOR}.{format_minor} is newer than this boottrace's \
-                 {VERSION_MAJOR}.{VERSION_MINOR}: records it does not know are skipped"
-            ));
+            source,
+        })?;
+        let (trace, table) =
+            read_with::<TableSink>(BufReader::with_capacity(256 << 10, file), path)?;
+        if !table.is_stale() {
+            return Ok((trace, table));
         }
-        loop {
-            match frames.next_record() {
-                Next::Record(rec) => b.add(rec),
-                Next::Skipped(m) => {
-                    b.records += 1;
-                    // Listed up to the cap (a file of skipped records must
-                    // not become as many warning strings); counted beyond.
-                    if b.warnings.len() <= MAX_WARNINGS {
-                        b.warnings.push(m);
-                    } else {
-                        b.capped.skipped += 1;
-                    }
-                }
-                Next::Damaged(m) => {
-                    b.warnings
-                        .push(format!("{m}; read stops here, earlier records kept"));
-                    break;
-                }
-                Next::End => break,
-            }
+        // Stat names that move `exits` after samples (no recorder writes
+        // that): read again whole and take `exits` by the final names.
+        let mut trace = Trace::open(path)?;
+        let table =
+            SampleTable::from_runs(trace.runs.iter().map(|r| &r.samples[..]), &trace.stat_names);
+        for r in &mut trace.runs {
+            r.samples = Vec::new();
         }
-        Ok(b.build(meta, format_major, format_minor))
+        Ok((trace, table))
+    }
+
+    /// Reads a trace from any reader; `path` is used in messages only.
+    pub fn read_from(r: impl Read, path: &Path) -> Result<Trace, TraceError> {
+        read_with::<PlainSink>(r, path).map(|(t, ())| t)
     }
 
     /// Total samples over all runs.
@@ -197,6 +169,217 @@ impl Trace {
     pub fn stat_index(&self, name: &str) -> Option<u16> {
         let i = self.stat_names.iter().position(|n| n == name)?;
         u16::try_from(i).ok()
+    }
+}
+
+/// Reads a trace, its samples going to an `S`.
+fn read_with<S: SampleSink>(mut r: impl Read, path: &Path) -> Result<(Trace, S::Out), TraceError> {
+    let (format_major, format_minor) = read_header(&mut r).map_err(|p| match p {
+        HeaderProblem::Io(source) => TraceError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        HeaderProblem::BadMagic => TraceError::BadMagic {
+            path: path.to_path_buf(),
+        },
+        HeaderProblem::Version(major, minor) => TraceError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            major,
+            minor,
+            supported: VERSION_MAJOR,
+        },
+        HeaderProblem::Flags(flags) => TraceError::UnsupportedFlags {
+            path: path.to_path_buf(),
+            flags,
+        },
+    })?;
+    let mut frames = FrameReader::with_major(r, format_major);
+    let missing = |detail: String| TraceError::MissingMeta {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let meta = match frames.next_record() {
+        Next::Record(Record::Meta(m)) => *m,
+        Next::Record(other) => {
+            return Err(missing(format!(
+                "first record is {:?}, not Meta",
+                other.record_type()
+            )))
+        }
+        Next::Skipped(m) | Next::Damaged(m) => return Err(missing(m)),
+        Next::End => return Err(missing("the file holds no record".into())),
+    };
+    let mut b = Builder::<S>::default();
+    if format_major == VERSION_MAJOR && format_minor > VERSION_MINOR {
+        b.warnings.push(format!(
+            "trace format {VERSION_MAJOR}.{format_minor} is newer than this boottrace's \
+                 {VERSION_MAJOR}.{VERSION_MINOR}: records it does not know are skipped"
+        ));
+    }
+    // Compact records are known from format 3 on: earlier files decode
+    // them as errors, the ordinary way.
+    let own_decoding = format_major >= 3;
+    loop {
+        let mut parsed = None;
+        let next = if own_decoding {
+            frames.next_record_or(|ty, body| {
+                parsed = b.samples.parse(ty, body);
+                parsed.is_some()
+            })
+        } else {
+            Some(frames.next_record())
+        };
+        let Some(next) = next else {
+            if let Some(p) = parsed {
+                b.add_parsed(p);
+            }
+            continue;
+        };
+        match next {
+            Next::Record(rec) => b.add(rec),
+            Next::Skipped(m) => {
+                b.records += 1;
+                // Listed up to the cap (a file of skipped records must
+                // not become as many warning strings); counted beyond.
+                if b.warnings.len() <= MAX_WARNINGS {
+                    b.warnings.push(m);
+                } else {
+                    b.capped.skipped += 1;
+                }
+            }
+            Next::Damaged(m) => {
+                b.warnings
+                    .push(format!("{m}; read stops here, earlier records kept"));
+                break;
+            }
+            Next::End => break,
+        }
+    }
+    Ok(b.build(meta, format_major, format_minor))
+}
+
+/// What a block lacked, counted, or why it was refused.
+type Counted = Result<ExpandCounts, ExpandError>;
+
+/// Where the reader puts samples: whole [`Sample`]s ([`Trace::open`]) or
+/// table rows ([`Trace::open_table`]). The [`Builder`] applies the caps and
+/// task attribution; a sink only stores.
+trait SampleSink: Default {
+    /// What the sink gives besides the trace.
+    type Out;
+    /// A plain sample of run `run` (its stack cut, its task set).
+    fn sample(&mut self, run: u32, s: Sample);
+    /// The trace's KVM stat names (samples refer to them by index).
+    fn stat_names(&mut self, _names: &[String]) {}
+    /// A stack definition (format 3).
+    fn define(&mut self, def: StackDef) -> Result<(), ExpandError>;
+    /// The first `keep` samples of a checked block, with `task`; what is
+    /// wrong is counted over the whole block.
+    fn block(&mut self, b: SampleBlock, keep: usize, task: Option<u32>) -> Counted;
+    /// The wait stacks of a block (format 3.1), their stacks from the
+    /// definitions this sink keeps.
+    fn expand_waits(&self, b: WaitBlock) -> Result<(Vec<WaitStack>, ExpandCounts), ExpandError>;
+    /// Hands the samples over: `runs` are the trace's runs in their final order.
+    fn finish(self, runs: &mut [RunData]) -> Self::Out;
+    /// Decodes a body itself when it can (see [`SampleTable::parse`]);
+    /// `None`: decode it the ordinary way.
+    fn parse(&mut self, _ty: RecordType, _body: &[u8]) -> Option<Parsed> {
+        None
+    }
+    /// Stores what [`SampleSink::parse`] decoded (a block: its first `store` samples).
+    fn take_parsed(
+        &mut self,
+        _p: &Parsed,
+        _store: usize,
+        _task: Option<u32>,
+    ) -> Result<(), ExpandError> {
+        Ok(())
+    }
+}
+
+/// Samples as [`Sample`]s in `RunData::samples`.
+#[derive(Default)]
+struct PlainSink {
+    /// The file's stack definitions (format 3).
+    stacks: Expander,
+    by_run: BTreeMap<u32, Vec<Sample>>,
+}
+
+impl SampleSink for PlainSink {
+    type Out = ();
+
+    fn sample(&mut self, run: u32, s: Sample) {
+        self.by_run.entry(run).or_default().push(s);
+    }
+
+    fn define(&mut self, def: StackDef) -> Result<(), ExpandError> {
+        self.stacks.define(def, MAX_STACK_DEPTH)
+    }
+
+    fn expand_waits(&self, b: WaitBlock) -> Result<(Vec<WaitStack>, ExpandCounts), ExpandError> {
+        self.stacks.expand_waits(b, MAX_STACK_DEPTH)
+    }
+
+    fn block(&mut self, b: SampleBlock, keep: usize, task: Option<u32>) -> Counted {
+        let run = b.run;
+        let (samples, counts) = self.stacks.expand(b, MAX_STACK_DEPTH)?;
+        let out = self.by_run.entry(run).or_default();
+        out.extend(samples.into_iter().take(keep).map(|s| Sample { task, ..s }));
+        Ok(counts)
+    }
+
+    fn finish(mut self, runs: &mut [RunData]) {
+        for r in runs {
+            r.samples = self.by_run.remove(&r.run).unwrap_or_default();
+            // vCPU threads hand samples over concurrently: file order is only
+            // roughly time order. Stable sort keeps equal timestamps in file order.
+            r.samples.sort_by_key(|s| (s.t_ns, s.vcpu));
+        }
+    }
+}
+
+/// Samples as rows of a [`SampleTable`].
+#[derive(Default)]
+struct TableSink(SampleTable);
+
+impl SampleSink for TableSink {
+    type Out = SampleTable;
+
+    fn sample(&mut self, run: u32, s: Sample) {
+        self.0.add_sample(run, &s);
+    }
+
+    fn stat_names(&mut self, names: &[String]) {
+        self.0.stat_names(names);
+    }
+
+    fn define(&mut self, def: StackDef) -> Result<(), ExpandError> {
+        self.0.define(&def, MAX_STACK_DEPTH)
+    }
+
+    fn expand_waits(&self, b: WaitBlock) -> Result<(Vec<WaitStack>, ExpandCounts), ExpandError> {
+        expand_wait_block(b, MAX_STACK_DEPTH, |id| self.0.definition(id))
+    }
+
+    fn block(&mut self, b: SampleBlock, keep: usize, task: Option<u32>) -> Counted {
+        self.0.add_block(&b, keep, task, MAX_STACK_DEPTH)
+    }
+
+    fn finish(self, runs: &mut [RunData]) -> SampleTable {
+        self.0.into_runs(runs.iter().map(|r| r.run))
+    }
+
+    fn parse(&mut self, ty: RecordType, body: &[u8]) -> Option<Parsed> {
+        self.0.parse(ty, body, MAX_STACK_DEPTH)
+    }
+
+    fn take_parsed(
+        &mut self,
+        p: &Parsed,
+        store: usize,
+        task: Option<u32>,
+    ) -> Result<(), ExpandError> {
+        self.0.take_parsed(p, store, task, MAX_STACK_DEPTH)
     }
 }
 
@@ -296,9 +479,9 @@ fn keep_device(devices: &mut Vec<DeviceStats>, mut dev: DeviceStats) -> bool {
     cut
 }
 
-/// Collects records into runs.
+/// Collects records into runs, samples into an `S`.
 #[derive(Default)]
-struct Builder {
+struct Builder<S> {
     runs: BTreeMap<u32, RunData>,
     stat_names: Vec<String>,
     warnings: Vec<String>,
@@ -310,13 +493,13 @@ struct Builder {
     capped: Capped,
     /// The task each (run, vCPU) runs now, from its latest `TaskSwitch`.
     running: BTreeMap<(u32, u32), u32>,
-    /// The file's stack definitions (format 3).
-    stacks: Expander,
+    /// The samples.
+    samples: S,
     /// Samples read from blocks (they count against [`MAX_RECORDS`] too).
     block_samples: u64,
 }
 
-impl Builder {
+impl<S: SampleSink> Builder<S> {
     /// The run with index `run`, created unless [`MAX_RUNS`] runs exist already.
     fn run(&mut self, run: u32) -> Option<&mut RunData> {
         if !self.runs.contains_key(&run) && self.runs.len() >= MAX_RUNS {
@@ -326,13 +509,47 @@ impl Builder {
         Some(self.runs.entry(run).or_insert_with(|| RunData::new(run)))
     }
 
-    fn add(&mut self, rec: Record) {
+    /// Starts adding a record: false when it is over the record cap (and
+    /// counted so); the final record is never.
+    fn begin(&mut self, finish: bool) -> bool {
         if self.complete {
             self.after_finish += 1;
         }
-        let finish = matches!(rec, Record::Finish(_));
         if !finish && self.records + self.block_samples >= MAX_RECORDS {
             self.capped.records += 1;
+            return false;
+        }
+        true
+    }
+
+    /// A record the sink decoded itself ([`SampleSink::parse`]), added as
+    /// [`Builder::add`] adds the record it stands for.
+    fn add_parsed(&mut self, p: Parsed) {
+        if !self.begin(false) {
+            return;
+        }
+        match p {
+            Parsed::Def { .. } => {
+                if let Err(e) = self.samples.take_parsed(&p, 0, None) {
+                    self.compact_problem(e.to_string());
+                }
+            }
+            Parsed::Block { head, counts } => {
+                // The parser takes no block over the cap: nothing to refuse.
+                let n = head.samples as usize;
+                let (keep, store, task) = self.place_block(head.run, head.vcpu, n);
+                match self.samples.take_parsed(&p, store, task) {
+                    Ok(()) => self.count_block(counts, n, keep),
+                    Err(e) => self.compact_problem(e.to_string()),
+                }
+            }
+        }
+        self.records += 1;
+    }
+
+    fn add(&mut self, rec: Record) {
+        let finish = matches!(rec, Record::Finish(_));
+        if !self.begin(finish) {
             return;
         }
         match rec {
@@ -367,32 +584,19 @@ impl Builder {
                     d.layout = Some(l.layout.into());
                 }
             }
-            Record::StatNames(s) => self.stat_names = s.names,
+            Record::StatNames(s) => {
+                self.samples.stat_names(&s.names);
+                self.stat_names = s.names;
+            }
             Record::Sample(s) => self.add_sample(s),
             Record::StackDef(d) => {
-                if let Err(e) = self.stacks.define(d, MAX_STACK_DEPTH) {
+                if let Err(e) = self.samples.define(d) {
                     self.compact_problem(e.to_string());
                 }
             }
-            Record::SampleBlock(b) => match self.stacks.expand(b, MAX_STACK_DEPTH) {
-                Ok((samples, counts)) => {
-                    self.capped.undefined_stacks += counts.undefined;
-                    self.capped.stacks += counts.cut;
-                    // Each sample counts against the record cap, as a plain
-                    // `Sample` record would: a block cannot multiply memory.
-                    for s in samples {
-                        if self.records + self.block_samples >= MAX_RECORDS {
-                            self.capped.records += 1;
-                            continue;
-                        }
-                        self.add_sample(s);
-                        self.block_samples += 1;
-                    }
-                }
-                Err(e) => self.compact_problem(e.to_string()),
-            },
+            Record::SampleBlock(b) => self.add_block(b),
             Record::WaitStack(w) => self.add_wait(w),
-            Record::WaitBlock(b) => match self.stacks.expand_waits(b, MAX_STACK_DEPTH) {
+            Record::WaitBlock(b) => match self.samples.expand_waits(b) {
                 Ok((waits, counts)) => {
                     self.capped.undefined_stacks += counts.undefined;
                     self.capped.stacks += counts.cut;
@@ -480,8 +684,8 @@ impl Builder {
             self.capped.stacks += 1;
         }
         s.task = self.running.get(&(s.run, s.vcpu)).copied();
-        if let Some(d) = self.run(s.run) {
-            d.samples.push(s);
+        if self.run(s.run).is_some() {
+            self.samples.sample(s.run, s);
         }
     }
 
@@ -501,6 +705,47 @@ impl Builder {
         self.capped.waits += u64::from(capped);
     }
 
+    /// A block's samples, each as if it were a plain `Sample` record: each
+    /// counts against the record cap (a block cannot multiply memory) and
+    /// needs its run.
+    fn add_block(&mut self, b: SampleBlock) {
+        if let Err(e) = check_block(&b) {
+            self.compact_problem(e.to_string());
+            return;
+        }
+        let n = b.samples.len();
+        let (keep, store, task) = self.place_block(b.run, b.vcpu, n);
+        match self.samples.block(b, store, task) {
+            Ok(counts) => self.count_block(counts, n, keep),
+            Err(e) => self.compact_problem(e.to_string()),
+        }
+    }
+
+    /// Where a block of `n` samples of (`run`, `vcpu`) goes: how many of
+    /// its samples the record cap keeps, how many are stored (none when
+    /// its run cannot be), and their task.
+    fn place_block(&mut self, run: u32, vcpu: u32, n: usize) -> (usize, usize, Option<u32>) {
+        let room = MAX_RECORDS.saturating_sub(self.records + self.block_samples);
+        let keep = usize::try_from(room).map_or(n, |r| r.min(n));
+        // One block is one vCPU of one run: one task, one run to check.
+        let task = self.running.get(&(run, vcpu)).copied();
+        let mut store = keep;
+        if keep > 0 && self.run(run).is_none() {
+            // Counted once per sample, as plain records are (`run` counted one).
+            self.capped.runs += keep as u64 - 1;
+            store = 0;
+        }
+        (keep, store, task)
+    }
+
+    /// Counts what a block of `n` samples, `keep` of them kept, lacked and left out.
+    fn count_block(&mut self, counts: ExpandCounts, n: usize, keep: usize) {
+        self.capped.undefined_stacks += counts.undefined;
+        self.capped.stacks += counts.cut;
+        self.capped.records += (n - keep) as u64;
+        self.block_samples += keep as u64;
+    }
+
     /// A refused stack definition or block: listed up to the warning cap.
     fn compact_problem(&mut self, m: String) {
         if self.warnings.len() <= MAX_WARNINGS {
@@ -510,7 +755,7 @@ impl Builder {
         }
     }
 
-    fn build(mut self, meta: TraceMeta, format_major: u16, format_minor: u16) -> Trace {
+    fn build(mut self, meta: TraceMeta, format_major: u16, format_minor: u16) -> (Trace, S::Out) {
         if self.extra_meta {
             self.warnings
                 .push("more than one metadata record; the first one is used".into());
@@ -580,10 +825,8 @@ impl Builder {
         }
         let mut runs: Vec<RunData> = self.runs.into_values().collect();
         let mut unended = Vec::new();
+        let out = self.samples.finish(&mut runs);
         for r in &mut runs {
-            // vCPU threads hand samples over concurrently: file order is only
-            // roughly time order. Stable sort keeps equal timestamps in file order.
-            r.samples.sort_by_key(|s| (s.t_ns, s.vcpu));
             r.waits.sort_by_key(|w| w.t_ns);
             if r.end.is_none() {
                 unended.push(r.run);
@@ -604,7 +847,7 @@ impl Builder {
             self.warnings.truncate(MAX_WARNINGS);
             self.warnings.push(format!("{more} more warnings"));
         }
-        Trace {
+        let trace = Trace {
             meta,
             format_major,
             format_minor,
@@ -612,6 +855,7 @@ impl Builder {
             runs,
             complete: self.complete,
             warnings: self.warnings,
-        }
+        };
+        (trace, out)
     }
 }
