@@ -250,6 +250,28 @@ fn sigint_and_sigterm_end_a_boot_within_a_second() {
     }
 }
 
+/// Waits until no `sig` is pending for the process `child` (a handler took
+/// it), polling its shared pending-signal mask in /proc.
+fn wait_until_taken(child: &Child, sig: libc::c_int) {
+    let path = format!("/proc/{}/status", child.id());
+    let bit = 1u64 << (sig - 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = std::fs::read_to_string(&path).unwrap_or_default();
+        let pending = status
+            .lines()
+            .find_map(|l| l.strip_prefix("ShdPnd:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok());
+        match pending {
+            Some(m) if m & bit != 0 && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            // Taken, or the process is gone (its exit is checked next).
+            _ => return,
+        }
+    }
+}
+
 /// A second Ctrl-C exits at once with 130.
 #[test]
 fn a_second_sigint_exits_at_once() {
@@ -258,8 +280,10 @@ fn a_second_sigint_exits_at_once() {
     let (child, reader) = record_until_signalled(&k, &trace);
     let sent = Instant::now();
     signal(&child, libc::SIGINT);
-    // Not at the same instant: two pending SIGINTs would merge into one.
-    std::thread::sleep(Duration::from_millis(20));
+    // The second once the first was taken (two pending SIGINTs would merge
+    // into one), but before the clean end the first started is over: it can
+    // take only a few ms, so a fixed pause could let it finish first.
+    wait_until_taken(&child, libc::SIGINT);
     signal(&child, libc::SIGINT);
     let ended = reap(&child, sent, Duration::from_secs(20));
     let text = reader.join().expect("reader");
