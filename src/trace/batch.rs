@@ -188,15 +188,16 @@ impl BatchPool {
     }
 
     /// The size batches were reserved at (records; 0 before any was).
-    pub fn records(&self) -> usize {
+    fn records(&self) -> usize {
         self.records.load(Ordering::Relaxed)
     }
 
     /// Returns an emptied batch for reuse (dropped when the pool is full).
-    /// A batch that grew far beyond `records` records (it kept filling
+    /// A batch that grew far beyond the reserved size (it kept filling
     /// while none was free, longer than the sampler lets it) is shrunk
     /// first, so the pool holds little more than its working set.
-    pub fn give_back(&self, mut batch: RecordBatch, records: usize) {
+    pub fn give_back(&self, mut batch: RecordBatch) {
+        let records = self.records();
         batch.clear();
         if records > 0 && batch.entries.capacity() > records * 16 {
             batch.entries.shrink_to(records);
@@ -276,7 +277,7 @@ mod tests {
         b.push_sample(Sample::default(), &[1; 100], &[]);
         let grown = b.frames.capacity();
         assert!(grown >= 100 && grown >= cap);
-        pool.give_back(b, 4);
+        pool.give_back(b);
         assert_eq!(pool.len(), 2);
         // The most recently given back comes out first, emptied, capacity kept.
         let again = pool.try_take().expect("given back");
@@ -290,7 +291,7 @@ mod tests {
         for _ in 0..200 {
             big.push_sample(Sample::default(), &[1; 32], &[]);
         }
-        pool.give_back(big, 4);
+        pool.give_back(big);
         let small = pool.try_take().expect("given back");
         assert!(
             small.entries.capacity() < 100,

@@ -596,22 +596,7 @@ impl<S: SampleSink> Builder<S> {
             }
             Record::SampleBlock(b) => self.add_block(b),
             Record::WaitStack(w) => self.add_wait(w),
-            Record::WaitBlock(b) => match self.samples.expand_waits(b) {
-                Ok((waits, counts)) => {
-                    self.capped.undefined_stacks += counts.undefined;
-                    self.capped.stacks += counts.cut;
-                    // Counted against the record cap as plain records would be.
-                    for w in waits {
-                        if self.records + self.block_samples >= MAX_RECORDS {
-                            self.capped.records += 1;
-                            continue;
-                        }
-                        self.add_wait(w);
-                        self.block_samples += 1;
-                    }
-                }
-                Err(e) => self.compact_problem(e.to_string()),
-            },
+            Record::WaitBlock(b) => self.add_wait_block(b),
             Record::Task(t) => {
                 if let Some(d) = self.run(t.run) {
                     let tasks = &mut d.tasks;
@@ -721,12 +706,33 @@ impl<S: SampleSink> Builder<S> {
         }
     }
 
+    /// A block's wait stacks (format 3.1), each as if it were a plain
+    /// `WaitStack` record: each counts against the record cap.
+    fn add_wait_block(&mut self, b: WaitBlock) {
+        match self.samples.expand_waits(b) {
+            Ok((waits, counts)) => {
+                let n = waits.len();
+                let keep = self.block_keep(n);
+                for w in waits.into_iter().take(keep) {
+                    self.add_wait(w);
+                }
+                self.count_block(counts, n, keep);
+            }
+            Err(e) => self.compact_problem(e.to_string()),
+        }
+    }
+
+    /// How many of a block's `n` entries the record cap keeps.
+    fn block_keep(&self, n: usize) -> usize {
+        let room = MAX_RECORDS.saturating_sub(self.records + self.block_samples);
+        usize::try_from(room).map_or(n, |r| r.min(n))
+    }
+
     /// Where a block of `n` samples of (`run`, `vcpu`) goes: how many of
     /// its samples the record cap keeps, how many are stored (none when
     /// its run cannot be), and their task.
     fn place_block(&mut self, run: u32, vcpu: u32, n: usize) -> (usize, usize, Option<u32>) {
-        let room = MAX_RECORDS.saturating_sub(self.records + self.block_samples);
-        let keep = usize::try_from(room).map_or(n, |r| r.min(n));
+        let keep = self.block_keep(n);
         // One block is one vCPU of one run: one task, one run to check.
         let task = self.running.get(&(run, vcpu)).copied();
         let mut store = keep;
@@ -738,7 +744,7 @@ impl<S: SampleSink> Builder<S> {
         (keep, store, task)
     }
 
-    /// Counts what a block of `n` samples, `keep` of them kept, lacked and left out.
+    /// Counts what a block of `n` entries, `keep` of them kept, lacked and left out.
     fn count_block(&mut self, counts: ExpandCounts, n: usize, keep: usize) {
         self.capped.undefined_stacks += counts.undefined;
         self.capped.stacks += counts.cut;

@@ -277,7 +277,7 @@ fn writer_loop(
             // this thread only.
             Some(Msg::Packed(mut batch)) => {
                 let records = batch.take_records();
-                pool.give_back(batch, pool.records());
+                pool.give_back(batch);
                 w.append_batch(records)?;
             }
             Some(Msg::Flush(ack)) => {
