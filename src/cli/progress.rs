@@ -124,7 +124,7 @@ const FINAL_DRAIN_WAIT: Duration = Duration::from_secs(2);
 /// stderr written from a thread of its own through a bounded queue. Guest
 /// console lines are `try_send`: dropped and counted when the queue is full;
 /// their control characters are escaped. Status lines wait up to
-/// [`STATUS_WAIT`]. A broken pipe (EPIPE) ends all writing quietly.
+/// `STATUS_WAIT` (1 s). A broken pipe (EPIPE) ends all writing quietly.
 pub struct StderrQueue {
     tx: Option<mpsc::SyncSender<Out>>,
     state: Arc<QueueState>,

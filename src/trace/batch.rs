@@ -8,7 +8,7 @@
 //! tenth of a sample's own cost in `benches/sample_path.rs`). A
 //! [`RecordBatch`] keeps every stack and delta list of the batch in shared
 //! buffers instead; the writer thread rebuilds the records
-//! ([`RecordBatch::into_records`]), so allocations and frees stay on one
+//! ([`RecordBatch::take_records`]), so allocations and frees stay on one
 //! thread. The records, their order and the file's bytes are unchanged.
 //!
 //! The batches themselves are reused ([`BatchPool`]): the writer thread
@@ -96,7 +96,7 @@ impl RecordBatch {
 
     /// Appends a sample whose `stack` and `kvm` are `stack` and `kvm` (the
     /// sample's own vectors are left empty and filled in by
-    /// [`Self::into_records`]).
+    /// [`Self::take_records`]).
     pub fn push_sample(&mut self, sample: Sample, stack: &[u64], kvm: &[(u16, u64)]) {
         let frames = self.put_frames(stack);
         let start = self.kvm.len();
