@@ -48,7 +48,8 @@ pub struct Analysis {
     pub boot_path: PathBuf,
     /// Parts published while the analysis runs.
     pub published: Published,
-    /// The analysis thread's priority, low until the first instruction.
+    /// The analysis thread's priority, low (or the thread held back) until
+    /// the first instruction.
     pub priority: super::priority::StartupPriority,
     result: Arc<Pending>,
 }
@@ -121,12 +122,12 @@ impl Analysis {
             .with_context(|| format!("cannot use {} as a kernel", cfg.kernel.display()))?;
         let (path, vmlinux) = (cfg.kernel.clone(), cfg.vmlinux.clone());
         let (out, slot) = (published.clone(), result.clone());
-        let priority = super::priority::StartupPriority::default();
+        let priority = super::priority::StartupPriority::for_host();
         let yielding = priority.clone();
         std::thread::Builder::new()
             .name("kernel-analysis".into())
             .spawn(move || {
-                yielding.lower_current_thread();
+                yielding.yield_current_thread();
                 let r = analyse(&path, vmlinux.as_deref(), false, &out);
                 slot.set(r, elapsed());
             })
@@ -139,14 +140,24 @@ impl Analysis {
         })
     }
 
-    /// Waits for the analysis to end.
+    /// Waits for the analysis to end (starting it now if it was held
+    /// back for the first instruction).
     pub fn wait(&self) -> Result<Arc<KernelFacts>> {
+        self.priority.restore();
         self.result.wait()
     }
 
     /// The outcome, for another thread to wait on.
     pub fn pending(&self) -> Arc<Pending> {
         self.result.clone()
+    }
+}
+
+impl Drop for Analysis {
+    fn drop(&mut self) {
+        // A recording that ends before any boot started lets a held
+        // analysis go (its thread ends with it instead of waiting forever).
+        self.priority.restore();
     }
 }
 

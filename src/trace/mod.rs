@@ -44,6 +44,7 @@ pub mod frame;
 mod layout;
 mod names;
 mod options;
+mod queue;
 mod reader;
 mod record;
 pub mod samples;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use super::batch::{BatchPool, RecordBatch};
 use super::compact::Compactor;
 use super::frame::{encode_frame, write_header};
+use super::queue::{queue, QueueReceiver, QueueSender};
 use super::record::{Finish, Record, TraceMeta};
 use super::TraceError;
 
@@ -163,7 +164,7 @@ impl TraceWriter {
     /// Moves the writer to a thread of its own and returns its handle; get
     /// [`TraceSink`]s for other threads from [`TraceWriterThread::sink`].
     pub fn spawn(self) -> Result<TraceWriterThread, TraceError> {
-        let (tx, rx) = mpsc::sync_channel(SINK_QUEUE);
+        let (tx, rx) = queue(SINK_QUEUE);
         let path = self.path.clone();
         let failure = Arc::new(Mutex::new(None));
         let failed = failure.clone();
@@ -198,7 +199,7 @@ impl TraceWriter {
         file: File,
         meta: Box<dyn FnOnce() -> Result<TraceMeta, String> + Send>,
     ) -> Result<TraceWriterThread, TraceError> {
-        let (tx, rx) = mpsc::sync_channel(SINK_QUEUE);
+        let (tx, rx) = queue(SINK_QUEUE);
         let failure = Arc::new(Mutex::new(None));
         let failed = failure.clone();
         let pool = Arc::new(BatchPool::default());
@@ -253,7 +254,7 @@ enum Msg {
 /// emptied batches go back to `pool`.
 fn writer_loop(
     mut w: TraceWriter,
-    rx: mpsc::Receiver<Msg>,
+    rx: QueueReceiver<Msg>,
     pool: &BatchPool,
 ) -> Result<u64, TraceError> {
     loop {
@@ -298,7 +299,7 @@ fn writer_loop(
 /// A cloneable handle that appends records from any thread.
 #[derive(Clone)]
 pub struct TraceSink {
-    tx: mpsc::SyncSender<Msg>,
+    tx: QueueSender<Msg>,
     failure: Arc<Mutex<Option<String>>>,
     pool: Arc<BatchPool>,
 }
@@ -366,7 +367,7 @@ impl TraceSink {
 
 /// The writer thread; [`TraceWriterThread::finish`] ends the file.
 pub struct TraceWriterThread {
-    tx: Option<mpsc::SyncSender<Msg>>,
+    tx: Option<QueueSender<Msg>>,
     handle: Option<JoinHandle<Result<u64, TraceError>>>,
     failure: Arc<Mutex<Option<String>>>,
     pool: Arc<BatchPool>,
