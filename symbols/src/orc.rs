@@ -240,6 +240,39 @@ pub struct OrcTable {
     offsets: Vec<u32>,
     entries: Vec<OrcEntry>,
     version: OrcVersion,
+    /// `blocks[b]`: how many offsets lie below block `b`'s start (blocks of
+    /// `1 << block_shift` bytes from `base`). The kernel's `orc_lookup`
+    /// idea: a lookup searches the few entries of one block instead of the
+    /// whole table (the binary search over ~50 k entries was 39 % of a
+    /// sample's time, its cache misses most of it).
+    blocks: Vec<u32>,
+    block_shift: u32,
+}
+
+/// Smallest lookup block: 256 bytes of text, the kernel's `LOOKUP_BLOCK_SIZE`.
+const MIN_BLOCK_SHIFT: u32 = 8;
+/// Most lookup blocks (1 MiB of index); a wider table gets bigger blocks.
+const MAX_BLOCKS: u64 = 1 << 18;
+
+/// The block index of sorted `offsets` (see [`OrcTable`]'s `blocks`).
+fn block_index(offsets: &[u32]) -> (Vec<u32>, u32) {
+    let last = u64::from(offsets.last().copied().unwrap_or(0));
+    let mut shift = MIN_BLOCK_SHIFT;
+    while (last >> shift) + 2 > MAX_BLOCKS {
+        shift += 1;
+    }
+    // One block past the last offset's, so every offset up to it has a next block.
+    let count = (last >> shift) + 2;
+    let mut blocks = Vec::with_capacity(count as usize);
+    let mut i = 0usize;
+    for b in 0..count {
+        let start = b << shift;
+        while offsets.get(i).is_some_and(|&o| u64::from(o) < start) {
+            i += 1;
+        }
+        blocks.push(i as u32);
+    }
+    (blocks, shift)
 }
 
 impl OrcTable {
@@ -338,11 +371,14 @@ impl OrcTable {
             offsets.push(off);
             entries.push(e);
         }
+        let (blocks, block_shift) = block_index(&offsets);
         Ok(OrcTable {
             base,
             offsets,
             entries,
             version,
+            blocks,
+            block_shift,
         })
     }
 
@@ -352,7 +388,16 @@ impl OrcTable {
     pub fn lookup(&self, ip: u64) -> Option<OrcEntry> {
         let rel = ip.checked_sub(self.base)?;
         let rel = u32::try_from(rel).unwrap_or(u32::MAX);
-        let idx = self.offsets.partition_point(|&o| o <= rel);
+        let b = (rel >> self.block_shift) as usize;
+        // Offsets below block b's start are <= rel; from block b + 1's on, > rel.
+        let idx = match (self.blocks.get(b), self.blocks.get(b + 1)) {
+            (Some(&lo), Some(&hi)) => {
+                let (lo, hi) = (lo as usize, hi as usize);
+                lo + self.offsets.get(lo..hi)?.partition_point(|&o| o <= rel)
+            }
+            // Past the last entry's block.
+            _ => self.offsets.partition_point(|&o| o <= rel),
+        };
         self.entries.get(idx.checked_sub(1)?).copied()
     }
 
@@ -504,6 +549,52 @@ mod tests {
         );
         assert_eq!(t.lookup(u64::MAX).map(|e| e.kind), Some(OrcType::Regs));
         assert_eq!(t.ip_range(), (0xffff_ffff_8100_0f00, 0xffff_ffff_8100_1100));
+    }
+
+    /// The block index finds what a search of the whole table finds, at
+    /// every IP around every entry, for dense and sparse tables.
+    #[test]
+    fn block_lookup_matches_a_full_search() {
+        let ip_addr = 0xffff_ffff_8200_0000u64;
+        let base = 0xffff_ffff_8100_0000u64;
+        let mut gap = 1u64;
+        let mut ips = Vec::new();
+        let mut ip = base;
+        for i in 0..600u64 {
+            ips.push(ip);
+            // Gaps from 1 byte to tens of KiB: blocks with many, one or no entries.
+            gap = (gap * 7 + i) % 40_000 + 1;
+            ip += if i % 50 == 0 { gap * 3 } else { gap % 300 + 1 };
+        }
+        let flags: Vec<u16> = (0..ips.len())
+            .map(|i| 5 | (((i % 3) as u16 + 1) << 8))
+            .collect();
+        let (ipb, ub) = table_bytes(&ips, ip_addr, &flags);
+        let t = OrcTable::from_sections(ip_addr, &ipb, &ub, OrcVersion::V3).expect("parse");
+        let full = |ip: u64| {
+            let rel = u32::try_from(ip.checked_sub(t.base)?).unwrap_or(u32::MAX);
+            let idx = t.offsets.partition_point(|&o| o <= rel);
+            t.entries.get(idx.checked_sub(1)?).copied()
+        };
+        for &ip in &ips {
+            for probe in [
+                ip.wrapping_sub(1),
+                ip,
+                ip + 1,
+                ip + 255,
+                ip + 256,
+                ip + 4096,
+            ] {
+                assert_eq!(t.lookup(probe), full(probe), "ip {probe:#x}");
+            }
+        }
+        assert_eq!(t.lookup(base - 1), None);
+        assert_eq!(t.lookup(u64::MAX), full(u64::MAX));
+        // A table spanning 4 GiB gets bigger blocks, not a 64 MiB index.
+        let (blocks, shift) = block_index(&[0, 1, u32::MAX]);
+        assert!(blocks.len() as u64 <= MAX_BLOCKS, "{}", blocks.len());
+        assert_eq!(blocks[0], 0);
+        assert!(shift > MIN_BLOCK_SHIFT);
     }
 
     #[test]
