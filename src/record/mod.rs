@@ -79,6 +79,12 @@ pub fn record(cfg: &RecordConfig, progress: &mut dyn Progress) -> Result<RecordS
     let analysis = startup.time(MAIN, "kernel header, analysis", StepKind::Own, || {
         kernel::Analysis::start(cfg)
     })?;
+    if analysis.priority.holds() {
+        progress.detail(&format!(
+            "kernel analysis starts at the first instruction (fewer than {} CPUs: beside the start-up it would slow it)",
+            priority::HOLD_BELOW_CPUS
+        ));
+    }
     // Exact boundaries (initcalls, named points) are watched once the
     // analysis has the symbols. An unknown --until function is a usage error
     // before anything is written, so that one case waits for the symbols.
