@@ -115,7 +115,7 @@ pub struct TaskStructLayout {
     pub pid: Field,
     /// `tgid` (pid_t).
     pub tgid: Field,
-    /// `comm` (char[TASK_COMM_LEN]); `size` is the length.
+    /// `comm` (`char[TASK_COMM_LEN]`); `size` is the length.
     pub comm: Field,
     /// `__state` (5.14+) or `state`: the task's run state.
     pub state: Field,
