@@ -251,11 +251,7 @@ pub fn load_kernel(
                 } else {
                     255
                 },
-                initrd_addr_max: if hdr.version >= 0x203 && hdr.initrd_addr_max != 0 {
-                    u64::from(hdr.initrd_addr_max)
-                } else {
-                    INITRD_ADDR_MAX_DEFAULT
-                },
+                initrd_addr_max: bz_initrd_addr_max(&hdr),
             }
         }
         KernelFormat::Elf => {
@@ -356,50 +352,125 @@ fn check_bzimage(hdr: &setup_header, file_len: u64, path: &Path) -> Result<(), L
     Ok(())
 }
 
-/// Places the initrd as high as allowed in low memory, above the kernel.
-/// Returns (guest address, size).
-pub fn load_initrd(
-    mem: &GuestMemoryMmap,
-    path: &Path,
+/// The highest guest address the kernel at `path` accepts for its initrd,
+/// from its header alone (read before the kernel is loaded, so the initrd
+/// can be placed and loaded beside it).
+pub fn initrd_addr_max(path: &Path) -> Result<u64, LoadError> {
+    let InputFile { mut file, .. } = open_regular(path, MAX_FILE, "kernel image")?;
+    let mut head = Vec::with_capacity(HEAD);
+    std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, HEAD as u64), &mut head)
+        .map_err(io_err(path))?;
+    Ok(match detect_format(&head, path)? {
+        KernelFormat::BzImage => bz_initrd_addr_max(&parse_setup_header(&head)),
+        KernelFormat::Elf => INITRD_ADDR_MAX_DEFAULT,
+    })
+}
+
+/// A bzImage header's `initrd_addr_max` (protocol 2.03 and later), else the default.
+fn bz_initrd_addr_max(hdr: &setup_header) -> u64 {
+    let (version, max) = (hdr.version, hdr.initrd_addr_max);
+    if version >= 0x203 && max != 0 {
+        u64::from(max)
+    } else {
+        INITRD_ADDR_MAX_DEFAULT
+    }
+}
+
+/// An initrd opened and placed before the kernel is loaded: as high as
+/// memory and the kernel's `initrd_addr_max` allow (that address does not
+/// depend on the kernel's size; [`PlacedInitrd::check`] checks it against the
+/// loaded kernel afterwards, with the errors that say which limit binds).
+#[derive(Debug)]
+pub struct PlacedInitrd {
+    file: std::fs::File,
+    path: String,
+    size: u64,
+    addr_max: u64,
     mem_size: u64,
-    kernel: &LoadedKernel,
-) -> Result<(u64, u64), LoadError> {
-    // Regular files only: a directory opens but cannot be read, a FIFO
-    // would block. The fit checks below bound the read.
-    let InputFile { mut file, size, .. } = open_regular(path, u64::MAX, "initrd")?;
-    let mem_top = mem_size.min(MMIO_GAP_START);
-    let addr_top = kernel.initrd_addr_max.saturating_add(1);
-    let size_mib = size.div_ceil(1 << 20);
-    let fits_below = |top: u64| {
-        top.checked_sub(size)
-            .map(|a| a & !0xfff)
-            .filter(|&a| a >= kernel.reserved_end)
+    /// Where it goes; `None` when it fits nowhere (the check says why).
+    addr: Option<u64>,
+}
+
+/// Opens the initrd at `path` (regular files only: a directory opens but
+/// cannot be read, a FIFO would block) and places it for a kernel that
+/// accepts it up to `addr_max`, in `mem_size` bytes of guest memory.
+pub fn place_initrd(path: &Path, mem_size: u64, addr_max: u64) -> Result<PlacedInitrd, LoadError> {
+    let InputFile { file, size, .. } = open_regular(path, u64::MAX, "initrd")?;
+    let mut placed = PlacedInitrd {
+        file,
+        path: path.display().to_string(),
+        size,
+        addr_max,
+        mem_size,
+        addr: None,
     };
-    let Some(addr) = fits_below(mem_top.min(addr_top)) else {
-        // Say which limit binds: more memory helps only if memory is the limit.
-        if addr_top < mem_top && fits_below(mem_top).is_some() {
-            return Err(LoadError::InitrdAboveAddrLimit {
-                path: path.display().to_string(),
+    placed.addr = placed.placement(0).ok();
+    Ok(placed)
+}
+
+impl PlacedInitrd {
+    /// The address for a kernel whose boot needs memory up to `reserved_end`.
+    fn placement(&self, reserved_end: u64) -> Result<u64, LoadError> {
+        let size = self.size;
+        let mem_top = self.mem_size.min(MMIO_GAP_START);
+        let addr_top = self.addr_max.saturating_add(1);
+        let size_mib = size.div_ceil(1 << 20);
+        let fits_below = |top: u64| {
+            top.checked_sub(size)
+                .map(|a| a & !0xfff)
+                .filter(|&a| a >= reserved_end)
+        };
+        let Some(addr) = fits_below(mem_top.min(addr_top)) else {
+            // Say which limit binds: more memory helps only if memory is the limit.
+            if addr_top < mem_top && fits_below(mem_top).is_some() {
+                return Err(LoadError::InitrdAboveAddrLimit {
+                    path: self.path.clone(),
+                    size_mib,
+                    limit: self.addr_max,
+                    room_mib: addr_top.saturating_sub(reserved_end) >> 20,
+                });
+            }
+            return Err(LoadError::InitrdTooBig {
+                path: self.path.clone(),
                 size_mib,
-                limit: kernel.initrd_addr_max,
-                room_mib: addr_top.saturating_sub(kernel.reserved_end) >> 20,
+            });
+        };
+        Ok(addr)
+    }
+
+    /// Reads the initrd into guest memory at its place (nothing when it fits
+    /// nowhere: [`PlacedInitrd::check`] says why). The fit bounds the read.
+    pub fn load(&mut self, mem: &GuestMemoryMmap) -> Result<(), LoadError> {
+        let Some(addr) = self.addr else {
+            return Ok(());
+        };
+        let len = usize::try_from(self.size).map_err(|_| LoadError::InitrdTooBig {
+            path: self.path.clone(),
+            size_mib: self.size.div_ceil(1 << 20),
+        })?;
+        mem.read_exact_volatile_from(GuestAddress(addr), &mut self.file, len)
+            .map_err(|e| LoadError::InitrdRead {
+                path: self.path.clone(),
+                detail: e.to_string(),
+            })
+    }
+
+    /// Checks the place against the loaded kernel (above what its boot
+    /// needs, below its limit); returns (guest address, size).
+    pub fn check(&self, kernel: &LoadedKernel) -> Result<(u64, u64), LoadError> {
+        let addr = self.placement(kernel.reserved_end)?;
+        if kernel.initrd_addr_max != self.addr_max || Some(addr) != self.addr {
+            // Both come from the same header and sizes; a difference is a bug here.
+            return Err(LoadError::InitrdRead {
+                path: self.path.clone(),
+                detail: format!(
+                    "placed at {:?} for limit {:#x} before the kernel was loaded, {addr:#x} for {:#x} after",
+                    self.addr, self.addr_max, kernel.initrd_addr_max
+                ),
             });
         }
-        return Err(LoadError::InitrdTooBig {
-            path: path.display().to_string(),
-            size_mib,
-        });
-    };
-    let len = usize::try_from(size).map_err(|_| LoadError::InitrdTooBig {
-        path: path.display().to_string(),
-        size_mib,
-    })?;
-    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, len)
-        .map_err(|e| LoadError::InitrdRead {
-            path: path.display().to_string(),
-            detail: e.to_string(),
-        })?;
-    Ok((addr, size))
+        Ok((addr, self.size))
+    }
 }
 
 /// Builds the command line: boottrace's defaults, then the workaround
@@ -451,6 +522,56 @@ mod tests {
         assert!(matches!(
             detect_format(b"#!/bin/sh\n", p),
             Err(LoadError::NotAKernel(_))
+        ));
+    }
+
+    /// An initrd placed before the kernel is loaded lands where the old
+    /// one-step placement put it: as high as memory and the limit allow; the
+    /// check against the loaded kernel refuses an overlap and says which
+    /// limit binds.
+    #[test]
+    fn initrd_placed_before_the_kernel_is_checked_after_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("initrd.cpio");
+        std::fs::write(&path, vec![7u8; 5 << 20]).expect("write");
+        let kernel = |reserved_end: u64, initrd_addr_max: u64| LoadedKernel {
+            format: KernelFormat::BzImage,
+            entry: 0x10_0200,
+            mode: EntryMode::Long64,
+            load_addr: 0x10_0000,
+            reserved_end,
+            setup_header: None,
+            cmdline_max: 2047,
+            initrd_addr_max,
+        };
+        let mem = 64 << 20;
+        let p = place_initrd(&path, mem, INITRD_ADDR_MAX_DEFAULT).expect("place");
+        let top = (mem - (5 << 20)) & !0xfff;
+        assert_eq!(p.addr, Some(top));
+        assert_eq!(
+            p.check(&kernel(20 << 20, INITRD_ADDR_MAX_DEFAULT)).ok(),
+            Some((top, 5 << 20))
+        );
+        // A kernel whose boot needs the memory the initrd is in.
+        assert!(matches!(
+            p.check(&kernel(62 << 20, INITRD_ADDR_MAX_DEFAULT)),
+            Err(LoadError::InitrdTooBig { .. })
+        ));
+        // Below a low limit there is no room above the kernel; memory has some.
+        let low = place_initrd(&path, mem, (24 << 20) - 1).expect("place");
+        assert!(matches!(
+            low.check(&kernel(20 << 20, (24 << 20) - 1)),
+            Err(LoadError::InitrdAboveAddrLimit { .. })
+        ));
+        // Too big for memory at all: nothing to load, the check says why.
+        let mut none = place_initrd(&path, 4 << 20, INITRD_ADDR_MAX_DEFAULT).expect("place");
+        assert_eq!(none.addr, None);
+        let gm = vm_memory::GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)])
+            .expect("memory");
+        assert!(none.load(&gm).is_ok());
+        assert!(matches!(
+            none.check(&kernel(2 << 20, INITRD_ADDR_MAX_DEFAULT)),
+            Err(LoadError::InitrdTooBig { .. })
         ));
     }
 

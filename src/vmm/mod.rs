@@ -292,6 +292,29 @@ struct VmSetupJob {
     log: Arc<StartupLog>,
     /// When it was handed over (its wait for a CPU starts here).
     sent_ns: u64,
+    /// The initrd, placed: read into guest memory after the VM's ioctls,
+    /// while this thread still loads the kernel.
+    initrd: Option<loader::PlacedInitrd>,
+}
+
+/// What the vm-setup thread hands back: the CPUID KVM offers, and the
+/// initrd it loaded (or why it could not).
+type VmSetupDone = (
+    Result<CpuId, VmmError>,
+    Option<Result<loader::PlacedInitrd, loader::LoadError>>,
+);
+
+/// The vm-setup thread's work (also run on the main thread when no helper
+/// thread could be started).
+fn vm_setup_job(job: VmSetupJob, thread: &'static str) -> VmSetupDone {
+    let cpuid = vm_setup(&job.kvm, &job.vm, &job.mem, &job.log, thread);
+    let mem = &job.mem;
+    let initrd = job.initrd.map(|mut i| {
+        job.log
+            .time(thread, "load initrd", StepKind::Own, || i.load(mem))
+            .map(|()| i)
+    });
+    (cpuid, initrd)
 }
 
 /// Boots `cfg` once. Times are measured from `t0` (the run's start). The
@@ -342,7 +365,7 @@ pub fn boot(
                     let _ = running_tx.send(());
                     let job = for_setup.recv().ok()?;
                     job.log.scheduled(VM_SETUP, job.sent_ns);
-                    Some(vm_setup(&job.kvm, &job.vm, &job.mem, &job.log, VM_SETUP))
+                    Some(vm_setup_job(job, VM_SETUP))
                 })
         })
         .ok();
@@ -372,30 +395,59 @@ pub fn boot(
             }
         }
     });
-    let helper = setup_thread.and_then(|h| {
-        let job = VmSetupJob {
-            kvm: kvm.clone(),
-            vm: vm.clone(),
-            mem: mem.clone(),
-            log: log.clone(),
-            sent_ns: log.now_ns(),
-        };
-        to_setup.send(job).is_ok().then_some(h)
-    });
-    let guest = load_guest(cfg, &mem, &phase, &log);
-    let vm_setup = match helper {
-        Some(h) => log
+    // The initrd is placed from the kernel's header before the kernel is
+    // loaded, so the vm-setup thread reads it in beside the kernel's load.
+    let initrd = match &cfg.initrd {
+        Some(p) => Some(log.time(MAIN, "place initrd", StepKind::Own, || {
+            loader::initrd_addr_max(&cfg.kernel)
+                .and_then(|max| loader::place_initrd(p, cfg.mem.size, max))
+        })?),
+        None => None,
+    };
+    let job = VmSetupJob {
+        kvm: kvm.clone(),
+        vm: vm.clone(),
+        mem: mem.clone(),
+        log: log.clone(),
+        sent_ns: log.now_ns(),
+        initrd,
+    };
+    let (helper, job) = match setup_thread {
+        Some(h) => match to_setup.send(job) {
+            Ok(()) => (Some(h), None),
+            Err(std::sync::mpsc::SendError(job)) => (None, Some(job)),
+        },
+        None => (None, Some(job)),
+    };
+    let guest = load_kernel_and_cmdline(cfg, &mem, &log);
+    let (vm_setup, initrd) = match (helper, job) {
+        (Some(h), _) => log
             .time(MAIN, "wait for vm-setup", StepKind::Wait(VM_SETUP), || {
                 h.join()
             })
             .ok()
             .flatten()
-            .unwrap_or_else(|| Err(VmmError::Host("the VM set-up thread died".into()))),
+            .unwrap_or_else(|| {
+                (
+                    Err(VmmError::Host("the VM set-up thread died".into())),
+                    None,
+                )
+            }),
         // No thread to spare: the same calls here, one after the other.
-        None => vm_setup(&kvm, &vm, &mem, &log, MAIN),
+        (None, Some(job)) => vm_setup_job(job, MAIN),
+        (None, None) => (
+            Err(VmmError::Host("the VM set-up job was lost".into())),
+            None,
+        ),
     };
     let (kernel, cmdline) = guest?;
     let base_cpuid = vm_setup?;
+    let initrd = match initrd {
+        Some(loaded) => Some(loaded?.check(&kernel)?),
+        None => None,
+    };
+    write_boot_tables(cfg, &mem, &kernel, &cmdline, initrd, &log)?;
+    phase(VmmPhase::LoadKernel);
 
     let devices = Arc::new(log.time(MAIN, "devices", StepKind::Own, || {
         Ok::<_, VmmError>(
@@ -644,14 +696,13 @@ fn create_vcpu(
 }
 
 /// The kernel, command line, initrd and boot tables, in guest memory.
-fn load_guest(
+/// Loads the kernel and writes its command line (the initrd is loaded beside
+/// it, see [`vm_setup_job`]).
+fn load_kernel_and_cmdline(
     cfg: &BootConfig,
     mem: &GuestMemoryMmap,
-    phase: &dyn Fn(VmmPhase),
     log: &StartupLog,
 ) -> Result<(LoadedKernel, String), VmmError> {
-    let own =
-        |name, f: &mut dyn FnMut() -> Result<(), VmmError>| log.time(MAIN, name, StepKind::Own, f);
     let kernel = log.time(MAIN, "load kernel", StepKind::Own, || {
         loader::load_kernel(mem, &cfg.kernel, cfg.mem.size)
     })?;
@@ -659,30 +710,33 @@ fn load_guest(
     let refs: Vec<&str> = parts.iter().map(|p| p.as_ref()).collect();
     let cmdline = loader::build_cmdline(&refs, kernel.cmdline_max)?;
     loader::write_cmdline(mem, layout::CMDLINE_START, &cmdline)?;
-    let mut initrd = None;
-    if let Some(p) = &cfg.initrd {
-        own("load initrd", &mut || {
-            initrd = Some(loader::load_initrd(mem, p, cfg.mem.size, &kernel)?);
-            Ok(())
-        })?;
-    }
+    Ok((kernel, cmdline))
+}
+
+/// The boot tables: zero page or PVH start info, MP table, GDT and page tables.
+fn write_boot_tables(
+    cfg: &BootConfig,
+    mem: &GuestMemoryMmap,
+    kernel: &LoadedKernel,
+    cmdline: &str,
+    initrd: Option<(u64, u64)>,
+    log: &StartupLog,
+) -> Result<(), VmmError> {
     let inputs = bootparams::BootInputs {
         cmdline_addr: layout::CMDLINE_START,
         cmdline_len: cmdline.len(),
         initrd,
     };
-    own("boot tables", &mut || {
+    log.time(MAIN, "boot tables", StepKind::Own, || {
         let e820 = memory::e820_map(cfg.mem.size);
         match kernel.mode {
-            EntryMode::Long64 => bootparams::write_zero_page(mem, &kernel, &inputs, &e820)?,
+            EntryMode::Long64 => bootparams::write_zero_page(mem, kernel, &inputs, &e820)?,
             EntryMode::Pvh32 => bootparams::write_pvh_start_info(mem, &inputs, &e820)?,
         }
         mptable::write(mem, cfg.cpus)?;
         cpu::write_boot_tables(mem, kernel.mode)?;
         Ok(())
-    })?;
-    phase(VmmPhase::LoadKernel);
-    Ok((kernel, cmdline))
+    })
 }
 
 fn register_memory(
