@@ -449,6 +449,15 @@ fn cap_text(s: &mut String) -> bool {
     true
 }
 
+/// Pushes `x` unless `v` already holds `cap` items; whether it was left out.
+fn push_capped<T>(v: &mut Vec<T>, cap: usize, x: T) -> bool {
+    let full = v.len() >= cap;
+    if !full {
+        v.push(x);
+    }
+    full
+}
+
 /// Adds a device record to a run's list: a second record for the same
 /// device replaces the first; counters, strings and devices beyond the caps
 /// are cut. True when something was cut or left out.
@@ -560,23 +569,15 @@ impl<S: SampleSink> Builder<S> {
                 }
             }
             Record::Phase(p) => {
-                let mut capped = false;
-                if let Some(d) = self.run(p.run) {
-                    capped = d.phases.len() >= MAX_PHASES_PER_RUN;
-                    if !capped {
-                        d.phases.push(p);
-                    }
-                }
+                let capped = self
+                    .run(p.run)
+                    .is_some_and(|d| push_capped(&mut d.phases, MAX_PHASES_PER_RUN, p));
                 self.capped.phases += u64::from(capped);
             }
             Record::Serial(s) => {
-                let mut capped = false;
-                if let Some(d) = self.run(s.run) {
-                    capped = d.serial.len() >= MAX_SERIAL_PER_RUN;
-                    if !capped {
-                        d.serial.push(s);
-                    }
-                }
+                let capped = self
+                    .run(s.run)
+                    .is_some_and(|d| push_capped(&mut d.serial, MAX_SERIAL_PER_RUN, s));
                 self.capped.serial += u64::from(capped);
             }
             Record::Layout(l) => {
@@ -626,13 +627,9 @@ impl<S: SampleSink> Builder<S> {
                 self.capped.devices += u64::from(capped);
             }
             Record::Boundary(b) => {
-                let mut capped = false;
-                if let Some(d) = self.run(b.run) {
-                    capped = d.boundaries.len() >= MAX_BOUNDARIES_PER_RUN;
-                    if !capped {
-                        d.boundaries.push(b);
-                    }
-                }
+                let capped = self
+                    .run(b.run)
+                    .is_some_and(|d| push_capped(&mut d.boundaries, MAX_BOUNDARIES_PER_RUN, b));
                 self.capped.boundaries += u64::from(capped);
             }
             Record::RunEnd(e) => {
@@ -680,13 +677,9 @@ impl<S: SampleSink> Builder<S> {
             w.stack.shrink_to_fit();
             self.capped.stacks += 1;
         }
-        let mut capped = false;
-        if let Some(d) = self.run(w.run) {
-            capped = d.waits.len() >= MAX_WAITS_PER_RUN;
-            if !capped {
-                d.waits.push(w);
-            }
-        }
+        let capped = self
+            .run(w.run)
+            .is_some_and(|d| push_capped(&mut d.waits, MAX_WAITS_PER_RUN, w));
         self.capped.waits += u64::from(capped);
     }
 
