@@ -199,24 +199,60 @@ pub fn detect_format(head: &[u8], path: &Path) -> Result<KernelFormat, LoadError
     Err(LoadError::NotAKernel(path.display().to_string()))
 }
 
-/// Loads the kernel at `path` into `mem` (of `mem_size` bytes).
-pub fn load_kernel(
-    mem: &GuestMemoryMmap,
-    path: &Path,
-    mem_size: u64,
-) -> Result<LoadedKernel, LoadError> {
-    // Regular files only, size capped, before anything is read.
-    let InputFile {
-        mut file,
-        size: file_len,
-        ..
-    } = open_regular(path, MAX_FILE, "kernel image")?;
+/// A kernel image opened (regular files only, size capped) with its first
+/// page read: its format and initrd limit are known before it is loaded.
+#[derive(Debug)]
+pub struct KernelFile {
+    file: std::fs::File,
+    size: u64,
+    head: Vec<u8>,
+    format: KernelFormat,
+    path: std::path::PathBuf,
+}
+
+/// Opens the kernel image at `path` and reads its headers.
+pub fn open_kernel(path: &Path) -> Result<KernelFile, LoadError> {
+    let InputFile { mut file, size, .. } = open_regular(path, MAX_FILE, "kernel image")?;
     let mut head = Vec::with_capacity(HEAD);
     std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, HEAD as u64), &mut head)
         .map_err(io_err(path))?;
     file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
-    let ram_top = mem_size.min(MMIO_GAP_START);
     let format = detect_format(&head, path)?;
+    Ok(KernelFile {
+        file,
+        size,
+        head,
+        format,
+        path: path.to_path_buf(),
+    })
+}
+
+impl KernelFile {
+    /// The highest guest address the kernel accepts for its initrd, from its
+    /// header alone (so the initrd can be placed and loaded beside the kernel).
+    pub fn initrd_addr_max(&self) -> u64 {
+        match self.format {
+            KernelFormat::BzImage => bz_initrd_addr_max(&parse_setup_header(&self.head)),
+            KernelFormat::Elf => INITRD_ADDR_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Loads `kernel` into `mem` (of `mem_size` bytes).
+pub fn load_kernel(
+    mem: &GuestMemoryMmap,
+    kernel: KernelFile,
+    mem_size: u64,
+) -> Result<LoadedKernel, LoadError> {
+    let KernelFile {
+        mut file,
+        size: file_len,
+        head,
+        format,
+        path,
+    } = kernel;
+    let path = path.as_path();
+    let ram_top = mem_size.min(MMIO_GAP_START);
     let shown = path.display().to_string();
     let loader_err = |e: linux_loader::loader::Error| LoadError::Loader {
         path: shown.clone(),
@@ -350,20 +386,6 @@ fn check_bzimage(hdr: &setup_header, file_len: u64, path: &Path) -> Result<(), L
         });
     }
     Ok(())
-}
-
-/// The highest guest address the kernel at `path` accepts for its initrd,
-/// from its header alone (read before the kernel is loaded, so the initrd
-/// can be placed and loaded beside it).
-pub fn initrd_addr_max(path: &Path) -> Result<u64, LoadError> {
-    let InputFile { mut file, .. } = open_regular(path, MAX_FILE, "kernel image")?;
-    let mut head = Vec::with_capacity(HEAD);
-    std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, HEAD as u64), &mut head)
-        .map_err(io_err(path))?;
-    Ok(match detect_format(&head, path)? {
-        KernelFormat::BzImage => bz_initrd_addr_max(&parse_setup_header(&head)),
-        KernelFormat::Elf => INITRD_ADDR_MAX_DEFAULT,
-    })
 }
 
 /// A bzImage header's `initrd_addr_max` (protocol 2.03 and later), else the default.

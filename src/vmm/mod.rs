@@ -397,10 +397,12 @@ pub fn boot(
     });
     // The initrd is placed from the kernel's header before the kernel is
     // loaded, so the vm-setup thread reads it in beside the kernel's load.
+    let kernel_file = log.time(MAIN, "open kernel", StepKind::Own, || {
+        loader::open_kernel(&cfg.kernel)
+    })?;
     let initrd = match &cfg.initrd {
         Some(p) => Some(log.time(MAIN, "place initrd", StepKind::Own, || {
-            loader::initrd_addr_max(&cfg.kernel)
-                .and_then(|max| loader::place_initrd(p, cfg.mem.size, max))
+            loader::place_initrd(p, cfg.mem.size, kernel_file.initrd_addr_max())
         })?),
         None => None,
     };
@@ -412,16 +414,17 @@ pub fn boot(
         sent_ns: log.now_ns(),
         initrd,
     };
-    let (helper, job) = match setup_thread {
+    // The thread that took the job, or the job when no thread did.
+    let setup = match setup_thread {
         Some(h) => match to_setup.send(job) {
-            Ok(()) => (Some(h), None),
-            Err(std::sync::mpsc::SendError(job)) => (None, Some(job)),
+            Ok(()) => Ok(h),
+            Err(std::sync::mpsc::SendError(job)) => Err(job),
         },
-        None => (None, Some(job)),
+        None => Err(job),
     };
-    let guest = load_kernel_and_cmdline(cfg, &mem, &log);
-    let (vm_setup, initrd) = match (helper, job) {
-        (Some(h), _) => log
+    let guest = load_kernel_and_cmdline(cfg, kernel_file, &mem, &log);
+    let (vm_setup, initrd) = match setup {
+        Ok(h) => log
             .time(MAIN, "wait for vm-setup", StepKind::Wait(VM_SETUP), || {
                 h.join()
             })
@@ -434,11 +437,7 @@ pub fn boot(
                 )
             }),
         // No thread to spare: the same calls here, one after the other.
-        (None, Some(job)) => vm_setup_job(job, MAIN),
-        (None, None) => (
-            Err(VmmError::Host("the VM set-up job was lost".into())),
-            None,
-        ),
+        Err(job) => vm_setup_job(job, MAIN),
     };
     let (kernel, cmdline) = guest?;
     let base_cpuid = vm_setup?;
@@ -700,11 +699,12 @@ fn create_vcpu(
 /// it, see [`vm_setup_job`]).
 fn load_kernel_and_cmdline(
     cfg: &BootConfig,
+    kernel: loader::KernelFile,
     mem: &GuestMemoryMmap,
     log: &StartupLog,
 ) -> Result<(LoadedKernel, String), VmmError> {
     let kernel = log.time(MAIN, "load kernel", StepKind::Own, || {
-        loader::load_kernel(mem, &cfg.kernel, cfg.mem.size)
+        loader::load_kernel(mem, kernel, cfg.mem.size)
     })?;
     let parts = cmdline_parts(cfg.compat, &cfg.virtio, &cfg.cmdline_extra);
     let refs: Vec<&str> = parts.iter().map(|p| p.as_ref()).collect();
