@@ -35,15 +35,16 @@ struct State {
     lowered: Option<(libc::pid_t, libc::c_int)>,
     /// The first instruction came: no (further) lowering.
     restored: bool,
-    /// The analysis waits for the first instruction instead of running beside the start-up.
-    hold: bool,
 }
 
 /// Shared between the analysis thread (which lowers itself) and the boot
 /// (which raises it back at the first instruction), in either order.
 #[derive(Clone, Default)]
 pub struct StartupPriority {
+    /// The state, and the condition a held analysis waits on for the restore.
     state: Arc<(Mutex<State>, Condvar)>,
+    /// The analysis waits for the first instruction instead of running beside the start-up.
+    hold: bool,
 }
 
 impl StartupPriority {
@@ -56,37 +57,30 @@ impl StartupPriority {
 
     /// Held back until the first instruction (`hold`), or only lowered.
     pub fn with_hold(hold: bool) -> Self {
-        let p = StartupPriority::default();
-        if let Ok(mut s) = p.state.0.lock() {
-            s.hold = hold;
+        StartupPriority {
+            hold,
+            ..Default::default()
         }
-        p
     }
 
     /// Whether the analysis waits for the first instruction.
     pub fn holds(&self) -> bool {
-        self.state.0.lock().is_ok_and(|s| s.hold)
+        self.hold
     }
 
     /// Called by the analysis thread before it starts: waits until
     /// [`StartupPriority::restore`] when held, else lowers the thread's
     /// priority until then (if it can be raised back).
     pub fn yield_current_thread(&self) {
-        let (lock, restored) = &*self.state;
-        let Ok(mut s) = lock.lock() else {
-            return;
-        };
-        if s.hold {
-            while !s.restored {
-                s = match restored.wait(s) {
-                    Ok(s) => s,
-                    Err(_) => return,
-                };
-            }
+        if !self.hold {
+            self.lower_current_thread();
             return;
         }
-        drop(s);
-        self.lower_current_thread();
+        let (lock, restored) = &*self.state;
+        if let Ok(s) = lock.lock() {
+            // A poisoned lock lets the analysis go: slower start-up, never a hang.
+            drop(restored.wait_while(s, |s| !s.restored));
+        }
     }
 
     /// Lowers the calling thread's priority until [`StartupPriority::restore`],
